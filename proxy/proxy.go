@@ -70,3 +70,13 @@ type Listener struct {
 	// PlaintextFrom lists networks allowed to log in without TLS.
 	PlaintextFrom []netip.Prefix
 }
+
+// SMTPBackend verifies a submission client's password and opens the
+// backend SMTP session (XCLIENT, the client's EHLO replayed); *backend.SMTP
+// satisfies it.
+type SMTPBackend interface {
+	Login(ctx context.Context, c backend.Client, user, pass string) (*backend.Session, error)
+	// Extensions lists the backend's EHLO keywords (e.g. "SIZE 10240000",
+	// "8BITMIME"), so mailgate advertises only what the backend has.
+	Extensions(ctx context.Context) ([]string, error)
+}
