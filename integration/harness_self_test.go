@@ -1,0 +1,92 @@
+//go:build integration
+
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHarnessDovecotDirect proves the harness: Python's imaplib logs in to
+// Dovecot directly, Dovecot records the address forwarded through ID, and
+// a message sent to Postfix arrives in the mailbox through LMTP.
+func TestHarnessDovecotDirect(t *testing.T) {
+	hs := need(t)
+	out, err := python(t, `
+import imaplib, sys
+c = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+c.xatom("ID", '("x-originating-ip" "81.2.69.142")')
+typ, _ = c.login("alice@example.test", "alicepass")
+typ2, data = c.select("INBOX")
+c.logout()
+print(typ, typ2)
+`, itoa(hs.imapPort))
+	if err != nil {
+		t.Fatalf("imaplib: %v\n%s", err, out)
+	}
+	if strings.TrimSpace(out) != "OK OK" {
+		t.Fatalf("imaplib login/select = %q, want OK OK", out)
+	}
+	if !waitFor(func() bool {
+		return strings.Contains(hs.dovecotLog(), "user=<alice@example.test>, method=PLAIN, rip=81.2.69.142")
+	}, 5*time.Second) {
+		t.Fatalf("dovecot log lacks the forwarded address; log:\n%s", hs.dovecotLog())
+	}
+}
+
+// TestHarnessPostfixToDovecot: mail submitted to Postfix with XCLIENT is
+// delivered over LMTP into Dovecot, and the Postfix log names the
+// forwarded client.
+func TestHarnessPostfixToDovecot(t *testing.T) {
+	hs := need(t)
+	resetMailbox(t, "bob@example.test")
+	msg := makeMessage("alice@example.test", "bob@example.test", "harness postfix", 2000)
+	out, err := python(t, `
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+s.ehlo("proxy.test")
+code, resp = s.docmd("XCLIENT", "ADDR=81.2.69.142 NAME=[UNAVAILABLE] LOGIN=alice@example.test")
+assert code == 220, (code, resp)
+s.ehlo("client.test")
+s.sendmail("alice@example.test", ["bob@example.test"], open(sys.argv[2], "rb").read())
+s.quit()
+print("sent")
+`, itoa(hs.smtpPort), writeTemp(t, msg))
+	if err != nil {
+		t.Fatalf("smtplib: %v\n%s", err, out)
+	}
+	if !waitFor(func() bool { return countDirect(t, "bob@example.test") == 1 }, 20*time.Second) {
+		t.Fatalf("message never arrived; postfix log:\n%s", hs.postfixLog())
+	}
+	if !strings.Contains(hs.postfixLog(), "client=unknown[81.2.69.142]") {
+		t.Errorf("postfix log lacks the XCLIENT address; log:\n%s", hs.postfixLog())
+	}
+}
+
+// TestHarnessSubmissionSASL: Postfix's submission listener authenticates
+// through Dovecot's auth service (the verify: smtp-auth path).
+func TestHarnessSubmissionSASL(t *testing.T) {
+	hs := need(t)
+	out, err := python(t, `
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+s.ehlo("client.test")
+try:
+    s.login("carol@example.test", "wrong")
+    print("bad-accepted")
+except smtplib.SMTPAuthenticationError as e:
+    print("bad", e.smtp_code)
+s.close()
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+s.ehlo("client.test")
+print("good", s.login("carol@example.test", "carolpass")[0])
+s.quit()
+`, itoa(hs.subPort))
+	if err != nil {
+		t.Fatalf("smtplib: %v\n%s", err, out)
+	}
+	if got, want := strings.TrimSpace(out), "bad 535\ngood 235"; got != want {
+		t.Fatalf("submission auth = %q, want %q", got, want)
+	}
+}

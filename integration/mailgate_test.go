@@ -1,0 +1,227 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Mailgate is one running mailgate process for one test.
+type Mailgate struct {
+	// Addr maps each listener name in the config to its address.
+	Addr map[string]string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{} // closed when the process has exited
+}
+
+// syncBuffer collects the process's stderr while tests read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Log returns everything mailgate logged so far.
+func (m *Mailgate) Log() string { return m.log.String() }
+
+// WaitLog waits until mailgate's log contains substr.
+func (m *Mailgate) WaitLog(t testing.TB, substr string) string {
+	t.Helper()
+	if !waitFor(func() bool { return strings.Contains(m.Log(), substr) }, 10*time.Second) {
+		t.Fatalf("mailgate log never showed %q; log:\n%s", substr, m.Log())
+	}
+	return m.Log()
+}
+
+// startMailgate writes cfgYAML to a file, runs `mailgate serve -config`
+// with it, waits until every listener accepts, and stops the process when
+// the test ends. A process that exits early fails the test with its log.
+func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
+	t.Helper()
+	hs := need(t)
+	if hs.buildErr != nil {
+		t.Fatalf("mailgate binary unavailable: %v", hs.buildErr)
+	}
+	var cfg struct {
+		Listeners []struct {
+			Name    string `yaml:"name"`
+			Address string `yaml:"address"`
+		} `yaml:"listeners"`
+	}
+	if err := yaml.Unmarshal([]byte(cfgYAML), &cfg); err != nil {
+		t.Fatalf("test config does not parse: %v\n%s", err, cfgYAML)
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "mailgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := &Mailgate{Addr: map[string]string{}, log: &syncBuffer{}, done: make(chan struct{})}
+	for _, l := range cfg.Listeners {
+		m.Addr[l.Name] = l.Address
+	}
+	m.cmd = exec.Command(hs.mailgateBin, "serve", "-config", cfgPath)
+	m.cmd.Stdout = m.log
+	m.cmd.Stderr = m.log
+	m.cmd.Dir = dir
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("starting mailgate: %v", err)
+	}
+	go func() {
+		m.cmd.Wait()
+		close(m.done)
+	}()
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() {
+			t.Logf("mailgate log:\n%s", m.Log())
+		}
+	})
+	for name, a := range m.Addr {
+		ok := waitFor(func() bool {
+			select {
+			case <-m.done:
+				return true
+			default:
+			}
+			return accepting(a)
+		}, 15*time.Second)
+		select {
+		case <-m.done:
+			t.Fatalf("mailgate exited during start-up (%v); log:\n%s", m.cmd.ProcessState, m.Log())
+		default:
+		}
+		if !ok {
+			t.Fatalf("mailgate listener %s (%s) never accepted; log:\n%s", name, a, m.Log())
+		}
+	}
+	return m
+}
+
+// stop sends SIGTERM, waits for a graceful exit, then kills.
+func (m *Mailgate) stop() {
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(15 * time.Second):
+		m.cmd.Process.Kill()
+		<-m.done
+	}
+}
+
+// cfg describes a mailgate config for the tests; Config renders it.
+type cfg struct {
+	// Ports of mailgate's own listeners, chosen free by newCfg.
+	IMAPS, IMAP, IMAPSLB, POP3S, POP3SLB, SMTPS, SMTPSLB, Submission int
+	// Backend ports; default to the harness's Dovecot and Postfix.
+	BackendIMAP, BackendPOP3, BackendSMTP int
+	// Verify is the SMTP verification mode: "imap" or "smtp-auth".
+	Verify string
+	// Allow lists the allowed countries.
+	Allow []string
+}
+
+// newCfg picks free ports for every listener and points the backends at
+// the harness's daemons.
+func newCfg(t testing.TB) *cfg {
+	t.Helper()
+	hs := need(t)
+	p, err := freePorts(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cfg{
+		IMAPS: p[0], IMAP: p[1], IMAPSLB: p[2], POP3S: p[3], POP3SLB: p[4], SMTPS: p[5], SMTPSLB: p[6], Submission: p[7],
+		BackendIMAP: hs.imapPort, BackendPOP3: hs.pop3Port, BackendSMTP: hs.smtpPort,
+		Verify: "imap", Allow: []string{"GB", "US"},
+	}
+}
+
+// YAML renders the config in mailgate's format. 127.0.0.1 is GB and
+// 127.0.0.2 is RU by override; the PROXY listeners trust 127.0.0.1.
+func (c *cfg) YAML() string {
+	return fmt.Sprintf(`hostname: mail.example.test
+log: {level: debug, format: text}
+listeners:
+  - {name: imaps, protocol: imap, address: "127.0.0.1:%d", tls: implicit}
+  - {name: imap, protocol: imap, address: "127.0.0.1:%d", tls: starttls, plaintext_from: []}
+  - {name: imaps-lb, protocol: imap, address: "127.0.0.1:%d", tls: implicit, proxy_protocol_from: ["127.0.0.1/32"]}
+  - {name: pop3s, protocol: pop3, address: "127.0.0.1:%d", tls: implicit}
+  - {name: pop3s-lb, protocol: pop3, address: "127.0.0.1:%d", tls: implicit, proxy_protocol_from: ["127.0.0.1/32"]}
+  - {name: smtps, protocol: smtp, address: "127.0.0.1:%d", tls: implicit}
+  - {name: smtps-lb, protocol: smtp, address: "127.0.0.1:%d", tls: implicit, proxy_protocol_from: ["127.0.0.1/32"]}
+  - {name: submission, protocol: smtp, address: "127.0.0.1:%d", tls: starttls}
+backends:
+  imap: {address: "127.0.0.1:%d", tls: none, forward_client: true}
+  pop3: {address: "127.0.0.1:%d", tls: none, forward_client: true}
+  smtp: {address: "127.0.0.1:%d", tls: none, verify: %s, xclient: true}
+tls:
+  self_signed: true
+geo:
+  overrides: {"127.0.0.1/32": GB, "127.0.0.2/32": RU}
+policy:
+  allow_countries: [%s]
+limits: {auth_failure_delay: 100ms}
+`, c.IMAPS, c.IMAP, c.IMAPSLB, c.POP3S, c.POP3SLB, c.SMTPS, c.SMTPSLB, c.Submission,
+		c.BackendIMAP, c.BackendPOP3, c.BackendSMTP, c.Verify, strings.Join(c.Allow, ", "))
+}
+
+// Addresses the PROXY header names (no traffic goes there), placed by the
+// embedded geo data.
+const (
+	addrGB  = "81.2.69.142" // GB: allowed
+	addrRU  = "77.88.55.88" // RU: denied
+	addrCN  = "1.2.4.8"     // CN: denied
+	ruLocal = "127.0.0.2"   // loopback address overridden to RU
+)
+
+// proxyHeader is a PROXY v1 header for a client at src talking to the
+// listener at dst.
+func proxyHeader(src, dst string) string {
+	_, dport, _ := net.SplitHostPort(dst)
+	return fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40123 %s\r\n", src, dport)
+}
+
+// dialFrom dials addr from the local address laddr ("" for the default).
+func dialFrom(t testing.TB, laddr, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if laddr != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(laddr)}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, laddr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
