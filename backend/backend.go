@@ -5,15 +5,34 @@
 //
 // backend imports no other mailgate package. Credentials are re-encoded
 // here; raw client bytes never reach a backend before login.
+//
+// # Implementation notes
+//
+//   - Every network step has a deadline: ConnectTimeout bounds dial and TLS
+//     handshake, Timeout bounds each read and write after that, and a
+//     cancelled ctx interrupts any of them (conn.watch).
+//   - Backend lines are read into a bounded buffer (maxLineLen); a longer
+//     line is a protocol error, never unbounded growth.
+//   - Credentials containing CR, LF or NUL are refused before dialing: no
+//     server accepts them and they only serve command injection.
+//   - Errors wrap ErrAuthFailed (permanent: the backend said no to these
+//     credentials) or ErrUnavailable (anything else, temporary). Error text
+//     may quote backend replies, truncated, and never contains a password.
+//
+// RFCs: 9051 and 3501 (IMAP), 2971 (ID), 7888 (LITERAL+/-), 5530 (IMAP
+// response codes), 1939 (POP3), 2449 (CAPA), 5034 (POP3 AUTH), 2595 (STLS),
+// 3206 (POP3 response codes), 5321 (SMTP), 4954 (SMTP AUTH), 3207
+// (STARTTLS), 3461 (xtext), 4616 (SASL PLAIN).
 package backend
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -23,6 +42,24 @@ var (
 	ErrAuthFailed = errors.New("backend: authentication failed")
 	// ErrUnavailable: dial, TLS, timeout or protocol failure; temporary.
 	ErrUnavailable = errors.New("backend: unavailable")
+)
+
+// Defaults for Options; see Options.Defaults.
+const (
+	// DefaultConnectTimeout bounds dial plus TLS handshake. A backend on
+	// the same host or LAN answers in milliseconds; seconds mean it is down.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultTimeout bounds each read or write during login. Dovecot may
+	// delay a failed login by up to 15s (auth_failure_delay is 2s by
+	// default, more under penalty), so this stays well above that.
+	DefaultTimeout = 30 * time.Second
+)
+
+// TLS modes for Options.TLS.
+const (
+	TLSNone     = "none"     // plaintext (a backend on loopback or a trusted LAN)
+	TLSImplicit = "implicit" // TLS from the first byte (993, 995, 465)
+	TLSStartTLS = "starttls" // STARTTLS (IMAP, SMTP) or STLS (POP3) before login
 )
 
 // Client describes the end user's connection as mailgate saw it.
@@ -35,6 +72,7 @@ type Client struct {
 }
 
 // Options configure one backend server (the `backends.<proto>:` section).
+// Zero durations and an empty TLS mean the defaults (see Defaults).
 type Options struct {
 	Address        string        `yaml:"address"`         // host:port
 	TLS            string        `yaml:"tls"`             // none | implicit | starttls
@@ -42,9 +80,60 @@ type Options struct {
 	Timeout        time.Duration `yaml:"timeout"`         // each login step
 	ForwardClient  bool          `yaml:"forward_client"`  // IMAP ID / XCLIENT
 
-	// TLSConfig is built by the caller (tlsconf) when TLS != "none".
+	// TLSConfig is built by the caller (tlsconf) when TLS != "none". Nil
+	// means system roots and the host part of Address as server name.
 	TLSConfig *tls.Config  `yaml:"-"`
 	Logger    *slog.Logger `yaml:"-"`
+}
+
+// Defaults fills the zero fields with their defaults: TLS "none",
+// ConnectTimeout 5s, Timeout 30s, a discarding Logger.
+func (o *Options) Defaults() {
+	if o.TLS == "" {
+		o.TLS = TLSNone
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every problem with o, each prefixed with path (the
+// config key of this section, e.g. "backends.imap"). Zero durations and an
+// empty TLS are accepted: they mean the defaults.
+func (o *Options) Validate(path string) error {
+	var errs []error
+	if host, port, err := net.SplitHostPort(o.Address); err != nil {
+		errs = append(errs, fmt.Errorf("%s.address: %q is not host:port: %v", path, o.Address, err))
+	} else if host == "" {
+		errs = append(errs, fmt.Errorf("%s.address: %q has no host", path, o.Address))
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		errs = append(errs, fmt.Errorf("%s.address: %q has no valid port", path, o.Address))
+	}
+	switch o.TLS {
+	case "", TLSNone, TLSImplicit, TLSStartTLS:
+	default:
+		errs = append(errs, fmt.Errorf("%s.tls: %q is not one of none, implicit, starttls", path, o.TLS))
+	}
+	if o.ConnectTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%s.connect_timeout: must be positive", path))
+	}
+	if o.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("%s.timeout: must be positive", path))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns a copy of o with Defaults applied, so a Login works
+// on options nobody called Defaults on.
+func (o Options) withDefaults() Options {
+	o.Defaults()
+	return o
 }
 
 // Session is an authenticated backend connection ready to splice.
@@ -59,24 +148,28 @@ type Session struct {
 	Buffered []byte
 }
 
-// IMAP logs in to an IMAP backend.
-type IMAP struct{ Opts Options }
-
-// Login dials, optionally sends ID with the client's address, then logs in
-// (AUTHENTICATE PLAIN with SASL-IR when offered, else LOGIN) using tag, the
-// client's own tag, so Reply can go to the client as is.
-func (b *IMAP) Login(ctx context.Context, c Client, tag, user, pass string) (*Session, error) {
-	panic("TODO")
+// checkCredentials refuses user names and passwords no backend accepts and
+// that could only serve to inject a command: CR, LF and NUL. (NUL would
+// also split the SASL PLAIN message, RFC 4616 2.)
+func checkCredentials(user, pass string) error {
+	if user == "" {
+		return fmt.Errorf("%w: empty user name", ErrAuthFailed)
+	}
+	for _, s := range [...]struct{ what, v string }{{"user name", user}, {"password", pass}} {
+		for i := 0; i < len(s.v); i++ {
+			switch s.v[i] {
+			case '\r', '\n', 0:
+				return fmt.Errorf("%w: %s contains CR, LF or NUL; not sent", ErrAuthFailed, s.what)
+			}
+		}
+	}
+	if len(user) > maxCredentialLen || len(pass) > maxCredentialLen {
+		return fmt.Errorf("%w: user name or password longer than %d octets; not sent", ErrAuthFailed, maxCredentialLen)
+	}
+	return nil
 }
 
-// POP3 logs in to a POP3 backend.
-type POP3 struct{ Opts Options }
-
-// Login dials, optionally sends XCLIENT, then USER/PASS or AUTH PLAIN.
-func (b *POP3) Login(ctx context.Context, c Client, user, pass string) (*Session, error) {
-	panic("TODO")
-}
-
-// Capabilities returns the backend's CAPA lines (e.g. TOP, UIDL) so the
-// proxy can advertise post-login capabilities. Cached by the caller.
-func (b *POP3) Capabilities(ctx context.Context) ([]string, error) { panic("TODO") }
+// maxCredentialLen caps user name and password. The SASL PLAIN message of
+// both, base64-encoded, must fit a 12288-octet SASL line (RFC 4954 4), and
+// Dovecot's own limit on an authentication request is in the same range.
+const maxCredentialLen = 4096

@@ -1,0 +1,394 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// SMTP verification modes, SMTP.Verify.
+const (
+	// VerifyIMAP checks the password with an IMAP login to SMTP.VerifyIMAP
+	// and then opens a session on a backend port that trusts mailgate
+	// (Postfix port 25 or a private port with XCLIENT).
+	VerifyIMAP = "imap"
+	// VerifySMTPAuth relays the password with AUTH PLAIN to a backend that
+	// offers AUTH (Postfix submission with Dovecot SASL).
+	VerifySMTPAuth = "smtp-auth"
+)
+
+// DefaultVerifyCacheTTL is the default for SMTP.CacheTTL.
+const DefaultVerifyCacheTTL = 60 * time.Second
+
+// ehloRefresh is how long Extensions serves cached EHLO keywords.
+const ehloRefresh = 5 * time.Minute
+
+// SMTP verifies a submission client's password and opens the backend
+// SMTP session (the `backends.smtp:` section).
+type SMTP struct {
+	Opts Options `yaml:",inline"`
+	// Verify is VerifyIMAP ("imap", the default when empty) or
+	// VerifySMTPAuth ("smtp-auth").
+	Verify string `yaml:"verify"`
+	// XCLIENT passes the client's address, EHLO name and (in imap mode)
+	// login to Postfix (XCLIENT_README). When set and the backend does
+	// not offer XCLIENT to us, logins fail: the backend would otherwise
+	// see every message as mailgate's own.
+	XCLIENT bool `yaml:"xclient"`
+	// Hostname is mailgate's own EHLO name; "localhost" when empty.
+	Hostname string `yaml:"-"`
+	// VerifyIMAP logs in to check passwords in imap mode.
+	VerifyIMAP *IMAP `yaml:"-"`
+	// CacheTTL keeps successful imap-mode verifications this long; 0
+	// disables the cache. A password change (or a locked account) takes
+	// effect at the latest CacheTTL after the last successful login.
+	CacheTTL time.Duration `yaml:"verify_cache_ttl"`
+
+	initOnce sync.Once
+	cache    *verifyCache
+
+	mu     sync.Mutex // guards the fields below
+	exts   []string   // last good EHLO keywords
+	extsAt time.Time  // when exts were fetched
+}
+
+// Validate reports every problem of the section, each prefixed with path
+// (e.g. "backends.smtp").
+func (b *SMTP) Validate(path string) error {
+	errs := []error{b.Opts.Validate(path)}
+	switch b.Verify {
+	case "", VerifyIMAP:
+		if b.VerifyIMAP == nil {
+			errs = append(errs, fmt.Errorf("%s.verify: imap mode needs an IMAP backend", path))
+		}
+	case VerifySMTPAuth:
+	default:
+		errs = append(errs, fmt.Errorf("%s.verify: %q is not one of imap, smtp-auth", path, b.Verify))
+	}
+	if b.CacheTTL < 0 {
+		errs = append(errs, fmt.Errorf("%s.verify_cache_ttl: must not be negative", path))
+	}
+	return errors.Join(errs...)
+}
+
+func (b *SMTP) init() {
+	b.initOnce.Do(func() { b.cache = newVerifyCache(b.CacheTTL) })
+}
+
+func (b *SMTP) hostname() string {
+	if b.Hostname == "" {
+		return "localhost"
+	}
+	return b.Hostname
+}
+
+// Login verifies the password, then opens the backend session ready for
+// the client's MAIL FROM, and returns it (Reply nil; the proxy answers
+// 235 itself).
+//
+// imap mode: IMAP login and logout (cached), then greeting, EHLO, STARTTLS
+// and EHLO when configured, XCLIENT when configured (a new 220 greeting),
+// and the client's own EHLO/HELO replayed.
+// smtp-auth mode: the same up to XCLIENT (without LOGIN=), then the
+// client's EHLO name and AUTH PLAIN (RFC 4954); 235 means ready.
+// Either way the last EHLO the backend sees carries the client's name.
+func (b *SMTP) Login(ctx context.Context, c Client, user, pass string) (*Session, error) {
+	b.init()
+	if err := checkCredentials(user, pass); err != nil {
+		return nil, err
+	}
+	if !validHelo(c.Helo) {
+		return nil, fmt.Errorf("%w: smtp: client EHLO name %q cannot be replayed", ErrUnavailable, c.Helo)
+	}
+	o := b.Opts.withDefaults()
+	log := o.Logger.With("backend", "smtp", "cid", c.Session)
+	authMode := b.Verify == VerifySMTPAuth
+	if !authMode {
+		if err := b.verify(ctx, c, user, pass); err != nil {
+			return nil, err
+		}
+	}
+	cn, err := dial(ctx, o, "smtp", log)
+	if err != nil {
+		return nil, err
+	}
+	s := &smtpSession{conn: cn}
+	if err := s.open(b, c, user, pass, authMode); err != nil {
+		cn.close()
+		return nil, err
+	}
+	nc, rest := cn.release()
+	return &Session{Conn: nc, Buffered: rest}, nil
+}
+
+// verify checks user and pass with an IMAP login unless the cache knows
+// them. The IMAP session is logged out at once.
+func (b *SMTP) verify(ctx context.Context, c Client, user, pass string) error {
+	if b.cache.ok(user, pass) {
+		return nil
+	}
+	if b.VerifyIMAP == nil {
+		return fmt.Errorf("%w: smtp: imap verification without an IMAP backend", ErrUnavailable)
+	}
+	sess, err := b.VerifyIMAP.Login(ctx, c, "mgv", user, pass)
+	if err != nil {
+		return err
+	}
+	// LOGOUT is a courtesy (RFC 9051 6.1.3); the answer does not matter.
+	_ = sess.Conn.SetDeadline(time.Now().Add(time.Second))
+	_, _ = sess.Conn.Write([]byte("mgz LOGOUT\r\n"))
+	_ = sess.Conn.Close()
+	b.cache.add(user, pass)
+	return nil
+}
+
+// Extensions lists the backend's EHLO keywords (e.g. "SIZE 10240000",
+// "8BITMIME"), upper-cased, with parameters, as offered to mailgate after
+// STARTTLS when configured. They are cached for 5 minutes; when the
+// backend cannot be asked, the last good list is returned without error.
+func (b *SMTP) Extensions(ctx context.Context) ([]string, error) {
+	b.mu.Lock()
+	exts, at := b.exts, b.extsAt
+	b.mu.Unlock()
+	if exts != nil && time.Since(at) < ehloRefresh {
+		return exts, nil
+	}
+	fresh, err := b.fetchExtensions(ctx)
+	if err != nil {
+		if exts != nil {
+			b.Opts.withDefaults().Logger.Warn("smtp backend EHLO failed; serving cached extensions", "err", err)
+			return exts, nil
+		}
+		return nil, err
+	}
+	b.mu.Lock()
+	b.exts, b.extsAt = fresh, time.Now()
+	b.mu.Unlock()
+	return fresh, nil
+}
+
+func (b *SMTP) fetchExtensions(ctx context.Context) ([]string, error) {
+	o := b.Opts.withDefaults()
+	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp"))
+	if err != nil {
+		return nil, err
+	}
+	defer cn.close()
+	s := &smtpSession{conn: cn}
+	if err := s.greeting(); err != nil {
+		return nil, err
+	}
+	exts, err := s.ehloTLS(b.hostname())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.write([]byte("QUIT\r\n")); err == nil {
+		_, _ = s.reply() // "221"; the answer does not matter
+	}
+	return exts, nil
+}
+
+// smtpSession is the state of one SMTP backend session being opened.
+type smtpSession struct {
+	*conn
+}
+
+// open runs everything after dial; see SMTP.Login.
+func (s *smtpSession) open(b *SMTP, c Client, user, pass string, authMode bool) error {
+	if err := s.greeting(); err != nil {
+		return err
+	}
+	exts, err := s.ehloTLS(b.hostname())
+	if err != nil {
+		return err
+	}
+	if b.XCLIENT {
+		if err := s.xclient(c, exts, user, !authMode); err != nil {
+			return err
+		}
+	}
+	heloCmd := "EHLO"
+	if !authMode && strings.EqualFold(c.HeloCmd, "HELO") {
+		// The client said HELO: replay that (a HELO session has no
+		// extensions, RFC 5321 4.1.1.1). AUTH needs EHLO (RFC 4954 4).
+		heloCmd = "HELO"
+	}
+	r, err := s.cmd(heloCmd + " " + c.Helo)
+	if err != nil {
+		return err
+	}
+	if r.code != 250 {
+		return s.replyErr(heloCmd+" (client name)", r)
+	}
+	if authMode {
+		return s.auth(ehloKeywords(r), user, pass)
+	}
+	return nil
+}
+
+// greeting requires the 220 greeting (RFC 5321 4.3.1); 421 or 554 mean
+// the server will not talk to us.
+func (s *smtpSession) greeting() error {
+	r, err := s.reply()
+	if err != nil {
+		return err
+	}
+	if r.code != 220 {
+		return s.replyErr("greeting", r)
+	}
+	return nil
+}
+
+// ehloTLS says EHLO and, when configured, STARTTLS and EHLO again (RFC
+// 3207 4.2: forget what was learned before TLS). It returns the keywords.
+func (s *smtpSession) ehloTLS(name string) ([]string, error) {
+	exts, err := s.ehlo(name)
+	if err != nil {
+		return nil, err
+	}
+	if s.opts.TLS != TLSStartTLS {
+		return exts, nil
+	}
+	if _, ok := extParams(exts, "STARTTLS"); !ok {
+		return nil, s.unavailable("STARTTLS configured but not offered")
+	}
+	r, err := s.cmd("STARTTLS")
+	if err != nil {
+		return nil, err
+	}
+	if r.code != 220 {
+		return nil, s.replyErr("STARTTLS", r)
+	}
+	if err := s.handshake(s.ctx); err != nil {
+		return nil, err
+	}
+	return s.ehlo(name)
+}
+
+func (s *smtpSession) ehlo(name string) ([]string, error) {
+	r, err := s.cmd("EHLO " + name)
+	if err != nil {
+		return nil, err
+	}
+	if r.code != 250 {
+		return nil, s.replyErr("EHLO", r)
+	}
+	return ehloKeywords(r), nil
+}
+
+// xclient sends Postfix XCLIENT with the attributes the server lists;
+// values are xtext (XCLIENT_README). Postfix answers with a new 220
+// greeting; the caller then says EHLO again.
+func (s *smtpSession) xclient(c Client, exts []string, user string, login bool) error {
+	attrs, ok := extParams(exts, "XCLIENT")
+	if !ok {
+		return s.unavailable("xclient configured but the backend does not offer XCLIENT to us (smtpd_authorized_xclient_hosts)")
+	}
+	var args []string
+	add := func(name, value string) {
+		if slices.Contains(attrs, name) {
+			args = append(args, name+"="+xtext(value))
+		}
+	}
+	if c.Addr.IsValid() {
+		a := c.Addr.Addr().Unmap()
+		ip := a.String()
+		if a.Is6() {
+			ip = "IPV6:" + ip
+		}
+		add("ADDR", ip)
+		add("PORT", strconv.Itoa(int(c.Addr.Port())))
+		// No reverse DNS here: the name is unknown, not absent.
+		add("NAME", "[UNAVAILABLE]")
+	}
+	if c.Local.IsValid() {
+		a := c.Local.Addr().Unmap()
+		ip := a.String()
+		if a.Is6() {
+			ip = "IPV6:" + ip
+		}
+		add("DESTADDR", ip)
+		add("DESTPORT", strconv.Itoa(int(c.Local.Port())))
+	}
+	add("HELO", c.Helo)
+	if strings.EqualFold(c.HeloCmd, "HELO") {
+		add("PROTO", "SMTP")
+	} else {
+		add("PROTO", "ESMTP")
+	}
+	if login {
+		add("LOGIN", user)
+	}
+	if len(args) == 0 {
+		return s.unavailable("XCLIENT offers none of the attributes we send")
+	}
+	r, err := s.cmd("XCLIENT " + strings.Join(args, " "))
+	if err != nil {
+		return err
+	}
+	if r.code != 220 {
+		return s.replyErr("XCLIENT", r)
+	}
+	return nil
+}
+
+// auth relays the credentials with AUTH PLAIN and an initial response
+// (RFC 4954 4). 535 is a wrong password; other refusals are ours or the
+// backend's configuration, so temporary.
+func (s *smtpSession) auth(exts []string, user, pass string) error {
+	mechs, ok := extParams(exts, "AUTH")
+	if !ok || !slices.Contains(mechs, "PLAIN") {
+		return s.unavailable("backend does not offer AUTH PLAIN")
+	}
+	r, err := s.cmd("AUTH PLAIN " + saslPlain(user, pass))
+	if err != nil {
+		return err
+	}
+	switch {
+	case r.code == 235:
+		return nil
+	case r.code == 535:
+		return fmt.Errorf("%w: smtp %s: %d %s", ErrAuthFailed, s.opts.Address, r.code, quote([]byte(strings.Join(r.lines, " "))))
+	}
+	return s.replyErr("AUTH", r)
+}
+
+// cmd sends one command line and reads the reply.
+func (s *smtpSession) cmd(line string) (smtpReply, error) {
+	if err := s.write([]byte(line + "\r\n")); err != nil {
+		return smtpReply{}, err
+	}
+	return s.reply()
+}
+
+// reply reads one complete reply, checking every line has the same code.
+func (s *smtpSession) reply() (smtpReply, error) {
+	var r smtpReply
+	for range maxReplyLines {
+		line, err := s.readLine()
+		if err != nil {
+			return r, err
+		}
+		code, more, text, ok := parseReplyLine(line)
+		if !ok || (r.code != 0 && code != r.code) {
+			return r, s.unavailable("bad reply line " + quote(line))
+		}
+		r.code = code
+		r.lines = append(r.lines, text)
+		if !more {
+			return r, nil
+		}
+	}
+	return r, s.unavailable("reply has too many lines")
+}
+
+// replyErr describes an unexpected reply: always ErrUnavailable, since a
+// password problem shows only as 535 to AUTH.
+func (s *smtpSession) replyErr(step string, r smtpReply) error {
+	return s.unavailable(fmt.Sprintf("%s answered %d %s", step, r.code, quote([]byte(strings.Join(r.lines, " ")))))
+}
