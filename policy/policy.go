@@ -3,11 +3,42 @@
 // (`user|CC`, `user|IP`), and a richer rules file. It is pure: no network.
 //
 // policy imports geo and nothing else of mailgate.
+//
+// # Model
+//
+// A decision walks these tiers in order; the first tier with a matching,
+// unexpired rule decides (docs/policy.md has the same table):
+//
+//  1. always_deny  (config and rules file): networks, countries, labels
+//  2. always_allow (config and rules file): networks
+//  3. rules for the login itself, and its lines in the user file
+//  4. rules for the login's domain ("@example.com")
+//  5. rules for everyone ("*")
+//  6. allow_countries: the global default list
+//  7. otherwise deny
+//
+// Inside tiers 3 to 5 a matching deny beats a matching allow.
+//
+// # Implementation notes
+//
+// Files are parsed and compiled into an immutable snapshot (compiled) that
+// Decide reads through an atomic pointer, so reloads never block decisions
+// and a decision sees one consistent policy. Decide must stay allocation
+// free: logins are lower-cased into a stack buffer and looked up with the
+// m[string(b)] form the compiler does not allocate for; every Rule and
+// Reason string is built at compile time.
 package policy
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/mailgate/mailgate/geo"
 )
@@ -15,7 +46,8 @@ import (
 // Protocol is the mail protocol of a login.
 type Protocol string
 
-// The protocols mailgate proxies.
+// The protocols mailgate proxies. SMTP covers submission (587) and
+// submissions (465) alike.
 const (
 	IMAP Protocol = "imap"
 	POP3 Protocol = "pop3"
@@ -34,32 +66,230 @@ type Decision struct {
 	Allow bool
 	// Rule names what decided: "file:line" or a config key path.
 	Rule string
-	// Reason is a short human text ("country RU not allowed for alice").
+	// Reason is a short human text ("denied by a rule for this user").
 	Reason string
 	// Location is where the address was placed.
 	Location geo.Location
 }
 
+// DefaultWatchInterval is how often Watch looks at the policy files when
+// Config.WatchInterval is zero: short enough that a help-desk `mailgate
+// allow` takes effect while the user is still on the phone.
+const DefaultWatchInterval = 2 * time.Second
+
 // Config is the `policy:` section of mailgate's config file.
 type Config struct {
+	// AllowCountries is the global default: ISO 3166-1 alpha-2 codes (or geo
+	// labels such as "private") from which everyone may log in. Empty means
+	// nobody is allowed by default; only rules and always_allow let logins in.
 	AllowCountries []string `yaml:"allow_countries"`
-	DefaultDomain  string   `yaml:"default_domain"`
-	UserFile       string   `yaml:"user_file"`
-	RulesFile      string   `yaml:"rules_file"`
+	// DefaultDomain is appended to logins without "@" (in requests and in
+	// both files), so "alice" and "alice@example.com" are one user. Empty
+	// means logins are taken as they are.
+	DefaultDomain string `yaml:"default_domain"`
+	// UserFile is the legacy per-user allow file (`user|CC`, `user|IP`,
+	// e.g. user-allowed.php). Empty means none.
+	UserFile string `yaml:"user_file"`
+	// RulesFile is the YAML rules file. Empty means none.
+	RulesFile string `yaml:"rules_file"`
+	// AlwaysAllow lists IPs or CIDRs from which every login is allowed
+	// (office, VPN, monitoring), unless always_deny also matches.
+	AlwaysAllow []string `yaml:"always_allow"`
+	// AlwaysDeny lists IPs, CIDRs, country codes or labels from which every
+	// login is denied, whatever else says.
+	AlwaysDeny []string `yaml:"always_deny"`
+	// WatchInterval is how often Watch checks the files for changes; zero
+	// means DefaultWatchInterval, negative disables polling (SIGHUP still
+	// reloads).
+	WatchInterval time.Duration `yaml:"watch_interval"`
 }
 
 // Validate reports every problem in c at once, each with its key path.
-func (c *Config) Validate() error { panic("TODO") }
+func (c *Config) Validate() error {
+	_, err := compileConfig(c)
+	return err
+}
+
+// ErrInvalid marks every error about the content of a policy file or
+// config section; the message names file:line or the key path.
+var ErrInvalid = errors.New("invalid policy")
+
+// Option changes how an Engine is built; for tests and tools.
+type Option func(*Engine)
+
+// WithClock sets the clock used to expire rules (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(e *Engine) { e.now = now }
+}
 
 // Engine holds the compiled policy; safe for concurrent use; Reload swaps
 // the compiled rules atomically.
-type Engine struct{}
+type Engine struct {
+	cfg Config
+	loc geo.Locator
+	log *slog.Logger
+	now func() time.Time
+	// cur is the policy in use; Decide only ever loads it.
+	cur atomic.Pointer[compiled]
+	// mu serialises Reload so two reloads never interleave their reads.
+	mu sync.Mutex
+}
 
-// New loads and compiles the policy. loc places addresses.
-func New(c Config, loc geo.Locator, log *slog.Logger) (*Engine, error) { panic("TODO") }
+// New loads and compiles the policy. loc places addresses. Every problem in
+// the config and files is reported at once, each with file:line or key path.
+func New(c Config, loc geo.Locator, log *slog.Logger, opts ...Option) (*Engine, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if loc == nil {
+		return nil, errors.New("policy: no geo locator")
+	}
+	e := &Engine{cfg: c, loc: loc, log: log, now: time.Now}
+	for _, o := range opts {
+		o(e)
+	}
+	cp, err := e.load()
+	if err != nil {
+		return nil, err
+	}
+	e.cur.Store(cp)
+	return e, nil
+}
 
-// Decide places r.Addr and decides.
-func (e *Engine) Decide(r Request) Decision { panic("TODO") }
+// load reads and compiles config and files into a fresh snapshot.
+func (e *Engine) load() (*compiled, error) {
+	cp, err := compileConfig(&e.cfg)
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if e.cfg.UserFile != "" {
+		uf, err := readUserFile(e.cfg.UserFile)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			for _, w := range uf.Warnings {
+				e.log.Warn("policy: skipped line in user file", "file", e.cfg.UserFile, "line", w.Line, "problem", w.Msg)
+			}
+			if cp != nil {
+				cp.addUserFile(uf, e.cfg.DefaultDomain)
+			}
+		}
+	}
+	if e.cfg.RulesFile != "" {
+		rf, err := readRulesFile(e.cfg.RulesFile)
+		if err != nil {
+			errs = append(errs, err)
+		} else if cp != nil {
+			cp.addRulesFile(rf, e.cfg.DefaultDomain)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cp.finish()
+	return cp, nil
+}
 
-// Reload re-reads the policy files; on error the old policy stays.
-func (e *Engine) Reload() error { panic("TODO") }
+// Decide places r.Addr and decides. It never blocks and never allocates.
+func (e *Engine) Decide(r Request) Decision {
+	addr := r.Addr.Unmap().WithZone("")
+	loc := e.loc.Lookup(addr)
+	d := e.cur.Load().decide(r.Login, protoBit(r.Protocol), addr, loc.Code(), e.now)
+	d.Location = loc
+	return d
+}
+
+// Reload re-reads the policy files; on error the old policy stays and the
+// returned error lists every problem (errors.Join, one per file:line).
+func (e *Engine) Reload() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cp, err := e.load()
+	if err != nil {
+		return err
+	}
+	e.cur.Store(cp)
+	return nil
+}
+
+// Watch polls the policy files every Config.WatchInterval and reloads when
+// one changes (size, mtime or a rename over it), until ctx ends. A failed
+// reload is logged with every error and the old policy stays.
+func (e *Engine) Watch(ctx context.Context) {
+	iv := e.cfg.WatchInterval
+	if iv == 0 {
+		iv = DefaultWatchInterval
+	}
+	if iv < 0 || (e.cfg.UserFile == "" && e.cfg.RulesFile == "") {
+		return
+	}
+	files := []string{e.cfg.UserFile, e.cfg.RulesFile}
+	last := stamps(files)
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stamps(files)
+		if now == last {
+			continue
+		}
+		last = now
+		if err := e.Reload(); err != nil {
+			for _, err := range unjoin(err) {
+				e.log.Error("policy: reload failed, keeping the old policy", "error", err)
+			}
+			continue
+		}
+		e.log.Info("policy: reloaded after a file change")
+	}
+}
+
+// unjoin flattens an errors.Join tree.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// protoBit maps a protocol to its bit in a rule's protocol mask; unknown
+// protocols get no bit, so only rules without a protocol list match them.
+func protoBit(p Protocol) uint8 {
+	switch p {
+	case IMAP:
+		return 1
+	case POP3:
+		return 2
+	case SMTP:
+		return 4
+	}
+	return 0
+}
+
+// parseProtocol accepts a protocol name in any case.
+func parseProtocol(s string) (uint8, error) {
+	b := protoBit(Protocol(strings.ToLower(strings.TrimSpace(s))))
+	if b == 0 {
+		return 0, fmt.Errorf("%q is not a protocol (imap, pop3, smtp)", s)
+	}
+	return b, nil
+}
+
+func protoNames(mask uint8) []string {
+	var out []string
+	for _, p := range []Protocol{IMAP, POP3, SMTP} {
+		if mask&protoBit(p) != 0 {
+			out = append(out, string(p))
+		}
+	}
+	return out
+}

@@ -1,0 +1,168 @@
+package policy
+
+// The legacy per-user allow file, read the way the original PHP auth
+// script read user-allowed.php: one `user|CC` or `user|IP` per line, with
+// spaces, tabs, CR and NUL removed anywhere in the line. Entries only ever
+// allow. Differences from PHP, all documented in docs/policy.md: logins
+// compare case-insensitively, country codes in any case, IPv6 addresses by
+// value rather than by spelling, a line with more than one "|" is refused
+// (PHP would have used the second field), and "#" lines are comments.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// maxPolicyFile caps what we read from a policy file: a million legacy
+// lines are ~40 MiB; anything bigger is not a policy file, and reading it
+// would hold the reload (and memory) hostage.
+const maxPolicyFile = 64 << 20
+
+// UserEntry is one valid line of the user file.
+type UserEntry struct {
+	// User is the login as written (spaces etc. stripped).
+	User string
+	// Target is the country code (upper case) or IP address as written.
+	Target string
+	// Line is the 1-based line number.
+	Line int
+	t    target
+}
+
+// LineWarning is a line that was skipped, with why.
+type LineWarning struct {
+	Line int
+	Msg  string
+}
+
+// UserFile is a parsed user file.
+type UserFile struct {
+	Path     string
+	Entries  []UserEntry
+	Warnings []LineWarning
+}
+
+// stripLegacy removes what the PHP script removed: " ", "\t", "\r", "\0".
+func stripLegacy(line []byte) []byte {
+	if !bytes.ContainsAny(line, " \t\r\x00") {
+		return line
+	}
+	out := make([]byte, 0, len(line))
+	for _, c := range line {
+		switch c {
+		case ' ', '\t', '\r', 0:
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ParseUserFile parses user-file content. It never fails: bad lines become
+// warnings naming their line number, as the original script skipped them.
+// Blank lines, "#" comments and a first line starting with "<?php" (the
+// guard that stops a web server from serving the file) are skipped
+// silently.
+func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
+	n := 0
+	for len(data) > 0 {
+		var raw []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			raw, data = data[:i], data[i+1:]
+		} else {
+			raw, data = data, nil
+		}
+		n++
+		e, skip, err := parseUserLine(raw, n)
+		if err != nil {
+			warnings = append(warnings, LineWarning{Line: n, Msg: err.Error()})
+			continue
+		}
+		if !skip {
+			entries = append(entries, e)
+		}
+	}
+	return entries, warnings
+}
+
+// parseUserLine reads one line; skip is true for blank, comment and guard
+// lines.
+func parseUserLine(raw []byte, n int) (e UserEntry, skip bool, err error) {
+	line := stripLegacy(raw)
+	switch {
+	case len(line) == 0, line[0] == '#':
+		return e, true, nil
+	case n == 1 && bytes.HasPrefix(line, []byte("<?php")):
+		return e, true, nil
+	}
+	user, rest, ok := bytes.Cut(line, []byte("|"))
+	switch {
+	case !ok:
+		return e, false, errors.New(`no "|" between user and country or IP`)
+	case bytes.IndexByte(rest, '|') >= 0:
+		return e, false, errors.New(`more than one "|"`)
+	case len(user) == 0:
+		return e, false, errors.New("empty user")
+	case len(rest) == 0:
+		return e, false, errors.New("empty country or IP")
+	}
+	if err := checkLogin(string(user)); err != nil {
+		return e, false, err
+	}
+	t, err := parseTarget(string(rest))
+	if err != nil || t.kind == targetAny || (t.kind == targetNetwork && !t.net.IsSingleIP()) ||
+		(t.kind == targetCode && len(t.code) != 2) {
+		return e, false, fmt.Errorf("%q is neither a two-letter country code nor an IP address", rest)
+	}
+	return UserEntry{User: string(user), Target: t.String(), Line: n, t: t}, false, nil
+}
+
+// FormatUserFile writes entries in the legacy format, one per line; what
+// ParseUserFile reads back is the same entries (line numbers aside).
+func FormatUserFile(entries []UserEntry) []byte {
+	var b bytes.Buffer
+	for _, e := range entries {
+		b.WriteString(e.User)
+		b.WriteByte('|')
+		b.WriteString(e.Target)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// readUserFile reads and parses the user file at path.
+func readUserFile(path string) (*UserFile, error) {
+	data, err := readCapped(path)
+	if err != nil {
+		return nil, err
+	}
+	uf := &UserFile{Path: path}
+	uf.Entries, uf.Warnings = ParseUserFile(data)
+	return uf, nil
+}
+
+// readCapped reads a whole policy file, refusing one over maxPolicyFile.
+func readCapped(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", path, err)
+	}
+	if len(data) > maxPolicyFile {
+		return nil, fmt.Errorf("policy: %s: larger than %d MiB: %w", path, maxPolicyFile>>20, ErrInvalid)
+	}
+	return data, nil
+}
+
+// userKey is the map key of an entry's user.
+func (e *UserEntry) userKey(defDomain string) string {
+	return normLogin(strings.TrimSpace(e.User), defDomain)
+}
