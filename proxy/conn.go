@@ -1,0 +1,638 @@
+package proxy
+
+// Connection machinery shared by every protocol.
+//
+// # How a protocol plugs in (read this before writing pop3.go or smtp.go)
+//
+// A session is one *conn and one goroutine (conn.serve). The shared code
+// does, in order: PROXY header (only from Listener.ProxyFrom), implicit TLS
+// (Listener.TLS == "implicit"), then hands the connection to the
+// protocol's protocolHandler.serve, then splices. A protocol provides:
+//
+//   - a protocolHandler (see protocols.go; add one case to handlerFor):
+//     serve(c) runs greeting and the pre-auth command loop and returns the
+//     *backend.Session once a login succeeded, after writing the
+//     protocol's success reply (IMAP: Session.Reply; POP3: the +OK; SMTP:
+//     235). goodbye(c, reason) renders the line sent before closing for a
+//     close reason (errShutdown, errIdleTimeout, errLoginTimeout,
+//     errTooManyErrors, errTooManyCommands, errTooManyAttempts,
+//     errLineTooLong); return "" for none.
+//   - its command loop, built from these conn methods:
+//     c.readLine(max) reads one bounded line (deadlines, shutdown and the
+//     untrusted-PROXY check included); c.writeLine/c.write send replies;
+//     c.countCommand() and c.countError() enforce MaxCommands/MaxErrors;
+//     c.loginAllowed() says whether credentials may be sent now (TLS or
+//     PlaintextFrom); c.startTLS() upgrades after the protocol's "go
+//     ahead" reply and drops pipelined bytes; c.login(attempt, dial) runs
+//     validation, policy, the failure delay and the backend login and
+//     logs AUTHPASS/AUTHFAILED/COUNTRYFAILED; c.attemptsLeft() says
+//     whether another try is allowed.
+//
+// Everything after serve returns (splice, idle timeout, half-close, the
+// "session closed" line, registry, panics) is shared and protocol-blind.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/policy"
+	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
+)
+
+// Listener.TLS values.
+const (
+	tlsImplicit = "implicit"
+	tlsStartTLS = "starttls"
+	tlsNone     = "none"
+)
+
+const (
+	// readBufferSize is each connection's read buffer. It must hold the
+	// longest line any protocol accepts (SASL responses, 12288 octets,
+	// RFC 4954 4) and a whole PROXY v2 header (536 octets).
+	readBufferSize = 16 << 10
+	// maxSASLLine bounds one SASL response line: RFC 4954 4 lets SMTP
+	// AUTH lines reach 12288 octets; IMAP and POP3 use the same bound.
+	maxSASLLine = 12288
+	// proxyHeaderTimeout bounds the wait for a PROXY header from a
+	// trusted balancer, which sends it with the first packet.
+	proxyHeaderTimeout = 5 * time.Second
+	// maxLoginName: RFC 5321 4.5.3.1 allows 64 octets of local part and
+	// 255 of domain, so an address is at most 320 octets.
+	maxLoginName = 320
+	// maxPassword bounds a password; longer is an attack, not a user.
+	maxPassword = 1024
+	// maxClientIDLog bounds the client's ID string in logs.
+	maxClientIDLog = 64
+)
+
+// Close reasons. A protocol's goodbye maps them to its own words.
+var (
+	errShutdown        = errors.New("server shutting down")
+	errIdleTimeout     = errors.New("idle timeout")
+	errLoginTimeout    = errors.New("login timeout")
+	errTooManyErrors   = errors.New("too many errors")
+	errTooManyCommands = errors.New("too many commands")
+	errTooManyAttempts = errors.New("too many login attempts")
+	errLineTooLong     = errors.New("line too long")
+	errUntrustedProxy  = errors.New("PROXY header from untrusted peer")
+	errLogout          = errors.New("client logged out")
+)
+
+// connState is where a session is; only the session goroutine writes it,
+// Shutdown reads it.
+type connState int32
+
+const (
+	stateSetup   connState = iota // PROXY header, implicit TLS
+	statePreAuth                  // protocol command loop before login
+	stateSpliced                  // copying bytes to and from the backend
+)
+
+// conn is one client connection. Fields below mu are written only by the
+// session goroutine unless noted.
+type conn struct {
+	srv  *Server  // owner: registry, closing flag, current options
+	lim  Limits   // limits at connect time (with defaults)
+	ln   Listener // the listener this connection came in on
+	cid  string   // opaque session id, in logs and failure replies
+	log  *slog.Logger
+	ctx  context.Context    // cancelled at shutdown or when the session ends
+	stop context.CancelFunc // cancels ctx
+
+	raw   *countingConn // accepted socket, counting wire bytes each way
+	nc    net.Conn      // current transport: raw, or *tls.Conn over it
+	br    *bufio.Reader // buffered reader on nc; replaced after TLS
+	tls   bool          // TLS is active on nc
+	state atomic.Int32  // connState; read by Shutdown
+
+	remote netip.AddrPort // client address, after a trusted PROXY header
+	local  netip.AddrPort // address the client connected to
+
+	start         time.Time // connect time
+	loginDeadline time.Time // start + LoginTimeout
+	firstRead     bool      // the first client line is still to come
+
+	commands int    // commands before login
+	errs     int    // protocol errors before login
+	attempts int    // login attempts
+	user     string // last login name tried (sanitized), for logs
+	clientID string // sanitized client ID (IMAP ID name/version), for logs
+	mech     string // mechanism of the last login attempt, for logs
+
+	backendConn atomic.Pointer[net.Conn] // spliced backend; closed by forceClose
+}
+
+// newConn sets up a conn for an accepted socket.
+func newConn(s *Server, nc net.Conn, l Listener) *conn {
+	o := s.options()
+	ctx, stop := context.WithCancel(s.baseCtx)
+	c := &conn{
+		srv:       s,
+		lim:       o.Limits,
+		ln:        l,
+		cid:       newSessionID(),
+		ctx:       ctx,
+		stop:      stop,
+		raw:       &countingConn{Conn: nc},
+		start:     time.Now(),
+		firstRead: true,
+	}
+	c.loginDeadline = c.start.Add(c.lim.LoginTimeout)
+	c.nc = c.raw
+	c.br = bufio.NewReaderSize(c.nc, readBufferSize)
+	c.remote = addrPortOf(nc.RemoteAddr())
+	c.local = addrPortOf(nc.LocalAddr())
+	c.setLogger(o.Logger)
+	return c
+}
+
+// setLogger (re)builds the session logger from the current remote address.
+func (c *conn) setLogger(base *slog.Logger) {
+	c.log = base.With("cid", c.cid, "proto", string(c.ln.Protocol), "listener", c.ln.Name, "remote", c.remote.Addr().String())
+}
+
+// addrPortOf converts a net.Addr; unknown kinds give the zero value.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// sessionIDEncoding is lower-case base32 without padding: ids are easy to
+// read out over the phone and safe in every protocol's reply text.
+var sessionIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newSessionID returns 12 random base32 characters (60 bits).
+func newSessionID() string {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand doc)
+	return sessionIDEncoding.EncodeToString(b[:])[:12]
+}
+
+// serve runs the session to its end. It is the only exit path: deferred
+// close, unregister and the "session closed" line.
+func (c *conn) serve() {
+	reason := "client closed"
+	defer func() {
+		c.stop()
+		c.raw.Close()
+		if bc := c.backendConn.Load(); bc != nil {
+			(*bc).Close()
+		}
+		c.srv.unregister(c)
+		c.log.Info("session closed", "user", c.user, "duration", time.Since(c.start).Round(time.Millisecond),
+			"bytes_in", c.raw.in.Load(), "bytes_out", c.raw.out.Load(), "reason", reason)
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.panics.Add(1)
+			reason = "internal error"
+			c.log.Error("panic in session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	c.log.Debug("connected", "local", c.local.String())
+	reason = c.run()
+}
+
+// run does the work of serve and returns the close reason.
+func (c *conn) run() string {
+	if err := c.acceptProxyHeader(); err != nil {
+		c.log.Warn("PROXY header refused; closing", "err", err)
+		return "bad PROXY header"
+	}
+	if c.ln.TLS == tlsImplicit {
+		if err := c.checkUntrustedProxyTLS(); err != nil {
+			c.log.Warn("closing", "err", err)
+			return err.Error()
+		}
+		if err := c.handshake(); err != nil {
+			c.log.Info("TLS handshake failed", "err", err)
+			return "TLS handshake failed"
+		}
+	}
+	h := handlerFor(c.ln.Protocol)
+	c.state.Store(int32(statePreAuth))
+	sess, err := h.serve(c)
+	if err != nil {
+		// Best effort: the goodbye may not reach a client that left.
+		if bye := h.goodbye(c, err); bye != "" {
+			c.writeLine(bye)
+		}
+		if errors.Is(err, errUntrustedProxy) {
+			c.log.Warn("closing", "err", err)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			return "client closed"
+		}
+		return err.Error()
+	}
+	return c.splice(sess)
+}
+
+// acceptProxyHeader reads a PROXY header when the peer is trusted. A LOCAL
+// or UNKNOWN header keeps the socket's addresses.
+func (c *conn) acceptProxyHeader() error {
+	if !inPrefixes(c.remote.Addr(), c.ln.ProxyFrom) {
+		return nil
+	}
+	c.raw.SetReadDeadline(time.Now().Add(min(proxyHeaderTimeout, c.lim.LoginTimeout)))
+	if c.srv.closing.Load() {
+		return errShutdown
+	}
+	h, err := proxyproto.Read(c.br)
+	if err != nil {
+		return err
+	}
+	if !h.Local && h.Src.IsValid() {
+		c.remote = netip.AddrPortFrom(h.Src.Addr().Unmap(), h.Src.Port())
+		c.local = netip.AddrPortFrom(h.Dst.Addr().Unmap(), h.Dst.Port())
+		c.setLogger(c.srv.options().Logger)
+	}
+	c.log.Debug("PROXY header accepted", "version", h.Version, "local", h.Local)
+	return nil
+}
+
+// checkUntrustedProxyTLS: on an implicit-TLS port the client speaks first,
+// so a PROXY header from an untrusted peer can be seen before the
+// handshake and gets a clear log line instead of a TLS error.
+func (c *conn) checkUntrustedProxyTLS() error {
+	if inPrefixes(c.remote.Addr(), c.ln.ProxyFrom) {
+		return nil // header already consumed
+	}
+	c.raw.SetReadDeadline(time.Now().Add(c.lim.TLSHandshakeTimeout))
+	first, err := c.br.Peek(1)
+	if err != nil || first[0] == 0x16 { // TLS handshake record
+		return nil // the handshake reports the error
+	}
+	p, _ := c.br.Peek(min(c.br.Buffered(), 12))
+	if proxyproto.LooksLikeHeader(p) {
+		return errUntrustedProxy
+	}
+	return nil
+}
+
+// handshake runs a server TLS handshake on the raw socket (through br, so
+// bytes already buffered are part of it), bounded by TLSHandshakeTimeout.
+func (c *conn) handshake() error {
+	tc := tls.Server(&bufferedConn{Conn: c.raw, r: c.br}, c.ln.TLSConfig)
+	ctx, cancel := context.WithTimeout(c.ctx, c.lim.TLSHandshakeTimeout)
+	defer cancel()
+	c.raw.SetDeadline(time.Now().Add(c.lim.TLSHandshakeTimeout))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	c.raw.SetDeadline(time.Time{})
+	c.nc = tc
+	c.br = bufio.NewReaderSize(tc, readBufferSize)
+	c.tls = true
+	st := tc.ConnectionState()
+	c.log.Debug("TLS established", "version", tls.VersionName(st.Version), "sni", st.ServerName)
+	return nil
+}
+
+// startTLS upgrades after the protocol's "begin TLS" reply. Bytes the
+// client sent after the STARTTLS command are dropped, never parsed:
+// they were written before encryption and may be an injection (RFC 9051
+// 6.2.1, RFC 3207 6, CVE-2011-0411).
+func (c *conn) startTLS() error {
+	if n := c.br.Buffered(); n > 0 {
+		c.br.Discard(n)
+		c.log.Warn("discarded bytes pipelined after STARTTLS", "bytes", n)
+	}
+	// The old reader is empty now; the handshake reads the socket directly.
+	c.br = bufio.NewReaderSize(c.raw, readBufferSize)
+	if err := c.handshake(); err != nil {
+		c.log.Info("STARTTLS handshake failed", "err", err)
+		return fmt.Errorf("proxy: STARTTLS handshake: %w", err)
+	}
+	return nil
+}
+
+// inPrefixes reports whether a is in any of ps.
+func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// loginAllowed reports whether credentials may be sent now: over TLS, or
+// from a PlaintextFrom network.
+func (c *conn) loginAllowed() bool {
+	return c.tls || inPrefixes(c.remote.Addr(), c.ln.PlaintextFrom)
+}
+
+// readDeadline is the earlier of the idle and the login deadline.
+func (c *conn) readDeadline() time.Time {
+	d := time.Now().Add(c.lim.PreAuthIdleTimeout)
+	if c.loginDeadline.Before(d) {
+		return c.loginDeadline
+	}
+	return d
+}
+
+// interrupt makes a session that is still logging in notice shutdown:
+// its blocked read returns at once and reports errShutdown. Spliced
+// sessions are left to drain. Safe from any goroutine.
+func (c *conn) interrupt() {
+	if connState(c.state.Load()) != stateSpliced {
+		c.raw.SetReadDeadline(time.Now())
+	}
+}
+
+// forceClose closes both sockets; the session goroutine then ends. Safe
+// from any goroutine.
+func (c *conn) forceClose() {
+	c.raw.Close()
+	if bc := c.backendConn.Load(); bc != nil {
+		(*bc).Close()
+	}
+}
+
+// readErr classifies a read error: timeouts become errShutdown,
+// errLoginTimeout or errIdleTimeout.
+func (c *conn) readErr(err error) error {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return err
+	}
+	switch {
+	case c.srv.closing.Load():
+		return errShutdown
+	case !time.Now().Before(c.loginDeadline):
+		return errLoginTimeout
+	}
+	return errIdleTimeout
+}
+
+// readLine reads one line of at most max octets, terminator included,
+// and returns it without CRLF or LF. Before login every protocol accepts a
+// bare LF: what we parse is never forwarded; the backend gets commands we
+// re-encode. A longer line is errLineTooLong; the buffer never grows.
+func (c *conn) readLine(max int) ([]byte, error) {
+	c.nc.SetReadDeadline(c.readDeadline())
+	if c.srv.closing.Load() {
+		return nil, errShutdown
+	}
+	line, err := c.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) || len(line) > max {
+		return nil, errLineTooLong
+	}
+	if err != nil {
+		return nil, c.readErr(err)
+	}
+	if c.firstRead {
+		c.firstRead = false
+		// Server-speaks-first protocols cannot peek before the greeting,
+		// so an untrusted PROXY header shows up as the first line.
+		if !inPrefixes(c.remote.Addr(), c.ln.ProxyFrom) && proxyproto.LooksLikeHeader(line) {
+			return nil, errUntrustedProxy
+		}
+	}
+	line = bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
+	return line, nil
+}
+
+// readFull reads exactly len(p) octets (an IMAP literal) under the same
+// deadlines as readLine.
+func (c *conn) readFull(p []byte) error {
+	c.nc.SetReadDeadline(c.readDeadline())
+	if c.srv.closing.Load() {
+		return errShutdown
+	}
+	if _, err := io.ReadFull(c.br, p); err != nil {
+		return c.readErr(err)
+	}
+	return nil
+}
+
+// write sends s, bounded by the pre-auth idle timeout so a client that
+// does not read cannot hold us.
+func (c *conn) write(s string) error {
+	c.nc.SetWriteDeadline(time.Now().Add(c.lim.PreAuthIdleTimeout))
+	_, err := io.WriteString(c.nc, s)
+	return err
+}
+
+// writeLine sends s followed by CRLF.
+func (c *conn) writeLine(s string) error { return c.write(s + "\r\n") }
+
+// countCommand counts a command before login; over MaxCommands the
+// session ends.
+func (c *conn) countCommand() error {
+	c.commands++
+	if c.commands > c.lim.MaxCommands {
+		return errTooManyCommands
+	}
+	return nil
+}
+
+// countError counts a protocol error; the caller sends its error reply
+// first, and on errTooManyErrors the goodbye follows.
+func (c *conn) countError() error {
+	c.errs++
+	if c.errs >= c.lim.MaxErrors {
+		return errTooManyErrors
+	}
+	return nil
+}
+
+// attemptsLeft reports whether another login attempt is allowed.
+func (c *conn) attemptsLeft() bool { return c.attempts < c.lim.MaxLoginAttempts }
+
+// loginOutcome is the result of one login attempt.
+type loginOutcome int
+
+const (
+	loginPassed      loginOutcome = iota // spliceable session returned
+	loginFailed                          // generic failure reply, same for every cause
+	loginUnavailable                     // backend down or slow: temporary failure reply
+)
+
+// loginAttempt is what a protocol collected from the client.
+type loginAttempt struct {
+	mech    string // "LOGIN" (IMAP command), "PLAIN", "LOGIN" (SASL), "USER" ...
+	authzid string // SASL authorization identity; empty or equal to user
+	user    string
+	pass    string // never logged
+}
+
+// dialFunc logs in to the protocol's backend with the options in force
+// for this attempt.
+type dialFunc func(ctx context.Context, o *Options, bc backend.Client, user, pass string) (*backend.Session, error)
+
+// login runs one attempt: validate, decide, then log in to the backend.
+// Denials and refused passwords return loginFailed at the same moment
+// (attempt start + AuthFailureDelay) so neither reply nor timing tells
+// them apart; only the log does.
+func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutcome) {
+	start := time.Now()
+	o := c.srv.options() // new attempts use reloaded options
+	c.attempts++
+	c.mech = a.mech
+	c.user = sanitizeLog(a.user, maxLoginName)
+
+	fail := func(event, reason string, d policy.Decision) (*backend.Session, loginOutcome) {
+		c.logDecision(event, reason, d)
+		c.failureDelay(start, o.Limits.AuthFailureDelay)
+		return nil, loginFailed
+	}
+	if reason := checkCredentials(a); reason != "" {
+		return fail("AUTHFAILED", reason, policy.Decision{})
+	}
+	if o.Authorizer == nil {
+		c.log.Error("no authorizer configured; refusing login")
+		return nil, loginUnavailable
+	}
+	d := o.Authorizer.Decide(policy.Request{Login: a.user, Protocol: c.ln.Protocol, Addr: c.remote.Addr()})
+	if !d.Allow {
+		return fail("COUNTRYFAILED", d.Reason, d)
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, c.loginDeadline)
+	defer cancel()
+	bc := backend.Client{Addr: c.remote, Local: c.local, Session: c.cid}
+	sess, err := dial(ctx, o, bc, a.user, a.pass)
+	switch {
+	case err == nil && sess != nil && sess.Conn != nil:
+		c.logDecision("AUTHPASS", d.Reason, d)
+		return sess, loginPassed
+	case errors.Is(err, backend.ErrAuthFailed):
+		return fail("AUTHFAILED", "backend refused credentials", d)
+	}
+	if err == nil {
+		err = errors.New("backend returned no session")
+		if sess != nil && sess.Conn != nil {
+			sess.Conn.Close()
+		}
+	}
+	c.log.Error("backend unavailable", "user", c.user, "mech", c.mech, "err", err)
+	return nil, loginUnavailable
+}
+
+// checkCredentials returns why a login cannot be used, or "". Names and
+// passwords with CR, LF or NUL could inject a command into a backend.
+func checkCredentials(a loginAttempt) string {
+	switch {
+	case a.user == "":
+		return "empty login name"
+	case len(a.user) > maxLoginName:
+		return "login name too long"
+	case !utf8.ValidString(a.user) || strings.ContainsAny(a.user, "\r\n\x00"):
+		return "invalid login name"
+	case a.pass == "":
+		return "empty password"
+	case len(a.pass) > maxPassword || strings.ContainsAny(a.pass, "\r\n\x00"):
+		return "invalid password"
+	case a.authzid != "" && a.authzid != a.user:
+		return "authorization identity differs from login name"
+	}
+	return ""
+}
+
+// failureDelay waits until start+d, or until shutdown.
+func (c *conn) failureDelay(start time.Time, d time.Duration) {
+	wait := time.Until(start.Add(d))
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.ctx.Done():
+	}
+}
+
+// logDecision writes the one line per login decision. The message is the
+// event name so fail2ban filters written for the old auth_http script
+// (AUTHPASS, AUTHFAILED, COUNTRYFAILED) still match.
+func (c *conn) logDecision(event, reason string, d policy.Decision) {
+	level := slog.LevelWarn
+	if event == "AUTHPASS" {
+		level = slog.LevelInfo
+	}
+	c.log.Log(c.ctx, level, event, "event", event, "user", c.user, "country", d.Location.Code(),
+		"country_name", d.Location.Name, "rule", d.Rule, "reason", reason, "mech", c.mech,
+		"client_id", c.clientID)
+}
+
+// sanitizeLog makes client text safe and short for a log field: valid
+// UTF-8, control characters replaced, at most max octets.
+func sanitizeLog(s string, max int) string {
+	s = strings.ToValidUTF8(s, "?")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		s = s[:max]
+		for !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+	}
+	return s
+}
+
+// countingConn counts wire bytes each way for the "session closed" line.
+type countingConn struct {
+	net.Conn
+	in, out atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite half-closes when the socket supports it.
+func (c *countingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// bufferedConn reads through a bufio.Reader that may already hold bytes
+// (a ClientHello that arrived with the PROXY header).
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }

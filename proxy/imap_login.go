@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/proxy/internal/imapwire"
+	"github.com/mailgate/mailgate/proxy/internal/sasl"
+)
+
+// maxSASLSteps bounds the challenges of one AUTHENTICATE; LOGIN needs two,
+// PLAIN one.
+const maxSASLSteps = 4
+
+// handleLogin runs LOGIN userid password (RFC 9051 6.2.3).
+func (s *imapSession) handleLogin(cmd imapwire.Command) (*backend.Session, error) {
+	if len(cmd.Args) != 2 || !cmd.Args[0].IsString() || !cmd.Args[1].IsString() {
+		return nil, s.badCounted(cmd.Tag, "LOGIN needs a user name and a password")
+	}
+	if !s.c.loginAllowed() {
+		return nil, s.refusePlaintext(cmd.Tag)
+	}
+	return s.finishLogin(cmd.Tag, loginAttempt{mech: "LOGIN", user: cmd.Args[0].Value, pass: cmd.Args[1].Value})
+}
+
+// refusePlaintext answers LOGIN or AUTHENTICATE under LOGINDISABLED
+// (RFC 9051 6.2.3; RFC 5530 PRIVACYREQUIRED).
+func (s *imapSession) refusePlaintext(tag string) error {
+	text := "Login disabled without TLS"
+	if s.c.ln.TLS == tlsStartTLS {
+		text = "Login disabled; use STARTTLS first"
+	}
+	if err := s.reply("%s NO [PRIVACYREQUIRED] %s", tag, text); err != nil {
+		return err
+	}
+	return s.c.countError()
+}
+
+// handleAuthenticate runs AUTHENTICATE mechanism [initial-response] (RFC
+// 9051 6.2.2, RFC 4959 SASL-IR).
+func (s *imapSession) handleAuthenticate(cmd imapwire.Command) (*backend.Session, error) {
+	c := s.c
+	if len(cmd.Args) < 1 || len(cmd.Args) > 2 || cmd.Args[0].Kind != imapwire.Atom ||
+		(len(cmd.Args) == 2 && cmd.Args[1].Kind != imapwire.Atom) {
+		return nil, s.badCounted(cmd.Tag, "AUTHENTICATE needs a mechanism and an optional initial response")
+	}
+	if !c.loginAllowed() {
+		return nil, s.refusePlaintext(cmd.Tag)
+	}
+	mech := strings.ToUpper(cmd.Args[0].Value)
+	srv, err := sasl.NewServer(mech)
+	if err != nil {
+		if err := s.reply("%s NO Unsupported authentication mechanism", cmd.Tag); err != nil {
+			return nil, err
+		}
+		return nil, c.countError()
+	}
+	var resp []byte // nil: no initial response yet
+	if len(cmd.Args) == 2 {
+		// "=" is an empty initial response (RFC 4959 3).
+		if resp, err = sasl.DecodeResponse([]byte(cmd.Args[1].Value)); err != nil {
+			return nil, s.badCounted(cmd.Tag, "Invalid initial response")
+		}
+	}
+	for step := 0; ; step++ {
+		challenge, done, err := srv.Next(resp)
+		if err != nil {
+			c.log.Debug("SASL exchange failed", "mech", mech, "err", err)
+			return nil, s.badCounted(cmd.Tag, "Invalid SASL response")
+		}
+		if done {
+			break
+		}
+		if step >= maxSASLSteps {
+			return nil, s.badCounted(cmd.Tag, "Too many SASL steps")
+		}
+		// RFC 9051 7.5: "+ " and the base64 challenge.
+		if err := c.writeLine("+ " + sasl.EncodeChallenge(challenge)); err != nil {
+			return nil, err
+		}
+		line, err := c.readLine(maxSASLLine)
+		if err != nil {
+			return nil, err
+		}
+		resp, err = sasl.DecodeResponse(line)
+		if errors.Is(err, sasl.ErrCancelled) {
+			// RFC 9051 6.2.2: "*" cancels; the server answers BAD.
+			return nil, s.reply("%s BAD Authentication cancelled", cmd.Tag)
+		}
+		if err != nil {
+			return nil, s.badCounted(cmd.Tag, "Invalid SASL response")
+		}
+	}
+	cr := srv.Credentials()
+	return s.finishLogin(cmd.Tag, loginAttempt{mech: mech, authzid: cr.Authzid, user: cr.Username, pass: cr.Password})
+}
+
+// finishLogin runs the shared login flow and answers. Every failure
+// cause gets the same tagged NO, so a denied country cannot be told from
+// a wrong password; only the session id differs between sessions.
+func (s *imapSession) finishLogin(tag string, a loginAttempt) (*backend.Session, error) {
+	c := s.c
+	dial := func(ctx context.Context, o *Options, bc backend.Client, user, pass string) (*backend.Session, error) {
+		if o.IMAP == nil {
+			return nil, errors.New("proxy: no IMAP backend configured")
+		}
+		// The client's tag, so the backend's tagged OK answers the client.
+		return o.IMAP.Login(ctx, bc, tag, user, pass)
+	}
+	sess, outcome := c.login(a, dial)
+	switch outcome {
+	case loginPassed:
+		reply := sess.Reply
+		if len(reply) == 0 {
+			reply = []byte(tag + " OK Logged in\r\n")
+		}
+		if err := c.write(string(reply)); err != nil {
+			sess.Conn.Close()
+			return nil, err
+		}
+		return sess, nil
+	case loginUnavailable:
+		// RFC 5530 UNAVAILABLE: temporary; the client may retry later.
+		if err := s.reply("%s NO [UNAVAILABLE] Service temporarily unavailable (id %s)", tag, c.cid); err != nil {
+			return nil, err
+		}
+	default:
+		if err := s.reply("%s NO [AUTHENTICATIONFAILED] Authentication failed (id %s)", tag, c.cid); err != nil {
+			return nil, err
+		}
+	}
+	if !c.attemptsLeft() {
+		return nil, errTooManyAttempts
+	}
+	return nil, nil
+}
+
+// handleStartTLS runs STARTTLS (RFC 9051 6.2.1). After the handshake all
+// protocol state from before it is forgotten and no greeting is sent.
+func (s *imapSession) handleStartTLS(cmd imapwire.Command) error {
+	c := s.c
+	if ok, err := s.noArgs(cmd); !ok {
+		return err
+	}
+	if c.ln.TLS != tlsStartTLS || c.tls {
+		return s.badCounted(cmd.Tag, "STARTTLS not available")
+	}
+	if err := s.reply("%s OK Begin TLS negotiation now", cmd.Tag); err != nil {
+		return err
+	}
+	if err := c.startTLS(); err != nil {
+		return err
+	}
+	c.clientID = ""
+	return nil
+}
+
+// ID limits from RFC 2971 3.3: at most 30 field/value pairs, fields up to
+// 30 octets, values up to 1024 octets.
+const (
+	maxIDPairs    = 30
+	maxIDField    = 30
+	maxIDValueLen = 1024
+)
+
+// handleID runs ID (RFC 2971): remember the client's name and version for
+// the logs and answer with mailgate's.
+func (s *imapSession) handleID(cmd imapwire.Command) error {
+	c := s.c
+	if len(cmd.Args) != 1 {
+		return s.badCounted(cmd.Tag, "ID needs one argument")
+	}
+	arg := cmd.Args[0]
+	var name, version string
+	switch {
+	case arg.IsNIL():
+	case arg.Kind == imapwire.List:
+		l := arg.List
+		if len(l)%2 != 0 || len(l)/2 > maxIDPairs {
+			return s.badCounted(cmd.Tag, "Invalid ID list")
+		}
+		for i := 0; i < len(l); i += 2 {
+			k, v := l[i], l[i+1]
+			if k.Kind == imapwire.Atom || k.Kind == imapwire.List || len(k.Value) > maxIDField ||
+				v.Kind == imapwire.List || (v.Kind == imapwire.Atom && !v.IsNIL()) || len(v.Value) > maxIDValueLen {
+				return s.badCounted(cmd.Tag, "Invalid ID list")
+			}
+			if v.IsNIL() {
+				continue
+			}
+			switch strings.ToLower(k.Value) {
+			case "name":
+				name = v.Value
+			case "version":
+				version = v.Value
+			}
+		}
+	default:
+		return s.badCounted(cmd.Tag, "Invalid ID argument")
+	}
+	id := name
+	if version != "" {
+		id += "/" + version
+	}
+	c.clientID = sanitizeLog(id, maxClientIDLog)
+	if c.clientID != "" {
+		c.log.Debug("client ID", "client_id", c.clientID)
+	}
+	if err := s.reply(`* ID ("name" "mailgate")`); err != nil {
+		return err
+	}
+	return s.reply("%s OK ID completed", cmd.Tag)
+}

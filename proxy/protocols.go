@@ -1,0 +1,29 @@
+package proxy
+
+import (
+	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/policy"
+)
+
+// protocolHandler is one protocol's pre-authentication state machine; see
+// the comment at the top of conn.go for the contract.
+type protocolHandler interface {
+	// serve greets the client and runs commands until a login succeeded
+	// (the protocol's success reply already written) or the session must
+	// end (the error is the close reason).
+	serve(c *conn) (*backend.Session, error)
+	// goodbye renders the line sent before closing for reason, or "".
+	goodbye(c *conn, reason error) string
+}
+
+// handlerFor returns the handler for p, or nil when mailgate does not
+// serve p. POP3 and SMTP add their case here.
+func handlerFor(p policy.Protocol) protocolHandler {
+	switch p {
+	case policy.IMAP:
+		return imapHandler{}
+	case policy.POP3:
+		return pop3Handler{}
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Options configure a Server; Update swaps them at run time.
+type Options struct {
+	// Logger receives every log line; nil discards them.
+	Logger *slog.Logger
+	// Hostname is named in greetings; empty means "mailgate".
+	Hostname string
+	// Authorizer decides each login before any backend contact. Nil
+	// refuses every login as unavailable (a wiring bug, logged).
+	Authorizer Authorizer
+	// IMAP, POP3 and SMTP log clients in to the backends. A nil backend
+	// makes logins of that protocol fail as unavailable.
+	IMAP IMAPBackend
+	POP3 POP3Backend
+	SMTP SMTPBackend
+	// Limits bound every client; zero fields mean the defaults.
+	Limits Limits
+}
+
+// Server accepts connections on any number of listeners and runs one
+// session per connection. Its methods are safe for concurrent use.
+type Server struct {
+	opts atomic.Pointer[Options] // current snapshot; see Update
+
+	baseCtx context.Context    // parent of every session's context
+	cancel  context.CancelFunc // cancels baseCtx at Shutdown/Close
+	closing atomic.Bool        // set once by Shutdown or Close
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{} // open listeners, for closing
+	conns     map[*conn]struct{}        // live sessions (the registry)
+
+	panics atomic.Int64 // sessions ended by a recovered panic
+}
+
+// NewServer returns a Server using o.
+func NewServer(o Options) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		baseCtx:   ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}
+	s.Update(o)
+	return s
+}
+
+// Update replaces the options. New connections and new login attempts on
+// existing connections use o; sessions already spliced are unaffected,
+// and a connection keeps the limits it started with.
+func (s *Server) Update(o Options) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Hostname == "" {
+		o.Hostname = "mailgate"
+	}
+	o.Limits = o.Limits.WithDefaults()
+	s.opts.Store(&o)
+}
+
+// options returns the current snapshot.
+func (s *Server) options() *Options { return s.opts.Load() }
+
+// Sessions returns the number of open connections.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Panics returns how many sessions ended in a recovered panic; each is
+// logged with its stack. Anything but 0 is a bug.
+func (s *Server) Panics() int64 { return s.panics.Load() }
+
+// checkListener rejects a Listener the session code cannot serve.
+func checkListener(l Listener) error {
+	var errs []error
+	if handlerFor(l.Protocol) == nil {
+		errs = append(errs, fmt.Errorf("protocol %q not supported", l.Protocol))
+	}
+	switch l.TLS {
+	case tlsImplicit, tlsStartTLS:
+		if l.TLSConfig == nil {
+			errs = append(errs, fmt.Errorf("tls %q needs a TLS config", l.TLS))
+		}
+	case tlsNone:
+	default:
+		errs = append(errs, fmt.Errorf("tls %q is not implicit, starttls or none", l.TLS))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("proxy: listener %q: %w", l.Name, err)
+	}
+	return nil
+}
+
+// Serve accepts connections on ln and serves each as l describes until
+// Shutdown or Close, then returns ErrServerClosed. It closes ln.
+func (s *Server) Serve(ln net.Listener, l Listener) error {
+	if err := checkListener(l); err != nil {
+		ln.Close()
+		return err
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	var backoff time.Duration // after temporary accept errors, as net/http
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.options().Logger.Warn("accept failed; retrying", "listener", l.Name, "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("proxy: accept on %q: %w", l.Name, err)
+		}
+		backoff = 0
+		c := s.register(nc, l)
+		if c == nil {
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// register creates and registers the session for nc, or closes nc and
+// returns nil when the server is closing.
+func (s *Server) register(nc net.Conn, l Listener) *conn {
+	c := newConn(s, nc, l)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		nc.Close()
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+// unregister removes c from the registry; called once when c ends.
+func (s *Server) unregister(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// stopAccepting marks the server closing and closes its listeners.
+func (s *Server) stopAccepting() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing.Store(true)
+	s.cancel()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// shutdownPollInterval is how often Shutdown checks for finished
+// sessions, as net/http does.
+const shutdownPollInterval = 10 * time.Millisecond
+
+// Shutdown stops accepting; sessions still logging in get the protocol's
+// goodbye and close at once; spliced sessions may drain until ctx is
+// done, then are closed. It returns nil when every session ended, else
+// ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	for _, c := range s.stopAccepting() {
+		c.interrupt()
+	}
+	t := time.NewTicker(shutdownPollInterval)
+	defer t.Stop()
+	for {
+		if s.Sessions() == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.closeAll()
+			return ctx.Err()
+		case <-t.C:
+			// Sessions that moved from login to splice after the first
+			// pass were not interrupted; pre-auth ones still are.
+			s.mu.Lock()
+			for c := range s.conns {
+				c.interrupt()
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Close stops accepting and closes every session at once.
+func (s *Server) Close() error {
+	s.stopAccepting()
+	s.closeAll()
+	return nil
+}
+
+// closeAll closes every registered session's sockets; their goroutines
+// then end on their own.
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.forceClose()
+	}
+}
