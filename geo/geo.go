@@ -349,10 +349,16 @@ func (s *snapshot) lookup(a netip.Addr) Location {
 	}
 	orig := a.WithZone("").Unmap()
 	a = normalize(a)
-	for i := range s.overrides {
-		o := &s.overrides[i]
-		if o.p.Contains(orig) || o.p.Contains(a) {
-			return o.loc
+	if len(s.overrides) > 0 {
+		// An override may name the address as seen or the IPv4 address a
+		// tunnel address carries.
+		ohi, olo := split(orig)
+		hi, lo := split(a)
+		for i := range s.overrides {
+			o := &s.overrides[i]
+			if o.c.contains(ohi, olo) || o.c.contains(hi, lo) {
+				return o.loc
+			}
 		}
 	}
 	if l := classify(a); l != "" {

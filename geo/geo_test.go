@@ -53,7 +53,11 @@ func writeFile(t testing.TB, path string, b []byte) {
 
 func mustOpen(t testing.TB, c Config) *DB {
 	t.Helper()
-	d, err := Open(c, testLogger(t))
+	log := testLogger(t)
+	if _, ok := t.(*testing.B); ok {
+		log = nil // keep benchmark output clean
+	}
+	d, err := Open(c, log)
 	if err != nil {
 		t.Fatalf("Open(%+v): %v", c, err)
 	}

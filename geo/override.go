@@ -10,6 +10,7 @@ import (
 // override is one compiled Config.Overrides entry.
 type override struct {
 	p   netip.Prefix
+	c   prefix128 // p compiled
 	loc Location
 }
 
@@ -50,7 +51,7 @@ func parseOverride(key, value string) (override, error) {
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), bits)
 	}
-	o := override{p: p, loc: Location{Source: "override"}}
+	o := override{p: p, c: compilePrefix(p), loc: Location{Source: "override"}}
 	switch {
 	case isAlpha2(value):
 		code := upper2(value)

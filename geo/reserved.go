@@ -37,6 +37,12 @@ var labelNames = map[string]string{
 type reservedRange struct {
 	p     netip.Prefix
 	label string
+	c     prefix128 // p compiled
+}
+
+func rr(cidr, label string) reservedRange {
+	p := netip.MustParsePrefix(cidr)
+	return reservedRange{p: p, label: label, c: compilePrefix(p)}
 }
 
 // reserved4 and reserved6 follow the IANA IPv4 and IPv6 Special-Purpose
@@ -47,37 +53,37 @@ type reservedRange struct {
 // (AS112, PCP/TURN anycast, AMT) are not login clients and are left to the
 // databases. Entries are checked in order; more specific ones come first.
 var reserved4 = []reservedRange{
-	{netip.MustParsePrefix("0.0.0.0/32"), LabelUnspecified},        // RFC 1122 3.2.1.3
-	{netip.MustParsePrefix("0.0.0.0/8"), LabelReserved},            // "this network", RFC 791
-	{netip.MustParsePrefix("10.0.0.0/8"), LabelPrivate},            // RFC 1918
-	{netip.MustParsePrefix("100.64.0.0/10"), LabelCGNAT},           // RFC 6598
-	{netip.MustParsePrefix("127.0.0.0/8"), LabelLoopback},          // RFC 1122
-	{netip.MustParsePrefix("169.254.0.0/16"), LabelLinkLocal},      // RFC 3927
-	{netip.MustParsePrefix("172.16.0.0/12"), LabelPrivate},         // RFC 1918
-	{netip.MustParsePrefix("192.0.0.0/24"), LabelReserved},         // IETF protocol assignments, RFC 6890
-	{netip.MustParsePrefix("192.0.2.0/24"), LabelDocumentation},    // TEST-NET-1, RFC 5737
-	{netip.MustParsePrefix("192.88.99.0/24"), LabelReserved},       // former 6to4 relay anycast, RFC 7526
-	{netip.MustParsePrefix("192.168.0.0/16"), LabelPrivate},        // RFC 1918
-	{netip.MustParsePrefix("198.18.0.0/15"), LabelDocumentation},   // benchmarking, RFC 2544
-	{netip.MustParsePrefix("198.51.100.0/24"), LabelDocumentation}, // TEST-NET-2, RFC 5737
-	{netip.MustParsePrefix("203.0.113.0/24"), LabelDocumentation},  // TEST-NET-3, RFC 5737
-	{netip.MustParsePrefix("224.0.0.0/4"), LabelMulticast},         // RFC 5771
-	{netip.MustParsePrefix("240.0.0.0/4"), LabelReserved},          // RFC 1112; includes 255.255.255.255
+	rr("0.0.0.0/32", LabelUnspecified),        // RFC 1122 3.2.1.3
+	rr("0.0.0.0/8", LabelReserved),            // "this network", RFC 791
+	rr("10.0.0.0/8", LabelPrivate),            // RFC 1918
+	rr("100.64.0.0/10", LabelCGNAT),           // RFC 6598
+	rr("127.0.0.0/8", LabelLoopback),          // RFC 1122
+	rr("169.254.0.0/16", LabelLinkLocal),      // RFC 3927
+	rr("172.16.0.0/12", LabelPrivate),         // RFC 1918
+	rr("192.0.0.0/24", LabelReserved),         // IETF protocol assignments, RFC 6890
+	rr("192.0.2.0/24", LabelDocumentation),    // TEST-NET-1, RFC 5737
+	rr("192.88.99.0/24", LabelReserved),       // former 6to4 relay anycast, RFC 7526
+	rr("192.168.0.0/16", LabelPrivate),        // RFC 1918
+	rr("198.18.0.0/15", LabelDocumentation),   // benchmarking, RFC 2544
+	rr("198.51.100.0/24", LabelDocumentation), // TEST-NET-2, RFC 5737
+	rr("203.0.113.0/24", LabelDocumentation),  // TEST-NET-3, RFC 5737
+	rr("224.0.0.0/4", LabelMulticast),         // RFC 5771
+	rr("240.0.0.0/4", LabelReserved),          // RFC 1112; includes 255.255.255.255
 }
 
 var reserved6 = []reservedRange{
-	{netip.MustParsePrefix("::/128"), LabelUnspecified},          // RFC 4291 2.5.2
-	{netip.MustParsePrefix("::1/128"), LabelLoopback},            // RFC 4291 2.5.3
-	{netip.MustParsePrefix("64:ff9b:1::/48"), LabelPrivate},      // local-use NAT64, RFC 8215
-	{netip.MustParsePrefix("fc00::/7"), LabelPrivate},            // unique local, RFC 4193
-	{netip.MustParsePrefix("fe80::/10"), LabelLinkLocal},         // RFC 4291 2.5.6
-	{netip.MustParsePrefix("ff00::/8"), LabelMulticast},          // RFC 4291 2.7
-	{netip.MustParsePrefix("2001::/23"), LabelReserved},          // IETF protocol assignments, RFC 2928 (Teredo is unwrapped first)
-	{netip.MustParsePrefix("2001:db8::/32"), LabelDocumentation}, // RFC 3849
-	{netip.MustParsePrefix("3fff::/20"), LabelDocumentation},     // RFC 9637
-	{netip.MustParsePrefix("5f00::/16"), LabelReserved},          // SRv6 SIDs, RFC 9602
-	{netip.MustParsePrefix("2000::/3"), ""},                      // global unicast: ask the databases
-	{netip.MustParsePrefix("::/0"), LabelReserved},               // everything else is unassigned by IANA
+	rr("::/128", LabelUnspecified),          // RFC 4291 2.5.2
+	rr("::1/128", LabelLoopback),            // RFC 4291 2.5.3
+	rr("64:ff9b:1::/48", LabelPrivate),      // local-use NAT64, RFC 8215
+	rr("fc00::/7", LabelPrivate),            // unique local, RFC 4193
+	rr("fe80::/10", LabelLinkLocal),         // RFC 4291 2.5.6
+	rr("ff00::/8", LabelMulticast),          // RFC 4291 2.7
+	rr("2001::/23", LabelReserved),          // IETF protocol assignments, RFC 2928 (Teredo is unwrapped first)
+	rr("2001:db8::/32", LabelDocumentation), // RFC 3849
+	rr("3fff::/20", LabelDocumentation),     // RFC 9637
+	rr("5f00::/16", LabelReserved),          // SRv6 SIDs, RFC 9602
+	rr("2000::/3", ""),                      // global unicast: ask the databases
+	rr("::/0", LabelReserved),               // everything else is unassigned by IANA
 }
 
 // classify returns the label of a special-purpose address, or "" when the
@@ -87,8 +93,9 @@ func classify(a netip.Addr) string {
 	if a.Is4() {
 		table = reserved4
 	}
+	hi, lo := split(a)
 	for i := range table {
-		if table[i].p.Contains(a) {
+		if table[i].c.contains(hi, lo) {
 			return table[i].label
 		}
 	}
@@ -124,4 +131,39 @@ func normalize(a netip.Addr) netip.Addr {
 		return netip.AddrFrom4([4]byte(b[12:16]))
 	}
 	return a
+}
+
+// prefix128 is a prefix compiled for a branch-free test: IPv4 prefixes are
+// stored in their IPv4-mapped IPv6 form, so one comparison of two 64-bit
+// halves serves both families (netip.Prefix.Contains costs several times
+// more, which adds up over a table on every login).
+type prefix128 struct{ hi, lo, mhi, mlo uint64 }
+
+func compilePrefix(p netip.Prefix) prefix128 {
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	b := p.Masked().Addr().As16()
+	var c prefix128
+	c.hi, c.lo = binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	switch {
+	case bits >= 128:
+		c.mhi, c.mlo = ^uint64(0), ^uint64(0)
+	case bits > 64:
+		c.mhi, c.mlo = ^uint64(0), ^uint64(0)<<(128-bits)
+	case bits > 0:
+		c.mhi = ^uint64(0) << (64 - bits)
+	}
+	return c
+}
+
+// split returns a's 16-byte form as two halves (IPv4 as IPv4-mapped).
+func split(a netip.Addr) (hi, lo uint64) {
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+}
+
+func (c *prefix128) contains(hi, lo uint64) bool {
+	return hi&c.mhi == c.hi && lo&c.mlo == c.lo
 }
