@@ -85,6 +85,9 @@ type compiled struct {
 	domains   map[string][]crule // lower-case domain →
 	everyone  []crule
 
+	// stamps identify the file versions read, for Watch.
+	stamps [2]stamp
+
 	// The parsed inputs, for Check.
 	cfg Config
 	uf  *UserFile

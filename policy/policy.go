@@ -158,6 +158,8 @@ func New(c Config, loc geo.Locator, log *slog.Logger, opts ...Option) (*Engine, 
 
 // load reads and compiles config and files into a fresh snapshot.
 func (e *Engine) load() (*compiled, error) {
+	// Stamp before reading: a write racing with the read is seen by Watch.
+	st := stamps([]string{e.cfg.UserFile, e.cfg.RulesFile})
 	cp, err := compileConfig(&e.cfg)
 	var errs []error
 	if err != nil {
@@ -188,6 +190,7 @@ func (e *Engine) load() (*compiled, error) {
 		return nil, err
 	}
 	cp.finish()
+	cp.stamps = st
 	return cp, nil
 }
 
@@ -225,7 +228,7 @@ func (e *Engine) Watch(ctx context.Context) {
 		return
 	}
 	files := []string{e.cfg.UserFile, e.cfg.RulesFile}
-	last := stamps(files)
+	last := e.cur.Load().stamps
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {

@@ -90,11 +90,19 @@ func ParseRules(name string, data []byte) (rf *RulesFile, err error) {
 	}
 	p := &rulesParser{file: name, rf: rf}
 	p.top(doc.Content[0])
+	if n := len(p.errs); n > maxFileErrors {
+		p.errs = append(p.errs[:maxFileErrors], &Error{File: name, Line: 1,
+			Msg: fmt.Sprintf("%d more errors not shown; is this a rules file?", n-maxFileErrors)})
+	}
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
 	}
 	return rf, nil
 }
+
+// maxFileErrors caps the errors listed for one file: enough to fix a real
+// file in one go, without flooding the log when a wrong file is named.
+const maxFileErrors = 100
 
 // safeUnmarshal turns a panic inside the YAML library into an error: a
 // corrupt file must never take mailgate down.
