@@ -258,3 +258,13 @@ func writeTemp(t testing.TB, b []byte) string {
 	}
 	return f.Name()
 }
+
+// splitPort returns host and port of a host:port address.
+func splitPort(t testing.TB, a string) (string, string) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, port
+}

@@ -29,7 +29,7 @@ print(typ, typ2)
 		t.Fatalf("imaplib login/select = %q, want OK OK", out)
 	}
 	if !waitFor(func() bool {
-		return strings.Contains(hs.dovecotLog(), "user=<alice@example.test>, method=PLAIN, rip=81.2.69.142")
+		return hasLine(hs.dovecotLog(), "imap-login:", "Login: user=<alice@example.test>, method=PLAIN, rip=81.2.69.142,")
 	}, 5*time.Second) {
 		t.Fatalf("dovecot log lacks the forwarded address; log:\n%s", hs.dovecotLog())
 	}
@@ -70,10 +70,12 @@ func TestHarnessSubmissionSASL(t *testing.T) {
 	hs := need(t)
 	out, err := python(t, `
 import smtplib, sys
-s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+# The bad attempt comes from 127.0.0.3: Dovecot's auth penalty is per IP.
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=("127.0.0.3", 0))
 s.ehlo("client.test")
+s.user, s.password = "carol@example.test", "wrong"
 try:
-    s.login("carol@example.test", "wrong")
+    s.auth("PLAIN", s.auth_plain)  # one mechanism: login() would try each
     print("bad-accepted")
 except smtplib.SMTPAuthenticationError as e:
     print("bad", e.smtp_code)
@@ -88,5 +90,54 @@ s.quit()
 	}
 	if got, want := strings.TrimSpace(out), "bad 535\ngood 235"; got != want {
 		t.Fatalf("submission auth = %q, want %q", got, want)
+	}
+}
+
+// TestHarnessPOP3XCLIENT: Dovecot's POP3 accepts XCLIENT from loopback
+// and logs the forwarded address, the way the POP3 tests expect.
+func TestHarnessPOP3XCLIENT(t *testing.T) {
+	hs := need(t)
+	out, err := python(t, `
+import poplib, sys
+p = poplib.POP3("127.0.0.1", int(sys.argv[1]))
+print(p.getwelcome().decode())
+print(p._shortcmd("XCLIENT ADDR=81.2.69.142 PORT=40000").decode())
+p.user("carol@example.test")
+print(p.pass_("carolpass").decode())
+p.quit()
+`, itoa(hs.pop3Port))
+	if err != nil {
+		t.Fatalf("poplib: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "[XCLIENT]") || !strings.Contains(out, "+OK Updated") {
+		t.Fatalf("poplib transcript lacks XCLIENT support:\n%s", out)
+	}
+	if !waitFor(func() bool {
+		return hasLine(hs.dovecotLog(), "pop3-login:", "Login: user=<carol@example.test>, method=PLAIN, rip=81.2.69.142,")
+	}, 5*time.Second) {
+		t.Fatalf("dovecot log lacks the forwarded address; log:\n%s", hs.dovecotLog())
+	}
+}
+
+// TestHarnessSwaks: swaks (as the SMTP tests call it) delivers through
+// Postfix straight to Dovecot.
+func TestHarnessSwaks(t *testing.T) {
+	hs := need(t)
+	resetMailbox(t, "carol@example.test")
+	msg := makeMessage("alice@example.test", "carol@example.test", "harness swaks", 1000)
+	out, err := runTool(t, "swaks", "--server", "127.0.0.1", "--port", itoa(hs.smtpPort),
+		"--ehlo", "client.example.test", "--from", "alice@example.test", "--to", "carol@example.test",
+		"--data", "@"+writeTemp(t, swaksData(msg)), "--timeout", "60")
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	if !waitFor(func() bool { return countDirect(t, "carol@example.test") == 1 }, 20*time.Second) {
+		t.Fatalf("message never arrived; postfix log:\n%s", hs.postfixLog())
+	}
+	c := imapDial(t, addr(hs.imapPort), false, "carol@example.test", "carolpass", nil)
+	got := fetchAll(t, c)
+	_, body, _ := strings.Cut(string(msg), "\r\n\r\n")
+	if len(got) != 1 || !strings.HasSuffix(string(got[0]), "\r\n\r\n"+body) {
+		t.Fatalf("delivered message does not end with the sent body: %q", got)
 	}
 }

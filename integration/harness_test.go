@@ -604,3 +604,20 @@ func logSince(log string, mark int) string {
 	}
 	return log[mark:]
 }
+
+// hasLine reports whether one line of log contains every one of parts.
+func hasLine(log string, parts ...string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}

@@ -57,6 +57,14 @@ func (m *Mailgate) WaitLog(t testing.TB, substr string) string {
 	return m.Log()
 }
 
+// WaitCount waits until mailgate's log contains substr at least n times.
+func (m *Mailgate) WaitCount(t testing.TB, substr string, n int) {
+	t.Helper()
+	if !waitFor(func() bool { return strings.Count(m.Log(), substr) >= n }, 10*time.Second) {
+		t.Fatalf("mailgate log shows %q %d times, want %d; log:\n%s", substr, strings.Count(m.Log(), substr), n, m.Log())
+	}
+}
+
 // startMailgate writes cfgYAML to a file, runs `mailgate serve -config`
 // with it, waits until every listener accepts, and stops the process when
 // the test ends. A process that exits early fails the test with its log.
@@ -166,8 +174,8 @@ func newCfg(t testing.TB) *cfg {
 	}
 }
 
-// YAML renders the config in mailgate's format. 127.0.0.1 is GB and
-// 127.0.0.2 is RU by override; the PROXY listeners trust 127.0.0.1.
+// YAML renders the config in mailgate's format. 127.0.0.1 and 127.0.0.3
+// are GB and 127.0.0.2 is RU by override; the PROXY listeners trust 127.0.0.1.
 func (c *cfg) YAML() string {
 	return fmt.Sprintf(`hostname: mail.example.test
 log: {level: debug, format: text}
@@ -187,7 +195,7 @@ backends:
 tls:
   self_signed: true
 geo:
-  overrides: {"127.0.0.1/32": GB, "127.0.0.2/32": RU}
+  overrides: {"127.0.0.1/32": GB, "127.0.0.2/32": RU, "127.0.0.3/32": GB}
 policy:
   allow_countries: [%s]
 limits: {auth_failure_delay: 100ms}
@@ -202,6 +210,10 @@ const (
 	addrRU  = "77.88.55.88" // RU: denied
 	addrCN  = "1.2.4.8"     // CN: denied
 	ruLocal = "127.0.0.2"   // loopback address overridden to RU
+	// badLocal (GB by override) is where wrong-password attempts come
+	// from: Dovecot's auth penalty delays later logins from the same
+	// forwarded address by up to 15 s, so 127.0.0.1 stays clean.
+	badLocal = "127.0.0.3"
 )
 
 // proxyHeader is a PROXY v1 header for a client at src talking to the
