@@ -1,0 +1,719 @@
+// Package guard stops password guessing at mailgate, before it costs the
+// backend or its user database anything: sliding-window failure counters
+// per address, per network, per login and per (login, address); a
+// growing tarpit; escalating bans; lockouts that spare the account's
+// owner; connection limits; a cap on concurrent backend logins; and a
+// signal for logins that succeed from too many countries.
+//
+// It is pure logic plus a JSON state file and a small admin HTTP API. It
+// imports only the standard library; the proxy calls it and logs the
+// events it returns.
+//
+// # Call points
+//
+//  1. At accept, after any PROXY header and before TLS: Accept. A refused
+//     connection is closed at once and costs no handshake. Conn.LoggedIn
+//     after a successful login, Conn.Close when the connection ends.
+//  2. For each login attempt, before the backend is contacted: Check.
+//     The proxy waits Verdict.Delay, whatever the verdict, and answers a
+//     refusal exactly like a wrong password. Then BackendSlot around the
+//     backend login.
+//  3. After the attempt: Failure (wrong password), Denied (any other
+//     refusal: policy, or a Check verdict) or Success. The returned
+//     events are logged with Event.Log.
+//
+// # Implementation notes
+//
+// One mutex covers the counters, bans and lockouts; each call does a few
+// map operations under it, far below the cost of the TLS handshake that
+// precedes every login. Connection counts have their own mutex so accepts
+// never wait for login bookkeeping.
+//
+// Wrong passwords are remembered only as 64-bit keyed hashes (a random
+// key made at start, never stored), so a client repeating one stale
+// password counts once and nothing that could reveal a password is kept
+// in memory past the window or ever written to disk. Every table is
+// bounded (max_tracked keys, least recently updated evicted first) and
+// Sweep drops what has expired.
+package guard
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sentinel errors; Accept and BackendSlot wrap them.
+var (
+	// ErrBanned: the source is banned.
+	ErrBanned = errors.New("guard: source banned")
+	// ErrDenied: the source is in deny_networks or deny_countries.
+	ErrDenied = errors.New("guard: source denied")
+	// ErrTooManyConns: a connection limit is reached.
+	ErrTooManyConns = errors.New("guard: too many connections")
+	// ErrBackendBusy: no backend login slot within backend.queue_wait,
+	// or the queue is full. Clients get the protocol's temporary error.
+	ErrBackendBusy = errors.New("guard: backend login capacity exhausted")
+	// ErrTrusted: an admin tried to ban a trusted network.
+	ErrTrusted = errors.New("guard: trusted networks are never banned")
+)
+
+// RefusedError is why Accept refused a connection; Reason goes to the log.
+type RefusedError struct {
+	Err    error // ErrBanned, ErrDenied or ErrTooManyConns
+	Reason string
+}
+
+func (e *RefusedError) Error() string { return e.Err.Error() + ": " + e.Reason }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Verdict is Check's answer for one login attempt.
+type Verdict struct {
+	// Allow: the attempt may go to the backend.
+	Allow bool
+	// Reason says why not, for the log only; the client sees the same
+	// failure reply as for a wrong password.
+	Reason string
+	// Delay is the tarpit: the proxy waits this long before going on,
+	// whether the attempt is allowed or not.
+	Delay time.Duration
+}
+
+// Options are the Guard's collaborators. Zero values are usable.
+type Options struct {
+	// Now is the clock; nil: time.Now. Tests pass a fake.
+	Now func() time.Time
+	// Logger receives admin actions and state problems; nil: discard.
+	Logger *slog.Logger
+	// Country places an address for deny_countries (ISO code or "");
+	// nil: deny_countries cannot match.
+	Country func(netip.Addr) string
+}
+
+// Limits on what is kept per key.
+const (
+	// maxLoginKey: logins are counted by their first 320 bytes, the
+	// longest address RFC 5321 4.5.3.1 allows (64 local + @ + 255).
+	maxLoginKey = 320
+	// maxKnownNets: networks remembered per login for lockout exemption
+	// (home, office, phone carrier, ...).
+	maxKnownNets = 8
+	// maxCountries: countries remembered per login for the compromise
+	// signal; more than the largest useful compromise.countries.
+	maxCountries = 16
+)
+
+// Guard is the brute-force guard. Safe for concurrent use.
+type Guard struct {
+	cfg     Config
+	now     func() time.Time
+	log     *slog.Logger
+	country func(netip.Addr) string
+	trusted []netip.Prefix
+	deny    []netip.Prefix
+	denyCC  map[string]bool
+	// key keys the failure hashes; random per process, never stored.
+	key [32]byte
+	// fpSecret keys Fingerprint; nil when not configured.
+	fpSecret []byte
+
+	// backendSem holds one token per backend login in progress; nil: no cap.
+	backendSem chan struct{}
+	// backendWaiting counts logins queued for a token.
+	backendWaiting atomic.Int64
+
+	connMu  sync.Mutex
+	total   int                     // open connections
+	preauth int                     // open connections not logged in
+	perIP   map[netip.Addr]*ipConns // untrusted sources only
+	perNet  map[netip.Prefix]int    // untrusted sources only
+	mu      sync.Mutex              // covers everything below
+	ipFail  *table[netip.Addr, window]
+	netFail *table[netip.Prefix, window]
+	// loginFail counts wrong passwords per login (lockout.window).
+	loginFail *table[string, window]
+	// pairFail counts wrong passwords per (login, address).
+	pairFail *table[pairKey, window]
+	bans     *table[netip.Prefix, Ban]
+	// banLens counts the bans by (family, length), so a lookup probes
+	// only lengths that are in use.
+	banLens  map[banLen]int
+	offences *table[netip.Prefix, offence]
+	locks    *table[string, Lockout]
+	// exempt holds, per address, the end of its success exemption.
+	exempt *table[netip.Addr, time.Time]
+	// known holds, per login, networks where it logged in successfully.
+	known *table[string, []seen[netip.Prefix]]
+	// countries holds, per login, countries of recent successes.
+	countries *table[string, []seen[string]]
+}
+
+type ipConns struct{ conns, preauth int }
+
+type pairKey struct {
+	login string
+	addr  netip.Addr
+}
+
+type banLen struct {
+	is4  bool
+	bits int
+}
+
+// offence remembers how often a prefix was banned, for escalation.
+type offence struct {
+	Count int
+	Last  time.Time
+}
+
+// seen is a value with the time it was last seen.
+type seen[T comparable] struct {
+	V  T
+	At time.Time
+}
+
+// Ban is one banned address or network.
+type Ban struct {
+	Prefix  netip.Prefix `json:"prefix"`
+	Created time.Time    `json:"created"`
+	Until   time.Time    `json:"until"`
+	Reason  string       `json:"reason"`
+	// Manual bans come from an admin; success exemption does not lift
+	// them.
+	Manual bool `json:"manual,omitempty"`
+	// Offence is the escalation step (1: first ban).
+	Offence int `json:"offence,omitempty"`
+}
+
+// Lockout is one locked login.
+type Lockout struct {
+	Login   string    `json:"login"`
+	Created time.Time `json:"created"`
+	// Until is the end of the lockout; zero for a compromised login,
+	// locked until an admin unlocks it.
+	Until  time.Time `json:"until"`
+	Reason string    `json:"reason"`
+	// Compromised: locked by the compromise signal; unlike a failure
+	// lockout it also applies to networks where the login succeeded.
+	Compromised bool `json:"compromised,omitempty"`
+}
+
+func (l *Lockout) active(now time.Time) bool {
+	return l.Until.IsZero() || now.Before(l.Until)
+}
+
+// New builds a Guard from a validated configuration.
+func New(c Config, o Options) (*Guard, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Guard{
+		cfg:     c,
+		now:     o.Now,
+		log:     o.Logger,
+		country: o.Country,
+		denyCC:  map[string]bool{},
+		perIP:   map[netip.Addr]*ipConns{},
+		perNet:  map[netip.Prefix]int{},
+		banLens: map[banLen]int{},
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.trusted, _ = ParsePrefixes(c.TrustedNetworks, "")
+	g.deny, _ = ParsePrefixes(c.DenyNetworks, "")
+	for _, cc := range c.DenyCountries {
+		g.denyCC[cc] = true
+	}
+	if _, err := rand.Read(g.key[:]); err != nil {
+		return nil, fmt.Errorf("guard: hash key: %w", err)
+	}
+	if c.FingerprintSecretFile != "" {
+		s, err := os.ReadFile(c.FingerprintSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("guard.fingerprint_secret_file: %w", err)
+		}
+		s = []byte(strings.TrimSpace(string(s)))
+		// 16 bytes: below that the secret could be brute-forced and the
+		// fingerprints would become a password oracle.
+		if len(s) < 16 {
+			return nil, fmt.Errorf("guard.fingerprint_secret_file: secret has %d bytes, want at least 16", len(s))
+		}
+		g.fpSecret = s
+	}
+	if c.Backend.MaxConcurrent > 0 {
+		g.backendSem = make(chan struct{}, c.Backend.MaxConcurrent)
+	}
+	n := c.MaxTracked
+	g.ipFail = newTable[netip.Addr, window](n)
+	g.netFail = newTable[netip.Prefix, window](n)
+	g.loginFail = newTable[string, window](n)
+	g.pairFail = newTable[pairKey, window](n)
+	g.bans = newTable[netip.Prefix, Ban](n)
+	g.bans.onEvict = func(p netip.Prefix, _ *Ban) { g.dropBanLen(p) }
+	g.offences = newTable[netip.Prefix, offence](n)
+	g.locks = newTable[string, Lockout](n)
+	g.exempt = newTable[netip.Addr, time.Time](n)
+	g.known = newTable[string, []seen[netip.Prefix]](n)
+	g.countries = newTable[string, []seen[string]](n)
+	return g, nil
+}
+
+// normAddr makes one address one key however it arrived: IPv4-mapped
+// IPv6 becomes IPv4, zones are dropped.
+func normAddr(a netip.Addr) netip.Addr {
+	return a.Unmap().WithZone("")
+}
+
+// normLogin makes one login one key: case-folded (mail servers treat
+// user names case-insensitively, so an attacker must not get fresh
+// counters by changing case) and bounded.
+func normLogin(s string) string {
+	if len(s) > maxLoginKey {
+		s = s[:maxLoginKey]
+	}
+	return strings.ToLower(s)
+}
+
+func (g *Guard) isTrusted(a netip.Addr) bool {
+	for _, p := range g.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// networks returns the networks a is counted and banned in.
+func (g *Guard) networks(a netip.Addr) []netip.Prefix {
+	if a.Is4() {
+		p, _ := a.Prefix(g.cfg.IPv4Prefix)
+		return []netip.Prefix{p}
+	}
+	out := make([]netip.Prefix, 0, len(g.cfg.IPv6Prefixes))
+	for _, bits := range g.cfg.IPv6Prefixes {
+		p, _ := a.Prefix(bits)
+		out = append(out, p)
+	}
+	return out
+}
+
+// homeNet is the narrowest network of a: the unit of per-network
+// connection limits and of the networks remembered per login.
+func (g *Guard) homeNet(a netip.Addr) netip.Prefix {
+	bits := g.cfg.IPv4Prefix
+	if !a.Is4() {
+		bits = slices.Max(g.cfg.IPv6Prefixes)
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// Hash domains, so one password gives unrelated values per use.
+const (
+	hashPassword      = 'p' // the password alone: per login and per pair
+	hashLoginPassword = 'l' // login and password: per address and network
+)
+
+// hash is a keyed hash of (login, password) truncated to 64 bits:
+// SHA-256 over a secret 32-byte key followed by the input. The key is
+// random per process and the values never leave memory, so the
+// length-extension property of a bare prefix MAC does not matter; the
+// input is framed by a length so (login, password) pairs cannot collide
+// by moving bytes between them. Short inputs are hashed from a stack
+// buffer and cost no allocation.
+func (g *Guard) hash(domain byte, login, password string) uint64 {
+	var buf [512]byte
+	n := len(g.key) + 1 + 4 + len(login) + len(password)
+	var b []byte
+	if n <= len(buf) {
+		b = buf[:0]
+	} else {
+		b = make([]byte, 0, n)
+	}
+	b = append(b, g.key[:]...)
+	b = append(b, domain)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(login)))
+	b = append(b, login...)
+	b = append(b, password...)
+	sum := sha256.Sum256(b)
+	clear(b) // the password does not linger in this buffer
+	return binary.BigEndian.Uint64(sum[:8])
+}
+
+// Check decides, before backend contact, whether login from addr may be
+// tried, and how long the tarpit holds it first.
+func (g *Guard) Check(login string, addr netip.Addr) Verdict {
+	now := g.now()
+	addr = normAddr(addr)
+	login = normLogin(login)
+	trusted := g.isTrusted(addr)
+	c := &g.cfg
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pk := pairKey{login, addr}
+	var nIP, nPair int
+	if w, ok := g.ipFail.get(addr); ok {
+		nIP = w.count(now, c.Window)
+	}
+	if w, ok := g.pairFail.get(pk); ok {
+		nPair = w.count(now, c.Window)
+	}
+	v := Verdict{Allow: true, Delay: g.tarpit(max(nIP, nPair))}
+	if trusted {
+		return v
+	}
+	if b, ok := g.blockingBan(addr, now); ok {
+		v.Allow, v.Reason = false, fmt.Sprintf("%s banned until %s: %s", b.Prefix, b.Until.UTC().Format(time.RFC3339), b.Reason)
+		return v
+	}
+	if l, ok := g.locks.get(login); ok {
+		switch {
+		case !l.active(now):
+			g.locks.delete(login)
+		case l.Compromised:
+			v.Allow, v.Reason = false, "login locked as compromised: "+l.Reason
+			return v
+		case !g.isKnown(login, addr, now):
+			v.Allow, v.Reason = false, fmt.Sprintf("login locked until %s: %s", l.Until.UTC().Format(time.RFC3339), l.Reason)
+			return v
+		}
+	}
+	if c.Lockout.PerIPAfter > 0 && nPair >= c.Lockout.PerIPAfter {
+		v.Allow, v.Reason = false, fmt.Sprintf("%d distinct wrong passwords for this login from this address", nPair)
+	}
+	return v
+}
+
+// tarpit returns the delay after n recent distinct failures: step after
+// tarpit.after failures, doubling per further failure, up to max.
+func (g *Guard) tarpit(n int) time.Duration {
+	t := g.cfg.Tarpit
+	if t.After == 0 || n < t.After {
+		return 0
+	}
+	shift := n - t.After
+	if shift > 30 {
+		return t.Max
+	}
+	return min(t.Step<<shift, t.Max)
+}
+
+// Failure records a wrong password for login from addr and returns the
+// bans and lockouts it triggered. The password is only hashed.
+func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event {
+	now := g.now()
+	addr = normAddr(addr)
+	login = normLogin(login)
+	trusted := g.isTrusted(addr)
+	hp := g.hash(hashPassword, login, password)
+	hlp := g.hash(hashLoginPassword, login, password)
+	c := &g.cfg
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pairFail.update(pairKey{login, addr}).add(hp, now, c.Window, maxThreshold)
+	if trusted {
+		return nil // trusted networks are slowed down, never banned or locked
+	}
+	var events []Event
+	if c.Lockout.After > 0 && !g.isKnown(login, addr, now) {
+		n := g.loginFail.update(login).add(hp, now, c.Lockout.Window, maxThreshold)
+		l, locked := g.locks.get(login)
+		if n >= c.Lockout.After && (!locked || !l.active(now)) {
+			until := now.Add(c.Lockout.Duration)
+			*g.locks.update(login) = Lockout{
+				Login: login, Created: now, Until: until,
+				Reason: fmt.Sprintf("%d distinct wrong passwords in %v", n, c.Lockout.Window),
+			}
+			g.loginFail.delete(login)
+			events = append(events, Event{
+				Kind: EventLocked, Login: login, Until: until, Duration: c.Lockout.Duration,
+				Failures: n, Reason: fmt.Sprintf("%d distinct wrong passwords in %v from untrusted sources", n, c.Lockout.Window),
+			})
+		}
+	}
+	return append(events, g.countSource(addr, hlp, now)...)
+}
+
+// Denied records an attempt refused for any reason other than a wrong
+// password (policy, ban, lockout). It counts towards bans of the source,
+// so a source hammering a denied country rule or a locked account is
+// banned, but not towards the login's lockout: a denied source cannot
+// lock the owner out.
+func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
+	now := g.now()
+	addr = normAddr(addr)
+	login = normLogin(login)
+	if g.isTrusted(addr) {
+		return nil
+	}
+	hlp := g.hash(hashLoginPassword, login, password)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.countSource(addr, hlp, now)
+}
+
+// countSource adds failure h to the address and network counters and
+// bans what crossed its threshold. mu is held.
+func (g *Guard) countSource(addr netip.Addr, h uint64, now time.Time) []Event {
+	c := &g.cfg
+	var events []Event
+	exempt := false
+	if until, ok := g.exempt.get(addr); ok {
+		if now.Before(*until) {
+			exempt = true
+		} else {
+			g.exempt.delete(addr)
+		}
+	}
+	n := g.ipFail.update(addr).add(h, now, c.Window, maxThreshold)
+	ceiling := exempt && c.Exemption.MaxFailures > 0 && n >= c.Exemption.MaxFailures
+	if c.Ban.IPAfter > 0 && n >= c.Ban.IPAfter && (!exempt || ceiling) {
+		p := netip.PrefixFrom(addr, addr.BitLen())
+		reason := fmt.Sprintf("%d distinct failures in %v", n, c.Window)
+		if ceiling {
+			reason += " (exemption ceiling)"
+		}
+		if ceiling {
+			g.exempt.delete(addr) // or the exemption would lift the ban
+		}
+		events = append(events, g.ban(p, n, reason, now))
+	}
+	if exempt || c.Ban.NetworkAfter == 0 {
+		return events
+	}
+	for _, p := range g.networks(addr) {
+		m := g.netFail.update(p).add(h, now, c.Window, maxThreshold)
+		if m < c.Ban.NetworkAfter {
+			continue
+		}
+		events = append(events, g.ban(p, m, fmt.Sprintf("%d distinct failures from the network in %v", m, c.Window), now))
+		// A new ban needs fresh failures, or the next failure after it
+		// ends would ban again at once at a higher step.
+		g.netFail.delete(p)
+	}
+	return events
+}
+
+// ban bans p automatically, escalating on earlier bans. mu is held.
+func (g *Guard) ban(p netip.Prefix, failures int, reason string, now time.Time) Event {
+	c := &g.cfg.Ban
+	if b, ok := g.bans.get(p); ok && now.Before(b.Until) && b.Manual {
+		// An admin ban stays as the admin set it.
+		return Event{Kind: EventBanned, Prefix: p, Until: b.Until, Duration: b.Until.Sub(now), Failures: failures, Reason: reason}
+	}
+	off := g.offences.update(p)
+	if off.Count > 0 && now.Sub(off.Last) > c.ForgetAfter {
+		off.Count = 0
+	}
+	d := time.Duration(float64(c.Duration) * math.Pow(c.Factor, float64(off.Count)))
+	if d > c.Max || d <= 0 { // d <= 0: float overflow
+		d = c.Max
+	}
+	off.Count++
+	off.Last = now
+	b := Ban{Prefix: p, Created: now, Until: now.Add(d), Reason: reason, Offence: off.Count}
+	g.putBan(b)
+	if p.IsSingleIP() {
+		// The address starts over; the tarpit keeps its own memory.
+		g.ipFail.delete(p.Addr())
+	}
+	return Event{Kind: EventBanned, Prefix: p, Until: b.Until, Duration: d, Failures: failures, Offence: off.Count, Reason: reason}
+}
+
+// putBan stores b, replacing any ban of the same prefix. mu is held.
+func (g *Guard) putBan(b Ban) {
+	if _, ok := g.bans.get(b.Prefix); !ok {
+		g.banLens[banLen{b.Prefix.Addr().Is4(), b.Prefix.Bits()}]++
+	}
+	*g.bans.update(b.Prefix) = b
+}
+
+func (g *Guard) removeBan(p netip.Prefix) bool {
+	if _, ok := g.bans.get(p); !ok {
+		return false
+	}
+	g.bans.delete(p)
+	g.dropBanLen(p)
+	return true
+}
+
+func (g *Guard) dropBanLen(p netip.Prefix) {
+	k := banLen{p.Addr().Is4(), p.Bits()}
+	if g.banLens[k]--; g.banLens[k] <= 0 {
+		delete(g.banLens, k)
+	}
+}
+
+// blockingBan returns a ban that refuses addr now: a manual ban, or an
+// automatic one unless addr is exempt. Expired bans met on the way are
+// dropped. mu is held.
+func (g *Guard) blockingBan(addr netip.Addr, now time.Time) (Ban, bool) {
+	exempt := false
+	if until, ok := g.exempt.get(addr); ok && now.Before(*until) {
+		exempt = true
+	}
+	var found Ban
+	var ok bool
+	var expired []netip.Prefix
+	for k := range g.banLens {
+		if k.is4 != addr.Is4() {
+			continue
+		}
+		p, _ := addr.Prefix(k.bits)
+		b, has := g.bans.get(p)
+		switch {
+		case !has:
+		case !now.Before(b.Until):
+			expired = append(expired, p)
+		case b.Manual || !exempt:
+			if !ok || b.Manual {
+				found, ok = *b, true
+			}
+		}
+	}
+	for _, p := range expired {
+		g.removeBan(p)
+	}
+	return found, ok
+}
+
+// isKnown reports whether login succeeded from addr's network within
+// lockout.remember_success. mu is held.
+func (g *Guard) isKnown(login string, addr netip.Addr, now time.Time) bool {
+	nets, ok := g.known.get(login)
+	if !ok {
+		return false
+	}
+	home := g.homeNet(addr)
+	for _, s := range *nets {
+		if s.V == home && now.Sub(s.At) < g.cfg.Lockout.RememberSuccess {
+			return true
+		}
+	}
+	return false
+}
+
+// Success records a successful login: addr becomes exempt from
+// automatic bans, its network is remembered for login's lockout, the
+// (login, addr) failures are forgiven, and the compromise signal is
+// checked. country is an ISO code or "" when unknown.
+func (g *Guard) Success(login string, addr netip.Addr, country string) []Event {
+	now := g.now()
+	addr = normAddr(addr)
+	login = normLogin(login)
+	c := &g.cfg
+	trusted := g.isTrusted(addr)
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pairFail.delete(pairKey{login, addr})
+	if c.Exemption.Duration > 0 && !trusted {
+		*g.exempt.update(addr) = now.Add(c.Exemption.Duration)
+	}
+	if c.Lockout.RememberSuccess > 0 {
+		nets := g.known.update(login)
+		*nets = remember(*nets, g.homeNet(addr), now, maxKnownNets)
+	}
+	if c.Compromise.Countries == 0 || !isCountryCode(country) {
+		return nil
+	}
+	seenCC := g.countries.update(login)
+	fresh := (*seenCC)[:0]
+	isNew := true
+	for _, s := range *seenCC {
+		if now.Sub(s.At) < c.Compromise.Window {
+			fresh = append(fresh, s)
+			isNew = isNew && s.V != country
+		}
+	}
+	*seenCC = remember(fresh, country, now, maxCountries)
+	if !isNew || len(*seenCC) <= c.Compromise.Countries {
+		return nil
+	}
+	ccs := make([]string, len(*seenCC))
+	for i, s := range *seenCC {
+		ccs[i] = s.V
+	}
+	e := Event{
+		Kind: EventCompromised, Login: login, Countries: ccs,
+		Reason: fmt.Sprintf("logins from %d countries within %v", len(ccs), c.Compromise.Window),
+	}
+	if c.Compromise.Deny && !trusted {
+		*g.locks.update(login) = Lockout{Login: login, Created: now, Reason: e.Reason, Compromised: true}
+		e.Reason += "; denied until an admin unlocks it"
+	}
+	return []Event{e}
+}
+
+// remember adds or refreshes v in list, dropping the oldest beyond limit.
+func remember[T comparable](list []seen[T], v T, now time.Time, limit int) []seen[T] {
+	for i := range list {
+		if list[i].V == v {
+			list[i].At = now
+			return list
+		}
+	}
+	if len(list) >= limit {
+		oldest := 0
+		for i := range list {
+			if list[i].At.Before(list[oldest].At) {
+				oldest = i
+			}
+		}
+		list = slices.Delete(list, oldest, oldest+1)
+	}
+	return append(list, seen[T]{V: v, At: now})
+}
+
+// Sweep drops expired counters, bans, lockouts, exemptions and
+// memories. The owner calls it every minute or so; lookups also drop the
+// expired entries they meet, so Sweep only bounds idle memory.
+func (g *Guard) Sweep() {
+	now := g.now()
+	c := &g.cfg
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sweepWindows(g.ipFail, now, c.Window)
+	sweepWindows(g.netFail, now, c.Window)
+	sweepWindows(g.pairFail, now, c.Window)
+	sweepWindows(g.loginFail, now, c.Lockout.Window)
+	g.bans.each(func(p netip.Prefix, b *Ban) bool {
+		if now.Before(b.Until) {
+			return false
+		}
+		g.dropBanLen(p)
+		return true
+	})
+	g.offences.each(func(_ netip.Prefix, o *offence) bool { return now.Sub(o.Last) > c.Ban.ForgetAfter })
+	g.locks.each(func(_ string, l *Lockout) bool { return !l.active(now) })
+	g.exempt.each(func(_ netip.Addr, until *time.Time) bool { return !now.Before(*until) })
+	g.known.each(func(_ string, nets *[]seen[netip.Prefix]) bool {
+		*nets = slices.DeleteFunc(*nets, func(s seen[netip.Prefix]) bool { return now.Sub(s.At) >= c.Lockout.RememberSuccess })
+		return len(*nets) == 0
+	})
+	g.countries.each(func(_ string, ccs *[]seen[string]) bool {
+		*ccs = slices.DeleteFunc(*ccs, func(s seen[string]) bool { return now.Sub(s.At) >= c.Compromise.Window })
+		return len(*ccs) == 0
+	})
+}
+
+func sweepWindows[K comparable](t *table[K, window], now time.Time, span time.Duration) {
+	t.each(func(_ K, w *window) bool { return w.count(now, span) == 0 })
+}
