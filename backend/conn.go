@@ -52,11 +52,7 @@ func dial(ctx context.Context, o Options, proto string, log *slog.Logger) (*conn
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s %s: dial: %v", ErrUnavailable, proto, o.Address, err)
 	}
-	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096), opts: o, proto: proto, log: log, ctx: ctx}
-	c.stop = context.AfterFunc(ctx, func() {
-		// Cancelling ctx does not unblock a Read; an expired deadline does.
-		_ = c.nc.SetDeadline(time.Unix(1, 0))
-	})
+	c := newConn(ctx, nc, o, proto, log)
 	if o.TLS == TLSImplicit {
 		if err := c.handshake(dctx); err != nil {
 			c.close()
@@ -64,6 +60,17 @@ func dial(ctx context.Context, o Options, proto string, log *slog.Logger) (*conn
 		}
 	}
 	return c, nil
+}
+
+// newConn wraps an established connection.
+func newConn(ctx context.Context, nc net.Conn, o Options, proto string, log *slog.Logger) *conn {
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096), opts: o, proto: proto, log: log, ctx: ctx}
+	c.stop = context.AfterFunc(ctx, func() {
+		// Cancelling ctx does not unblock a Read; an expired deadline does.
+		// nc is the socket under any later TLS layer, so this reaches it.
+		_ = nc.SetDeadline(time.Unix(1, 0))
+	})
+	return c
 }
 
 // tlsConfig returns the configured client TLS config, with the host of
