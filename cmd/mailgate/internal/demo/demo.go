@@ -113,10 +113,9 @@ func Start(ctx context.Context, log *slog.Logger) (*Backends, error) {
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return mem.NewSession(), nil, nil
 		},
-		Caps: imap.CapSet{
-			imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {},
-			imap.CapIdle: {}, imap.CapID: {},
-		},
+		// imapserver has no ID command, so ID is not advertised: mailgate
+		// must not forward the client address to this backend.
+		Caps:   imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapIdle: {}},
 		Logger: printfLogger{log.With("server", "imap")},
 		// mailgate terminates TLS; the hop to us is loopback.
 		InsecureAuth: true,

@@ -101,6 +101,24 @@ func TestStartUsersAndWelcome(t *testing.T) {
 	}
 }
 
+// TestIMAPCapabilities: the demo does not claim ID, which imapserver
+// does not implement, and offers IDLE.
+func TestIMAPCapabilities(t *testing.T) {
+	b := start(t)
+	c, err := imapclient.DialInsecure(b.IMAPAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caps.Has(imap.CapID) || !caps.Has(imap.CapIdle) {
+		t.Fatalf("capabilities = %v, want IDLE and no ID", caps)
+	}
+}
+
 func TestIMAPWrongPassword(t *testing.T) {
 	b := start(t)
 	c, err := imapclient.DialInsecure(b.IMAPAddr, nil)
