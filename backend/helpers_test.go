@@ -31,7 +31,7 @@ type fakeServer struct {
 	wg       sync.WaitGroup
 }
 
-func newFakeServer(t *testing.T, handle func(fc *fakeConn)) *fakeServer {
+func newFakeServer(t testing.TB, handle func(fc *fakeConn)) *fakeServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +67,7 @@ func (s *fakeServer) addr() string { return s.ln.Addr().String() }
 
 // fakeConn is the server side of one connection.
 type fakeConn struct {
-	t *testing.T
+	t testing.TB
 	net.Conn
 	br *bufio.Reader
 }
