@@ -27,7 +27,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func start(t *testing.T) *Backends {
+func startT(t *testing.T) *Backends {
 	t.Helper()
 	b, err := Start(context.Background(), testLogger(t))
 	if err != nil {
@@ -76,7 +76,7 @@ func inbox(t *testing.T, c *imapclient.Client) [][]byte {
 }
 
 func TestStartUsersAndWelcome(t *testing.T) {
-	b := start(t)
+	b := startT(t)
 	for _, a := range []string{b.IMAPAddr, b.SMTPAddr} {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil || host != "127.0.0.1" {
@@ -104,7 +104,7 @@ func TestStartUsersAndWelcome(t *testing.T) {
 // TestIMAPCapabilities: the demo does not claim ID, which imapserver
 // does not implement, and offers IDLE.
 func TestIMAPCapabilities(t *testing.T) {
-	b := start(t)
+	b := startT(t)
 	c, err := imapclient.DialInsecure(b.IMAPAddr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func TestIMAPCapabilities(t *testing.T) {
 }
 
 func TestIMAPWrongPassword(t *testing.T) {
-	b := start(t)
+	b := startT(t)
 	c, err := imapclient.DialInsecure(b.IMAPAddr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestIMAPWrongPassword(t *testing.T) {
 // TestSMTPDeliversToIMAP: a message sent over SMTP to two users can be
 // read back byte for byte from each INBOX.
 func TestSMTPDeliversToIMAP(t *testing.T) {
-	b := start(t)
+	b := startT(t)
 	msg := []byte("From: <alice@example.test>\r\nTo: <bob@example.test>\r\nSubject: hi \xc3\xa9\r\n\r\nbody line\r\n.leading dot\r\n")
 	c, err := smtp.Dial(b.SMTPAddr)
 	if err != nil {
@@ -166,7 +166,7 @@ func TestSMTPDeliversToIMAP(t *testing.T) {
 // TestSMTPUnknownRecipient: RCPT for a non-demo address is refused with a
 // permanent error and nothing is stored.
 func TestSMTPUnknownRecipient(t *testing.T) {
-	b := start(t)
+	b := startT(t)
 	c, err := smtp.Dial(b.SMTPAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -185,15 +185,20 @@ func TestSMTPUnknownRecipient(t *testing.T) {
 	}
 }
 
-// TestSMTPTooLarge: a message over maxMessageBytes is refused, not stored.
+// TestSMTPTooLarge: a message over the size limit is refused, not stored.
 func TestSMTPTooLarge(t *testing.T) {
-	b := start(t)
+	const limit = 64 << 10
+	b, err := start(context.Background(), testLogger(t), limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
 	c, err := smtp.Dial(b.SMTPAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	big := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n"), maxMessageBytes/64+16)
+	big := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n"), limit/64+16)
 	msg := append([]byte("Subject: big\r\n\r\n"), big...)
 	if err := c.SendMail("alice@example.test", []string{"bob@example.test"}, bytes.NewReader(msg)); err == nil {
 		t.Fatal("oversized message accepted")
@@ -220,7 +225,8 @@ func TestCloseStopsListeners(t *testing.T) {
 		c.Close()
 		return false
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	// A bound for a hang, not a speed target.
+	deadline := time.Now().Add(30 * time.Second)
 	for !(closed(b.IMAPAddr) && closed(b.SMTPAddr)) {
 		if time.Now().After(deadline) {
 			t.Fatal("listeners still accept after the context was cancelled")
