@@ -11,18 +11,18 @@ import (
 // file name and the detail.
 var (
 	// ErrEmpty: the file has no bytes (a failed download, a touched path).
-	ErrEmpty = errors.New("geo: empty file")
+	ErrEmpty = errors.New("empty file")
 	// ErrCompressed: a gzip or zip archive was configured instead of the
 	// database inside it.
-	ErrCompressed = errors.New("geo: compressed file, unpack it first")
+	ErrCompressed = errors.New("compressed file, unpack it first")
 	// ErrFormat: the content is neither a MaxMind DB nor an IP2Location BIN.
-	ErrFormat = errors.New("geo: unknown database format")
+	ErrFormat = errors.New("unknown database format")
 	// ErrCorrupt: the file looks like a known format but fails validation
 	// (truncated, inconsistent header, rows out of order, bad pointers).
-	ErrCorrupt = errors.New("geo: corrupt database")
+	ErrCorrupt = errors.New("corrupt database")
 	// ErrProbe: the database opened but did not answer the probe addresses
 	// sensibly (it places none of them, or a reader failed on one).
-	ErrProbe = errors.New("geo: database failed the probe lookups")
+	ErrProbe = errors.New("database failed the probe lookups")
 )
 
 // Format names a database file format as shown in DBInfo.Format.
@@ -63,13 +63,26 @@ func detectFormat(b []byte) (Format, error) {
 	if bytes.Contains(tail, mmdbMetadataMarker) {
 		return FormatMMDB, nil
 	}
+	if len(b) < binHeaderSize {
+		return "", fmt.Errorf("%w: %d bytes is too short for any database", ErrFormat, len(b))
+	}
+	if !looksLikeBIN(b) {
+		return "", fmt.Errorf("%w: neither a MaxMind DB (no metadata marker in the last %d KiB) nor an IP2Location BIN (header type %d, %d columns, date %d-%d-%d)",
+			ErrFormat, mmdbMetadataMaxSize/1024, b[0], b[1], b[2], b[3], b[4])
+	}
+	// It starts like a BIN, so a failure from here on is a damaged BIN
+	// (typically a truncated download), not a different format.
 	if _, err := parseBINHeader(b); err != nil {
-		if len(b) < binHeaderSize {
-			return "", fmt.Errorf("%w: %d bytes is too short for any database", ErrFormat, len(b))
-		}
-		return "", fmt.Errorf("%w: no MaxMind DB metadata marker, and not an IP2Location BIN: %w", ErrFormat, err)
+		return "", fmt.Errorf("IP2Location BIN: %w", err)
 	}
 	return FormatIP2Location, nil
+}
+
+// looksLikeBIN reports whether the first header bytes are plausible for a
+// BIN: a known type, a column count and a calendar date.
+func looksLikeBIN(b []byte) bool {
+	return b[0] >= 1 && b[0] <= binMaxType && b[1] >= 2 && b[1] <= binMaxColumns &&
+		b[3] >= 1 && b[3] <= 12 && b[4] >= 1 && b[4] <= 31
 }
 
 // IP2Location BIN layout, as read by ip2location-go v9 (ip2location.go,
