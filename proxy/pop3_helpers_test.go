@@ -1,0 +1,238 @@
+package proxy
+
+// Test fakes and an environment for the POP3 and SMTP edges. They build
+// on the shared helpers in helpers_test.go (client, fakeAuth, syncBuffer,
+// waitFor, serverTLSConfig).
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/policy"
+)
+
+// fakeLineBackend is an in-process POP3 or SMTP backend. users holds
+// passwords; a logged-in session is a loopback TCP pair whose far end
+// answers every line with echoPrefix+line and records it.
+type fakeLineBackend struct {
+	users       map[string]string
+	unavailable bool     // every login fails with ErrUnavailable
+	reply       string   // Session.Reply (POP3: the backend's +OK)
+	caps        []string // Capabilities / Extensions
+	capsErr     error    // returned by Capabilities / Extensions
+	echoPrefix  string   // "+OK echo " or "250 echo "
+
+	mu      sync.Mutex
+	logins  []string         // "user\x00pass" per accepted login
+	clients []backend.Client // backend.Client per login call
+	lines   chan string      // lines received after login
+}
+
+func newFakeLineBackend(reply, echoPrefix string, caps []string) *fakeLineBackend {
+	return &fakeLineBackend{
+		users: map[string]string{"alice": "secret", "bob": "secret", "carol": "pass with spaces"},
+		reply: reply, echoPrefix: echoPrefix, caps: caps, lines: make(chan string, 1000),
+	}
+}
+
+func (f *fakeLineBackend) login(c backend.Client, user, pass string) (*backend.Session, error) {
+	f.mu.Lock()
+	f.clients = append(f.clients, c)
+	f.mu.Unlock()
+	if strings.ContainsAny(user+pass, "\r\n\x00") {
+		return nil, fmt.Errorf("injection reached the backend: %q %q", user, pass)
+	}
+	if f.unavailable {
+		return nil, fmt.Errorf("%w: dial 127.0.0.1:1: connection refused", backend.ErrUnavailable)
+	}
+	if p, ok := f.users[user]; !ok || p != pass {
+		return nil, fmt.Errorf("%w: -ERR [AUTH]", backend.ErrAuthFailed)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	f.mu.Lock()
+	f.logins = append(f.logins, user+"\x00"+pass)
+	f.mu.Unlock()
+	go f.echo(server)
+	var reply []byte
+	if f.reply != "" {
+		reply = []byte(f.reply)
+	}
+	return &backend.Session{Conn: client, Reply: reply}, nil
+}
+
+// echo answers each line until EOF or QUIT.
+func (f *fakeLineBackend) echo(nc net.Conn) {
+	defer nc.Close()
+	br := bufio.NewReader(nc)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		select {
+		case f.lines <- line:
+		default:
+		}
+		if _, err := io.WriteString(nc, f.echoPrefix+line+"\r\n"); err != nil {
+			return
+		}
+		if strings.EqualFold(line, "QUIT") {
+			return
+		}
+	}
+}
+
+func (f *fakeLineBackend) loginList() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.logins...)
+}
+
+func (f *fakeLineBackend) lastClient() backend.Client {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.clients) == 0 {
+		return backend.Client{}
+	}
+	return f.clients[len(f.clients)-1]
+}
+
+// fakePOP3 satisfies POP3Backend.
+type fakePOP3 struct{ *fakeLineBackend }
+
+func (f fakePOP3) Login(_ context.Context, c backend.Client, user, pass string) (*backend.Session, error) {
+	return f.login(c, user, pass)
+}
+
+func (f fakePOP3) Capabilities(context.Context) ([]string, error) { return f.caps, f.capsErr }
+
+// fakeSMTP satisfies SMTPBackend.
+type fakeSMTP struct{ *fakeLineBackend }
+
+func (f fakeSMTP) Login(_ context.Context, c backend.Client, user, pass string) (*backend.Session, error) {
+	return f.login(c, user, pass)
+}
+
+func (f fakeSMTP) Extensions(context.Context) ([]string, error) { return f.caps, f.capsErr }
+
+// lineEnv is a running server with POP3 and SMTP fakes.
+type lineEnv struct {
+	t    testing.TB
+	srv  *Server
+	auth *fakeAuth
+	pop3 fakePOP3
+	smtp fakeSMTP
+	logs *syncBuffer
+	addr string
+}
+
+// startLineServer runs a Server with one POP3 or SMTP listener on
+// 127.0.0.1. An empty l.TLS means "none" with plaintext allowed from
+// loopback.
+func startLineServer(t testing.TB, l Listener, lim Limits) *lineEnv {
+	t.Helper()
+	e := &lineEnv{
+		t:    t,
+		auth: &fakeAuth{deny: map[string]bool{"bob": true}},
+		pop3: fakePOP3{newFakeLineBackend("+OK Logged in, 2 messages\r\n", "+OK echo ",
+			[]string{"TOP", "UIDL", "RESP-CODES", "STLS", "SASL PLAIN", "USER", "IMPLEMENTATION Dovecot", "EXPIRE NEVER", "bad\x01line", ".dot"})},
+		smtp: fakeSMTP{newFakeLineBackend("", "250 echo ",
+			[]string{"PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS", "AUTH PLAIN LOGIN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "XCLIENT NAME ADDR"})},
+		logs: &syncBuffer{},
+	}
+	if l.Name == "" {
+		l.Name = "test"
+	}
+	if l.TLS == "" {
+		l.TLS = tlsNone
+		l.PlaintextFrom = append(l.PlaintextFrom, netip.MustParsePrefix("127.0.0.0/8"))
+	}
+	if l.TLS != tlsNone && l.TLSConfig == nil {
+		l.TLSConfig = serverTLSConfig(nil) // t unused; fuzz targets pass a *testing.F
+	}
+	e.srv = NewServer(Options{
+		Logger:     slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Hostname:   "mx.test",
+		Authorizer: e.auth,
+		POP3:       e.pop3,
+		SMTP:       e.smtp,
+		Limits:     lim,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	errCh := make(chan error, 1)
+	go func() { errCh <- e.srv.Serve(ln, l) }()
+	t.Cleanup(func() {
+		e.srv.Close()
+		if err := <-errCh; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); e.srv.Sessions() > 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("%d sessions still open", e.srv.Sessions())
+				break
+			}
+		}
+		totalPanics.Add(e.srv.Panics())
+		if t.Failed() {
+			t.Logf("server log:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+func (e *lineEnv) dial() *client {
+	t := e.t.(*testing.T)
+	t.Helper()
+	nc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func loopbackPrefixes() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
+
+// multiline reads a POP3 multi-line body up to ".".
+func (c *client) multiline() []string {
+	c.t.Helper()
+	var ls []string
+	for {
+		l := c.line()
+		if l == "." {
+			return ls
+		}
+		ls = append(ls, l)
+	}
+}
+
+const pop3Proto = policy.POP3

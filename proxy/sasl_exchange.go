@@ -1,0 +1,63 @@
+package proxy
+
+// The SASL challenge/response loop is the same in every protocol; only
+// the framing of a challenge differs ("+ " in IMAP and POP3, "334 " in
+// SMTP) and the reply to a failure. Written once here, used by POP3 AUTH
+// and SMTP AUTH (IMAP AUTHENTICATE can move to it).
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mailgate/mailgate/proxy/internal/sasl"
+)
+
+// errSASLSteps: a mechanism asked for more rounds than it may; it wraps
+// sasl.ErrMalformed so callers answer it as a bad exchange.
+var errSASLSteps = fmt.Errorf("%w: too many SASL steps", sasl.ErrMalformed)
+
+// saslExchange runs one SASL exchange for mech. initial is the decoded
+// initial response, nil when the client sent none. Each challenge is
+// written as challengePrefix plus its base64 (RFC 9051 7.5, RFC 5034 4,
+// RFC 4954 4); each response is read as one line of at most maxSASLLine
+// octets.
+//
+// Errors that wrap sasl.ErrUnsupported, sasl.ErrCancelled or
+// sasl.ErrMalformed leave the session usable: the caller answers them in
+// its protocol. Any other error (read, write, line too long, timeout)
+// ends the session.
+func (c *conn) saslExchange(mech string, initial []byte, challengePrefix string) (sasl.Credentials, error) {
+	srv, err := sasl.NewServer(mech)
+	if err != nil {
+		return sasl.Credentials{}, err
+	}
+	resp := initial
+	for step := 0; ; step++ {
+		challenge, done, err := srv.Next(resp)
+		if err != nil {
+			return sasl.Credentials{}, err
+		}
+		if done {
+			return srv.Credentials(), nil
+		}
+		if step >= maxSASLSteps {
+			return sasl.Credentials{}, errSASLSteps
+		}
+		if err := c.writeLine(challengePrefix + sasl.EncodeChallenge(challenge)); err != nil {
+			return sasl.Credentials{}, err
+		}
+		line, err := c.readLine(maxSASLLine)
+		if err != nil {
+			return sasl.Credentials{}, err
+		}
+		if resp, err = sasl.DecodeResponse(line); err != nil {
+			return sasl.Credentials{}, err
+		}
+	}
+}
+
+// isSASLClientError reports whether err from saslExchange is the
+// client's fault and answerable, rather than the end of the session.
+func isSASLClientError(err error) bool {
+	return errors.Is(err, sasl.ErrUnsupported) || errors.Is(err, sasl.ErrCancelled) || errors.Is(err, sasl.ErrMalformed)
+}
