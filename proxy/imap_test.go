@@ -131,14 +131,14 @@ func TestLoginArgumentForms(t *testing.T) {
 	}
 }
 
-func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+func saslB64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func TestAuthenticate(t *testing.T) {
 	e := startServer(t, Listener{}, fastLimits())
 
 	t.Run("PLAIN SASL-IR", func(t *testing.T) {
 		c := e.dialGreeted()
-		c.send("a AUTHENTICATE PLAIN " + b64("\x00alice\x00secret") + "\r\n")
+		c.send("a AUTHENTICATE PLAIN " + saslB64("\x00alice\x00secret") + "\r\n")
 		c.expect("a OK [CAPABILITY")
 	})
 	t.Run("PLAIN continuation", func(t *testing.T) {
@@ -147,23 +147,23 @@ func TestAuthenticate(t *testing.T) {
 		if got := c.line(); got != "+ " {
 			t.Fatalf("continuation %q, want %q", got, "+ ")
 		}
-		c.send(b64("alice\x00alice\x00secret") + "\r\n")
+		c.send(saslB64("alice\x00alice\x00secret") + "\r\n")
 		c.expect("a OK [CAPABILITY")
 	})
 	t.Run("LOGIN challenges", func(t *testing.T) {
 		c := e.dialGreeted()
 		c.send("a AUTHENTICATE LOGIN\r\n")
-		c.expect("+ " + b64("Username:"))
-		c.send(b64("alice") + "\r\n")
-		c.expect("+ " + b64("Password:"))
-		c.send(b64("secret") + "\r\n")
+		c.expect("+ " + saslB64("Username:"))
+		c.send(saslB64("alice") + "\r\n")
+		c.expect("+ " + saslB64("Password:"))
+		c.send(saslB64("secret") + "\r\n")
 		c.expect("a OK [CAPABILITY")
 	})
 	t.Run("LOGIN with initial response", func(t *testing.T) {
 		c := e.dialGreeted()
-		c.send("a AUTHENTICATE LOGIN " + b64("alice") + "\r\n")
-		c.expect("+ " + b64("Password:"))
-		c.send(b64("secret") + "\r\n")
+		c.send("a AUTHENTICATE LOGIN " + saslB64("alice") + "\r\n")
+		c.expect("+ " + saslB64("Password:"))
+		c.send(saslB64("secret") + "\r\n")
 		c.expect("a OK [CAPABILITY")
 	})
 	t.Run("empty initial response then cancel", func(t *testing.T) {
@@ -259,7 +259,7 @@ func TestInvalidCredentialsNeverReachBackend(t *testing.T) {
 	c.send("c LOGIN " + strings.Repeat("u", 321) + " x\r\n")
 	c.expect("c NO [AUTHENTICATIONFAILED]")
 	// Acting as another user is not supported: a SASL error, no login.
-	c.send("d AUTHENTICATE PLAIN " + b64("mallory\x00alice\x00secret") + "\r\n")
+	c.send("d AUTHENTICATE PLAIN " + saslB64("mallory\x00alice\x00secret") + "\r\n")
 	c.expect("d BAD ")
 	if n := len(e.auth.requests()); n != 0 {
 		t.Errorf("%d policy decisions for invalid credentials", n)

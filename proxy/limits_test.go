@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/proxy/internal/imapwire"
+)
+
+func TestLimitsDefaultsAndValidate(t *testing.T) {
+	d := Limits{}.WithDefaults()
+	if d.AuthFailureDelay != DefaultAuthFailureDelay || d.IdleTimeout != 30*time.Minute || d.MaxLoginAttempts != DefaultMaxLoginAttempts ||
+		d.MaxErrors != DefaultMaxErrors || d.MaxCommands != DefaultMaxCommands || d.PreAuthIdleTimeout != DefaultPreAuthIdleTimeout ||
+		d.LoginTimeout != DefaultLoginTimeout || d.TLSHandshakeTimeout != DefaultTLSHandshakeTimeout {
+		t.Errorf("WithDefaults() = %+v", d)
+	}
+	if got := (Limits{MaxErrors: 2}).WithDefaults().MaxErrors; got != 2 {
+		t.Errorf("WithDefaults overrode a set value: %d", got)
+	}
+	if err := (Limits{}).Validate(); err != nil {
+		t.Errorf("zero Limits: %v", err)
+	}
+	err := Limits{MaxErrors: -1, IdleTimeout: -time.Second, AuthFailureDelay: time.Hour}.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted negative values")
+	}
+	for _, key := range []string{"limits.max_errors", "limits.idle_timeout", "limits.auth_failure_delay"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("Validate error %q lacks %s", err, key)
+		}
+	}
+	if err := (Limits{PreAuthIdleTimeout: time.Hour, LoginTimeout: time.Minute}).Validate(); err == nil ||
+		!strings.Contains(err.Error(), "limits.preauth_idle_timeout") {
+		t.Errorf("idle longer than login timeout: %v", err)
+	}
+}
+
+func TestLineTooLong(t *testing.T) {
+	e := startServer(t, Listener{}, fastLimits())
+	c := e.dialGreeted()
+	c.send("a NOOP " + strings.Repeat("x", imapwire.MaxLine) + "\r\n")
+	c.expect("* BYE Command line too long")
+	c.expectClosed()
+	// A line that exactly fits is still served.
+	c = e.dialGreeted()
+	c.send("a " + strings.Repeat("x", imapwire.MaxLine-4) + "\r\n")
+	c.expect("a BAD ")
+}
+
+func TestLiteralTooBig(t *testing.T) {
+	e := startServer(t, Listener{}, fastLimits())
+	c := e.dialGreeted()
+	// Synchronizing: refused before the client sends it; session goes on.
+	c.send("a LOGIN {4097}\r\n")
+	c.expect("a BAD Literal too big")
+	c.send("b NOOP\r\n")
+	c.expect("b OK")
+	// Non-synchronizing: already on the wire; BAD and BYE.
+	c.send("c LOGIN {5000+}\r\n" + strings.Repeat("x", 100))
+	c.expect("c BAD Literal too big")
+	c.expect("* BYE Literal too big")
+	c.expectClosed()
+	if n := len(e.auth.requests()); n != 0 {
+		t.Errorf("%d decisions", n)
+	}
+}
+
+func TestTooManyCommands(t *testing.T) {
+	lim := fastLimits()
+	lim.MaxCommands = 3
+	e := startServer(t, Listener{}, lim)
+	c := e.dialGreeted()
+	c.send("a NOOP\r\nb NOOP\r\nc NOOP\r\nd NOOP\r\n")
+	c.expect("a OK")
+	c.expect("b OK")
+	c.expect("c OK")
+	c.expect("* BYE Too many commands")
+	c.expectClosed()
+}
+
+func TestTooManyErrors(t *testing.T) {
+	lim := fastLimits()
+	lim.MaxErrors = 3
+	e := startServer(t, Listener{}, lim)
+	c := e.dialGreeted()
+	c.send("a SELECT INBOX\r\n\r\n")
+	c.expect("a BAD ")
+	c.expect("* BAD ")
+	c.send("GET / HTTP/1.1\r\n")
+	c.expect("GET BAD ")
+	c.expect("* BYE Too many invalid commands")
+	c.expectClosed()
+}
+
+func TestTooManyLoginAttempts(t *testing.T) {
+	lim := fastLimits()
+	lim.MaxLoginAttempts = 2
+	e := startServer(t, Listener{}, lim)
+	c := e.dialGreeted()
+	c.send("a LOGIN alice x\r\n")
+	c.expect("a NO [AUTHENTICATIONFAILED]")
+	c.send("b LOGIN bob y\r\n") // denied by policy: counts the same
+	c.expect("b NO [AUTHENTICATIONFAILED]")
+	c.expect("* BYE Too many login failures")
+	c.expectClosed()
+}
+
+func TestPreAuthIdleTimeout(t *testing.T) {
+	lim := fastLimits()
+	lim.PreAuthIdleTimeout = 50 * time.Millisecond
+	e := startServer(t, Listener{}, lim)
+	c := e.dialGreeted()
+	c.expect("* BYE Autologout; idle for too long")
+	c.expectClosed()
+	// A literal announced but never sent is also bounded.
+	c = e.dialGreeted()
+	c.send("a LOGIN {5}\r\n")
+	c.expect("+ ")
+	c.expect("* BYE Autologout")
+	c.expectClosed()
+}
+
+func TestLoginTimeout(t *testing.T) {
+	lim := fastLimits()
+	lim.PreAuthIdleTimeout = time.Hour
+	lim.LoginTimeout = 200 * time.Millisecond
+	e := startServer(t, Listener{}, lim)
+	c := e.dialGreeted()
+	c.send("a NOOP\r\n")
+	c.expect("a OK")
+	// The idle timeout is an hour; only the login deadline can end this.
+	c.expect("* BYE Autologout; idle for too long")
+	c.expectClosed()
+	waitFor(t, "close log", func() bool { return strings.Contains(e.logs.String(), `reason="login timeout"`) })
+}
