@@ -2,7 +2,6 @@ package policy
 
 import (
 	"os"
-	"syscall"
 	"time"
 )
 
@@ -25,9 +24,7 @@ func stampOf(path string) stamp {
 		return stamp{}
 	}
 	s := stamp{exists: true, size: fi.Size(), mtime: fi.ModTime()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		s.ino = uint64(st.Ino)
-	}
+	s.ino = inode(fi)
 	return s
 }
 
