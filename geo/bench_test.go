@@ -107,3 +107,24 @@ func BenchmarkLibraryMaxMindDecode(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkLookupParallel measures the decision path from all cores at
+// once (the MMDB record cache takes a read lock).
+func BenchmarkLookupParallel(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		file func(testing.TB) string
+	}{{"BIN", realBIN}, {"MMDB", realMMDB}} {
+		b.Run(c.name, func(b *testing.B) {
+			d := mustOpen(b, Config{Databases: []string{c.file(b)}})
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					_ = d.Lookup(benchAddrs[i&4095])
+					i++
+				}
+			})
+		})
+	}
+}

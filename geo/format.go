@@ -67,7 +67,9 @@ func detectFormat(b []byte) (Format, error) {
 		return "", fmt.Errorf("%w: %d bytes is too short for any database", ErrFormat, len(b))
 	}
 	if !looksLikeBIN(b) {
-		return "", fmt.Errorf("%w: neither a MaxMind DB (no metadata marker in the last %d KiB) nor an IP2Location BIN (header type %d, %d columns, date %d-%d-%d)",
+		// A MaxMind DB has no magic number at the start, only metadata at
+		// the end, so a truncated one lands here: say so.
+		return "", fmt.Errorf("%w: neither a MaxMind DB (no metadata marker in the last %d KiB; a truncated .mmdb loses it) nor an IP2Location BIN (header type %d, %d columns, date %d-%d-%d)",
 			ErrFormat, mmdbMetadataMaxSize/1024, b[0], b[1], b[2], b[3], b[4])
 	}
 	// It starts like a BIN, so a failure from here on is a damaged BIN

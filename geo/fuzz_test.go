@@ -150,3 +150,36 @@ func FuzzLookup(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPatchedDB overwrites bytes of valid small files of both formats (and
+// optionally cuts them short): raw random bytes rarely pass the format
+// checks, patches of real files reach the row, pointer, index and record
+// code, the library cross-check, and maxminddb's decoder.
+func FuzzPatchedDB(f *testing.F) {
+	seeds := fuzzSeeds()
+	files := [][]byte{seeds["bin-db1"], seeds["bin-db3-v4only"], seeds["mmdb-v6"], seeds["mmdb-v4"]}
+	f.Add(uint8(0), uint32(0), []byte{27}, uint32(0))
+	f.Add(uint8(0), uint32(69), []byte{0xff, 0xff}, uint32(0))
+	f.Add(uint8(1), uint32(80), []byte{0, 0, 0, 0}, uint32(10))
+	f.Add(uint8(2), uint32(3), []byte{0x7f}, uint32(0))
+	f.Add(uint8(3), uint32(40), []byte("\xe0\x01"), uint32(0))
+	f.Fuzz(func(t *testing.T, which uint8, off uint32, patch []byte, cut uint32) {
+		b := append([]byte(nil), files[int(which)%len(files)]...)
+		if len(patch) > 0 {
+			copy(b[int(off%uint32(len(b))):], patch)
+		}
+		if cut > 0 {
+			b = b[:len(b)-int(cut%uint32(len(b)))]
+		}
+		db, err := openBytes(b, "fuzz", "fuzz", nil)
+		if err != nil {
+			return
+		}
+		for _, a := range fuzzAddrs {
+			loc, ok := db.lookup(a)
+			if ok && (!isAlpha2(loc.Country) || upper2(loc.Country) != loc.Country) {
+				t.Fatalf("lookup(%s) = %+v", a, loc)
+			}
+		}
+	})
+}

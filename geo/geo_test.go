@@ -284,7 +284,7 @@ func TestBadFiles(t *testing.T) {
 		{"bin type 27", hdr27, ErrFormat, "type 27"},
 		{"bin rows out of order", badOrder, ErrCorrupt, "row 1"},
 		{"bin bad pointer", badPtr, ErrCorrupt, "beyond the end"},
-		{"mmdb truncated", mmdbBytes[:len(mmdbBytes)/2], ErrFormat, ""},
+		{"mmdb truncated", mmdbBytes[:len(mmdbBytes)/2], ErrFormat, "a truncated .mmdb"},
 		{"mmdb metadata only", mmdbBytes[len(mmdbBytes)-300:], ErrCorrupt, ""},
 	}
 	dir := t.TempDir()
