@@ -17,6 +17,7 @@ type POP3 struct {
 	mu       sync.Mutex // guards the fields below
 	caps     []string   // last good CAPA lines, for Capabilities
 	capsAt   time.Time  // when caps were fetched
+	capsBusy bool       // a refresh is under way
 	warnedXC bool       // "no XCLIENT" has been logged once
 }
 
@@ -64,10 +65,19 @@ func (b *POP3) Login(ctx context.Context, c Client, user, pass string) (*Session
 func (b *POP3) Capabilities(ctx context.Context) ([]string, error) {
 	b.mu.Lock()
 	caps, at := b.caps, b.capsAt
-	b.mu.Unlock()
-	if caps != nil && time.Since(at) < capaRefresh {
+	if caps != nil && (time.Since(at) < capaRefresh || b.capsBusy) {
+		// Fresh, or stale while another caller refreshes: one backend
+		// connection per refresh, not one per client.
+		b.mu.Unlock()
 		return caps, nil
 	}
+	b.capsBusy = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.capsBusy = false
+		b.mu.Unlock()
+	}()
 	fresh, err := b.fetchCapa(ctx)
 	if err != nil {
 		if caps != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -314,6 +315,22 @@ func TestPOP3Capabilities(t *testing.T) {
 	// Cached: no second connection within the refresh interval.
 	if _, err := b.Capabilities(withTimeout(t)); err != nil || srv.accepted.Load() != 1 {
 		t.Errorf("second call: err %v, connections %d, want cached", err, srv.accepted.Load())
+	}
+	// Stale with many callers at once: one refresh connection.
+	b.capsAt = time.Now().Add(-2 * capaRefresh)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c, err := b.Capabilities(withTimeout(t)); err != nil || len(c) == 0 {
+				t.Errorf("concurrent Capabilities = %q, %v", c, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := srv.accepted.Load(); n != 2 {
+		t.Errorf("%d connections after a stale burst, want 2 (one refresh)", n)
 	}
 	// Stale and the backend gone: the last good value, no error.
 	b.capsAt = time.Now().Add(-2 * capaRefresh)

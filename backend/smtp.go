@@ -52,9 +52,10 @@ type SMTP struct {
 	initOnce sync.Once
 	cache    *verifyCache
 
-	mu     sync.Mutex // guards the fields below
-	exts   []string   // last good EHLO keywords
-	extsAt time.Time  // when exts were fetched
+	mu       sync.Mutex // guards the fields below
+	exts     []string   // last good EHLO keywords
+	extsAt   time.Time  // when exts were fetched
+	extsBusy bool       // a refresh is under way
 }
 
 // Validate reports every problem of the section, each prefixed with path
@@ -154,10 +155,18 @@ func (b *SMTP) verify(ctx context.Context, c Client, user, pass string) error {
 func (b *SMTP) Extensions(ctx context.Context) ([]string, error) {
 	b.mu.Lock()
 	exts, at := b.exts, b.extsAt
-	b.mu.Unlock()
-	if exts != nil && time.Since(at) < ehloRefresh {
+	if exts != nil && (time.Since(at) < ehloRefresh || b.extsBusy) {
+		// Fresh, or stale while another caller refreshes.
+		b.mu.Unlock()
 		return exts, nil
 	}
+	b.extsBusy = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.extsBusy = false
+		b.mu.Unlock()
+	}()
 	fresh, err := b.fetchExtensions(ctx)
 	if err != nil {
 		if exts != nil {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -372,6 +373,22 @@ func TestSMTPExtensions(t *testing.T) {
 	}
 	if _, err := b.Extensions(withTimeout(t)); err != nil || srv.accepted.Load() != 1 {
 		t.Errorf("second call: %v, %d connections; want cached", err, srv.accepted.Load())
+	}
+	// Stale with many callers at once: one refresh connection.
+	b.extsAt = time.Now().Add(-2 * ehloRefresh)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if e, err := b.Extensions(withTimeout(t)); err != nil || len(e) == 0 {
+				t.Errorf("concurrent Extensions = %q, %v", e, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := srv.accepted.Load(); n != 2 {
+		t.Errorf("%d connections after a stale burst, want 2", n)
 	}
 	b.extsAt = time.Now().Add(-2 * ehloRefresh)
 	b.Opts.Address = closedAddr(t)
