@@ -26,17 +26,17 @@ import (
 // passwords; a logged-in session is a loopback TCP pair whose far end
 // answers every line with echoPrefix+line and records it.
 type fakeLineBackend struct {
-	users       map[string]string
-	unavailable bool     // every login fails with ErrUnavailable
-	reply       string   // Session.Reply (POP3: the backend's +OK)
-	caps        []string // Capabilities / Extensions
-	capsErr     error    // returned by Capabilities / Extensions
-	echoPrefix  string   // "+OK echo " or "250 echo "
+	users      map[string]string
+	reply      string // Session.Reply (POP3: the backend's +OK)
+	echoPrefix string // "+OK echo " or "250 echo "
 
-	mu      sync.Mutex
-	logins  []string         // "user\x00pass" per accepted login
-	clients []backend.Client // backend.Client per login call
-	lines   chan string      // lines received after login
+	mu          sync.Mutex       // guards the knobs below (set while sessions run) and the records
+	unavailable bool             // every login fails with ErrUnavailable
+	caps        []string         // Capabilities / Extensions
+	capsErr     error            // returned by Capabilities / Extensions
+	logins      []string         // "user\x00pass" per accepted login
+	clients     []backend.Client // backend.Client per login call
+	lines       chan string      // lines received after login
 }
 
 func newFakeLineBackend(reply, echoPrefix string, caps []string) *fakeLineBackend {
@@ -49,11 +49,12 @@ func newFakeLineBackend(reply, echoPrefix string, caps []string) *fakeLineBacken
 func (f *fakeLineBackend) login(c backend.Client, user, pass string) (*backend.Session, error) {
 	f.mu.Lock()
 	f.clients = append(f.clients, c)
+	unavailable := f.unavailable
 	f.mu.Unlock()
 	if strings.ContainsAny(user+pass, "\r\n\x00") {
 		return nil, fmt.Errorf("injection reached the backend: %q %q", user, pass)
 	}
-	if f.unavailable {
+	if unavailable {
 		return nil, fmt.Errorf("%w: dial 127.0.0.1:1: connection refused", backend.ErrUnavailable)
 	}
 	if p, ok := f.users[user]; !ok || p != pass {
@@ -107,6 +108,26 @@ func (f *fakeLineBackend) echo(nc net.Conn) {
 	}
 }
 
+// setUnavailable makes every login fail as a backend outage.
+func (f *fakeLineBackend) setUnavailable(v bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unavailable = v
+}
+
+// setCaps sets what Capabilities / Extensions return.
+func (f *fakeLineBackend) setCaps(caps []string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.caps, f.capsErr = caps, err
+}
+
+func (f *fakeLineBackend) getCaps() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.caps, f.capsErr
+}
+
 func (f *fakeLineBackend) loginList() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -129,7 +150,7 @@ func (f fakePOP3) Login(_ context.Context, c backend.Client, user, pass string) 
 	return f.login(c, user, pass)
 }
 
-func (f fakePOP3) Capabilities(context.Context) ([]string, error) { return f.caps, f.capsErr }
+func (f fakePOP3) Capabilities(context.Context) ([]string, error) { return f.getCaps() }
 
 // fakeSMTP satisfies SMTPBackend.
 type fakeSMTP struct{ *fakeLineBackend }
@@ -138,7 +159,7 @@ func (f fakeSMTP) Login(_ context.Context, c backend.Client, user, pass string) 
 	return f.login(c, user, pass)
 }
 
-func (f fakeSMTP) Extensions(context.Context) ([]string, error) { return f.caps, f.capsErr }
+func (f fakeSMTP) Extensions(context.Context) ([]string, error) { return f.getCaps() }
 
 // lineEnv is a running server with POP3 and SMTP fakes.
 type lineEnv struct {

@@ -68,7 +68,7 @@ func TestPOP3Capa(t *testing.T) {
 
 func TestPOP3CapaBackendDown(t *testing.T) {
 	e := startLineServer(t, Listener{Protocol: pop3Proto}, fastLimits())
-	e.pop3.capsErr = errors.New("backend: unavailable")
+	e.pop3.setCaps(nil, errors.New("backend: unavailable"))
 	c := e.dialPOP3()
 	c.send("CAPA\r\n")
 	c.expect("+OK")
@@ -171,7 +171,7 @@ func TestPOP3UniformFailure(t *testing.T) {
 
 func TestPOP3BackendUnavailable(t *testing.T) {
 	e := startLineServer(t, Listener{Protocol: pop3Proto}, fastLimits())
-	e.pop3.unavailable = true
+	e.pop3.setUnavailable(true)
 	c := e.dialPOP3()
 	c.send("USER alice\r\nPASS secret\r\n")
 	c.expect("+OK")

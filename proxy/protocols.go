@@ -24,6 +24,8 @@ func handlerFor(p policy.Protocol) protocolHandler {
 		return imapHandler{}
 	case policy.POP3:
 		return pop3Handler{}
+	case policy.SMTP:
+		return smtpHandler{}
 	}
 	return nil
 }

@@ -55,6 +55,12 @@ type Limits struct {
 	MaxErrors int `yaml:"max_errors"`
 	// MaxCommands before login.
 	MaxCommands int `yaml:"max_commands"`
+	// GreetingDelay: SMTP only. The 220 greeting is held back this long;
+	// a client that sends anything before it is refused (554) and
+	// disconnected, since RFC 5321 3.1 clients wait for the greeting
+	// and bots that do not are common. Zero means the default (1s, see
+	// DefaultGreetingDelay); a negative value turns the check off.
+	GreetingDelay time.Duration `yaml:"greeting_delay"`
 }
 
 // Listener is one configured listening socket.
