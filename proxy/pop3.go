@@ -147,12 +147,13 @@ func (s *pop3Session) noArgs(cmd pop3wire.Command) (bool, error) {
 	return true, nil
 }
 
-// pop3OwnCapabilities are the CAPA tags mailgate answers itself before login;
-// the backend's versions of them are not passed on. IMPLEMENTATION would
-// name the backend's software, which is none of the client's business.
-var pop3OwnCapabilities = map[string]bool{
-	"USER": true, "SASL": true, "STLS": true, "PIPELINING": true, "RESP-CODES": true,
-	"AUTH-RESP-CODE": true, "IMPLEMENTATION": true, "APOP": true,
+// pop3BackendCapabilities are the CAPA tags passed on from the backend
+// (RFC 2449 6): those about the TRANSACTION state that follows the
+// splice. Pre-login ones (USER, SASL, STLS, APOP, UTF8) are ours to
+// answer or not offered; IMPLEMENTATION would name the backend's
+// software; anything unknown might need a command we would refuse.
+var pop3BackendCapabilities = map[string]bool{
+	"TOP": true, "UIDL": true, "EXPIRE": true, "LOGIN-DELAY": true,
 }
 
 // capabilities lists the CAPA lines (RFC 2449 5, 6): mailgate's own
@@ -181,7 +182,7 @@ func (s *pop3Session) capabilities() []string {
 	}
 	for _, line := range be {
 		tag, _, _ := strings.Cut(line, " ")
-		if !validCapaLine(line) || pop3OwnCapabilities[strings.ToUpper(tag)] {
+		if !validCapaLine(line) || !pop3BackendCapabilities[strings.ToUpper(tag)] {
 			continue
 		}
 		caps = append(caps, line)

@@ -181,7 +181,7 @@ func startLineServer(t testing.TB, l Listener, lim Limits) *lineEnv {
 		t:    t,
 		auth: &fakeAuth{deny: map[string]bool{"bob": true}},
 		pop3: fakePOP3{newFakeLineBackend("+OK Logged in, 2 messages\r\n", "+OK echo ",
-			[]string{"TOP", "UIDL", "RESP-CODES", "STLS", "SASL PLAIN", "USER", "IMPLEMENTATION Dovecot", "EXPIRE NEVER", "bad\x01line", ".dot"})},
+			[]string{"TOP", "UIDL", "RESP-CODES", "STLS", "SASL PLAIN", "USER", "IMPLEMENTATION Dovecot", "EXPIRE NEVER", "UTF8", "LANG", "bad\x01line", ".dot", "TOP\r\n.\r\n+OK"})},
 		smtp: fakeSMTP{newFakeLineBackend("", "250 echo ",
 			[]string{"PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS", "AUTH PLAIN LOGIN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "XCLIENT NAME ADDR"})},
 		logs: &syncBuffer{},

@@ -54,7 +54,7 @@ func TestPOP3Capa(t *testing.T) {
 			}
 			// The backend's own pre-login and identifying lines and
 			// lines that would break the response never pass.
-			for _, bad := range []string{"SASL PLAIN", "IMPLEMENTATION Dovecot", "bad\x01line", ".dot"} {
+			for _, bad := range []string{"SASL PLAIN", "IMPLEMENTATION Dovecot", "UTF8", "LANG", "bad\x01line", ".dot"} {
 				if slices.Contains(caps, bad) {
 					t.Errorf("CAPA %q passes backend line %q", caps, bad)
 				}
