@@ -128,3 +128,22 @@ func BenchmarkLookupParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOpen measures opening and checking a real file (what a reload
+// costs in the background).
+func BenchmarkOpen(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		file func(testing.TB) string
+	}{{"BIN", realBIN}, {"MMDB", realMMDB}} {
+		b.Run(c.name, func(b *testing.B) {
+			cfg := Config{Databases: []string{c.file(b)}}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Open(cfg, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

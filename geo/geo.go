@@ -135,6 +135,24 @@ type DBInfo struct {
 	Records int
 }
 
+// String is a one-line description for logs and `mailgate check-config`:
+// "GeoLite2-Country.mmdb (mmdb GeoLite2-Country, built 2026-11-20, IPv4+IPv6)".
+func (in DBInfo) String() string {
+	fam := "IPv4+IPv6"
+	if !in.IPv6 {
+		fam = "IPv4 only"
+	}
+	rows := ""
+	if in.Records >= 0 {
+		rows = fmt.Sprintf(", %d rows", in.Records)
+	}
+	name := in.File
+	if name == "" {
+		name = in.Name
+	}
+	return fmt.Sprintf("%s (%s %s, built %s, %s%s)", name, in.Format, in.Type, builtDate(in.Built), fam, rows)
+}
+
 // reader is one opened database.
 type reader interface {
 	// lookup places a normalized address; ok is false when this database
@@ -160,6 +178,10 @@ type DB struct {
 	// reloadMu serializes Reload, ReloadConfig and Watch's reloads; lookups
 	// never take it.
 	reloadMu sync.Mutex
+	// lastAt and lastErr record the most recent reload attempt (Reload,
+	// ReloadConfig or Watch), for the reload metrics. Guarded by reloadMu.
+	lastAt  time.Time
+	lastErr error
 	// failed maps a file to the version of it that last failed to load
 	// (size -1: it could not be read), so Watch reports each bad version
 	// once. Guarded by reloadMu.
@@ -391,6 +413,7 @@ func (d *DB) ReloadConfig(c Config) error {
 
 func (d *DB) reloadLocked(c Config) error {
 	s, err := d.build(c)
+	d.lastAt, d.lastErr = time.Now(), err
 	if err != nil {
 		d.log.Error("geo reload failed; keeping the databases in use", "err", err)
 		return err
@@ -402,6 +425,14 @@ func (d *DB) reloadLocked(c Config) error {
 			"built", builtDate(in.Built), "ipv6", in.IPv6)
 	}
 	return nil
+}
+
+// LastReload reports when the last reload attempt (by Reload,
+// ReloadConfig or Watch) ended and its error; a zero time means none yet.
+func (d *DB) LastReload() (time.Time, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	return d.lastAt, d.lastErr
 }
 
 // Info describes the databases in use, in lookup order.

@@ -357,3 +357,15 @@ func TestMMDBSchemas(t *testing.T) {
 		t.Errorf("IPv4Only() = %v, want the file", got)
 	}
 }
+
+func TestDBInfoString(t *testing.T) {
+	d := mustOpen(t, Config{})
+	if got, want := d.Info()[0].String(), "embedded (mmdb country ipvAll, built 2026-06-17, IPv4+IPv6)"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	bin, _ := smallDBs(t)
+	d = mustOpen(t, Config{Databases: []string{bin}})
+	if got, want := d.Info()[0].String(), bin+" (ip2location DB3, built 2026-06-17, IPv4+IPv6, 12 rows)"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}

@@ -205,3 +205,26 @@ func TestWatchDisabled(t *testing.T) {
 	cancel()
 	d.Watch(ctx) // returns at once
 }
+
+func TestLastReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db.BIN")
+	writeFile(t, path, countryBIN("US", 0))
+	d := mustOpen(t, Config{Databases: []string{path}})
+	if at, err := d.LastReload(); !at.IsZero() || err != nil {
+		t.Errorf("before any reload: %v, %v", at, err)
+	}
+	replaceFile(t, path, []byte("broken"))
+	if err := d.Reload(); err == nil {
+		t.Fatal("Reload of a broken file succeeded")
+	}
+	if at, err := d.LastReload(); at.IsZero() || err == nil {
+		t.Errorf("after a failed reload: %v, %v", at, err)
+	}
+	replaceFile(t, path, countryBIN("CH", 0))
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := d.LastReload(); at.IsZero() || err != nil {
+		t.Errorf("after a good reload: %v, %v", at, err)
+	}
+}
