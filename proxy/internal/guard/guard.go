@@ -323,22 +323,18 @@ func (g *Guard) homeNet(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// Hash domains, so one password gives unrelated values per use.
-const (
-	hashPassword      = 'p' // the password alone: per login and per pair
-	hashLoginPassword = 'l' // login and password: per address and network
-)
-
 // hash is a keyed hash of (login, password) truncated to 64 bits:
 // SHA-256 over a secret 32-byte key followed by the input. The key is
 // random per process and the values never leave memory, so the
 // length-extension property of a bare prefix MAC does not matter; the
-// input is framed by a length so (login, password) pairs cannot collide
-// by moving bytes between them. Short inputs are hashed from a stack
-// buffer and cost no allocation.
-func (g *Guard) hash(domain byte, login, password string) uint64 {
+// login is framed by its length so pairs cannot collide by moving bytes
+// between login and password. One value serves every counter: the
+// per-login ones are keyed by the login anyway, so there it means
+// "distinct passwords". Short inputs are hashed from a stack buffer and
+// cost no allocation.
+func (g *Guard) hash(login, password string) uint64 {
 	var buf [512]byte
-	n := len(g.key) + 1 + 4 + len(login) + len(password)
+	n := len(g.key) + 4 + len(login) + len(password)
 	var b []byte
 	if n <= len(buf) {
 		b = buf[:0]
@@ -346,7 +342,6 @@ func (g *Guard) hash(domain byte, login, password string) uint64 {
 		b = make([]byte, 0, n)
 	}
 	b = append(b, g.key[:]...)
-	b = append(b, domain)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(login)))
 	b = append(b, login...)
 	b = append(b, password...)
@@ -421,19 +416,18 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 	addr = normAddr(addr)
 	login = normLogin(login)
 	trusted := g.isTrusted(addr)
-	hp := g.hash(hashPassword, login, password)
-	hlp := g.hash(hashLoginPassword, login, password)
+	h := g.hash(login, password)
 	c := &g.cfg
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.pairFail.update(pairKey{login, addr}).add(hp, now, c.Window, maxThreshold)
+	g.pairFail.update(pairKey{login, addr}).add(h, now, c.Window, maxThreshold)
 	if trusted {
 		return nil // trusted networks are slowed down, never banned or locked
 	}
 	var events []Event
 	if c.Lockout.After > 0 && !g.isKnown(login, addr, now) {
-		n := g.loginFail.update(login).add(hp, now, c.Lockout.Window, maxThreshold)
+		n := g.loginFail.update(login).add(h, now, c.Lockout.Window, maxThreshold)
 		l, locked := g.locks.get(login)
 		if n >= c.Lockout.After && (!locked || !l.active(now)) {
 			until := now.Add(c.Lockout.Duration)
@@ -448,7 +442,7 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 			})
 		}
 	}
-	return append(events, g.countSource(addr, hlp, now)...)
+	return append(events, g.countSource(addr, h, now)...)
 }
 
 // Denied records an attempt refused for any reason other than a wrong
@@ -463,10 +457,10 @@ func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
 	if g.isTrusted(addr) {
 		return nil
 	}
-	hlp := g.hash(hashLoginPassword, login, password)
+	h := g.hash(login, password)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.countSource(addr, hlp, now)
+	return g.countSource(addr, h, now)
 }
 
 // countSource adds failure h to the address and network counters and
