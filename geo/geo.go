@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -214,6 +215,9 @@ func (d *DB) build(c Config) (*snapshot, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	// The snapshot keeps its own copy: the caller may reuse c.
+	c.Databases = slices.Clone(c.Databases)
+	c.Overrides = maps.Clone(c.Overrides)
 	s := &snapshot{cfg: c}
 	for k, v := range c.Overrides {
 		o, _ := parseOverride(k, v) // checked by Validate

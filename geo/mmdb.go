@@ -59,6 +59,9 @@ func openMMDB(b []byte, name, file string, log *slog.Logger) (_ *mmdbDB, err err
 			err = fmt.Errorf("%w: maxminddb panicked: %v", ErrCorrupt, r)
 		}
 	}()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	r, err := maxminddb.OpenBytes(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
