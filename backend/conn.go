@@ -117,8 +117,27 @@ func (c *conn) deadline() {
 	}
 }
 
+// LevelTrace is the slog level of backend login transcripts, below
+// Debug. Credentials are replaced by "<redacted>" before logging.
+const LevelTrace = slog.LevelDebug - 4
+
+// trace logs one transcript line at LevelTrace.
+func (c *conn) trace(dir string, line []byte) {
+	if c.log.Enabled(c.ctx, LevelTrace) {
+		c.log.Log(c.ctx, LevelTrace, "backend "+c.proto, "dir", dir, "line", quote(line))
+	}
+}
+
 // write sends b within Timeout.
-func (c *conn) write(b []byte) error {
+func (c *conn) write(b []byte) error { return c.writeShown(b, b) }
+
+// writeSecret sends b, which holds credentials, and traces shown instead.
+func (c *conn) writeSecret(b []byte, shown string) error {
+	return c.writeShown(b, []byte(shown+" <redacted>"))
+}
+
+func (c *conn) writeShown(b, shown []byte) error {
+	c.trace("send", shown)
 	c.deadline()
 	if _, err := c.nc.Write(b); err != nil {
 		return c.ioErr("write", err)
@@ -132,6 +151,7 @@ func (c *conn) readLine() ([]byte, error) {
 	c.deadline()
 	line, err := c.br.ReadSlice('\n')
 	if err == nil {
+		c.trace("recv", line)
 		return line, nil
 	}
 	if !errors.Is(err, bufio.ErrBufferFull) {
@@ -145,6 +165,7 @@ func (c *conn) readLine() ([]byte, error) {
 		}
 		c.scratch = append(c.scratch, line...)
 		if err == nil {
+			c.trace("recv", c.scratch)
 			return c.scratch, nil
 		}
 		if !errors.Is(err, bufio.ErrBufferFull) {

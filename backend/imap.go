@@ -220,7 +220,7 @@ func (s *imapSession) authenticate(tag, user, pass string, forceLogin bool) ([]b
 		b.str(pass)
 		chunks = b.done()
 	}
-	if err := s.write(chunks[0]); err != nil {
+	if err := s.writeSecret(chunks[0], tag+" login"); err != nil {
 		return nil, err
 	}
 	for _, chunk := range chunks[1:] {
@@ -239,7 +239,7 @@ func (s *imapSession) authenticate(tag, user, pass string, forceLogin bool) ([]b
 		if r.kind != respContinuation {
 			return nil, s.unavailable("expected continuation, got " + quote(line))
 		}
-		if err := s.write(chunk); err != nil {
+		if err := s.writeSecret(chunk, "login continued"); err != nil {
 			return nil, err
 		}
 	}

@@ -258,14 +258,14 @@ func (s *pop3Session) authPlain(user, pass string) ([]byte, error) {
 	var line []byte
 	var err error
 	if len("AUTH PLAIN ")+len(ir)+2 <= maxPOP3Line {
-		line, err = s.cmd("AUTH PLAIN " + ir)
+		line, err = s.cmdSecret("AUTH PLAIN "+ir, "AUTH PLAIN")
 	} else {
 		line, err = s.cmd("AUTH PLAIN")
 		if err == nil {
 			if !bytes.HasPrefix(line, []byte("+")) || bytes.HasPrefix(line, []byte("+OK")) {
 				return nil, s.loginFailed(line)
 			}
-			line, err = s.cmd(ir)
+			line, err = s.cmdSecret(ir, "AUTH PLAIN response")
 		}
 	}
 	if err != nil {
@@ -288,7 +288,7 @@ func (s *pop3Session) userPass(user, pass string) ([]byte, error) {
 	if ok, _ := pop3Status(line); !ok {
 		return nil, s.loginFailed(line)
 	}
-	line, err = s.cmd("PASS " + pass)
+	line, err = s.cmdSecret("PASS "+pass, "PASS")
 	if err != nil {
 		return nil, err
 	}
@@ -321,6 +321,14 @@ func (s *pop3Session) loginFailed(line []byte) error {
 // cmd sends one command line and reads the one-line reply.
 func (s *pop3Session) cmd(line string) ([]byte, error) {
 	if err := s.write([]byte(line + "\r\n")); err != nil {
+		return nil, err
+	}
+	return s.readLine()
+}
+
+// cmdSecret is cmd for a line with credentials; the trace shows shown.
+func (s *pop3Session) cmdSecret(line, shown string) ([]byte, error) {
+	if err := s.writeSecret([]byte(line+"\r\n"), shown); err != nil {
 		return nil, err
 	}
 	return s.readLine()

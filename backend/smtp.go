@@ -354,7 +354,10 @@ func (s *smtpSession) auth(exts []string, user, pass string) error {
 	if !ok || !slices.Contains(mechs, "PLAIN") {
 		return s.unavailable("backend does not offer AUTH PLAIN")
 	}
-	r, err := s.cmd("AUTH PLAIN " + saslPlain(user, pass))
+	if err := s.writeSecret([]byte("AUTH PLAIN "+saslPlain(user, pass)+"\r\n"), "AUTH PLAIN"); err != nil {
+		return err
+	}
+	r, err := s.reply()
 	if err != nil {
 		return err
 	}
