@@ -72,3 +72,36 @@ func FuzzPOP3Session(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPOP3Login measures one whole session over loopback: connect,
+// greeting, USER/PASS, decision, fake backend login, one spliced command,
+// close. AuthFailureDelay does not apply (the login succeeds).
+func BenchmarkPOP3Login(b *testing.B) {
+	e := startLineServer(b, Listener{Protocol: pop3Proto}, fastLimits())
+	in := []byte("USER alice\r\nPASS secret\r\nQUIT\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		out := benchSession(b, e.addr, in)
+		if !bytes.Contains(out, []byte("+OK echo QUIT")) {
+			b.Fatalf("session output %q", out)
+		}
+	}
+}
+
+// benchSession is fuzzSession for benchmarks.
+func benchSession(b *testing.B, addr string, in []byte) []byte {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := nc.Write(in); err != nil {
+		b.Fatal(err)
+	}
+	out, err := io.ReadAll(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}

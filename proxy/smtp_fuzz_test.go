@@ -50,3 +50,18 @@ func FuzzSMTPSession(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSMTPLogin measures one whole submission session over
+// loopback: greeting (no delay), EHLO, AUTH PLAIN, decision, fake backend
+// login, one spliced command, close.
+func BenchmarkSMTPLogin(b *testing.B) {
+	e := startLineServer(b, Listener{Protocol: smtpProto}, smtpLimits())
+	in := []byte("EHLO bench\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nQUIT\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		out := benchSession(b, e.addr, in)
+		if !bytes.Contains(out, []byte("250 echo QUIT")) {
+			b.Fatalf("session output %q", out)
+		}
+	}
+}

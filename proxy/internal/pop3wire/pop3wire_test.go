@@ -103,3 +103,13 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseCommand(b *testing.B) {
+	line := []byte("AUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAHNlY3JldA==")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseCommand(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

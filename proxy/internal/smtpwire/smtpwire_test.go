@@ -105,3 +105,17 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseCommand(b *testing.B) {
+	line := []byte("AUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAHNlY3JldA==")
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := ParseCommand(line)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ParseAuth(c.Arg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
