@@ -125,6 +125,8 @@ type Guard struct {
 	denyCC  map[string]bool
 	// key keys the failure hashes; random per process, never stored.
 	key [32]byte
+	// keep is how many distinct failures each counter keeps per key.
+	keep keepLimits
 	// fpSecret keys Fingerprint; nil when not configured.
 	fpSecret []byte
 
@@ -160,6 +162,29 @@ type Guard struct {
 }
 
 type ipConns struct{ conns, preauth int }
+
+// keepLimits bound the failures a window keeps per key to the highest
+// count any action of that counter looks at: counting further changes
+// nothing, and memory per key stays at a few hundred bytes even with
+// thresholds switched off.
+type keepLimits struct{ ip, net, login, pair int }
+
+func newKeepLimits(c *Config) keepLimits {
+	// The tarpit stops growing once step << n reaches max.
+	tarpit := 0
+	if c.Tarpit.After > 0 {
+		tarpit = c.Tarpit.After
+		for d := c.Tarpit.Step; d < c.Tarpit.Max && tarpit < c.Tarpit.After+31; d *= 2 {
+			tarpit++
+		}
+	}
+	return keepLimits{
+		ip:    max(1, tarpit, c.Ban.IPAfter, c.Exemption.MaxFailures),
+		net:   max(1, c.Ban.NetworkAfter),
+		login: max(1, c.Lockout.After),
+		pair:  max(1, tarpit, c.Lockout.PerIPAfter),
+	}
+}
 
 type pairKey struct {
 	login string
@@ -255,6 +280,7 @@ func New(c Config, o Options) (*Guard, error) {
 		}
 		g.fpSecret = s
 	}
+	g.keep = newKeepLimits(&c)
 	if c.Backend.MaxConcurrent > 0 {
 		g.backendSem = make(chan struct{}, c.Backend.MaxConcurrent)
 	}
@@ -421,13 +447,13 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.pairFail.update(pairKey{login, addr}).add(h, now, c.Window, maxThreshold)
+	g.pairFail.update(pairKey{login, addr}).add(h, now, c.Window, g.keep.pair)
 	if trusted {
 		return nil // trusted networks are slowed down, never banned or locked
 	}
 	var events []Event
 	if c.Lockout.After > 0 && !g.isKnown(login, addr, now) {
-		n := g.loginFail.update(login).add(h, now, c.Lockout.Window, maxThreshold)
+		n := g.loginFail.update(login).add(h, now, c.Lockout.Window, g.keep.login)
 		l, locked := g.locks.get(login)
 		if n >= c.Lockout.After && (!locked || !l.active(now)) {
 			until := now.Add(c.Lockout.Duration)
@@ -476,7 +502,7 @@ func (g *Guard) countSource(addr netip.Addr, h uint64, now time.Time) []Event {
 			g.exempt.delete(addr)
 		}
 	}
-	n := g.ipFail.update(addr).add(h, now, c.Window, maxThreshold)
+	n := g.ipFail.update(addr).add(h, now, c.Window, g.keep.ip)
 	ceiling := exempt && c.Exemption.MaxFailures > 0 && n >= c.Exemption.MaxFailures
 	if c.Ban.IPAfter > 0 && n >= c.Ban.IPAfter && (!exempt || ceiling) {
 		p := netip.PrefixFrom(addr, addr.BitLen())
@@ -493,7 +519,7 @@ func (g *Guard) countSource(addr netip.Addr, h uint64, now time.Time) []Event {
 		return events
 	}
 	for _, p := range g.networks(addr) {
-		m := g.netFail.update(p).add(h, now, c.Window, maxThreshold)
+		m := g.netFail.update(p).add(h, now, c.Window, g.keep.net)
 		if m < c.Ban.NetworkAfter {
 			continue
 		}

@@ -749,3 +749,21 @@ func TestConcurrentLogins(t *testing.T) {
 		t.Fatalf("connections left open in the counts: %+v", s)
 	}
 }
+
+func TestWindowKeepsOnlyWhatActionsNeed(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) {
+		c.Ban.IPAfter, c.Ban.NetworkAfter, c.Exemption.MaxFailures = 0, 0, 0
+		c.Lockout.After, c.Lockout.PerIPAfter = 0, 0
+	})
+	for i := range 500 {
+		g.Failure("alice@example.org", addr1, fmt.Sprint("pw", i))
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w, _ := g.ipFail.get(addr1)
+	p, _ := g.pairFail.get(pairKey{"alice@example.org", addr1})
+	// tarpit: after 3, 1s doubling to 15s: saturated at 3+4 failures.
+	if len(w.hits) != 7 || len(p.hits) != 7 {
+		t.Fatalf("kept %d address and %d pair failures, want 7 each (tarpit saturation)", len(w.hits), len(p.hits))
+	}
+}
