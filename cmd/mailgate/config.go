@@ -1,0 +1,272 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/geo"
+	"github.com/mailgate/mailgate/policy"
+	"github.com/mailgate/mailgate/proxy"
+	"github.com/mailgate/mailgate/tlsconf"
+)
+
+// defaultConfigPath is where serve and check-config look without -config.
+const defaultConfigPath = "/etc/mailgate/mailgate.yaml"
+
+// Config is mailgate's whole configuration file. Each package owns the
+// type of its own section; docs/config.md lists every key.
+type Config struct {
+	// Hostname is the name in greetings and the SMTP EHLO to the backend.
+	Hostname string `yaml:"hostname"`
+	// DrainTimeout is how long spliced sessions may go on after SIGTERM.
+	DrainTimeout time.Duration    `yaml:"drain_timeout"`
+	Log          LogConfig        `yaml:"log"`
+	Listeners    []ListenerConfig `yaml:"listeners"`
+	Backends     BackendsConfig   `yaml:"backends"`
+	TLS          tlsconf.Config   `yaml:"tls"`
+	Geo          geo.Config       `yaml:"geo"`
+	Policy       policy.Config    `yaml:"policy"`
+	Limits       proxy.Limits     `yaml:"limits"`
+}
+
+// LogConfig is the `log:` section.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// ListenerConfig is one entry of `listeners:`.
+type ListenerConfig struct {
+	Name          string   `yaml:"name"`
+	Protocol      string   `yaml:"protocol"` // imap, pop3, smtp
+	Address       string   `yaml:"address"`  // host:port
+	TLS           string   `yaml:"tls"`      // implicit, starttls, none
+	ProxyFrom     []string `yaml:"proxy_protocol_from"`
+	PlaintextFrom []string `yaml:"plaintext_from"`
+}
+
+// BackendsConfig is the `backends:` section: one server per protocol.
+type BackendsConfig struct {
+	IMAP *BackendConfig     `yaml:"imap"`
+	POP3 *BackendConfig     `yaml:"pop3"`
+	SMTP *SMTPBackendConfig `yaml:"smtp"`
+}
+
+// BackendConfig is one backend server and how its TLS is verified.
+type BackendConfig struct {
+	backend.Options `yaml:",inline"`
+	// TLSVerify says how the backend's certificate is checked when tls is
+	// implicit or starttls: system roots, a CA file, or a pinned hash.
+	TLSVerify tlsconf.BackendTLS `yaml:"tls_verify"`
+}
+
+// SMTPBackendConfig adds the submission-only settings to a backend.
+type SMTPBackendConfig struct {
+	BackendConfig `yaml:",inline"`
+	// Verify is how a password is checked before the splice: "imap" (an
+	// IMAP login to backends.imap) or "smtp-auth" (AUTH PLAIN relayed to
+	// this backend, which must offer AUTH).
+	Verify string `yaml:"verify"`
+	// XCLIENT passes the client's address and login to Postfix.
+	XCLIENT bool `yaml:"xclient"`
+	// VerifyCacheTTL keeps successful imap-mode verifications this long.
+	VerifyCacheTTL *time.Duration `yaml:"verify_cache_ttl"`
+}
+
+// defaultListeners are used when the config names none: the standard
+// ports of the issue, all with implicit TLS or STARTTLS.
+func defaultListeners() []ListenerConfig {
+	return []ListenerConfig{
+		{Name: "imaps", Protocol: "imap", Address: ":993", TLS: "implicit"},
+		{Name: "pop3s", Protocol: "pop3", Address: ":995", TLS: "implicit"},
+		{Name: "smtps", Protocol: "smtp", Address: ":465", TLS: "implicit"},
+		{Name: "submission", Protocol: "smtp", Address: ":587", TLS: "starttls"},
+	}
+}
+
+// loadConfig reads, decodes strictly, fills defaults and validates the
+// file at path. Every problem is reported at once.
+func loadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parseConfig(data)
+}
+
+func parseConfig(data []byte) (*Config, error) {
+	var c Config
+	if err := decodeStrict(data, &c); err != nil {
+		return nil, err
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+		if c.Hostname == "" {
+			c.Hostname = "localhost"
+		}
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if len(c.Listeners) == 0 {
+		c.Listeners = defaultListeners()
+	}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		if l.Name == "" {
+			l.Name = fmt.Sprintf("%s-%d", l.Protocol, i)
+		}
+		if l.TLS == "" {
+			l.TLS = "implicit"
+		}
+	}
+	if c.Backends.IMAP == nil {
+		c.Backends.IMAP = &BackendConfig{Options: backend.Options{Address: "127.0.0.1:143", ForwardClient: true}}
+	}
+	if c.Backends.POP3 == nil {
+		c.Backends.POP3 = &BackendConfig{Options: backend.Options{Address: "127.0.0.1:110", ForwardClient: true}}
+	}
+	if c.Backends.SMTP == nil {
+		c.Backends.SMTP = &SMTPBackendConfig{BackendConfig: BackendConfig{Options: backend.Options{Address: "127.0.0.1:25"}}, XCLIENT: true}
+	}
+	if c.Backends.SMTP.Verify == "" {
+		c.Backends.SMTP.Verify = "imap"
+	}
+	for _, b := range []*backend.Options{&c.Backends.IMAP.Options, &c.Backends.POP3.Options, &c.Backends.SMTP.Options} {
+		if b.TLS == "" {
+			b.TLS = "none"
+		}
+	}
+	c.Limits = c.Limits.WithDefaults()
+}
+
+// Validate checks every section and returns all problems joined.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d := c.DrainTimeout; d < 0 {
+		add(fmt.Errorf("drain_timeout: must not be negative"))
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		add(fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		add(fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format))
+	}
+	names := map[string]bool{}
+	addrs := map[string]bool{}
+	for i, l := range c.Listeners {
+		p := fmt.Sprintf("listeners[%d]", i)
+		if names[l.Name] {
+			add(fmt.Errorf("%s.name: %q is used twice", p, l.Name))
+		}
+		names[l.Name] = true
+		if !slices.Contains([]string{"imap", "pop3", "smtp"}, l.Protocol) {
+			add(fmt.Errorf("%s.protocol: %q is not one of imap, pop3, smtp", p, l.Protocol))
+		}
+		if !slices.Contains([]string{"implicit", "starttls", "none"}, l.TLS) {
+			add(fmt.Errorf("%s.tls: %q is not one of implicit, starttls, none", p, l.TLS))
+		}
+		if _, _, err := net.SplitHostPort(l.Address); err != nil {
+			add(fmt.Errorf("%s.address: %q is not host:port: %v", p, l.Address, err))
+		} else if addrs[l.Address] {
+			add(fmt.Errorf("%s.address: %q is used twice", p, l.Address))
+		}
+		addrs[l.Address] = true
+		_, err := parsePrefixes(l.ProxyFrom, p+".proxy_protocol_from")
+		add(err)
+		_, err = parsePrefixes(l.PlaintextFrom, p+".plaintext_from")
+		add(err)
+	}
+	for path, b := range map[string]*BackendConfig{
+		"backends.imap": c.Backends.IMAP, "backends.pop3": c.Backends.POP3, "backends.smtp": &c.Backends.SMTP.BackendConfig,
+	} {
+		add(b.Options.Validate(path))
+		if b.Options.TLS != "none" {
+			add(b.TLSVerify.Validate(path + ".tls_verify"))
+		}
+	}
+	if v := c.Backends.SMTP.Verify; v != "imap" && v != "smtp-auth" {
+		add(fmt.Errorf("backends.smtp.verify: %q is not one of imap, smtp-auth", v))
+	}
+	if t := c.Backends.SMTP.VerifyCacheTTL; t != nil && *t < 0 {
+		add(fmt.Errorf("backends.smtp.verify_cache_ttl: must not be negative"))
+	}
+	add(c.TLS.Validate())
+	add(c.Geo.Validate())
+	add(c.Policy.Validate())
+	add(c.Limits.Validate())
+	return errors.Join(errs...)
+}
+
+// prefixErr puts a key path in front of each joined error that lacks one.
+func prefixErr(path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range unjoin(err) {
+		msg := e.Error()
+		if !strings.HasPrefix(msg, path) {
+			msg = path + "." + msg
+		}
+		out = append(out, errors.New(msg))
+	}
+	return errors.Join(out...)
+}
+
+// unjoin splits an errors.Join result into its parts.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// parsePrefixes turns CIDRs (or bare addresses, as /32 or /128) into
+// prefixes, naming the key path of each bad entry.
+func parsePrefixes(in []string, path string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var errs []error
+	for i, s := range in {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s[%d]: %q is neither a CIDR nor an address", path, i, s))
+	}
+	return out, errors.Join(errs...)
+}

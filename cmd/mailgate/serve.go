@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"reflect"
+	"sync"
+	"syscall"
+
+	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/geo"
+	"github.com/mailgate/mailgate/policy"
+	"github.com/mailgate/mailgate/proxy"
+	"github.com/mailgate/mailgate/tlsconf"
+)
+
+// state is one complete, consistent set of reloadable parts built from a
+// config. A reload builds a new state and swaps it in, or keeps the old.
+type state struct {
+	cfg  *Config
+	geo  *geo.DB
+	pol  *policy.Engine
+	opts proxy.Options
+	// stop ends this state's background watchers when it is replaced.
+	stop context.CancelFunc
+}
+
+// buildState opens databases and policy files and makes the backends. It
+// does not touch listeners or certificates (see tlsconf.Manager).
+func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, error) {
+	var errs []error
+	gdb, err := geo.Open(cfg.Geo, log.With("component", "geo"))
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.New(cfg.Policy, gdb, log.With("component", "policy"))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	imapB, err := backendOptions(cfg.Backends.IMAP, "backends.imap", log)
+	errs = append(errs, err)
+	pop3B, err := backendOptions(cfg.Backends.POP3, "backends.pop3", log)
+	errs = append(errs, err)
+	smtpB, err := backendOptions(&cfg.Backends.SMTP.BackendConfig, "backends.smtp", log)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	imap := &backend.IMAP{Opts: imapB}
+	smtp := &backend.SMTP{
+		Opts:       smtpB,
+		Verify:     cfg.Backends.SMTP.Verify,
+		XCLIENT:    cfg.Backends.SMTP.XCLIENT,
+		Hostname:   cfg.Hostname,
+		VerifyIMAP: imap,
+	}
+	if t := cfg.Backends.SMTP.VerifyCacheTTL; t != nil {
+		smtp.CacheTTL = *t
+	}
+	return &state{
+		cfg: cfg,
+		geo: gdb,
+		pol: pol,
+		opts: proxy.Options{
+			Logger:     log,
+			Hostname:   cfg.Hostname,
+			Authorizer: pol,
+			IMAP:       imap,
+			POP3:       &backend.POP3{Opts: pop3B},
+			SMTP:       smtp,
+			Limits:     cfg.Limits,
+		},
+	}, nil
+}
+
+// backendOptions completes one backend's options with its TLS config.
+func backendOptions(bc *BackendConfig, path string, log *slog.Logger) (backend.Options, error) {
+	o := bc.Options
+	o.Logger = log.With("component", "backend", "backend", path)
+	if o.TLS != "none" {
+		v := bc.TLSVerify
+		if v.ServerName == "" {
+			v.ServerName, _, _ = net.SplitHostPort(o.Address)
+		}
+		tc, err := tlsconf.BackendConfig(v)
+		if err != nil {
+			return o, fmt.Errorf("%s.tls_verify: %w", path, err)
+		}
+		o.TLSConfig = tc
+	}
+	return o, nil
+}
+
+// startWatchers polls the geo and policy files of s until s is replaced.
+func (s *state) startWatchers(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	s.stop = cancel
+	go s.geo.Watch(ctx)
+	go s.pol.Watch(ctx)
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level)) // validated before
+	o := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// printErrors writes each joined error on its own line.
+func printErrors(w io.Writer, prefix string, err error) {
+	for _, e := range unjoin(err) {
+		fmt.Fprintf(w, "%s: %v\n", prefix, e)
+	}
+}
+
+func runServe(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfigPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		printErrors(stderr, "mailgate: "+*path, err)
+		return 2
+	}
+	log := newLogger(cfg.Log, stderr)
+	g, err := startGateway(cfg, log)
+	if err != nil {
+		printErrors(stderr, "mailgate", err)
+		return 1
+	}
+	return g.waitSignals(func() (*Config, error) { return loadConfig(*path) })
+}
+
+// gateway is a running mailgate: listeners, the proxy server and the
+// current state.
+type gateway struct {
+	log    *slog.Logger
+	srv    *proxy.Server
+	tm     *tlsconf.Manager
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex // guards cur during reloads
+	cur    *state
+	lns    []net.Listener
+	done   chan struct{} // closed when every Serve has returned
+}
+
+// startGateway opens everything cfg names and starts serving. Any error
+// (unreadable database, bad certificate, port in use) stops start-up.
+func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
+	tm, err := tlsconf.New(cfg.TLS, log.With("component", "tls"))
+	if err != nil {
+		return nil, err
+	}
+	st, err := buildState(cfg, tm, log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &gateway{log: log, tm: tm, ctx: ctx, cancel: cancel, cur: st, done: make(chan struct{})}
+	g.srv = proxy.NewServer(st.opts)
+
+	var ls []proxy.Listener
+	for _, lc := range cfg.Listeners {
+		l, err := proxyListener(lc, tm)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			g.closeListeners()
+			cancel()
+			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		g.lns = append(g.lns, ln)
+		ls = append(ls, l)
+	}
+	warnIPv4Only(log, st.geo, g.lns)
+
+	go func() {
+		if err := tm.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("tls manager stopped", "err", err)
+		}
+	}()
+	st.startWatchers(ctx)
+
+	var wg sync.WaitGroup
+	for i, ln := range g.lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := g.srv.Serve(ln, ls[i])
+			if err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				log.Error("listener stopped", "listener", ls[i].Name, "err", err)
+			}
+		}()
+		log.Info("listening", "listener", ls[i].Name, "proto", ls[i].Protocol,
+			"address", ln.Addr().String(), "tls", ls[i].TLS)
+	}
+	go func() { wg.Wait(); close(g.done) }()
+	return g, nil
+}
+
+func proxyListener(lc ListenerConfig, tm *tlsconf.Manager) (proxy.Listener, error) {
+	pf, err1 := parsePrefixes(lc.ProxyFrom, "proxy_protocol_from")
+	tf, err2 := parsePrefixes(lc.PlaintextFrom, "plaintext_from")
+	if err := errors.Join(err1, err2); err != nil {
+		return proxy.Listener{}, err
+	}
+	l := proxy.Listener{
+		Name:          lc.Name,
+		Protocol:      policy.Protocol(lc.Protocol),
+		TLS:           lc.TLS,
+		ProxyFrom:     pf,
+		PlaintextFrom: tf,
+	}
+	if lc.TLS != "none" {
+		l.TLSConfig = tm.ServerConfig(lc.Protocol)
+	}
+	return l, nil
+}
+
+// warnIPv4Only repeats the original setup's mistake out loud: an
+// IPv4-only database refuses every IPv6 client as "wrong country".
+func warnIPv4Only(log *slog.Logger, g *geo.DB, lns []net.Listener) {
+	v6 := false
+	for _, ln := range lns {
+		ap, err := netip.ParseAddrPort(ln.Addr().String())
+		if err == nil && (ap.Addr().Is6() && !ap.Addr().Is4In6() || ap.Addr().IsUnspecified()) {
+			v6 = true
+		}
+	}
+	if !v6 {
+		return
+	}
+	for _, f := range g.IPv4Only() {
+		log.Warn("geo database has no IPv6 data but mailgate listens on IPv6: IPv6 clients will not be placed in a country",
+			"file", f)
+	}
+}
+
+func (g *gateway) closeListeners() {
+	for _, ln := range g.lns {
+		_ = ln.Close()
+	}
+}
+
+// reload builds a complete new state from a freshly read config and swaps
+// it in; on any error the running state stays and every error is logged.
+func (g *gateway) reload(load func() (*Config, error)) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cfg, err := load()
+	if err == nil {
+		var st *state
+		st, err = buildState(cfg, g.tm, g.log)
+		if err == nil {
+			if terr := g.tm.Reload(); terr != nil {
+				g.log.Error("reload: certificates kept", "err", terr)
+			}
+			if !reflect.DeepEqual(cfg.Listeners, g.cur.cfg.Listeners) || !reflect.DeepEqual(cfg.TLS, g.cur.cfg.TLS) {
+				g.log.Warn("reload: listener and tls settings changed; they take effect after a restart")
+			}
+			g.cur.stop()
+			st.startWatchers(g.ctx)
+			g.cur = st
+			g.srv.Update(st.opts)
+			g.log.Info("reload: new config, policy and databases in use")
+			return nil
+		}
+	}
+	for _, e := range unjoin(err) {
+		g.log.Error("reload failed; previous config kept", "err", e)
+	}
+	return err
+}
+
+// waitSignals runs until SIGTERM or SIGINT, reloading on SIGHUP. The
+// first stop signal drains; a second exits at once.
+func (g *gateway) waitSignals(load func() (*Config, error)) int {
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			g.log.Info("SIGHUP: reloading")
+			_ = g.reload(load)
+			continue
+		}
+		g.log.Info("stopping: draining sessions", "signal", s.String(), "drain_timeout", g.cur.cfg.DrainTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), g.cur.cfg.DrainTimeout)
+		go func() {
+			for s := range sig {
+				if s != syscall.SIGHUP {
+					g.log.Warn("second signal: exiting now")
+					os.Exit(1)
+				}
+			}
+		}()
+		err := g.srv.Shutdown(ctx)
+		cancel()
+		g.cancel()
+		if err != nil {
+			g.log.Warn("drain time over; remaining sessions closed", "err", err)
+		}
+		g.log.Info("stopped")
+		return 0
+	}
+	return 0
+}
+
+// shutdown stops g; used by tests and the demo.
+func (g *gateway) shutdown(ctx context.Context) error {
+	err := g.srv.Shutdown(ctx)
+	g.cancel()
+	<-g.done
+	return err
+}
+
+func runCheckConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfigPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		printErrors(stderr, *path, err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	tm, err := tlsconf.New(cfg.TLS, log)
+	var errs []error
+	errs = append(errs, err)
+	st, err := buildState(cfg, tm, log)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		printErrors(stderr, *path, err)
+		return 1
+	}
+	for _, info := range st.geo.Info() {
+		fmt.Fprintf(stdout, "geo database: %s\n", info)
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d listeners)\n", *path, len(cfg.Listeners))
+	return 0
+}
