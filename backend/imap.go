@@ -260,7 +260,9 @@ func (s *imapSession) loginFailed(r imapResp) error {
 	detail := quote([]byte(r.status + " " + bracket(r.code) + r.text))
 	if r.status == "NO" {
 		switch r.code {
-		case "UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT":
+		case "UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT", "PRIVACYREQUIRED":
+			// The server cannot serve now, or needs TLS we were not
+			// configured for: not the user's credentials.
 		default:
 			return fmt.Errorf("%w: imap %s: %s", ErrAuthFailed, s.opts.Address, detail)
 		}

@@ -410,6 +410,8 @@ func TestIMAPFailures(t *testing.T) {
 		{"plain NO", loginScript("NO Login failed"), ErrAuthFailed},
 		{"temporary", loginScript("NO [UNAVAILABLE] Temporary authentication failure."), ErrUnavailable},
 		{"server bug", loginScript("NO [SERVERBUG] oops"), ErrUnavailable},
+		{"needs TLS", loginScript("NO [PRIVACYREQUIRED] use TLS"), ErrUnavailable},
+		{"expired", loginScript("NO [EXPIRED] password expired"), ErrAuthFailed},
 		{"BAD", loginScript("BAD syntax"), ErrUnavailable},
 		{"bye during login", func(fc *fakeConn) {
 			fc.send("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready")

@@ -303,16 +303,17 @@ func (s *pop3Session) final(line []byte) ([]byte, error) {
 	return bytes.Clone(line), nil
 }
 
-// loginFailed classifies a refused login: -ERR [SYS/TEMP] and [IN-USE]
-// (RFC 3206 4, RFC 2449 8.1.1) are temporary, any other -ERR is the
-// credentials; anything but -ERR is a protocol error.
+// loginFailed classifies a refused login: -ERR [SYS/TEMP], [SYS/PERM]
+// (RFC 3206 4: the server's problem, not the user's) and [IN-USE] (RFC
+// 2449 8.1.1) are unavailable, any other -ERR is the credentials;
+// anything but -ERR is a protocol error.
 func (s *pop3Session) loginFailed(line []byte) error {
 	ok, isErr := pop3Status(line)
 	if ok || !isErr {
 		return s.unavailable("unexpected login reply " + quote(line))
 	}
 	up := bytes.ToUpper(line)
-	if bytes.HasPrefix(up, []byte("-ERR [SYS/TEMP]")) || bytes.HasPrefix(up, []byte("-ERR [IN-USE]")) {
+	if bytes.HasPrefix(up, []byte("-ERR [SYS/")) || bytes.HasPrefix(up, []byte("-ERR [IN-USE]")) {
 		return s.unavailable("login answered " + quote(line))
 	}
 	return fmt.Errorf("%w: pop3 %s: %s", ErrAuthFailed, s.opts.Address, quote(line))

@@ -260,6 +260,8 @@ func TestPOP3Failures(t *testing.T) {
 		{"plain -ERR", &pop3Fake{authReply: "-ERR nope"}, ErrAuthFailed},
 		{"temporary", &pop3Fake{authReply: "-ERR [SYS/TEMP] Temporary authentication failure."}, ErrUnavailable},
 		{"in use", &pop3Fake{authReply: "-ERR [IN-USE] locked"}, ErrUnavailable},
+		{"server problem", &pop3Fake{authReply: "-ERR [SYS/PERM] mailbox corrupted"}, ErrUnavailable},
+		{"AUTH code", &pop3Fake{authReply: "-ERR [AUTH] Authentication failed."}, ErrAuthFailed},
 		{"garbage reply", &pop3Fake{authReply: "HTTP/1.0 200 OK"}, ErrUnavailable},
 		{"-ERR greeting", &pop3Fake{greeting: "-ERR go away"}, ErrUnavailable},
 		{"garbage greeting", &pop3Fake{greeting: "+OKAY"}, ErrUnavailable},
