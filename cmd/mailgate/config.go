@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/mailgate/mailgate/backend"
@@ -222,22 +221,6 @@ func (c *Config) Validate() error {
 	add(c.Policy.Validate())
 	add(c.Limits.Validate())
 	return errors.Join(errs...)
-}
-
-// prefixErr puts a key path in front of each joined error that lacks one.
-func prefixErr(path string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var out []error
-	for _, e := range unjoin(err) {
-		msg := e.Error()
-		if !strings.HasPrefix(msg, path) {
-			msg = path + "." + msg
-		}
-		out = append(out, errors.New(msg))
-	}
-	return errors.Join(out...)
 }
 
 // unjoin splits an errors.Join result into its parts.
