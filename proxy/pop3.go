@@ -310,7 +310,11 @@ func (s *pop3Session) handleAuth(cmd pop3wire.Command) (*backend.Session, error)
 	if len(cmd.Args) == 2 {
 		// RFC 5034 4: "=" is an empty initial response.
 		var err error
-		if initial, err = sasl.DecodeResponse([]byte(cmd.Args[1])); err != nil {
+		initial, err = sasl.DecodeResponse([]byte(cmd.Args[1]))
+		if errors.Is(err, sasl.ErrCancelled) {
+			return nil, s.reply("-ERR Authentication cancelled")
+		}
+		if err != nil {
 			return nil, s.errCounted("Invalid initial response")
 		}
 	}

@@ -195,6 +195,7 @@ func TestPOP3Auth(t *testing.T) {
 		{"plain authzid", []string{"AUTH PLAIN " + enc64("alice\x00alice\x00secret"), "+OK Logged in"}, true},
 		{"plain empty initial response", []string{"AUTH PLAIN =", "-ERR Invalid SASL response"}, false},
 		{"plain other authzid", []string{"AUTH PLAIN " + enc64("admin\x00alice\x00secret"), "-ERR Invalid SASL response"}, false},
+		{"cancel initial", []string{"AUTH PLAIN *", "-ERR Authentication cancelled"}, false},
 		{"plain cancel", []string{"AUTH PLAIN", "+ ", "*", "-ERR Authentication cancelled"}, false},
 		{"login cancel at password", []string{"AUTH LOGIN", "+ ", enc64("alice"), "+ ", "*", "-ERR Authentication cancelled"}, false},
 		{"bad base64", []string{"AUTH PLAIN", "+ ", "not base64!", "-ERR Invalid SASL response"}, false},
