@@ -61,6 +61,7 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 		XCLIENT:    cfg.Backends.SMTP.XCLIENT,
 		Hostname:   cfg.Hostname,
 		VerifyIMAP: imap,
+		CacheTTL:   backend.DefaultVerifyCacheTTL,
 	}
 	if t := cfg.Backends.SMTP.VerifyCacheTTL; t != nil {
 		smtp.CacheTTL = *t
