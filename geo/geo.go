@@ -42,7 +42,7 @@ type Location struct {
 	// Region and City are set only when the database has them.
 	Region, City string
 	// Source says what answered: "override", "reserved", or the database's
-	// file name ("embedded" for the built-in one).
+	// file name ("embedded" for the built-in one); "" with Label "unknown".
 	Source string
 }
 
