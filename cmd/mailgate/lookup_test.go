@@ -161,3 +161,29 @@ func FuzzParseLookupArg(f *testing.F) {
 		}
 	})
 }
+
+// TestRunLookupConfig reads the geo: section of a config file; -override
+// adds to its overrides.
+func TestRunLookupConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailgate.yaml")
+	cfg := `
+hostname: mx.example.com
+backends:
+  imap: {address: "127.0.0.1:143", tls: none}
+tls: {self_signed: true}
+geo:
+  databases: [embedded]
+  overrides:
+    127.0.0.2: RU
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runLookupT(t, "", "-config", path, "-override", "127.0.0.3=office", "127.0.0.2", "127.0.0.3")
+	if code != 0 || !strings.Contains(out, "127.0.0.2  RU  ") || !strings.Contains(out, "127.0.0.3  office  ") {
+		t.Errorf("%d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := runLookupT(t, "", "-config", path+".missing", "1.1.1.1"); code != 2 || !strings.Contains(errs, path+".missing") {
+		t.Errorf("missing config: %d %q", code, errs)
+	}
+}
