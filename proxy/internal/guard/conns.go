@@ -28,6 +28,11 @@ type Conn struct {
 // held to the total limits.
 func (g *Guard) Accept(addr netip.Addr) (*Conn, error) {
 	addr = normAddr(addr)
+	if !addr.IsValid() {
+		// Every listener is TCP and a PROXY LOCAL header keeps the
+		// peer's address, so this is a caller bug; refuse, do not count.
+		return nil, &RefusedError{ErrDenied, "no client address"}
+	}
 	trusted := g.isTrusted(addr)
 	if !trusted {
 		for _, p := range g.deny {

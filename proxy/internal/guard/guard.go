@@ -382,6 +382,9 @@ func (g *Guard) Check(login string, addr netip.Addr) Verdict {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
+	if !addr.IsValid() {
+		return Verdict{Reason: "no client address"}
+	}
 	trusted := g.isTrusted(addr)
 	c := &g.cfg
 
@@ -436,11 +439,15 @@ func (g *Guard) tarpit(n int) time.Duration {
 }
 
 // Failure records a wrong password for login from addr and returns the
-// bans and lockouts it triggered. The password is only hashed.
+// bans and lockouts it triggered. The password is only hashed. Calls
+// with an invalid address (which Accept and Check refuse) are ignored.
 func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
+	if !addr.IsValid() {
+		return nil
+	}
 	trusted := g.isTrusted(addr)
 	h := g.hash(login, password)
 	c := &g.cfg
@@ -480,7 +487,7 @@ func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
-	if g.isTrusted(addr) {
+	if !addr.IsValid() || g.isTrusted(addr) {
 		return nil
 	}
 	h := g.hash(login, password)
@@ -640,6 +647,9 @@ func (g *Guard) Success(login string, addr netip.Addr, country string) []Event {
 	login = normLogin(login)
 	c := &g.cfg
 	trusted := g.isTrusted(addr)
+	if !addr.IsValid() {
+		return nil
+	}
 
 	g.mu.Lock()
 	defer g.mu.Unlock()

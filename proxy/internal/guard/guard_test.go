@@ -767,3 +767,22 @@ func TestWindowKeepsOnlyWhatActionsNeed(t *testing.T) {
 		t.Fatalf("kept %d address and %d pair failures, want 7 each (tarpit saturation)", len(w.hits), len(p.hits))
 	}
 }
+
+func TestInvalidAddress(t *testing.T) {
+	g, _ := newTestGuard(t, nil)
+	var zero netip.Addr
+	if _, err := g.Accept(zero); !errors.Is(err, ErrDenied) {
+		t.Fatalf("Accept(invalid) = %v, want ErrDenied", err)
+	}
+	if v := g.Check("alice", zero); v.Allow {
+		t.Fatalf("Check(invalid) = %+v, want refused", v)
+	}
+	for i := range 20 {
+		if ev := append(g.Failure("alice", zero, fmt.Sprint(i)), g.Denied("alice", zero, fmt.Sprint(i))...); len(ev) != 0 {
+			t.Fatalf("failures without an address raised %v", kinds(ev))
+		}
+	}
+	if ev := g.Success("alice", zero, "DE"); len(ev) != 0 || len(g.Bans()) != 0 {
+		t.Fatalf("Success(invalid) = %v, bans %v", ev, g.Bans())
+	}
+}
