@@ -283,6 +283,13 @@ func openOne(file, name string, log *slog.Logger) (reader, fileStamp, error) {
 
 // readFile reads a database with the stamp of what was read.
 func readFile(file string) ([]byte, fileStamp, error) {
+	// Refuse non-regular files before opening: opening a FIFO for reading
+	// blocks until a writer appears, and a reload must never hang.
+	if fi, err := os.Stat(file); err != nil {
+		return nil, fileStamp{}, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fileStamp{}, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fileStamp{}, err

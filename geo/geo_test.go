@@ -301,7 +301,8 @@ func TestBadFiles(t *testing.T) {
 			}
 		})
 	}
-	// Missing files and directories name the file and the reason.
+	// Missing files and directories name the file and the reason (FIFOs:
+	// TestFIFODatabase).
 	for _, p := range []string{filepath.Join(dir, "missing.mmdb"), dir} {
 		_, err := Open(Config{Databases: []string{p}}, nil)
 		if err == nil || !strings.Contains(err.Error(), p) {
