@@ -202,12 +202,26 @@ func Open(c Config, log *slog.Logger) (*DB, error) {
 		return nil, err
 	}
 	d.cur.Store(s)
+	d.logLoaded(s, "geo database loaded")
+	return d, nil
+}
+
+// staleAfter is the age from which a database is logged as stale: address
+// blocks change hands every month, and the free databases are rebuilt
+// weekly (GeoLite2) or monthly (IP2Location LITE).
+const staleAfter = 180 * 24 * time.Hour
+
+// logLoaded logs each database of s, and warns about stale ones.
+func (d *DB) logLoaded(s *snapshot, msg string) {
 	for _, db := range s.dbs {
 		in := db.dbInfo()
-		log.Info("geo database loaded", "file", in.File, "format", in.Format, "type", in.Type,
+		d.log.Info(msg, "file", in.File, "format", in.Format, "type", in.Type,
 			"built", builtDate(in.Built), "ipv6", in.IPv6)
+		if age := time.Since(in.Built); !in.Built.IsZero() && age > staleAfter {
+			d.log.Warn("geo database is stale; configure a current one (see docs/geo.md)",
+				"file", in.File, "built", builtDate(in.Built), "age_days", int(age.Hours()/24))
+		}
 	}
-	return d, nil
 }
 
 // build validates c and opens every database into a new snapshot.
@@ -430,11 +444,7 @@ func (d *DB) reloadLocked(c Config) error {
 		return err
 	}
 	d.cur.Store(s)
-	for _, db := range s.dbs {
-		in := db.dbInfo()
-		d.log.Info("geo database reloaded", "file", in.File, "format", in.Format, "type", in.Type,
-			"built", builtDate(in.Built), "ipv6", in.IPv6)
-	}
+	d.logLoaded(s, "geo database reloaded")
 	return nil
 }
 

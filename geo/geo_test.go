@@ -1,12 +1,15 @@
 package geo
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // smallDBs writes a synthetic BIN and MMDB with the same data and returns
@@ -368,5 +371,27 @@ func TestDBInfoString(t *testing.T) {
 	d = mustOpen(t, Config{Databases: []string{bin}})
 	if got, want := d.Info()[0].String(), bin+" (ip2location DB3, built 2026-06-17, IPv4+IPv6, 12 rows)"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// TestStaleWarning: a database built long ago is logged as stale.
+func TestStaleWarning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.mmdb")
+	writeFile(t, path, writeMMDB(mmdbSpec{built: time.Now().Add(-400 * 24 * time.Hour), nets: []mmdbNet{
+		{netip.MustParsePrefix("8.8.8.0/24"), ipLocRec("US")},
+	}}))
+	fresh := filepath.Join(t.TempDir(), "fresh.mmdb")
+	writeFile(t, fresh, writeMMDB(mmdbSpec{built: time.Now().Add(-24 * time.Hour), nets: []mmdbNet{
+		{netip.MustParsePrefix("8.8.8.0/24"), ipLocRec("US")},
+	}}))
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	if _, err := Open(Config{Databases: []string{path, fresh}}, log); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, `level=WARN msg="geo database is stale`) || !strings.Contains(out, "file="+path) ||
+		strings.Count(out, "level=WARN") != 1 {
+		t.Errorf("log:\n%s\nwant one stale warning, for %s", out, path)
 	}
 }
