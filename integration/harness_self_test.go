@@ -70,8 +70,8 @@ func TestHarnessSubmissionSASL(t *testing.T) {
 	hs := need(t)
 	out, err := python(t, `
 import smtplib, sys
-# The bad attempt comes from 127.0.0.3: Dovecot's auth penalty is per IP.
-s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=("127.0.0.3", 0))
+# The bad attempt comes from 127.0.0.21: Dovecot's auth penalty is per IP.
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=("127.0.0.21", 0))
 s.ehlo("client.test")
 s.user, s.password = "carol@example.test", "wrong"
 try:

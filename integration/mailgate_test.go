@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -174,8 +175,8 @@ func newCfg(t testing.TB) *cfg {
 	}
 }
 
-// YAML renders the config in mailgate's format. 127.0.0.1 and 127.0.0.3
-// are GB and 127.0.0.2 is RU by override; the PROXY listeners trust 127.0.0.1.
+// YAML renders the config in mailgate's format. 127.0.0.1 and
+// 127.0.0.16/28 are GB and 127.0.0.2 is RU by override; the PROXY listeners trust 127.0.0.1.
 func (c *cfg) YAML() string {
 	return fmt.Sprintf(`hostname: mail.example.test
 log: {level: debug, format: text}
@@ -195,7 +196,7 @@ backends:
 tls:
   self_signed: true
 geo:
-  overrides: {"127.0.0.1/32": GB, "127.0.0.2/32": RU, "127.0.0.3/32": GB}
+  overrides: {"127.0.0.1/32": GB, "127.0.0.2/32": RU, "127.0.0.16/28": GB}
 policy:
   allow_countries: [%s]
 limits: {auth_failure_delay: 100ms}
@@ -210,11 +211,38 @@ const (
 	addrRU  = "77.88.55.88" // RU: denied
 	addrCN  = "1.2.4.8"     // CN: denied
 	ruLocal = "127.0.0.2"   // loopback address overridden to RU
-	// badLocal (GB by override) is where wrong-password attempts come
-	// from: Dovecot's auth penalty delays later logins from the same
-	// forwarded address by up to 15 s, so 127.0.0.1 stays clean.
-	badLocal = "127.0.0.3"
+	// Wrong-password attempts come from their own GB addresses, one per
+	// test: Dovecot's auth penalty delays later logins from the same
+	// forwarded address (2 s, doubling up to 15 s), which would slow other
+	// tests and could outlast mailgate's backend timeout.
+	badIMAP     = "127.0.0.17"
+	badPOP3     = "127.0.0.18"
+	badSMTP     = "127.0.0.19"
+	badSMTPAuth = "127.0.0.20"
 )
+
+// replyID matches the opaque session id mailgate puts in error replies
+// so support can find the log line: "(id jkpkfrti5xir)".
+var replyID = regexp.MustCompile(`\(id ([0-9a-z]+)\)`)
+
+// sameReply checks that replies are identical except for their session
+// ids, and that each id names a session in mailgate's log.
+func (m *Mailgate) sameReply(t testing.TB, what []string, replies ...string) {
+	t.Helper()
+	norm := func(r string) string { return replyID.ReplaceAllString(r, "(id *)") }
+	for i, r := range replies {
+		if norm(r) != norm(replies[0]) {
+			var b strings.Builder
+			for j := range replies {
+				fmt.Fprintf(&b, "\n%s: %q", what[j], replies[j])
+			}
+			t.Fatalf("replies differ beyond the session id:%s", b.String())
+		}
+		if id := replyID.FindStringSubmatch(r); id != nil && !strings.Contains(m.Log(), id[1]) {
+			t.Errorf("%s reply names session %s, which mailgate's log does not mention", what[i], id[1])
+		}
+	}
+}
 
 // proxyHeader is a PROXY v1 header for a client at src talking to the
 // listener at dst.
