@@ -55,7 +55,7 @@ func TestZeroDisablesActions(t *testing.T) {
 		c.Tarpit.After, c.Ban.IPAfter, c.Ban.NetworkAfter = 0, 0, 0
 		c.Lockout.After, c.Lockout.PerIPAfter, c.Compromise.Countries = 0, 0, 0
 	})
-	if err := g.cfg.Validate(); err != nil {
+	if err := g.rules.Load().cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	ev := failMany(g, addr1, 200, "z")
@@ -87,5 +87,40 @@ func TestParsePrefixes(t *testing.T) {
 		if _, err := ParsePrefixes([]string{bad}, "x"); err == nil {
 			t.Errorf("ParsePrefixes(%q) accepted", bad)
 		}
+	}
+}
+
+func TestReload(t *testing.T) {
+	g, _ := newTestGuard(t, nil)
+	failMany(g, addr1, 10, "r")
+	if _, err := g.Accept(addr1); err == nil {
+		t.Fatal("banned address admitted")
+	}
+	bad := Defaults()
+	bad.Window = 0
+	if err := g.Reload(bad); err == nil || !strings.Contains(err.Error(), "guard.window") {
+		t.Fatalf("Reload(invalid) = %v, want a guard.window error", err)
+	}
+	c := Defaults()
+	c.TrustedNetworks = []string{"192.0.2.0/24"}
+	c.Ban.IPAfter = 3
+	c.Backend.MaxConcurrent = 1 // needs a restart: ignored
+	if err := g.Reload(c); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := g.Accept(addr1)
+	if err != nil {
+		t.Fatalf("Accept after reload made the ban's network trusted = %v", err)
+	}
+	conn.Close()
+	ev := failMany(g, addrFar, 3, "n")
+	if _, ok := findEvent(ev, EventBanned, "198.51.100.7/32"); !ok {
+		t.Fatalf("3 failures after reload to ban.ip_after 3 raised %v", kinds(ev))
+	}
+	if len(g.Bans()) != 2 {
+		t.Fatalf("bans after reload = %v, want the old and the new one", g.Bans())
+	}
+	if cap(g.backendSem) != 32 {
+		t.Fatalf("backend cap changed by reload to %d", cap(g.backendSem))
 	}
 }

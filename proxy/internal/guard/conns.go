@@ -33,15 +33,16 @@ func (g *Guard) Accept(addr netip.Addr) (*Conn, error) {
 		// peer's address, so this is a caller bug; refuse, do not count.
 		return nil, &RefusedError{ErrDenied, "no client address"}
 	}
-	trusted := g.isTrusted(addr)
+	r := g.rules.Load()
+	trusted := r.isTrusted(addr)
 	if !trusted {
-		for _, p := range g.deny {
+		for _, p := range r.deny {
 			if p.Contains(addr) {
 				return nil, &RefusedError{ErrDenied, "network " + p.String() + " is in guard.deny_networks"}
 			}
 		}
-		if len(g.denyCC) > 0 && g.country != nil {
-			if cc := g.country(addr); g.denyCC[cc] {
+		if len(r.denyCC) > 0 && g.country != nil {
+			if cc := g.country(addr); r.denyCC[cc] {
 				return nil, &RefusedError{ErrDenied, "country " + cc + " is in guard.deny_countries"}
 			}
 		}
@@ -54,8 +55,8 @@ func (g *Guard) Accept(addr netip.Addr) (*Conn, error) {
 		}
 	}
 
-	c := &g.cfg.Connections
-	conn := &Conn{g: g, addr: addr, net: g.homeNet(addr), limited: !trusted, preauth: true}
+	c := &r.cfg.Connections
+	conn := &Conn{g: g, addr: addr, net: r.homeNet(addr), limited: !trusted, preauth: true}
 	g.connMu.Lock()
 	defer g.connMu.Unlock()
 	switch {
@@ -168,7 +169,7 @@ func (g *Guard) BackendSlot(ctx context.Context) (release func(), err error) {
 		return release, nil
 	default:
 	}
-	b := &g.cfg.Backend
+	b := &g.static.Backend
 	if g.backendWaiting.Add(1) > int64(b.Queue) || b.QueueWait == 0 {
 		g.backendWaiting.Add(-1)
 		return nil, fmt.Errorf("%w: %d logins in progress and the queue of %d is full", ErrBackendBusy, b.MaxConcurrent, b.Queue)

@@ -116,17 +116,16 @@ const (
 
 // Guard is the brute-force guard. Safe for concurrent use.
 type Guard struct {
-	cfg     Config
+	// static is the configuration as of New; its keys that Reload cannot
+	// change (backend, max_tracked, state_file, fingerprint_secret_file)
+	// are read from here.
+	static  Config
+	rules   atomic.Pointer[rules] // the reloadable rest
 	now     func() time.Time
 	log     *slog.Logger
 	country func(netip.Addr) string
-	trusted []netip.Prefix
-	deny    []netip.Prefix
-	denyCC  map[string]bool
 	// key keys the failure hashes; random per process, never stored.
 	key [32]byte
-	// keep is how many distinct failures each counter keeps per key.
-	keep keepLimits
 	// fpSecret keys Fingerprint; nil when not configured.
 	fpSecret []byte
 
@@ -159,6 +158,27 @@ type Guard struct {
 	known *table[string, []seen[netip.Prefix]]
 	// countries holds, per login, countries of recent successes.
 	countries *table[string, []seen[string]]
+}
+
+// rules is the reloadable part of the configuration, compiled. Each
+// call loads it once, so a call never mixes two configurations.
+type rules struct {
+	cfg     Config
+	trusted []netip.Prefix
+	deny    []netip.Prefix
+	denyCC  map[string]bool
+	// keep is how many distinct failures each counter keeps per key.
+	keep keepLimits
+}
+
+func compileRules(c Config) *rules {
+	r := &rules{cfg: c, denyCC: map[string]bool{}, keep: newKeepLimits(&c)}
+	r.trusted, _ = ParsePrefixes(c.TrustedNetworks, "")
+	r.deny, _ = ParsePrefixes(c.DenyNetworks, "")
+	for _, cc := range c.DenyCountries {
+		r.denyCC[cc] = true
+	}
+	return r
 }
 
 type ipConns struct{ conns, preauth int }
@@ -244,11 +264,10 @@ func New(c Config, o Options) (*Guard, error) {
 		return nil, err
 	}
 	g := &Guard{
-		cfg:     c,
+		static:  c,
 		now:     o.Now,
 		log:     o.Logger,
 		country: o.Country,
-		denyCC:  map[string]bool{},
 		perIP:   map[netip.Addr]*ipConns{},
 		perNet:  map[netip.Prefix]int{},
 		banLens: map[banLen]int{},
@@ -259,11 +278,7 @@ func New(c Config, o Options) (*Guard, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
-	g.trusted, _ = ParsePrefixes(c.TrustedNetworks, "")
-	g.deny, _ = ParsePrefixes(c.DenyNetworks, "")
-	for _, cc := range c.DenyCountries {
-		g.denyCC[cc] = true
-	}
+	g.rules.Store(compileRules(c))
 	if _, err := rand.Read(g.key[:]); err != nil {
 		return nil, fmt.Errorf("guard: hash key: %w", err)
 	}
@@ -280,7 +295,6 @@ func New(c Config, o Options) (*Guard, error) {
 		}
 		g.fpSecret = s
 	}
-	g.keep = newKeepLimits(&c)
 	if c.Backend.MaxConcurrent > 0 {
 		g.backendSem = make(chan struct{}, c.Backend.MaxConcurrent)
 	}
@@ -315,8 +329,8 @@ func normLogin(s string) string {
 	return strings.ToLower(s)
 }
 
-func (g *Guard) isTrusted(a netip.Addr) bool {
-	for _, p := range g.trusted {
+func (r *rules) isTrusted(a netip.Addr) bool {
+	for _, p := range r.trusted {
 		if p.Contains(a) {
 			return true
 		}
@@ -325,13 +339,13 @@ func (g *Guard) isTrusted(a netip.Addr) bool {
 }
 
 // networks returns the networks a is counted and banned in.
-func (g *Guard) networks(a netip.Addr) []netip.Prefix {
+func (r *rules) networks(a netip.Addr) []netip.Prefix {
 	if a.Is4() {
-		p, _ := a.Prefix(g.cfg.IPv4Prefix)
+		p, _ := a.Prefix(r.cfg.IPv4Prefix)
 		return []netip.Prefix{p}
 	}
-	out := make([]netip.Prefix, 0, len(g.cfg.IPv6Prefixes))
-	for _, bits := range g.cfg.IPv6Prefixes {
+	out := make([]netip.Prefix, 0, len(r.cfg.IPv6Prefixes))
+	for _, bits := range r.cfg.IPv6Prefixes {
 		p, _ := a.Prefix(bits)
 		out = append(out, p)
 	}
@@ -340,10 +354,10 @@ func (g *Guard) networks(a netip.Addr) []netip.Prefix {
 
 // homeNet is the narrowest network of a: the unit of per-network
 // connection limits and of the networks remembered per login.
-func (g *Guard) homeNet(a netip.Addr) netip.Prefix {
-	bits := g.cfg.IPv4Prefix
+func (r *rules) homeNet(a netip.Addr) netip.Prefix {
+	bits := r.cfg.IPv4Prefix
 	if !a.Is4() {
-		bits = slices.Max(g.cfg.IPv6Prefixes)
+		bits = slices.Max(r.cfg.IPv6Prefixes)
 	}
 	p, _ := a.Prefix(bits)
 	return p
@@ -385,8 +399,9 @@ func (g *Guard) Check(login string, addr netip.Addr) Verdict {
 	if !addr.IsValid() {
 		return Verdict{Reason: "no client address"}
 	}
-	trusted := g.isTrusted(addr)
-	c := &g.cfg
+	r := g.rules.Load()
+	trusted := r.isTrusted(addr)
+	c := &r.cfg
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -398,7 +413,7 @@ func (g *Guard) Check(login string, addr netip.Addr) Verdict {
 	if w, ok := g.pairFail.get(pk); ok {
 		nPair = w.count(now, c.Window)
 	}
-	v := Verdict{Allow: true, Delay: g.tarpit(max(nIP, nPair))}
+	v := Verdict{Allow: true, Delay: r.tarpit(max(nIP, nPair))}
 	if trusted {
 		return v
 	}
@@ -413,7 +428,7 @@ func (g *Guard) Check(login string, addr netip.Addr) Verdict {
 		case l.Compromised:
 			v.Allow, v.Reason = false, "login locked as compromised: "+l.Reason
 			return v
-		case !g.isKnown(login, addr, now):
+		case !g.isKnown(r, login, addr, now):
 			v.Allow, v.Reason = false, fmt.Sprintf("login locked until %s: %s", l.Until.UTC().Format(time.RFC3339), l.Reason)
 			return v
 		}
@@ -426,8 +441,8 @@ func (g *Guard) Check(login string, addr netip.Addr) Verdict {
 
 // tarpit returns the delay after n recent distinct failures: step after
 // tarpit.after failures, doubling per further failure, up to max.
-func (g *Guard) tarpit(n int) time.Duration {
-	t := g.cfg.Tarpit
+func (r *rules) tarpit(n int) time.Duration {
+	t := r.cfg.Tarpit
 	if t.After == 0 || n < t.After {
 		return 0
 	}
@@ -448,19 +463,20 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 	if !addr.IsValid() {
 		return nil
 	}
-	trusted := g.isTrusted(addr)
+	r := g.rules.Load()
+	trusted := r.isTrusted(addr)
 	h := g.hash(login, password)
-	c := &g.cfg
+	c := &r.cfg
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.pairFail.update(pairKey{login, addr}).add(h, now, c.Window, g.keep.pair)
+	g.pairFail.update(pairKey{login, addr}).add(h, now, c.Window, r.keep.pair)
 	if trusted {
 		return nil // trusted networks are slowed down, never banned or locked
 	}
 	var events []Event
-	if c.Lockout.After > 0 && !g.isKnown(login, addr, now) {
-		n := g.loginFail.update(login).add(h, now, c.Lockout.Window, g.keep.login)
+	if c.Lockout.After > 0 && !g.isKnown(r, login, addr, now) {
+		n := g.loginFail.update(login).add(h, now, c.Lockout.Window, r.keep.login)
 		l, locked := g.locks.get(login)
 		if n >= c.Lockout.After && (!locked || !l.active(now)) {
 			until := now.Add(c.Lockout.Duration)
@@ -475,7 +491,7 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 			})
 		}
 	}
-	return append(events, g.countSource(addr, h, now)...)
+	return append(events, g.countSource(r, addr, h, now)...)
 }
 
 // Denied records an attempt refused for any reason other than a wrong
@@ -487,19 +503,20 @@ func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
-	if !addr.IsValid() || g.isTrusted(addr) {
+	r := g.rules.Load()
+	if !addr.IsValid() || r.isTrusted(addr) {
 		return nil
 	}
 	h := g.hash(login, password)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.countSource(addr, h, now)
+	return g.countSource(r, addr, h, now)
 }
 
 // countSource adds failure h to the address and network counters and
 // bans what crossed its threshold. mu is held.
-func (g *Guard) countSource(addr netip.Addr, h uint64, now time.Time) []Event {
-	c := &g.cfg
+func (g *Guard) countSource(r *rules, addr netip.Addr, h uint64, now time.Time) []Event {
+	c := &r.cfg
 	var events []Event
 	exempt := false
 	if until, ok := g.exempt.get(addr); ok {
@@ -509,7 +526,7 @@ func (g *Guard) countSource(addr netip.Addr, h uint64, now time.Time) []Event {
 			g.exempt.delete(addr)
 		}
 	}
-	n := g.ipFail.update(addr).add(h, now, c.Window, g.keep.ip)
+	n := g.ipFail.update(addr).add(h, now, c.Window, r.keep.ip)
 	ceiling := exempt && c.Exemption.MaxFailures > 0 && n >= c.Exemption.MaxFailures
 	if c.Ban.IPAfter > 0 && n >= c.Ban.IPAfter && (!exempt || ceiling) {
 		p := netip.PrefixFrom(addr, addr.BitLen())
@@ -520,17 +537,17 @@ func (g *Guard) countSource(addr netip.Addr, h uint64, now time.Time) []Event {
 		if ceiling {
 			g.exempt.delete(addr) // or the exemption would lift the ban
 		}
-		events = append(events, g.ban(p, n, reason, now))
+		events = append(events, g.ban(r, p, n, reason, now))
 	}
 	if exempt || c.Ban.NetworkAfter == 0 {
 		return events
 	}
-	for _, p := range g.networks(addr) {
-		m := g.netFail.update(p).add(h, now, c.Window, g.keep.net)
+	for _, p := range r.networks(addr) {
+		m := g.netFail.update(p).add(h, now, c.Window, r.keep.net)
 		if m < c.Ban.NetworkAfter {
 			continue
 		}
-		events = append(events, g.ban(p, m, fmt.Sprintf("%d distinct failures from the network in %v", m, c.Window), now))
+		events = append(events, g.ban(r, p, m, fmt.Sprintf("%d distinct failures from the network in %v", m, c.Window), now))
 		// A new ban needs fresh failures, or the next failure after it
 		// ends would ban again at once at a higher step.
 		g.netFail.delete(p)
@@ -539,8 +556,8 @@ func (g *Guard) countSource(addr netip.Addr, h uint64, now time.Time) []Event {
 }
 
 // ban bans p automatically, escalating on earlier bans. mu is held.
-func (g *Guard) ban(p netip.Prefix, failures int, reason string, now time.Time) Event {
-	c := &g.cfg.Ban
+func (g *Guard) ban(r *rules, p netip.Prefix, failures int, reason string, now time.Time) Event {
+	c := &r.cfg.Ban
 	if b, ok := g.bans.get(p); ok && now.Before(b.Until) && b.Manual {
 		// An admin ban stays as the admin set it.
 		return Event{Kind: EventBanned, Prefix: p, Until: b.Until, Duration: b.Until.Sub(now), Failures: failures, Reason: reason}
@@ -623,14 +640,14 @@ func (g *Guard) blockingBan(addr netip.Addr, now time.Time) (Ban, bool) {
 
 // isKnown reports whether login succeeded from addr's network within
 // lockout.remember_success. mu is held.
-func (g *Guard) isKnown(login string, addr netip.Addr, now time.Time) bool {
+func (g *Guard) isKnown(r *rules, login string, addr netip.Addr, now time.Time) bool {
 	nets, ok := g.known.get(login)
 	if !ok {
 		return false
 	}
-	home := g.homeNet(addr)
+	home := r.homeNet(addr)
 	for _, s := range *nets {
-		if s.V == home && now.Sub(s.At) < g.cfg.Lockout.RememberSuccess {
+		if s.V == home && now.Sub(s.At) < r.cfg.Lockout.RememberSuccess {
 			return true
 		}
 	}
@@ -645,8 +662,9 @@ func (g *Guard) Success(login string, addr netip.Addr, country string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
-	c := &g.cfg
-	trusted := g.isTrusted(addr)
+	r := g.rules.Load()
+	c := &r.cfg
+	trusted := r.isTrusted(addr)
 	if !addr.IsValid() {
 		return nil
 	}
@@ -659,7 +677,7 @@ func (g *Guard) Success(login string, addr netip.Addr, country string) []Event {
 	}
 	if c.Lockout.RememberSuccess > 0 {
 		nets := g.known.update(login)
-		*nets = remember(*nets, g.homeNet(addr), now, maxKnownNets)
+		*nets = remember(*nets, r.homeNet(addr), now, maxKnownNets)
 	}
 	if c.Compromise.Countries == 0 || !isCountryCode(country) {
 		return nil
@@ -717,7 +735,7 @@ func remember[T comparable](list []seen[T], v T, now time.Time, limit int) []see
 // expired entries they meet, so Sweep only bounds idle memory.
 func (g *Guard) Sweep() {
 	now := g.now()
-	c := &g.cfg
+	c := &g.rules.Load().cfg
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	sweepWindows(g.ipFail, now, c.Window)
@@ -746,4 +764,28 @@ func (g *Guard) Sweep() {
 
 func sweepWindows[K comparable](t *table[K, window], now time.Time, span time.Duration) {
 	t.each(func(_ K, w *window) bool { return w.count(now, span) == 0 })
+}
+
+// Reload switches to a new configuration (on SIGHUP) without losing
+// counters, bans or lockouts; calls in progress finish on the old one.
+// guard.backend, guard.max_tracked, guard.state_file and
+// guard.fingerprint_secret_file need a restart: changes to them are
+// logged and ignored. On a validation error nothing changes.
+func (g *Guard) Reload(c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	s := &g.static
+	for key, same := range map[string]bool{
+		"guard.backend":                 c.Backend == s.Backend,
+		"guard.max_tracked":             c.MaxTracked == s.MaxTracked,
+		"guard.state_file":              c.StateFile == s.StateFile,
+		"guard.fingerprint_secret_file": c.FingerprintSecretFile == s.FingerprintSecretFile,
+	} {
+		if !same {
+			g.log.Warn("guard: reload: change needs a restart; keeping the old value", "key", key)
+		}
+	}
+	g.rules.Store(compileRules(c))
+	return nil
 }

@@ -740,6 +740,13 @@ func TestConcurrentLogins(t *testing.T) {
 				case 30:
 					clk.Advance(time.Minute)
 					g.Unlock(login)
+				case 40:
+					c := Defaults()
+					c.MaxTracked = 500
+					c.Ban.IPAfter = 5 + w%3
+					if err := g.Reload(c); err != nil {
+						t.Error(err)
+					}
 				}
 			}
 		})

@@ -198,11 +198,12 @@ func (g *Guard) loadState(data []byte) error {
 	}
 
 	now := g.now()
-	c := &g.cfg
+	r := g.rules.Load()
+	c := &r.cfg
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, b := range s.Bans {
-		if now.Before(b.Until) && !g.overlapsTrusted(b.Prefix) {
+		if now.Before(b.Until) && !r.overlapsTrusted(b.Prefix) {
 			g.putBan(b)
 		}
 	}
@@ -230,8 +231,8 @@ func (g *Guard) loadState(data []byte) error {
 	return nil
 }
 
-func (g *Guard) overlapsTrusted(p netip.Prefix) bool {
-	for _, t := range g.trusted {
+func (r *rules) overlapsTrusted(p netip.Prefix) bool {
+	for _, t := range r.trusted {
 		if t.Overlaps(p) {
 			return true
 		}
@@ -266,7 +267,7 @@ func (g *Guard) AddBan(prefix netip.Prefix, d time.Duration, reason string) (Ban
 		prefix = netip.PrefixFrom(a.Unmap(), prefix.Bits()-96)
 	}
 	prefix = netip.PrefixFrom(prefix.Addr().WithZone(""), prefix.Bits()).Masked()
-	if g.overlapsTrusted(prefix) {
+	if g.rules.Load().overlapsTrusted(prefix) {
 		return Ban{}, fmt.Errorf("%w: %s overlaps guard.trusted_networks", ErrTrusted, prefix)
 	}
 	now := g.now()
@@ -340,10 +341,10 @@ func (g *Guard) Maintain(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	save := func() {
-		if g.cfg.StateFile == "" {
+		if g.static.StateFile == "" {
 			return
 		}
-		if err := g.Save(g.cfg.StateFile); err != nil {
+		if err := g.Save(g.static.StateFile); err != nil {
 			g.log.Warn("guard: saving state", "err", err)
 		}
 	}
