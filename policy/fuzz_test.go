@@ -2,8 +2,11 @@ package policy
 
 import (
 	"bytes"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzUserFile: any bytes parse without panic; warnings name real lines;
@@ -95,4 +98,86 @@ func sameRules(a, b *RulesFile) bool {
 		}
 	}
 	return true
+}
+
+// FuzzEditUserFile: on any existing user file, allow then revoke keeps
+// every other line byte for byte and the result always parses as meant.
+func FuzzEditUserFile(f *testing.F) {
+	f.Add([]byte(legacyFile), "zed", "FR")
+	f.Add([]byte("<?php exit; ?>\r\nalice|RU\r\n"), "alice", "ru")
+	f.Add([]byte("no newline at end"), "bob", "2001:db8::1")
+	f.Fuzz(func(t *testing.T, data []byte, user, place string) {
+		dir := t.TempDir()
+		c := Config{UserFile: dir + "/u.php"}
+		if err := os.WriteFile(c.UserFile, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, oldWarn := ParseUserFile(data)
+		res, err := Allow(c, Change{User: user, Target: place}, time.Now())
+		if err != nil {
+			return // bad user or place, or needs a rules file: refused, fine
+		}
+		after, _ := os.ReadFile(c.UserFile)
+		entries, warns := ParseUserFile(after)
+		if len(warns) != len(oldWarn) {
+			t.Fatalf("allow changed the malformed lines: %v -> %v", oldWarn, warns)
+		}
+		if res.Changed && !bytes.HasPrefix(after, bytes.TrimRight(data, "\r\n")) {
+			t.Fatalf("allow rewrote existing content:\n%q\n%q", data, after)
+		}
+		tg, _ := parseTarget(place)
+		key := normLogin(strings.TrimSpace(user), "")
+		if !slices.ContainsFunc(entries, func(e UserEntry) bool { return e.userKey("") == key && e.t == tg }) {
+			t.Fatalf("allowed entry not in file:\n%q", after)
+		}
+		if _, err := Revoke(c, Change{User: user, Target: place}); err != nil {
+			t.Fatalf("revoke: %v", err)
+		}
+		final, _ := os.ReadFile(c.UserFile)
+		entries, _ = ParseUserFile(final)
+		if slices.ContainsFunc(entries, func(e UserEntry) bool { return e.userKey("") == key && e.t == tg }) {
+			t.Fatalf("revoked entry still in file:\n%q", final)
+		}
+	})
+}
+
+// FuzzEditRulesFile: on any rules file that parses, an allow either is
+// refused with an error or leaves a file that parses to the old rules plus
+// the new one; revoking it again leaves the old rules.
+func FuzzEditRulesFile(f *testing.F) {
+	f.Add([]byte(rulesFile), "zed", "FR")
+	f.Add([]byte(rulesForEdit), "erin", "DE")
+	f.Add([]byte("# only a comment\n"), "@example.com", "10.0.0.0/8")
+	f.Add([]byte("rules:\n"), "*", "any")
+	f.Fuzz(func(t *testing.T, data []byte, user, place string) {
+		old, err := ParseRules("r.yaml", data)
+		if err != nil {
+			return
+		}
+		dir := t.TempDir()
+		c := Config{RulesFile: dir + "/r.yaml"}
+		if err := os.WriteFile(c.RulesFile, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res, err := Allow(c, Change{User: user, Target: place, Protocols: []Protocol{IMAP}}, time.Now())
+		after, _ := os.ReadFile(c.RulesFile)
+		if err != nil || !res.Changed {
+			if !bytes.Equal(after, data) {
+				t.Fatalf("refused or no-op allow changed the file (%v)", err)
+			}
+			return
+		}
+		got, err := ParseRules("r.yaml", after)
+		if err != nil {
+			t.Fatalf("written file does not parse: %v\n%s", err, after)
+		}
+		if len(got.Rules) != len(old.Rules)+1 {
+			t.Fatalf("rules %d -> %d", len(old.Rules), len(got.Rules))
+		}
+		want := *old
+		want.Rules = got.Rules[:len(old.Rules)]
+		if !sameRules(old, &want) {
+			t.Fatalf("existing rules changed:\n%s", after)
+		}
+	})
 }
