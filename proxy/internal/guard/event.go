@@ -46,6 +46,10 @@ type Event struct {
 	Countries []string
 	// Reason is a short human text.
 	Reason string
+	// Refuse is set on a COMPROMISED event when compromise.deny is on:
+	// the login that raised it has already passed the backend, and the
+	// proxy should drop that session too rather than splice it.
+	Refuse bool
 }
 
 // Attrs are the event's log attributes with stable lower-case keys. A

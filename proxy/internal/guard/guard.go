@@ -706,6 +706,7 @@ func (g *Guard) Success(login string, addr netip.Addr, country string) []Event {
 	if c.Compromise.Deny && !trusted {
 		*g.locks.update(login) = Lockout{Login: login, Created: now, Reason: e.Reason, Compromised: true}
 		e.Reason += "; denied until an admin unlocks it"
+		e.Refuse = true
 	}
 	return []Event{e}
 }

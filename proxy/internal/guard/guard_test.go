@@ -451,8 +451,8 @@ func TestCompromise(t *testing.T) {
 			clk.Advance(time.Hour)
 			ev := g.Success(alice, netip.MustParseAddr("10.9.9.9"), "RU")
 			e, ok := findEvent(ev, EventCompromised, alice)
-			if !ok || len(e.Countries) != 4 {
-				t.Fatalf("4th country raised %v (%+v), want COMPROMISED with 4 countries", kinds(ev), e)
+			if !ok || len(e.Countries) != 4 || e.Refuse != deny {
+				t.Fatalf("4th country raised %v (%+v), want COMPROMISED with 4 countries, Refuse %v", kinds(ev), e, deny)
 			}
 			v := g.Check(alice, netip.AddrFrom4([4]byte{10, 0, 0, 1})) // a known network
 			if v.Allow == deny {
