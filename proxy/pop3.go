@@ -10,7 +10,7 @@ package proxy
 // spliced, so the backend runs TRANSACTION and UPDATE. Everything shared
 // with IMAP and SMTP (line reading with deadlines, limits, STARTTLS
 // mechanics, the login decision and its logging, SASL rounds, splice)
-// lives in conn.go and sasl_exchange.go; this file is only POP3.
+// lives in conn.go and authflow.go; this file is only POP3.
 //
 // One command is read, answered and logged before the next is read, so
 // pipelined commands (RFC 2449 6.6) are answered in order; bytes that
@@ -345,33 +345,19 @@ func (s *pop3Session) finishLogin(a loginAttempt) (*backend.Session, error) {
 		}
 		return o.POP3.Login(ctx, bc, user, pass)
 	}
-	sess, outcome := c.login(a, dial)
-	switch outcome {
-	case loginPassed:
-		// The backend's own +OK (it may carry a message count or a
-		// [LOGIN-DELAY]); a generic one if it said nothing usable.
-		reply := string(sess.Reply)
-		if !strings.HasPrefix(reply, "+OK") || !strings.HasSuffix(reply, "\r\n") {
-			reply = "+OK Logged in\r\n"
-		}
-		if err := c.write(reply); err != nil {
-			sess.Conn.Close()
-			return nil, err
-		}
-		return sess, nil
-	case loginUnavailable:
-		// RFC 3206 5: SYS/TEMP, the client may try again later.
-		if err := s.reply("-ERR [SYS/TEMP] Service temporarily unavailable (id %s)", c.cid); err != nil {
-			return nil, err
-		}
-	default:
+	return c.loginAndAnswer(a, dial, loginReplies{
+		passed: func(sess *backend.Session) error {
+			// The backend's own +OK (it may carry a message count or a
+			// [LOGIN-DELAY]); a generic one if it said nothing usable.
+			reply := string(sess.Reply)
+			if !strings.HasPrefix(reply, "+OK") || !strings.HasSuffix(reply, "\r\n") {
+				reply = "+OK Logged in\r\n"
+			}
+			return c.write(reply)
+		},
 		// RFC 3206 4: AUTH, the credentials (or the place) are wrong.
-		if err := s.reply("-ERR [AUTH] Authentication failed (id %s)", c.cid); err != nil {
-			return nil, err
-		}
-	}
-	if !c.attemptsLeft() {
-		return nil, errTooManyAttempts
-	}
-	return nil, nil
+		failed: "-ERR [AUTH] Authentication failed",
+		// RFC 3206 5: SYS/TEMP, the client may try again later.
+		unavailable: "-ERR [SYS/TEMP] Service temporarily unavailable",
+	})
 }

@@ -12,7 +12,7 @@ package proxy
 // splice, so the backend runs the mail transaction. Everything shared
 // with IMAP and POP3 (line reading with deadlines, limits, STARTTLS
 // mechanics, the login decision and its logging, SASL rounds, splice)
-// lives in conn.go and sasl_exchange.go; this file is only SMTP.
+// lives in conn.go and authflow.go; this file is only SMTP.
 //
 // One command is read, answered and logged before the next is read, so
 // pipelined commands (RFC 2920 3.1) are answered in order; bytes that
@@ -28,7 +28,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -387,29 +386,13 @@ func (s *smtpSession) finishLogin(a loginAttempt) (*backend.Session, error) {
 		bc.Helo, bc.HeloCmd = helo, heloCmd
 		return o.SMTP.Login(ctx, bc, user, pass)
 	}
-	sess, outcome := c.login(a, dial)
-	switch outcome {
-	case loginPassed:
+	return c.loginAndAnswer(a, dial, loginReplies{
 		// The backend is past its own EHLO and ready for MAIL FROM.
-		if err := s.reply("235 2.7.0 Authentication successful"); err != nil {
-			sess.Conn.Close()
-			return nil, err
-		}
-		return sess, nil
-	case loginUnavailable:
-		// RFC 4954 6: temporary; the client may retry later.
-		if err := s.reply(fmt.Sprintf("454 4.7.0 Temporary authentication failure (id %s)", c.cid)); err != nil {
-			return nil, err
-		}
-	default:
+		passed: func(*backend.Session) error { return s.reply("235 2.7.0 Authentication successful") },
 		// RFC 4954 6: 535 5.7.8 for bad credentials, and here for a
 		// denied place too, so the two cannot be told apart.
-		if err := s.reply(fmt.Sprintf("535 5.7.8 Authentication credentials invalid (id %s)", c.cid)); err != nil {
-			return nil, err
-		}
-	}
-	if !c.attemptsLeft() {
-		return nil, errTooManyAttempts
-	}
-	return nil, nil
+		failed: "535 5.7.8 Authentication credentials invalid",
+		// RFC 4954 6: temporary; the client may retry later.
+		unavailable: "454 4.7.0 Temporary authentication failure",
+	})
 }
