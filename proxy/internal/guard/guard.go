@@ -19,8 +19,10 @@
 //     refusal exactly like a wrong password. Then BackendSlot around the
 //     backend login.
 //  3. After the attempt: Failure (wrong password), Denied (any other
-//     refusal: policy, or a Check verdict) or Success. The returned
-//     events are logged with Event.Log.
+//     refusal: policy, or a Check verdict) or Success. A backend that is
+//     down is none of these and is not reported. The returned events are
+//     logged with Event.Log; a COMPROMISED event with Refuse set means
+//     the session that just logged in is to be dropped.
 //
 // # Implementation notes
 //
