@@ -90,7 +90,7 @@ func (f *fakeAuth) requests() []policy.Request {
 // a logged-in session is a loopback TCP pair whose far end echoes every
 // line as "* ECHO <line>" and records it.
 type fakeIMAP struct {
-	t           *testing.T
+	t           testing.TB
 	users       map[string]string
 	unavailable bool   // every login fails with ErrUnavailable
 	buffered    string // Session.Buffered to hand back
@@ -102,7 +102,7 @@ type fakeIMAP struct {
 	script func(net.Conn) // optional replacement for the echo server
 }
 
-func newFakeIMAP(t *testing.T) *fakeIMAP {
+func newFakeIMAP(t testing.TB) *fakeIMAP {
 	return &fakeIMAP{t: t, users: map[string]string{"alice": "secret"}, lines: make(chan string, 100)}
 }
 
@@ -173,7 +173,7 @@ func (f *fakeIMAP) loginList() []string {
 
 // testEnv is a running server with fakes.
 type testEnv struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	auth  *fakeAuth
 	imap  *fakeIMAP
@@ -190,7 +190,7 @@ func fastLimits() Limits {
 }
 
 // startServer runs a Server with one listener on 127.0.0.1.
-func startServer(t *testing.T, l Listener, lim Limits) *testEnv {
+func startServer(t testing.TB, l Listener, lim Limits) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, auth: &fakeAuth{deny: map[string]bool{"bob": true}}, imap: newFakeIMAP(t), logs: &syncBuffer{}, errCh: make(chan error, 1)}
 	if l.Name == "" {
@@ -236,7 +236,7 @@ func startServer(t *testing.T, l Listener, lim Limits) *testEnv {
 
 // waitFor polls cond until true; it fails the test after 10 s. Used to
 // wait for effects, never to assert durations.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -249,7 +249,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // client is the test's side of one connection.
 type client struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	br *bufio.Reader
 }
@@ -336,7 +336,7 @@ var (
 )
 
 // serverTLSConfig returns a config with a self-signed certificate.
-func serverTLSConfig(t *testing.T) *tls.Config {
+func serverTLSConfig(t testing.TB) *tls.Config {
 	certOnce.Do(func() {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {

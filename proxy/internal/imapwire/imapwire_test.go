@@ -216,3 +216,19 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseCommand(b *testing.B) {
+	cmds := [][]byte{
+		[]byte(`a1 LOGIN "alice@example.org" "correct horse battery staple"`),
+		[]byte("a2 LOGIN {17}\r\nalice@example.org {28+}\r\ncorrect horse battery staple"),
+		[]byte(`a3 ID ("name" "Thunderbird" "version" "115.3.1" "os" "Linux")`),
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, c := range cmds {
+			if _, err := ParseCommand(c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
