@@ -55,6 +55,9 @@ func (g *Guard) Accept(addr netip.Addr) (*Conn, error) {
 		}
 	}
 
+	// Limits: totals first (they hold for everyone), then the
+	// per-source ones, which trusted networks skip (an office NAT
+	// legitimately opens many connections).
 	c := &r.cfg.Connections
 	conn := &Conn{g: g, addr: addr, net: r.homeNet(addr), limited: !trusted, preauth: true}
 	g.connMu.Lock()
@@ -164,11 +167,14 @@ func (g *Guard) BackendSlot(ctx context.Context) (release func(), err error) {
 			<-g.backendSem
 		}
 	}
+	// Fast path: a free slot, no timer.
 	select {
 	case g.backendSem <- struct{}{}:
 		return release, nil
 	default:
 	}
+	// Queue: the waiting counter is bumped first and checked after, so
+	// concurrent callers cannot overshoot backend.queue together.
 	b := &g.static.Backend
 	if g.backendWaiting.Add(1) > int64(b.Queue) || b.QueueWait == 0 {
 		g.backendWaiting.Add(-1)

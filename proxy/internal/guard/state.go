@@ -1,5 +1,20 @@
 package guard
 
+// Persistence
+//
+// What survives a restart is what an attacker would otherwise win by
+// making mailgate restart, or what an admin decided: bans (with the
+// escalation history that makes a returning attacker's next ban longer),
+// lockouts, success exemptions and where each login last succeeded (so
+// a lockout still spares its owner after a restart). Failure counters do
+// not: their hashes are keyed by a per-process random key, by design.
+//
+// The file is JSON, because admins read it when a ban surprises them and
+// it is small (a few hundred bytes per entry). Load checks the whole
+// file before it changes anything: a half-applied state would be harder
+// to reason about than none. Expiry is judged against the clock at Load,
+// so time spent down counts as time served.
+
 import (
 	"bytes"
 	"context"
@@ -64,6 +79,9 @@ func (g *Guard) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("guard: save: %w", err)
 	}
+	// The temporary file sits next to the target so the rename stays
+	// on one file system and is atomic: a crash leaves the old or the
+	// new state, never half of one. CreateTemp makes it 0600.
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -75,7 +93,7 @@ func (g *Guard) Save(path string) error {
 	tmp := f.Name()
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Sync()
+		err = f.Sync() // before the rename, or a crash may leave it empty
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -157,6 +175,8 @@ func (g *Guard) Load(path string) error {
 // loadState parses and checks data completely, then merges it.
 func (g *Guard) loadState(data []byte) error {
 	var s state
+	// Unknown fields are refused: a file from a newer or foreign
+	// format must not be half-understood.
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
@@ -168,6 +188,9 @@ func (g *Guard) loadState(data []byte) error {
 	if s.Version != stateVersion {
 		return fmt.Errorf("version %d, want %d", s.Version, stateVersion)
 	}
+	// Every key must be in the form the guard itself stores (masked,
+	// unmapped, no zone, lower-case login); any other form would never
+	// be matched by a lookup and would sit in the tables unseen.
 	for i, b := range s.Bans {
 		if !b.Prefix.IsValid() || b.Prefix != b.Prefix.Masked() || b.Prefix.Addr().Is4In6() || b.Prefix.Addr().Zone() != "" {
 			return fmt.Errorf("bans[%d]: prefix %q is not a masked network", i, b.Prefix)
@@ -197,12 +220,14 @@ func (g *Guard) loadState(data []byte) error {
 		}
 	}
 
+	// Merge, dropping what has ended while mailgate was down.
 	now := g.now()
 	r := g.rules.Load()
 	c := &r.cfg
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, b := range s.Bans {
+		// A network trusted since the ban was made is never banned.
 		if now.Before(b.Until) && !r.overlapsTrusted(b.Prefix) {
 			g.putBan(b)
 		}
