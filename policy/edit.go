@@ -17,6 +17,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,6 +52,9 @@ type EditResult struct {
 	// Detail lines for the operator: what was added or removed, and rules
 	// that were left alone because they are shared with other users.
 	Detail []string
+	// Warnings say when, after an allow, the policy as a whole still
+	// denies the user from that place (a deny rule, always_deny).
+	Warnings []string
 }
 
 // ErrNoFile means the change needs a policy file that is not configured.
@@ -60,6 +65,14 @@ var ErrNoFile = errors.New("policy: no file configured for this change")
 // its legacy format; anything else goes to the rules file. now is used to
 // refuse an expiry in the past and to date the rule's comment.
 func Allow(c Config, ch Change, now time.Time) (EditResult, error) {
+	res, err := allow(c, ch, now)
+	if err == nil {
+		res.Warnings = stillDenied(c, ch, now)
+	}
+	return res, err
+}
+
+func allow(c Config, ch Change, now time.Time) (EditResult, error) {
 	if err := checkRuleUser(strings.TrimSpace(ch.User)); err != nil {
 		return EditResult{}, fmt.Errorf("policy: user: %v: %w", err, ErrInvalid)
 	}
@@ -94,6 +107,46 @@ func Allow(c Config, ch Change, now time.Time) (EditResult, error) {
 	r := Rule{Users: []string{ch.User}, Allow: true, Targets: []string{t.String()}, ts: []target{t},
 		protos: protos, Protocols: protoNames(protos), Until: ch.Until, Note: ch.Note}
 	return allowInRules(c.RulesFile, c.DefaultDomain, r, now)
+}
+
+// stillDenied decides the allowed user and place against the whole policy
+// after the edit and says which rule, if any, still denies it: the help
+// desk must not believe a user is let in when a deny rule wins. For an IP
+// or network the address's country is not known here, so country rules
+// for it are not considered.
+func stillDenied(c Config, ch Change, now time.Time) []string {
+	t, err := parseTarget(ch.Target)
+	if err != nil || t.kind == targetAny {
+		return nil
+	}
+	cp, err := loadPolicy(&c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return []string{fmt.Sprintf("the policy does not load any more: %v", err)}
+	}
+	addr, code := netip.Addr{}, t.code
+	if t.kind == targetNetwork {
+		addr, code = t.net.Addr(), "unknown"
+	}
+	user := strings.TrimSpace(ch.User)
+	if user == "*" || strings.HasPrefix(user, "@") {
+		user = "someone" + strings.TrimPrefix(user, "*")
+	}
+	protos := ch.Protocols
+	if len(protos) == 0 {
+		protos = []Protocol{IMAP, POP3, SMTP}
+	}
+	at := now
+	if !ch.Until.IsZero() {
+		at = now.Add(time.Second) // the new rule is live now, not only at until
+	}
+	var out []string
+	for _, p := range protos {
+		d := cp.decide(user, protoBit(p), addr, code, func() time.Time { return at })
+		if !d.Allow {
+			out = append(out, fmt.Sprintf("%s is still denied from %s for %s by %s (%s)", ch.User, t, p, d.Rule, d.Reason))
+		}
+	}
+	return out
 }
 
 // Revoke removes allows of ch.User for ch.Target (or all, with ch.All) from

@@ -241,3 +241,22 @@ func TestAllowSeenByWatch(t *testing.T) {
 	bob.Protocol = IMAP
 	waitFor(t, "bob allowed for IMAP by the CIDR rule", func() bool { return e.Decide(bob).Allow })
 }
+
+func TestAllowWarnsWhenStillDenied(t *testing.T) {
+	c, _, _ := editSetup(t, "", "always_deny: [KP]\nrules:\n  - users: alice\n    deny: FR\n    protocols: smtp\n")
+	res, err := Allow(c, Change{User: "alice", Target: "FR"}, editNow)
+	if err != nil || !res.Changed {
+		t.Fatalf("Allow = %+v, %v", res, err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "for smtp by") || !strings.Contains(res.Warnings[0], "rules.yaml:3") {
+		t.Errorf("warnings = %q, want one for smtp naming rules.yaml:3", res.Warnings)
+	}
+	res, err = Allow(c, Change{User: "bob", Target: "KP"}, editNow)
+	if err != nil || len(res.Warnings) != 3 {
+		t.Errorf("allow KP under always_deny: %+v, %v; want 3 warnings", res, err)
+	}
+	res, err = Allow(c, Change{User: "bob", Target: "GB"}, editNow)
+	if err != nil || len(res.Warnings) != 0 {
+		t.Errorf("plain allow: warnings %q, %v", res.Warnings, err)
+	}
+}

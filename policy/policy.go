@@ -158,32 +158,38 @@ func New(c Config, loc geo.Locator, log *slog.Logger, opts ...Option) (*Engine, 
 
 // load reads and compiles config and files into a fresh snapshot.
 func (e *Engine) load() (*compiled, error) {
+	return loadPolicy(&e.cfg, e.log)
+}
+
+// loadPolicy reads and compiles config and files; log gets the warnings
+// for skipped user-file lines.
+func loadPolicy(c *Config, log *slog.Logger) (*compiled, error) {
 	// Stamp before reading: a write racing with the read is seen by Watch.
-	st := stamps([]string{e.cfg.UserFile, e.cfg.RulesFile})
-	cp, err := compileConfig(&e.cfg)
+	st := stamps([]string{c.UserFile, c.RulesFile})
+	cp, err := compileConfig(c)
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if e.cfg.UserFile != "" {
-		uf, err := readUserFile(e.cfg.UserFile)
+	if c.UserFile != "" {
+		uf, err := readUserFile(c.UserFile)
 		if err != nil {
 			errs = append(errs, err)
 		} else {
 			for _, w := range uf.Warnings {
-				e.log.Warn("policy: skipped line in user file", "file", e.cfg.UserFile, "line", w.Line, "problem", w.Msg)
+				log.Warn("policy: skipped line in user file", "file", c.UserFile, "line", w.Line, "problem", w.Msg)
 			}
 			if cp != nil {
-				cp.addUserFile(uf, e.cfg.DefaultDomain)
+				cp.addUserFile(uf, c.DefaultDomain)
 			}
 		}
 	}
-	if e.cfg.RulesFile != "" {
-		rf, err := readRulesFile(e.cfg.RulesFile)
+	if c.RulesFile != "" {
+		rf, err := readRulesFile(c.RulesFile)
 		if err != nil {
 			errs = append(errs, err)
 		} else if cp != nil {
-			cp.addRulesFile(rf, e.cfg.DefaultDomain)
+			cp.addRulesFile(rf, c.DefaultDomain)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -324,6 +324,9 @@ func printEdit(w io.Writer, r policy.EditResult) {
 	for _, d := range r.Detail {
 		fmt.Fprintln(w, d)
 	}
+	for _, d := range r.Warnings {
+		fmt.Fprintln(w, "warning: "+d)
+	}
 	if r.Changed {
 		fmt.Fprintf(w, "%s written; a running mailgate reloads it by itself\n", r.File)
 	}
