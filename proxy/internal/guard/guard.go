@@ -539,7 +539,7 @@ func (g *Guard) countSource(r *rules, addr netip.Addr, h uint64, now time.Time) 
 		if ceiling {
 			g.exempt.delete(addr) // or the exemption would lift the ban
 		}
-		events = append(events, g.ban(r, p, n, reason, now))
+		events = append(events, g.ban(r, p, n, reason, now)...)
 	}
 	if exempt || c.Ban.NetworkAfter == 0 {
 		return events
@@ -549,7 +549,7 @@ func (g *Guard) countSource(r *rules, addr netip.Addr, h uint64, now time.Time) 
 		if m < c.Ban.NetworkAfter {
 			continue
 		}
-		events = append(events, g.ban(r, p, m, fmt.Sprintf("%d distinct failures from the network in %v", m, c.Window), now))
+		events = append(events, g.ban(r, p, m, fmt.Sprintf("%d distinct failures from the network in %v", m, c.Window), now)...)
 		// A new ban needs fresh failures, or the next failure after it
 		// ends would ban again at once at a higher step.
 		g.netFail.delete(p)
@@ -557,12 +557,13 @@ func (g *Guard) countSource(r *rules, addr netip.Addr, h uint64, now time.Time) 
 	return events
 }
 
-// ban bans p automatically, escalating on earlier bans. mu is held.
-func (g *Guard) ban(r *rules, p netip.Prefix, failures int, reason string, now time.Time) Event {
+// ban bans p automatically, escalating on earlier bans, and returns the
+// BANNED event; none when an admin ban of p is in force. mu is held.
+func (g *Guard) ban(r *rules, p netip.Prefix, failures int, reason string, now time.Time) []Event {
 	c := &r.cfg.Ban
 	if b, ok := g.bans.get(p); ok && now.Before(b.Until) && b.Manual {
-		// An admin ban stays as the admin set it.
-		return Event{Kind: EventBanned, Prefix: p, Until: b.Until, Duration: b.Until.Sub(now), Failures: failures, Reason: reason}
+		// An admin ban stays as the admin set it; nothing new to log.
+		return nil
 	}
 	off := g.offences.update(p)
 	if off.Count > 0 && now.Sub(off.Last) > c.ForgetAfter {
@@ -580,7 +581,7 @@ func (g *Guard) ban(r *rules, p netip.Prefix, failures int, reason string, now t
 		// The address starts over; the tarpit keeps its own memory.
 		g.ipFail.delete(p.Addr())
 	}
-	return Event{Kind: EventBanned, Prefix: p, Until: b.Until, Duration: d, Failures: failures, Offence: off.Count, Reason: reason}
+	return []Event{{Kind: EventBanned, Prefix: p, Until: b.Until, Duration: d, Failures: failures, Offence: off.Count, Reason: reason}}
 }
 
 // putBan stores b, replacing any ban of the same prefix. mu is held.

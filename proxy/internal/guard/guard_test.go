@@ -793,3 +793,17 @@ func TestInvalidAddress(t *testing.T) {
 		t.Fatalf("Success(invalid) = %v, bans %v", ev, g.Bans())
 	}
 }
+
+func TestAdminBanNotOverridden(t *testing.T) {
+	g, _ := newTestGuard(t, nil)
+	b, err := g.AddBan(netip.MustParsePrefix("192.0.2.1/32"), 48*time.Hour, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := failMany(g, addr1, 10, "x"); len(ev) != 0 {
+		t.Fatalf("failures under an admin ban raised %v", kinds(ev))
+	}
+	if got := g.Bans(); len(got) != 1 || got[0] != b {
+		t.Fatalf("admin ban changed to %+v, want %+v", got, b)
+	}
+}
