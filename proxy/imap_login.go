@@ -10,8 +10,8 @@ import (
 	"github.com/mailgate/mailgate/proxy/internal/sasl"
 )
 
-// maxSASLSteps bounds the challenges of one AUTHENTICATE; LOGIN needs two,
-// PLAIN one.
+// maxSASLSteps bounds the challenges of one SASL exchange (saslExchange,
+// every protocol); LOGIN needs two, PLAIN one.
 const maxSASLSteps = 4
 
 // handleLogin runs LOGIN userid password (RFC 9051 6.2.3).
@@ -50,50 +50,31 @@ func (s *imapSession) handleAuthenticate(cmd imapwire.Command) (*backend.Session
 		return nil, s.refusePlaintext(cmd.Tag)
 	}
 	mech := strings.ToUpper(cmd.Args[0].Value)
-	srv, err := sasl.NewServer(mech)
-	if err != nil {
+	var initial []byte // nil: no initial response
+	if len(cmd.Args) == 2 {
+		// "=" is an empty initial response (RFC 4959 3).
+		var err error
+		if initial, err = sasl.DecodeResponse([]byte(cmd.Args[1].Value)); err != nil {
+			return nil, s.badCounted(cmd.Tag, "Invalid initial response")
+		}
+	}
+	// RFC 9051 7.5: challenges are "+ " and base64.
+	cr, err := c.saslExchange(mech, initial, "+ ")
+	switch {
+	case errors.Is(err, sasl.ErrUnsupported):
 		if err := s.reply("%s NO Unsupported authentication mechanism", cmd.Tag); err != nil {
 			return nil, err
 		}
 		return nil, c.countError()
+	case errors.Is(err, sasl.ErrCancelled):
+		// RFC 9051 6.2.2: "*" cancels; the server answers BAD.
+		return nil, s.reply("%s BAD Authentication cancelled", cmd.Tag)
+	case errors.Is(err, sasl.ErrMalformed):
+		c.log.Debug("SASL exchange failed", "mech", mech, "err", err)
+		return nil, s.badCounted(cmd.Tag, "Invalid SASL response")
+	case err != nil:
+		return nil, err
 	}
-	var resp []byte // nil: no initial response yet
-	if len(cmd.Args) == 2 {
-		// "=" is an empty initial response (RFC 4959 3).
-		if resp, err = sasl.DecodeResponse([]byte(cmd.Args[1].Value)); err != nil {
-			return nil, s.badCounted(cmd.Tag, "Invalid initial response")
-		}
-	}
-	for step := 0; ; step++ {
-		challenge, done, err := srv.Next(resp)
-		if err != nil {
-			c.log.Debug("SASL exchange failed", "mech", mech, "err", err)
-			return nil, s.badCounted(cmd.Tag, "Invalid SASL response")
-		}
-		if done {
-			break
-		}
-		if step >= maxSASLSteps {
-			return nil, s.badCounted(cmd.Tag, "Too many SASL steps")
-		}
-		// RFC 9051 7.5: "+ " and the base64 challenge.
-		if err := c.writeLine("+ " + sasl.EncodeChallenge(challenge)); err != nil {
-			return nil, err
-		}
-		line, err := c.readLine(maxSASLLine)
-		if err != nil {
-			return nil, err
-		}
-		resp, err = sasl.DecodeResponse(line)
-		if errors.Is(err, sasl.ErrCancelled) {
-			// RFC 9051 6.2.2: "*" cancels; the server answers BAD.
-			return nil, s.reply("%s BAD Authentication cancelled", cmd.Tag)
-		}
-		if err != nil {
-			return nil, s.badCounted(cmd.Tag, "Invalid SASL response")
-		}
-	}
-	cr := srv.Credentials()
 	return s.finishLogin(cmd.Tag, loginAttempt{mech: mech, authzid: cr.Authzid, user: cr.Username, pass: cr.Password})
 }
 
@@ -109,32 +90,18 @@ func (s *imapSession) finishLogin(tag string, a loginAttempt) (*backend.Session,
 		// The client's tag, so the backend's tagged OK answers the client.
 		return o.IMAP.Login(ctx, bc, tag, user, pass)
 	}
-	sess, outcome := c.login(a, dial)
-	switch outcome {
-	case loginPassed:
-		reply := sess.Reply
-		if len(reply) == 0 {
-			reply = []byte(tag + " OK Logged in\r\n")
-		}
-		if err := c.write(string(reply)); err != nil {
-			sess.Conn.Close()
-			return nil, err
-		}
-		return sess, nil
-	case loginUnavailable:
+	return c.loginAndAnswer(a, dial, loginReplies{
+		passed: func(sess *backend.Session) error {
+			reply := sess.Reply
+			if len(reply) == 0 {
+				reply = []byte(tag + " OK Logged in\r\n")
+			}
+			return c.write(string(reply))
+		},
+		failed: tag + " NO [AUTHENTICATIONFAILED] Authentication failed",
 		// RFC 5530 UNAVAILABLE: temporary; the client may retry later.
-		if err := s.reply("%s NO [UNAVAILABLE] Service temporarily unavailable (id %s)", tag, c.cid); err != nil {
-			return nil, err
-		}
-	default:
-		if err := s.reply("%s NO [AUTHENTICATIONFAILED] Authentication failed (id %s)", tag, c.cid); err != nil {
-			return nil, err
-		}
-	}
-	if !c.attemptsLeft() {
-		return nil, errTooManyAttempts
-	}
-	return nil, nil
+		unavailable: tag + " NO [UNAVAILABLE] Service temporarily unavailable",
+	})
 }
 
 // handleStartTLS runs STARTTLS (RFC 9051 6.2.1). After the handshake all
