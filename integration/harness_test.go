@@ -207,14 +207,24 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// freePort returns one free loopback port number.
-func freePort(t testing.TB) int {
+// closedPort returns a loopback port that refuses connections for the
+// rest of the test: a TCP socket bound to it but never listening. A port
+// that was merely free could be taken by another process meanwhile.
+func closedPort(t testing.TB) int {
 	t.Helper()
-	p, err := freePorts(1)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p[0]
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
 }
 
 // waitFor polls cond until it is true or timeout passes.

@@ -175,17 +175,26 @@ func TestIMAPFailuresLookAlike(t *testing.T) {
 	hs := need(t)
 	m := startMailgate(t, newCfg(t).YAML())
 
-	wrong := imapLoginRaw(t, badIMAP, m.Addr["imaps"], "", "alice@example.test", "wrong")
+	wrong := imapLoginRaw(t, badIMAP, m.Addr["imaps"], "", "alice@example.test", wrongPass)
 	if !strings.HasPrefix(wrong, "a1 NO [AUTHENTICATIONFAILED]") {
 		t.Fatalf("wrong password reply = %q, want a1 NO [AUTHENTICATIONFAILED]", wrong)
 	}
 	m.WaitLog(t, "AUTHFAILED")
+	if !hasLine(m.Log(), "AUTHFAILED", "remote="+badIMAP, "user=alice@example.test") {
+		t.Errorf("no AUTHFAILED line with remote=%s and the user; log:\n%s", badIMAP, m.Log())
+	}
 
 	mark := len(hs.dovecotLog())
 	denied := imapLoginRaw(t, ruLocal, m.Addr["imaps"], "", "carol@example.test", users["carol@example.test"])
 	proxied := imapLoginRaw(t, "", m.Addr["imaps-lb"], addrRU, "carol@example.test", users["carol@example.test"])
 	m.sameReply(t, []string{"wrong password", "denied (127.0.0.2)", "denied (PROXY " + addrRU + ")"}, wrong, denied, proxied)
 	m.WaitCount(t, "COUNTRYFAILED", 2)
+	// fail2ban reads the client address from these lines.
+	for _, remote := range []string{ruLocal, addrRU} {
+		if !hasLine(m.Log(), "COUNTRYFAILED", "remote="+remote, "user=carol@example.test", "country=RU") {
+			t.Errorf("no COUNTRYFAILED line with remote=%s, the user and country=RU; log:\n%s", remote, m.Log())
+		}
+	}
 	time.Sleep(500 * time.Millisecond) // let Dovecot write anything it got
 	if after := logSince(hs.dovecotLog(), mark); strings.Contains(after, "carol@example.test") || strings.Contains(after, addrRU) || strings.Contains(after, ruLocal) {
 		t.Fatalf("Dovecot was contacted for a denied login:\n%s", after)
@@ -196,7 +205,7 @@ func TestIMAPFailuresLookAlike(t *testing.T) {
 // temporary failure promptly, not a hang or an auth failure.
 func TestIMAPBackendDown(t *testing.T) {
 	c := newCfg(t)
-	c.BackendIMAP = freePort(t)
+	c.BackendIMAP = closedPort(t)
 	m := startMailgate(t, c.YAML())
 	reply := imapLoginRaw(t, "", m.Addr["imaps"], "", "alice@example.test", "alicepass")
 	if !strings.HasPrefix(reply, "a1 NO [UNAVAILABLE]") {

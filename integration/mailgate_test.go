@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
@@ -106,6 +107,7 @@ func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
 	}()
 	t.Cleanup(func() {
 		m.stop()
+		m.checkNoSecrets(t)
 		if t.Failed() {
 			t.Logf("mailgate log:\n%s", m.Log())
 		}
@@ -129,6 +131,23 @@ func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
 		}
 	}
 	return m
+}
+
+// checkNoSecrets fails the test if mailgate logged any password the tests
+// use, plainly or base64-encoded as a SASL LOGIN or PLAIN response.
+func (m *Mailgate) checkNoSecrets(t testing.TB) {
+	t.Helper()
+	log := m.Log()
+	b64 := base64.StdEncoding.EncodeToString
+	for user, pass := range users {
+		for _, p := range []string{pass, wrongPass} {
+			for _, secret := range []string{p, b64([]byte(p)), b64([]byte("\x00" + user + "\x00" + p))} {
+				if strings.Contains(log, secret) {
+					t.Errorf("mailgate logged a secret (%q) for %s", secret, user)
+				}
+			}
+		}
+	}
 }
 
 // stop sends SIGTERM, waits for a graceful exit, then kills.
@@ -219,6 +238,10 @@ const (
 	badPOP3     = "127.0.0.18"
 	badSMTP     = "127.0.0.19"
 	badSMTPAuth = "127.0.0.20"
+
+	// wrongPass is the wrong password the tests try; distinctive, so the
+	// log check can look for it.
+	wrongPass = "Wr0ng-Pa55word"
 )
 
 // replyID matches the opaque session id mailgate puts in error replies

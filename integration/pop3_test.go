@@ -94,7 +94,7 @@ func TestPOP3Curl(t *testing.T) {
 func TestPOP3FailuresLookAlike(t *testing.T) {
 	hs := need(t)
 	m := startMailgate(t, newCfg(t).YAML())
-	wrong := pop3LoginRaw(t, badPOP3, m.Addr["pop3s"], "", "alice@example.test", "wrong")
+	wrong := pop3LoginRaw(t, badPOP3, m.Addr["pop3s"], "", "alice@example.test", wrongPass)
 	if !strings.HasPrefix(wrong, "-ERR [AUTH]") {
 		t.Fatalf("wrong password reply = %q, want -ERR [AUTH]", wrong)
 	}
@@ -103,6 +103,9 @@ func TestPOP3FailuresLookAlike(t *testing.T) {
 	proxied := pop3LoginRaw(t, "", m.Addr["pop3s-lb"], addrCN, "carol@example.test", users["carol@example.test"])
 	m.sameReply(t, []string{"wrong password", "denied (127.0.0.2)", "denied (PROXY " + addrCN + ")"}, wrong, denied, proxied)
 	m.WaitCount(t, "COUNTRYFAILED", 2)
+	if !hasLine(m.Log(), "COUNTRYFAILED", "remote="+addrCN, "country=CN") {
+		t.Errorf("no COUNTRYFAILED line with remote=%s and country=CN; log:\n%s", addrCN, m.Log())
+	}
 	time.Sleep(500 * time.Millisecond)
 	if after := logSince(hs.dovecotLog(), mark); strings.Contains(after, "carol@example.test") || strings.Contains(after, addrCN) || strings.Contains(after, ruLocal) {
 		t.Fatalf("Dovecot was contacted for a denied login:\n%s", after)
@@ -113,7 +116,7 @@ func TestPOP3FailuresLookAlike(t *testing.T) {
 // gets -ERR [SYS/TEMP].
 func TestPOP3BackendDown(t *testing.T) {
 	c := newCfg(t)
-	c.BackendPOP3 = freePort(t)
+	c.BackendPOP3 = closedPort(t)
 	m := startMailgate(t, c.YAML())
 	reply := pop3LoginRaw(t, "", m.Addr["pop3s"], "", "alice@example.test", "alicepass")
 	if !strings.HasPrefix(reply, "-ERR [SYS/TEMP]") {

@@ -179,7 +179,7 @@ func (l *lineConn) authPlain(user, pass string) string {
 // the same 535 5.7.8 reply, and denials are logged as COUNTRYFAILED.
 func TestSMTPFailuresLookAlike(t *testing.T) {
 	m := startMailgate(t, newCfg(t).YAML())
-	wrong := smtpDialog(t, badSMTP, m.Addr["smtps"], "", false).authPlain("alice@example.test", "wrong")
+	wrong := smtpDialog(t, badSMTP, m.Addr["smtps"], "", false).authPlain("alice@example.test", wrongPass)
 	if !strings.HasPrefix(wrong, "535 5.7.8") {
 		t.Fatalf("wrong password reply = %q, want 535 5.7.8", wrong)
 	}
@@ -193,7 +193,7 @@ func TestSMTPFailuresLookAlike(t *testing.T) {
 // to retry (454 at AUTH or 451 at MAIL), never 535.
 func TestSMTPBackendDown(t *testing.T) {
 	c := newCfg(t)
-	c.BackendSMTP = freePort(t)
+	c.BackendSMTP = closedPort(t)
 	m := startMailgate(t, c.YAML())
 	l := smtpDialog(t, "", m.Addr["smtps"], "", false)
 	r := l.authPlain("alice@example.test", "alicepass")
@@ -276,7 +276,7 @@ func TestSMTPVerifySMTPAuth(t *testing.T) {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
 	awaitDelivery(t, m, rcpt, msg)
-	if r := smtpDialog(t, badSMTPAuth, m.Addr["smtps"], "", false).authPlain("bob@example.test", "wrong"); !strings.HasPrefix(r, "535 5.7.8") {
+	if r := smtpDialog(t, badSMTPAuth, m.Addr["smtps"], "", false).authPlain("bob@example.test", wrongPass); !strings.HasPrefix(r, "535 5.7.8") {
 		t.Fatalf("wrong password reply = %q, want 535 5.7.8", r)
 	}
 }
