@@ -143,7 +143,7 @@ func compileConfig(c *Config) (*compiled, error) {
 		if err := checkDomain(strings.TrimPrefix(d, "@")); err != nil {
 			bad("policy.default_domain", "%v", err)
 		}
-		cp.defDomain = strings.ToLower(strings.TrimPrefix(d, "@"))
+		cp.defDomain = normLogin(strings.TrimPrefix(d, "@"), "")
 	}
 	for i, s := range c.AlwaysAllow {
 		key := fmt.Sprintf("policy.always_allow[%d]", i)
@@ -219,7 +219,7 @@ func (cp *compiled) addRulesFile(rf *RulesFile, defDomain string) {
 					cp.everyone = append(cp.everyone, c)
 				case strings.HasPrefix(u, "@"):
 					c.reason = reasonFor(1, r.Allow)
-					d := strings.ToLower(u[1:])
+					d := normLogin(u[1:], "")
 					cp.domains[d] = append(cp.domains[d], c)
 				default:
 					c.reason = reasonFor(0, r.Allow)
@@ -290,7 +290,7 @@ func (cp *compiled) decide(login string, pb uint8, a netip.Addr, code string, cl
 				drs = cp.domains[string(key[at+1:])]
 			}
 		} else if login != "" {
-			l := normLogin(login, cp.defDomain) // rare: non-ASCII or overlong
+			l := normLogin(login, cp.defDomain) // rare: overlong
 			urs = cp.users[l]
 			drs = cp.domains[domainOf(l)]
 		}

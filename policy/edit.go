@@ -191,7 +191,7 @@ func Revoke(c Config, ch Change) ([]EditResult, error) {
 // and "*" lower-cased as written.
 func ruleUserKey(u, defDomain string) string {
 	if u == "*" || strings.HasPrefix(u, "@") {
-		return strings.ToLower(u)
+		return normLogin(u, "")
 	}
 	return normLogin(u, defDomain)
 }

@@ -353,7 +353,7 @@ func TestDenyBeatsAllowSameUser(t *testing.T) {
 }
 
 func TestCaseAndDefaultDomain(t *testing.T) {
-	user := "Alice@Example.COM|RU\nbob|GB\nstraße@example.com|DE\n"
+	user := "Alice@Example.COM|RU\nbob|GB\nstraße@example.com|DE\nkate|GB\n"
 	// Without a default domain "bob" and "bob@example.com" are different.
 	e, _ := setup(t, Config{}, user, "")
 	runCases(t, e, []decideCase{
@@ -363,7 +363,9 @@ func TestCaseAndDefaultDomain(t *testing.T) {
 		{"bob", IMAP, "81.2.69.142", true, ":2"},
 		{"bob@example.com", IMAP, "81.2.69.142", false, ""},
 		{"STRASSE@example.com", IMAP, "2001:db8::1", false, ""},
-		{"STRAßE@example.com", IMAP, "2001:db8::1", true, ":3"}, // non-ASCII slow path
+		{"STRAßE@example.com", IMAP, "2001:db8::1", true, ":3"}, // ASCII folded, ß as is
+		{"STRASSE@example.com", IMAP, "2001:db8::1", false, ""}, // no Unicode folding
+		{"\u212Aate", IMAP, "81.2.69.142", false, ""},           // KELVIN SIGN is not "k"
 	})
 	e, _ = setup(t, Config{DefaultDomain: "Example.com"}, user, "")
 	runCases(t, e, []decideCase{

@@ -137,21 +137,30 @@ func (t target) coveredBy(o target) bool {
 	return false
 }
 
-// normLogin is the one spelling of a login used as a map key: lower case,
-// with the default domain added when it has no "@". Used at compile time
-// and on the slow path; lookupKey is its allocation-free twin.
+// normLogin is the one spelling of a login used as a map key: ASCII
+// letters in lower case, with the default domain added when it has no "@".
+// Only ASCII is folded: Unicode folding would make distinct logins equal
+// (U+212A KELVIN SIGN lower-cases to "k"). Used at
+// compile time and for overlong logins; lookupKey is its allocation-free
+// twin.
 func normLogin(login, defDomain string) string {
-	l := strings.ToLower(login)
-	if defDomain != "" && !strings.Contains(l, "@") && l != "" {
-		l += "@" + strings.ToLower(defDomain)
+	b := []byte(login)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	l := string(b)
+	if defDomain != "" && l != "" && !strings.Contains(l, "@") {
+		l += "@" + normLogin(defDomain, "")
 	}
 	return l
 }
 
 // lookupKey writes normLogin(login, defDomain) into buf and returns it with
-// the offset of the domain (after the last "@", or -1). ok is false when
-// the login is too long or not ASCII; the caller then uses normLogin.
-// defDomain must already be lower case.
+// the offset of the "@" before the domain (or -1). ok is false when the
+// result would not fit; the caller then uses normLogin. defDomain must
+// already be lower case.
 func lookupKey(buf *[maxLogin]byte, login, defDomain string) (key []byte, at int, ok bool) {
 	n := len(login)
 	if n == 0 || n > maxLogin {
@@ -160,9 +169,6 @@ func lookupKey(buf *[maxLogin]byte, login, defDomain string) (key []byte, at int
 	at = -1
 	for i := 0; i < n; i++ {
 		c := login[i]
-		if c >= utf8.RuneSelf {
-			return nil, -1, false
-		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
