@@ -93,6 +93,7 @@ type fakeIMAP struct {
 	t           testing.TB
 	users       map[string]string
 	unavailable bool   // every login fails with ErrUnavailable
+	slow        bool   // every login waits for ctx to end (a hung backend)
 	buffered    string // Session.Buffered to hand back
 
 	mu     sync.Mutex
@@ -109,6 +110,10 @@ func newFakeIMAP(t testing.TB) *fakeIMAP {
 func (f *fakeIMAP) Login(ctx context.Context, c backend.Client, tag, user, pass string) (*backend.Session, error) {
 	if f.unavailable {
 		return nil, fmt.Errorf("%w: dial 127.0.0.1:1: connection refused", backend.ErrUnavailable)
+	}
+	if f.slow {
+		<-ctx.Done()
+		return nil, fmt.Errorf("%w: %w", backend.ErrUnavailable, ctx.Err())
 	}
 	if p, ok := f.users[user]; !ok || p != pass {
 		return nil, fmt.Errorf("%w: NO [AUTHENTICATIONFAILED]", backend.ErrAuthFailed)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestGreetingCapabilities(t *testing.T) {
@@ -267,4 +268,32 @@ func TestInvalidCredentialsNeverReachBackend(t *testing.T) {
 	if n := len(e.imap.loginList()); n != 0 {
 		t.Errorf("%d backend logins", n)
 	}
+}
+
+func TestHungBackendIsBoundedByLoginDeadline(t *testing.T) {
+	lim := fastLimits()
+	lim.LoginTimeout = 300 * time.Millisecond
+	lim.PreAuthIdleTimeout = 300 * time.Millisecond
+	e := startServer(t, Listener{}, lim)
+	e.imap.slow = true
+	c := e.dialGreeted()
+	c.send("a LOGIN alice secret\r\n")
+	c.expect("a NO [UNAVAILABLE] ")
+	c.expect("* BYE Autologout")
+	c.expectClosed()
+}
+
+func TestClientIDIsLoggedSanitized(t *testing.T) {
+	e := startServer(t, Listener{}, fastLimits())
+	c := e.dialGreeted()
+	c.send("a ID (\"name\" \"Thunder\x01bird\" \"version\" \"115.0\" \"os\" NIL)\r\n")
+	c.expect(`* ID ("name" "mailgate")`)
+	c.expect("a OK ID")
+	c.send("b ID (\"name\")\r\nc ID (name \"x\")\r\nd ID ((\"a\" \"b\"))\r\n")
+	c.expect("b BAD ")
+	c.expect("c BAD ")
+	c.expect("d BAD ")
+	c.send("e LOGIN alice secret\r\n")
+	c.expect("e OK")
+	waitFor(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "client_id=Thunder?bird/115.0") })
 }
