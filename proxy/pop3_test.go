@@ -426,3 +426,25 @@ func TestPOP3TrustedProxyHeader(t *testing.T) {
 		t.Errorf("backend client %+v", bc)
 	}
 }
+
+// A busy client that never logs in is still closed at the login
+// deadline, whatever it sends.
+func TestPOP3LoginTimeout(t *testing.T) {
+	lim := fastLimits()
+	lim.LoginTimeout = 200 * time.Millisecond
+	lim.MaxCommands = 1000
+	e := startLineServer(t, Listener{Protocol: pop3Proto}, lim)
+	c := e.dialPOP3()
+	for {
+		c.send("NOOP\r\n")
+		if l := c.line(); l != "+OK" {
+			if l != "-ERR Disconnected for inactivity" {
+				t.Fatalf("got %q", l)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.expectClosed()
+	waitFor(t, "close reason", func() bool { return strings.Contains(e.logs.String(), `reason="login timeout"`) })
+}

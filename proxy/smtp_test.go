@@ -427,3 +427,22 @@ func TestSMTPShutdownGoodbye(t *testing.T) {
 	c.expect("421 4.3.2 Service shutting down")
 	c.expectClosed()
 }
+
+func TestSMTPLoginTimeout(t *testing.T) {
+	lim := smtpLimits()
+	lim.LoginTimeout = 200 * time.Millisecond
+	lim.MaxCommands = 1000
+	e := startLineServer(t, Listener{Protocol: smtpProto}, lim)
+	c := e.dialSMTP()
+	for {
+		c.send("NOOP\r\n")
+		if l := c.line(); l != "250 2.0.0 OK" {
+			if l != "421 4.4.2 mx.test Error: timeout exceeded" {
+				t.Fatalf("got %q", l)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.expectClosed()
+}
