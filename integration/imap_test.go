@@ -242,3 +242,30 @@ func TestIMAPTLSCertificate(t *testing.T) {
 		t.Fatalf("TLS state: %d certs, version %x", len(st.PeerCertificates), st.Version)
 	}
 }
+
+// TestIMAPPlaintextLoginRefused: on the STARTTLS listener with an empty
+// plaintext_from, the pre-TLS capabilities say LOGINDISABLED and a LOGIN
+// sent in clear is refused without reaching Dovecot (RFC 9051 6.2.3).
+func TestIMAPPlaintextLoginRefused(t *testing.T) {
+	hs := need(t)
+	m := startMailgate(t, newCfg(t).YAML())
+	l := newLineConn(t, dialFrom(t, "", m.Addr["imap"]))
+	if g := l.line(); !strings.HasPrefix(g, "* OK") {
+		t.Fatalf("greeting = %q, want * OK", g)
+	}
+	l.send("a0 CAPABILITY\r\n")
+	caps := l.until("* CAPABILITY")
+	l.until("a0 ")
+	if !strings.Contains(caps, "LOGINDISABLED") || !strings.Contains(caps, "STARTTLS") || strings.Contains(caps, "AUTH=PLAIN") {
+		t.Errorf("pre-TLS capabilities = %q, want STARTTLS and LOGINDISABLED, no AUTH=PLAIN", caps)
+	}
+	mark := len(hs.dovecotLog())
+	l.send("a1 LOGIN " + imapQuote("carol@example.test") + " " + imapQuote(users["carol@example.test"]) + "\r\n")
+	if r := l.until("a1 "); strings.HasPrefix(r, "a1 OK") {
+		t.Fatalf("plaintext LOGIN = %q, want it refused", r)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if after := logSince(hs.dovecotLog(), mark); strings.Contains(after, "carol@example.test") {
+		t.Fatalf("Dovecot was contacted for a plaintext login:\n%s", after)
+	}
+}
