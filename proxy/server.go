@@ -31,6 +31,9 @@ type Options struct {
 	SMTP SMTPBackend
 	// Limits bound every client; zero fields mean the defaults.
 	Limits Limits
+	// Metrics records Prometheus metrics; nil records nothing. Pass the
+	// same value on every Update so counters survive reloads.
+	Metrics *Metrics
 }
 
 // Server accepts connections on any number of listeners and runs one
