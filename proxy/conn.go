@@ -160,6 +160,7 @@ func newConn(s *Server, nc net.Conn, l Listener) *conn {
 	c.remote = addrPortOf(nc.RemoteAddr())
 	c.local = addrPortOf(nc.LocalAddr())
 	c.setLogger(o.Logger)
+	o.Metrics.connOpened(l)
 	return c
 }
 
@@ -210,6 +211,7 @@ func (c *conn) serve() {
 	defer func() {
 		if r := recover(); r != nil {
 			c.srv.panics.Add(1)
+			c.metrics().panicked()
 			reason = "internal error"
 			c.log.Error("panic in session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
@@ -250,7 +252,7 @@ func (c *conn) run() string {
 		}
 		return err.Error()
 	}
-	return c.splice(sess)
+	return c.spliceCounted(sess)
 }
 
 // acceptProxyHeader reads a PROXY header when the peer is trusted. A LOCAL
@@ -303,6 +305,7 @@ func (c *conn) handshake() error {
 	defer cancel()
 	c.raw.SetDeadline(time.Now().Add(c.lim.TLSHandshakeTimeout))
 	if err := tc.HandshakeContext(ctx); err != nil {
+		c.srv.options().Metrics.tlsFailed(c.ln)
 		return err
 	}
 	c.raw.SetDeadline(time.Time{})
@@ -501,6 +504,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 
 	fail := func(event, reason string, d policy.Decision) (*backend.Session, loginOutcome) {
 		c.logDecision(event, reason, d)
+		o.Metrics.loginResult(c.ln.Protocol, c.mech, strings.ToLower(event), d.Location.Code())
 		c.failureDelay(start, o.Limits.AuthFailureDelay)
 		return nil, loginFailed
 	}
@@ -512,16 +516,20 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		return nil, loginUnavailable
 	}
 	d := o.Authorizer.Decide(policy.Request{Login: a.user, Protocol: c.ln.Protocol, Addr: c.remote.Addr()})
+	o.Metrics.decision(d)
 	if !d.Allow {
 		return fail("COUNTRYFAILED", d.Reason, d)
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, c.loginDeadline)
 	defer cancel()
 	bc := backend.Client{Addr: c.remote, Local: c.local, Session: c.cid}
+	dialStart := time.Now()
 	sess, err := dial(ctx, o, bc, a.user, a.pass)
+	o.Metrics.backendLogin(c.ln.Protocol, err, time.Since(dialStart))
 	switch {
 	case err == nil && sess != nil && sess.Conn != nil:
 		c.logDecision("AUTHPASS", d.Reason, d)
+		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultPass, d.Location.Code())
 		return sess, loginPassed
 	case errors.Is(err, backend.ErrAuthFailed):
 		return fail("AUTHFAILED", "backend refused credentials", d)
@@ -533,6 +541,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		}
 	}
 	c.log.Error("backend unavailable", "user", c.user, "mech", c.mech, "err", err)
+	o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
 	return nil, loginUnavailable
 }
 
