@@ -39,8 +39,11 @@ var (
 // passphrases); these bounds are generous for people and small enough
 // that a client cannot make us carry large blobs to the backend.
 const (
-	// MaxUsername bounds the user name (and the PLAIN authzid), octets.
-	MaxUsername = 256
+	// MaxUsername bounds the user name (and the PLAIN authzid), octets:
+	// a mail address is at most 64 + 1 + 255 = 320 octets (RFC 5321
+	// 4.5.3.1), the same bound the proxy applies to IMAP LOGIN and POP3
+	// USER, so a name works with every mechanism or with none.
+	MaxUsername = 320
 	// MaxPassword bounds the password, octets.
 	MaxPassword = 1024
 )
