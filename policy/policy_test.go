@@ -528,3 +528,16 @@ rules:
 		t.Errorf("Check =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestYAMLPitfalls: values YAML 1.1 would turn into booleans or dates stay
+// what the admin wrote.
+func TestYAMLPitfalls(t *testing.T) {
+	rf, err := ParseRules("r", []byte("rules:\n  - users: [no, yes]\n    allow: [NO, ON]\n    until: 2026-12-10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rf.Rules[0]
+	if strings.Join(r.Users, ",") != "no,yes" || strings.Join(r.Targets, ",") != "NO,ON" {
+		t.Errorf("users %v targets %v, want no,yes and NO,ON", r.Users, r.Targets)
+	}
+}
