@@ -37,6 +37,7 @@ type fakeLineBackend struct {
 	logins      []string         // "user\x00pass" per accepted login
 	clients     []backend.Client // backend.Client per login call
 	lines       chan string      // lines received after login
+	ln          net.Listener     // backend side of logged-in sessions; see close
 }
 
 func newFakeLineBackend(reply, echoPrefix string, caps []string) *fakeLineBackend {
@@ -60,23 +61,27 @@ func (f *fakeLineBackend) login(c backend.Client, user, pass string) (*backend.S
 	if p, ok := f.users[user]; !ok || p != pass {
 		return nil, fmt.Errorf("%w: -ERR [AUTH]", backend.ErrAuthFailed)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// One listener for all sessions: binding a new one per login costs
+	// more than the whole session and would dominate the benchmarks.
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ln == nil {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		f.ln = ln
+	}
+	client, err := net.Dial("tcp", f.ln.Addr().String())
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		return nil, err
-	}
-	server, err := ln.Accept()
+	server, err := f.ln.Accept()
 	if err != nil {
 		client.Close()
 		return nil, err
 	}
-	f.mu.Lock()
 	f.logins = append(f.logins, user+"\x00"+pass)
-	f.mu.Unlock()
 	go f.echo(server)
 	var reply []byte
 	if f.reply != "" {
@@ -105,6 +110,15 @@ func (f *fakeLineBackend) echo(nc net.Conn) {
 		if strings.EqualFold(line, "QUIT") {
 			return
 		}
+	}
+}
+
+// close releases the listener.
+func (f *fakeLineBackend) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ln != nil {
+		f.ln.Close()
 	}
 }
 
@@ -213,6 +227,8 @@ func startLineServer(t testing.TB, l Listener, lim Limits) *lineEnv {
 	go func() { errCh <- e.srv.Serve(ln, l) }()
 	t.Cleanup(func() {
 		e.srv.Close()
+		e.pop3.close()
+		e.smtp.close()
 		if err := <-errCh; !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
