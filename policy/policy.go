@@ -176,7 +176,12 @@ func loadPolicy(c *Config, log *slog.Logger) (*compiled, error) {
 		if err != nil {
 			errs = append(errs, err)
 		} else {
-			for _, w := range uf.Warnings {
+			for i, w := range uf.Warnings {
+				if i == maxFileErrors {
+					log.Warn("policy: more skipped lines in user file not logged; see mailgate policy check",
+						"file", c.UserFile, "count", len(uf.Warnings)-i)
+					break
+				}
 				log.Warn("policy: skipped line in user file", "file", c.UserFile, "line", w.Line, "problem", w.Msg)
 			}
 			if cp != nil {

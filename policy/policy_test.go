@@ -541,3 +541,13 @@ func TestYAMLPitfalls(t *testing.T) {
 		t.Errorf("users %v targets %v, want no,yes and NO,ON", r.Users, r.Targets)
 	}
 }
+
+func TestSkippedLinesLogCapped(t *testing.T) {
+	_, lb := setup(t, Config{}, strings.Repeat("garbage\n", 5000)+"alice|RU\n", "")
+	if n := strings.Count(lb.String(), "skipped line in user file"); n != maxFileErrors {
+		t.Errorf("%d skipped-line warnings logged, want %d", n, maxFileErrors)
+	}
+	if !strings.Contains(lb.String(), "count=4900") {
+		t.Errorf("no summary of the lines not logged")
+	}
+}
