@@ -47,10 +47,11 @@ const (
 	smtpExtensionsTimeout = 5 * time.Second
 )
 
-// errEarlyTalker and errNotSMTP end a session at once.
+// errEarlyTalker, errNotSMTP and errBDATBeforeAuth end a session at once.
 var (
-	errEarlyTalker = errors.New("client sent data before the greeting")
-	errNotSMTP     = errors.New("client speaks another protocol")
+	errEarlyTalker    = errors.New("client sent data before the greeting")
+	errNotSMTP        = errors.New("client speaks another protocol")
+	errBDATBeforeAuth = errors.New("BDAT before authentication")
 )
 
 // smtpHandler plugs SMTP into the shared connection code.
@@ -141,7 +142,7 @@ func (s *smtpSession) checkEarlyTalker() error {
 // probes) that a submission server refuses before AUTH (RFC 6409 4.3,
 // RFC 4954 6: 530 5.7.0).
 var smtpNeedsAuth = map[string]bool{
-	"MAIL": true, "RCPT": true, "DATA": true, "BDAT": true, "VRFY": true, "EXPN": true, "ETRN": true,
+	"MAIL": true, "RCPT": true, "DATA": true, "VRFY": true, "EXPN": true, "ETRN": true,
 }
 
 // smtpForeign are first words of other protocols; a client sending them
@@ -177,6 +178,12 @@ func (s *smtpSession) next() (*backend.Session, error) {
 	case smtpForeign[cmd.Name]:
 		c.writeLine("421 4.7.0 " + c.srv.options().Hostname + " Error: not an SMTP client; closing")
 		return nil, errNotSMTP
+	case cmd.Name == "BDAT":
+		// RFC 3030 2: the chunk's octets follow the command at once,
+		// unasked; after refusing BDAT we cannot tell them from
+		// commands, so the session ends.
+		c.writeLine("530 5.7.0 Authentication required")
+		return nil, errBDATBeforeAuth
 	case smtpNeedsAuth[cmd.Name]:
 		return nil, s.replyCounted("530 5.7.0 Authentication required")
 	}

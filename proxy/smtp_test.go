@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,7 +208,7 @@ func TestSMTPNeedsAuth(t *testing.T) {
 	e := startLineServer(t, Listener{Protocol: smtpProto}, Limits{MaxErrors: 100, GreetingDelay: -1})
 	c := e.dialSMTP()
 	c.ehlo("x")
-	for _, cmd := range []string{"MAIL FROM:<a@b>", "RCPT TO:<a@b>", "DATA", "BDAT 10 LAST", "VRFY root", "mail from:<a@b>"} {
+	for _, cmd := range []string{"MAIL FROM:<a@b>", "RCPT TO:<a@b>", "DATA", "VRFY root", "mail from:<a@b>"} {
 		c.send(cmd + "\r\n")
 		c.expect("530 5.7.0 Authentication required")
 	}
@@ -445,4 +446,20 @@ func TestSMTPLoginTimeout(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.expectClosed()
+}
+
+// BDAT's chunk follows it unasked (RFC 3030 2): after refusing it the
+// session cannot tell data from commands, so it ends; the chunk's
+// "commands" are never run.
+func TestSMTPBDATBeforeAuth(t *testing.T) {
+	e := startLineServer(t, Listener{Protocol: smtpProto}, smtpLimits())
+	c := e.dialSMTP()
+	c.ehlo("x")
+	chunk := "AUTH PLAIN " + enc64("\x00alice\x00secret") + "\r\n"
+	c.send("BDAT " + strconv.Itoa(len(chunk)) + " LAST\r\n" + chunk)
+	c.expect("530 5.7.0 Authentication required")
+	c.expectClosed()
+	if n := len(e.smtp.loginList()); n != 0 {
+		t.Errorf("chunk data ran as AUTH: %d backend logins", n)
+	}
 }
