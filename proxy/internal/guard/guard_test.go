@@ -338,8 +338,17 @@ func TestUnlock(t *testing.T) {
 	for i := range 10 {
 		g.Failure(alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("guess", i))
 	}
+	for i := range 5 { // and blocked from one address
+		g.Failure(alice, addr1, fmt.Sprint("more", i))
+	}
+	if v := g.Check(alice, addr1); v.Allow {
+		t.Fatalf("Check(blocked pair) = %+v", v)
+	}
 	if !g.Unlock("ALICE@example.org") {
 		t.Fatal("Unlock(locked login) = false")
+	}
+	if v := g.Check(alice, addr1); !v.Allow {
+		t.Fatalf("Check(pair) after Unlock = %+v, want allowed", v)
 	}
 	if g.Unlock(alice) {
 		t.Fatal("second Unlock = true, want false")

@@ -341,7 +341,8 @@ func (g *Guard) Lockouts() []Lockout {
 }
 
 // Unlock lifts login's lockout (either kind) and forgets its recent
-// failures and countries; it reports whether it was locked.
+// failures (per-address blocks included) and countries; it reports
+// whether it was locked.
 func (g *Guard) Unlock(login string) bool {
 	login = normLogin(login)
 	now := g.now()
@@ -351,6 +352,9 @@ func (g *Guard) Unlock(login string) bool {
 	g.locks.delete(login)
 	g.loginFail.delete(login)
 	g.countries.delete(login)
+	// The per-address blocks too: an admin who unlocks a user means
+	// "let her in now". A scan of one table, for a rare admin action.
+	g.pairFail.each(func(k pairKey, _ *window) bool { return k.login == login })
 	g.mu.Unlock()
 	if ok {
 		g.log.Info("guard: login unlocked", "user", login)
