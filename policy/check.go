@@ -63,6 +63,16 @@ func (cp *compiled) check(now int64) []Finding {
 			}
 		}
 	}
+	for i, s := range cp.cfg.AllowCountries {
+		if t, err := parseTarget(s); err == nil && t.kind == targetCode && len(t.code) > 2 && !builtinLabels[t.code] {
+			add(FindUnknownLabel, fmt.Sprintf("policy.allow_countries[%d]", i), "%q is not a label geo gives by itself; it matches only addresses a geo override labels so", t.code)
+		}
+	}
+	for code, src := range cp.denyCodes {
+		if len(code) > 2 && !builtinLabels[code] {
+			add(FindUnknownLabel, src, "%q is not a label geo gives by itself; it matches only addresses a geo override labels so", code)
+		}
+	}
 	cp.checkAlways(add)
 	sets := [][]crule{cp.everyone}
 	for _, k := range slices.Sorted(maps.Keys(cp.users)) {

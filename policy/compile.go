@@ -243,7 +243,9 @@ func pick(rs []crule, pb uint8, a netip.Addr, code string, now *int64, clock fun
 	var allow *crule
 	for i := range rs {
 		r := &rs[i]
-		if r.protos != 0 && r.protos&pb == 0 {
+		if r.protos != 0 && r.protos&pb == 0 && (pb != 0 || r.allow) {
+			// Other protocols. For an unknown protocol (pb == 0) a
+			// protocol-limited deny still applies: fail closed.
 			continue
 		}
 		if !r.t.match(a, code) {

@@ -275,15 +275,24 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-// protoBit maps a protocol to its bit in a rule's protocol mask; unknown
-// protocols get no bit, so only rules without a protocol list match them.
+// protoBit maps a protocol (any case) to its bit in a rule's protocol
+// mask. Unknown protocols get no bit: allow rules limited to protocols do
+// not match them, deny rules limited to protocols do.
 func protoBit(p Protocol) uint8 {
 	switch p {
-	case IMAP:
+	case IMAP, "IMAP":
 		return 1
-	case POP3:
+	case POP3, "POP3":
 		return 2
-	case SMTP:
+	case SMTP, "SMTP":
+		return 4
+	}
+	switch strings.ToLower(string(p)) { // rare mixed case; allocates
+	case string(IMAP):
+		return 1
+	case string(POP3):
+		return 2
+	case string(SMTP):
 		return 4
 	}
 	return 0

@@ -551,3 +551,39 @@ func TestSkippedLinesLogCapped(t *testing.T) {
 		t.Errorf("no summary of the lines not logged")
 	}
 }
+
+func TestCheckLabelTypos(t *testing.T) {
+	e, _ := setup(t, Config{AllowCountries: []string{"US", "privat"}, AlwaysDeny: []string{"loopbak"}}, "", "")
+	var got []string
+	for _, f := range e.Check() {
+		got = append(got, f.Where+" "+f.Kind)
+	}
+	want := []string{"policy.allow_countries[1] unknown-label", "policy.always_deny[0] unknown-label"}
+	if !slicesEqual(got, want) {
+		t.Errorf("Check = %v, want %v", got, want)
+	}
+}
+
+// TestUnknownProtocol: for a protocol mailgate does not know, allows
+// limited to protocols do not match but denies limited to protocols do
+// (fail closed); protocol names match in any case.
+func TestUnknownProtocol(t *testing.T) {
+	e, _ := setup(t, Config{AllowCountries: []string{"GB"}}, "", `rules:
+  - users: a
+    allow: RU
+    protocols: [imap, pop3, smtp]
+  - users: b
+    allow: RU
+  - users: c
+    deny: GB
+    protocols: imap
+`)
+	runCases(t, e, []decideCase{
+		{"a", Protocol("http"), "192.0.2.30", false, ruleDefault},
+		{"b", Protocol("http"), "192.0.2.30", true, ":5"},
+		{"c", Protocol("http"), "81.2.69.142", false, ":7"},
+		{"c", SMTP, "81.2.69.142", true, ruleDefault},
+		{"a", Protocol("IMAP"), "192.0.2.30", true, ":2"},
+		{"c", Protocol("Imap"), "81.2.69.142", false, ":7"},
+	})
+}
