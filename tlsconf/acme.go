@@ -86,7 +86,7 @@ func (m *Manager) serveChallenges(ctx context.Context, wg *sync.WaitGroup) (stop
 	}
 	if m.wantChallenge(ChallengeHTTP01) {
 		// HTTPHandler also tells autocert that http-01 may be tried.
-		h := m.acme.HTTPHandler(http.NotFoundHandler())
+		h := stripHostPort(m.acme.HTTPHandler(http.NotFoundHandler()))
 		ln, err := net.Listen("tcp", a.HTTPAddress)
 		if err != nil {
 			return stop, fmt.Errorf("tlsconf: http-01 listener tls.acme.http_address: %w", err)
@@ -246,4 +246,17 @@ func (m *Manager) storeIssued(domain string, cert *tls.Certificate) {
 	if left := time.Until(cert.Leaf.NotAfter); left < renewBefore/2 {
 		m.logExpiry("acme: renewal overdue, CA unreachable or validation failing?", cert, "domain", domain)
 	}
+}
+
+// stripHostPort drops a port from the Host header: autocert checks Host
+// against the allowlist as is, so "mail.example.org:80" (legal per RFC
+// 9110 7.2) or a non-default port behind a port forward would fail
+// validation.
+func stripHostPort(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r.Host = host
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -1,0 +1,267 @@
+package tlsconf
+
+// End-to-end ACME tests against Pebble, Let's Encrypt's test CA, run
+// in-process on loopback: its own CA, its WFE over HTTPS, its VA resolving
+// every name to 127.0.0.1 through a loopback DNS server of the test's, and
+// validating against our challenge listeners.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/letsencrypt/pebble/v2/ca"
+	"github.com/letsencrypt/pebble/v2/db"
+	"github.com/letsencrypt/pebble/v2/va"
+	"github.com/letsencrypt/pebble/v2/wfe"
+	"github.com/miekg/dns"
+)
+
+// pebbleEnv is a running Pebble.
+type pebbleEnv struct {
+	dirURL   string         // ACME directory
+	dirCA    string         // PEM file trusting the WFE's HTTPS
+	roots    *x509.CertPool // Pebble's issuing root, from /roots/0
+	httpPort int            // where Pebble's VA sends http-01 requests
+	tlsPort  int            // where it sends tls-alpn-01 handshakes
+}
+
+// startLoopbackDNS answers every A query with 127.0.0.1 and everything
+// else (AAAA, CAA) with an empty answer, so Pebble's VA validates against
+// our loopback listeners. It serves TCP (which Pebble's VA uses) and UDP
+// on one port; the sockets are bound before it returns, so the VA never
+// races its start-up.
+func startLoopbackDNS(t *testing.T) string {
+	t.Helper()
+	answer := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		r := new(dns.Msg)
+		r.SetReply(q)
+		for _, qq := range q.Question {
+			if qq.Qtype == dns.TypeA {
+				r.Answer = append(r.Answer, &dns.A{
+					Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+					A:   net.IPv4(127, 0, 0, 1),
+				})
+			}
+		}
+		w.WriteMsg(r)
+	})
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil {
+			ln.Close() // UDP port taken: try another number
+			continue
+		}
+		for _, srv := range []*dns.Server{{Listener: ln, Handler: answer}, {PacketConn: pc, Handler: answer}} {
+			go srv.ActivateAndServe()
+			t.Cleanup(func() { srv.Shutdown() })
+		}
+		return ln.Addr().String()
+	}
+	t.Fatal("no loopback port free for both TCP and UDP")
+	return ""
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startPebble starts Pebble issuing certificates valid for validity.
+func startPebble(t *testing.T, validity time.Duration) *pebbleEnv {
+	t.Helper()
+	// Pebble reads these when its parts are built: no artificial
+	// validation delay, no nonce rejection chaos.
+	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
+	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
+	plog := log.New(tWriter{t}, "pebble ", 0)
+
+	dnsAddr := startLoopbackDNS(t)
+
+	env := &pebbleEnv{httpPort: freePort(t), tlsPort: freePort(t)}
+	store := db.NewMemoryStore()
+	authority := ca.New(plog, store, "", "ecdsa", 0, 1, map[string]ca.Profile{
+		"default": {Description: "test", ValidityPeriod: uint64(validity / time.Second)},
+	})
+	validator := va.New(plog, env.httpPort, env.tlsPort, false, dnsAddr, store)
+	front := wfe.New(plog, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
+
+	api := httptest.NewUnstartedServer(front.Handler())
+	api.StartTLS()
+	t.Cleanup(api.Close)
+	mgmt := httptest.NewUnstartedServer(front.ManagementHandler())
+	mgmt.StartTLS()
+	t.Cleanup(mgmt.Close)
+
+	env.dirURL = api.URL + wfe.DirectoryPath
+	env.dirCA = filepath.Join(t.TempDir(), "pebble-wfe.pem")
+	writeFile(t, env.dirCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}))
+
+	resp, err := mgmt.Client().Get(mgmt.URL + wfe.RootCertPath + "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rootPEM, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("fetching Pebble's root: %v %s", err, resp.Status)
+	}
+	env.roots = x509.NewCertPool()
+	if !env.roots.AppendCertsFromPEM(rootPEM) {
+		t.Fatalf("Pebble's /roots/0 is not PEM: %q", rootPEM)
+	}
+	return env
+}
+
+// acmeConfig is a config obtaining domain from env with challenge.
+func (env *pebbleEnv) acmeConfig(t *testing.T, domain string, challenges ...string) Config {
+	return Config{ACME: &ACME{
+		Domains:        []string{domain},
+		Email:          "postmaster@example.com",
+		CacheDir:       filepath.Join(t.TempDir(), "acme"),
+		DirectoryURL:   env.dirURL,
+		DirectoryCA:    env.dirCA,
+		Challenges:     challenges,
+		HTTPAddress:    fmt.Sprintf("127.0.0.1:%d", env.httpPort),
+		TLSALPNAddress: fmt.Sprintf("127.0.0.1:%d", env.tlsPort),
+		PollInterval:   100 * time.Millisecond,
+	}}
+}
+
+// runManager starts m.Run and stops it at cleanup.
+func runManager(t *testing.T, m *Manager) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	})
+}
+
+// waitIssued waits until an IMAPS handshake for domain verifies against
+// Pebble's root, and returns that session.
+func waitIssued(t *testing.T, addr, domain string, roots *x509.CertPool) *tls.Conn {
+	t.Helper()
+	var conn *tls.Conn
+	waitFor(t, "a certificate from Pebble", func() bool {
+		c, err := dialTLS(t, addr, &tls.Config{ServerName: domain, RootCAs: roots, NextProtos: []string{"imap"}})
+		if err != nil {
+			return false // the fallback is served meanwhile; it does not verify
+		}
+		conn = c
+		return true
+	})
+	if got := conn.ConnectionState().NegotiatedProtocol; got != "imap" {
+		t.Errorf("ALPN = %q, want imap", got)
+	}
+	return conn
+}
+
+func TestACMEPebble(t *testing.T) {
+	env := startPebble(t, 24*time.Hour)
+	for _, tt := range []struct {
+		challenge, domain string
+	}{
+		{ChallengeHTTP01, "http01.mail.example.com"},
+		{ChallengeTLSALPN01, "alpn.mail.example.com"},
+	} {
+		t.Run(tt.challenge, func(t *testing.T) {
+			m, err := New(env.acmeConfig(t, tt.domain, tt.challenge), testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := serveEcho(t, m.ServerConfig("imap"))
+			// Before Run nothing is issued: the fallback is served at once
+			// and does not verify.
+			if _, err := dialTLS(t, addr, &tls.Config{ServerName: tt.domain, RootCAs: env.roots}); err == nil {
+				t.Fatal("handshake verified against Pebble before any order")
+			}
+			runManager(t, m)
+			c := waitIssued(t, addr, tt.domain, env.roots)
+			echo(t, c, "a1 LOGIN")
+			if exp, ok := m.Expiry()[tt.domain]; !ok || time.Until(exp) < 23*time.Hour {
+				t.Errorf("Expiry()[%s] = %v, %v; want about 24h ahead", tt.domain, exp, ok)
+			}
+			// The challenge ports serve challenges only.
+			switch tt.challenge {
+			case ChallengeHTTP01:
+				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", env.httpPort))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("GET / on the http-01 port = %s, want 404", resp.Status)
+				}
+			case ChallengeTLSALPN01:
+				_, err := dialTLS(t, fmt.Sprintf("127.0.0.1:%d", env.tlsPort), &tls.Config{
+					ServerName: tt.domain, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+				if err == nil {
+					t.Error("ordinary handshake on the tls-alpn-01 port succeeded")
+				}
+			}
+			// A non-allowlisted name never starts an order: it gets the
+			// default, which is the fallback here.
+			c2, err := dialTLS(t, addr, &tls.Config{ServerName: "evil.example.com", InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := c2.ConnectionState().PeerCertificates[0].DNSNames; len(n) != 1 || n[0] != tt.domain {
+				t.Errorf("unknown SNI got a certificate for %v", n)
+			}
+		})
+	}
+}
+
+// TestACMERenewal: with certificates living 20s and renew_before 15s,
+// autocert renews a few seconds after issuance; new handshakes get the new
+// serial while the session opened before keeps working.
+func TestACMERenewal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a short-lived certificate to be renewed")
+	}
+	env := startPebble(t, 20*time.Second)
+	const domain = "renew.mail.example.com"
+	cfg := env.acmeConfig(t, domain, ChallengeHTTP01, ChallengeTLSALPN01)
+	cfg.ACME.RenewBefore = 15 * time.Second
+	m, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveEcho(t, m.ServerConfig("imap"))
+	runManager(t, m)
+	first := waitIssued(t, addr, domain, env.roots)
+	serial := first.ConnectionState().PeerCertificates[0].SerialNumber
+	waitFor(t, "a renewed certificate", func() bool {
+		c, err := dialTLS(t, addr, &tls.Config{ServerName: domain, RootCAs: env.roots})
+		return err == nil && c.ConnectionState().PeerCertificates[0].SerialNumber.Cmp(serial) != 0
+	})
+	echo(t, first, "a2 NOOP on the session from before the renewal")
+	if exp := m.Expiry()[domain]; !exp.After(first.ConnectionState().PeerCertificates[0].NotAfter.Add(-time.Second)) {
+		t.Errorf("Expiry() = %v, not later than the first certificate's", exp)
+	}
+}
