@@ -112,32 +112,43 @@ func FuzzSession(f *testing.F) {
 		IMAP:       memBackend{},
 		Limits:     Limits{AuthFailureDelay: time.Nanosecond, MaxLoginAttempts: maxAttempts, MaxCommands: 20, MaxErrors: 5},
 	})
-	l := Listener{Name: "fuzz", Protocol: policy.IMAP, TLS: tlsStartTLS, TLSConfig: serverTLSConfig(nil),
-		PlaintextFrom: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	listeners := []Listener{
+		{Name: "fuzz", Protocol: policy.IMAP, TLS: tlsStartTLS, TLSConfig: serverTLSConfig(nil), PlaintextFrom: loopback},
+		// The peer is trusted: the input must start with a PROXY header.
+		{Name: "fuzz-proxied", Protocol: policy.IMAP, TLS: tlsNone, ProxyFrom: loopback, PlaintextFrom: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}},
+	}
 	f.Fuzz(func(t *testing.T, input []byte) {
-		before := len(auth.requests())
-		out := runMemSession(t, s, l, input)
-		if n := s.Panics(); n > 0 {
-			totalPanics.Add(n)
-			t.Fatalf("session panicked on %q", input)
-		}
-		if n := len(auth.requests()) - before; n > maxAttempts {
-			t.Fatalf("%d login decisions, limit %d", n, maxAttempts)
-		}
-		// Nothing may follow the STARTTLS go-ahead in clear text: the
-		// handshake fails on fuzz bytes and any pipelined command is
-		// never executed.
-		if i := bytes.Index(out, []byte(" OK Begin TLS negotiation now\r\n")); i >= 0 {
-			if rest := out[i+len(" OK Begin TLS negotiation now\r\n"):]; len(rest) > 0 {
-				t.Fatalf("sent %q after STARTTLS", rest)
-			}
-		}
-		for _, line := range strings.SplitAfter(string(out), "\r\n") {
-			if len(line) > imapwire.MaxLine+200 {
-				t.Fatalf("reply line of %d bytes", len(line))
-			}
+		for _, l := range listeners {
+			checkSession(t, s, l, auth, maxAttempts, input)
 		}
 	})
+}
+
+// checkSession runs one session and checks FuzzSession's invariants.
+func checkSession(t *testing.T, s *Server, l Listener, auth *fakeAuth, maxAttempts int, input []byte) {
+	before := len(auth.requests())
+	out := runMemSession(t, s, l, input)
+	if n := s.Panics(); n > 0 {
+		totalPanics.Add(n)
+		t.Fatalf("session panicked on %q", input)
+	}
+	if n := len(auth.requests()) - before; n > maxAttempts {
+		t.Fatalf("%d login decisions, limit %d", n, maxAttempts)
+	}
+	// Nothing may follow the STARTTLS go-ahead in clear text: the
+	// handshake fails on fuzz bytes and any pipelined command is
+	// never executed.
+	if i := bytes.Index(out, []byte(" OK Begin TLS negotiation now\r\n")); i >= 0 {
+		if rest := out[i+len(" OK Begin TLS negotiation now\r\n"):]; len(rest) > 0 {
+			t.Fatalf("sent %q after STARTTLS", rest)
+		}
+	}
+	for _, line := range strings.SplitAfter(string(out), "\r\n") {
+		if len(line) > imapwire.MaxLine+200 {
+			t.Fatalf("reply line of %d bytes", len(line))
+		}
+	}
 }
 
 func TestFuzzSessionInvariantsHold(t *testing.T) {

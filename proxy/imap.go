@@ -154,7 +154,7 @@ func (s *imapSession) next() (*backend.Session, error) {
 func (s *imapSession) readCommand() ([]byte, error) {
 	c := s.c
 	s.buf = s.buf[:0]
-	for {
+	for literals := 0; ; literals++ {
 		line, err := c.readLine(imapwire.MaxLine)
 		if err != nil {
 			return nil, err
@@ -167,7 +167,10 @@ func (s *imapSession) readCommand() ([]byte, error) {
 		if err == nil && !ok {
 			return s.buf, nil
 		}
-		if err != nil || size > imapwire.MaxLiteral || int64(len(s.buf))+size+2 > imapwire.MaxCommand {
+		// Each literal is an argument, so MaxArgs also bounds how many
+		// "+" continuations one command can make us send.
+		if err != nil || size > imapwire.MaxLiteral || int64(len(s.buf))+size+2 > imapwire.MaxCommand ||
+			literals >= imapwire.MaxArgs {
 			tag, _ := imapwire.ParseTag(s.buf)
 			return nil, &errLiteralTooBig{tag: tag, nonSync: nonSync}
 		}

@@ -61,6 +61,12 @@ func TestLiteralTooBig(t *testing.T) {
 	c.expect("c BAD Literal too big")
 	c.expect("* BYE Literal too big")
 	c.expectClosed()
+	// More literals than a command may have arguments.
+	c = e.dialGreeted()
+	c.send("d ID (" + strings.Repeat("{0+}\r\n ", imapwire.MaxArgs+1) + ")\r\n")
+	c.expect("d BAD Literal too big")
+	c.expect("* BYE Literal too big")
+	c.expectClosed()
 	if n := len(e.auth.requests()); n != 0 {
 		t.Errorf("%d decisions", n)
 	}
