@@ -33,6 +33,11 @@ type Config struct {
 	Geo          geo.Config       `yaml:"geo"`
 	Policy       policy.Config    `yaml:"policy"`
 	Limits       proxy.Limits     `yaml:"limits"`
+	// Admin, Syslog and GeoUpdate are the operations sections
+	// (opsconfig.go, docs/operations.md).
+	Admin     AdminConfig     `yaml:"admin"`
+	Syslog    SyslogConfig    `yaml:"syslog"`
+	GeoUpdate GeoUpdateConfig `yaml:"geo_update"`
 }
 
 // LogConfig is the `log:` section.
@@ -158,6 +163,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.Limits = c.Limits.WithDefaults()
+	c.applyOpsDefaults()
 }
 
 // Validate checks every section and returns all problems joined.
@@ -220,6 +226,7 @@ func (c *Config) Validate() error {
 	add(c.Geo.Validate())
 	add(c.Policy.Validate())
 	add(c.Limits.Validate())
+	add(c.validateOps())
 	return errors.Join(errs...)
 }
 

@@ -137,7 +137,12 @@ func runServe(args []string, stderr io.Writer) int {
 		printErrors(stderr, "mailgate: "+*path, err)
 		return 2
 	}
-	log := newLogger(cfg.Log, stderr)
+	log, closeLog, err := newServeLogger(cfg, stderr)
+	if err != nil {
+		printErrors(stderr, "mailgate", err)
+		return 1
+	}
+	defer closeLog()
 	g, err := startGateway(cfg, log)
 	if err != nil {
 		printErrors(stderr, "mailgate", err)

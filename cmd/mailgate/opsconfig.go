@@ -1,0 +1,155 @@
+package main
+
+// Config sections for running mailgate in production: the admin HTTP
+// listener, syslog lines for fail2ban and geo database updates.
+// docs/operations.md documents every key; defaults live here.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// AdminConfig is the `admin:` section: the HTTP listener for /metrics,
+// /healthz and /readyz.
+type AdminConfig struct {
+	// Address is host:port; "off" disables the listener. Loopback by
+	// default: metrics name countries and rules, not for the world.
+	Address string `yaml:"address"`
+	// TokenFile holds the bearer token mutating endpoints require (the
+	// brute-force guard's); read-only endpoints need none. Empty: no
+	// mutating endpoint is served.
+	TokenFile string `yaml:"token_file"`
+}
+
+// defaultAdminAddress is where /metrics listens without config.
+const defaultAdminAddress = "127.0.0.1:9100"
+
+// SyslogConfig is the `syslog:` section: legacy auth_http lines.
+type SyslogConfig struct {
+	// Enabled turns the syslog lines on.
+	Enabled bool `yaml:"enabled"`
+	// Address is "" for the local syslog socket (/dev/log), or
+	// "udp:host:port", "tcp:host:port", "unixgram:/path" or "unix:/path";
+	// a bare "host:port" means UDP.
+	Address string `yaml:"address"`
+	// Facility is a syslog facility name (LOCAL0 ... LOCAL7, MAIL, AUTH,
+	// AUTHPRIV, DAEMON, USER); default LOCAL0 as the PHP script used.
+	Facility string `yaml:"facility"`
+	// Tag is the syslog tag (program name) fail2ban filters match on;
+	// default NGINXMAILAUTH, as the PHP script used.
+	Tag string `yaml:"tag"`
+}
+
+// GeoUpdateConfig is the `geo_update:` section used by `mailgate geo
+// update` and by the database-age warning.
+type GeoUpdateConfig struct {
+	// Provider is "ip2location", "maxmind" or "url" (URL taken as is).
+	// Empty: "url" when URL is set.
+	Provider string `yaml:"provider"`
+	// URL overrides the provider's download address. For "ip2location"
+	// and "maxmind" the default is the vendor's download endpoint.
+	URL string `yaml:"url"`
+	// Token is the IP2Location download token.
+	Token string `yaml:"token"`
+	// AccountID and LicenseKey are MaxMind's credentials (HTTP basic).
+	AccountID  string `yaml:"account_id"`
+	LicenseKey string `yaml:"license_key"`
+	// Edition is the database code: "DB1LITEBINIPV6" (IP2Location) or
+	// "GeoLite2-Country" (MaxMind).
+	Edition string `yaml:"edition"`
+	// File is the database file to replace; default the first entry of
+	// geo.databases that is not "embedded".
+	File string `yaml:"file"`
+	// MaxAge: a loaded database built longer ago than this is reported
+	// stale (log warning, mailgate_geo_database_stale). Default 720h.
+	MaxAge time.Duration `yaml:"max_age"`
+	// Timeout bounds the whole download. Default 10m.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxSize bounds the download in octets. Default 1 GiB: the largest
+	// IP2Location BIN files are a few hundred MB.
+	MaxSize int64 `yaml:"max_size"`
+}
+
+// Geo update defaults.
+const (
+	defaultGeoMaxAge      = 720 * time.Hour
+	defaultGeoTimeout     = 10 * time.Minute
+	defaultGeoMaxSize     = 1 << 30
+	defaultSyslogFacility = "LOCAL0"
+	defaultSyslogTag      = "NGINXMAILAUTH"
+)
+
+func (c *Config) applyOpsDefaults() {
+	if c.Admin.Address == "" {
+		c.Admin.Address = defaultAdminAddress
+	}
+	if c.Syslog.Facility == "" {
+		c.Syslog.Facility = defaultSyslogFacility
+	}
+	if c.Syslog.Tag == "" {
+		c.Syslog.Tag = defaultSyslogTag
+	}
+	u := &c.GeoUpdate
+	if u.Provider == "" && u.URL != "" {
+		u.Provider = "url"
+	}
+	if u.MaxAge == 0 {
+		u.MaxAge = defaultGeoMaxAge
+	}
+	if u.Timeout == 0 {
+		u.Timeout = defaultGeoTimeout
+	}
+	if u.MaxSize == 0 {
+		u.MaxSize = defaultGeoMaxSize
+	}
+	if u.Edition == "" {
+		switch u.Provider {
+		case "ip2location":
+			u.Edition = "DB1LITEBINIPV6"
+		case "maxmind":
+			u.Edition = "GeoLite2-Country"
+		}
+	}
+}
+
+func (c *Config) validateOps() error {
+	var errs []error
+	if a := c.Admin.Address; a != "off" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("admin.address: %q is not host:port or \"off\": %v", a, err))
+		}
+	}
+	if c.Syslog.Enabled {
+		if _, _, err := syslogTarget(c.Syslog.Address); err != nil {
+			errs = append(errs, fmt.Errorf("syslog.address: %w", err))
+		}
+	}
+	if _, err := syslogFacility(c.Syslog.Facility); err != nil {
+		errs = append(errs, fmt.Errorf("syslog.facility: %w", err))
+	}
+	if strings.ContainsAny(c.Syslog.Tag, " :[]\r\n") || len(c.Syslog.Tag) > 48 {
+		errs = append(errs, fmt.Errorf("syslog.tag: %q must be at most 48 characters without spaces, ':' or brackets", c.Syslog.Tag))
+	}
+	u := c.GeoUpdate
+	switch u.Provider {
+	case "", "url", "ip2location", "maxmind":
+	default:
+		errs = append(errs, fmt.Errorf("geo_update.provider: %q is not one of ip2location, maxmind, url", u.Provider))
+	}
+	if u.Provider == "url" && u.URL == "" {
+		errs = append(errs, errors.New("geo_update.url: needed for provider url"))
+	}
+	if u.URL != "" {
+		if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			errs = append(errs, fmt.Errorf("geo_update.url: %q is not an http(s) URL", u.URL))
+		}
+	}
+	if u.MaxAge < 0 || u.Timeout < 0 || u.MaxSize < 0 {
+		errs = append(errs, errors.New("geo_update: max_age, timeout and max_size must not be negative"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,285 @@
+package main
+
+// Legacy syslog lines for fail2ban.
+//
+// The nginx auth_http PHP script mailgate replaces logged one line per
+// login to syslog (facility LOCAL0, tag NGINXMAILAUTH):
+//
+//	<user> : COUNTRYFAILED|<proto> <ip>|<CC>|<Country>
+//
+// and likewise AUTHFAILED and AUTHPASS. Existing fail2ban jails match
+// those lines, so syslogHandler wraps the normal slog handler and, for the
+// login decision records (and the guard's BANNED and LOCKED), also sends
+// that line. The proxy never puts a password in a record, and the line is
+// built only from the named fields below.
+//
+// Implementation notes: the user name is the client's text. A name such
+// as "x : AUTHFAILED|imap 192.0.2.1|" could make a loose filter ban an
+// innocent address, so every field is stripped of spaces, '|' and control
+// characters before it is written (the country name keeps its spaces: it
+// comes from the database and is last on the line). Lines go through a
+// bounded queue to one writer goroutine: a stuck syslog daemon must not
+// stall logins; lines that do not fit are dropped and counted.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"log/syslog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// syslogQueue bounds the lines waiting for the syslog socket: a few
+// seconds of a brute-force flood; beyond that lines are dropped.
+const syslogQueue = 4096
+
+// syslogFlushTimeout bounds the wait for queued lines at exit.
+const syslogFlushTimeout = 2 * time.Second
+
+// legacyEvents are the messages that get a legacy line.
+var legacyEvents = map[string]bool{
+	"AUTHPASS": true, "AUTHFAILED": true, "COUNTRYFAILED": true,
+	"BANNED": true, "LOCKED": true,
+}
+
+// syslogTarget splits syslog.address into log/syslog's network and
+// address; ("", "") is the local socket.
+func syslogTarget(addr string) (network, raddr string, err error) {
+	if addr == "" {
+		return "", "", nil
+	}
+	for _, n := range []string{"udp", "tcp", "unixgram", "unix"} {
+		if rest, ok := strings.CutPrefix(addr, n+":"); ok {
+			if rest == "" {
+				return "", "", fmt.Errorf("%q names no address", addr)
+			}
+			return n, rest, nil
+		}
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", "", fmt.Errorf("%q is not host:port, udp:host:port, tcp:host:port or unix(gram):/path", addr)
+	}
+	return "udp", addr, nil
+}
+
+// syslogFacility maps a facility name to its priority bits.
+func syslogFacility(name string) (syslog.Priority, error) {
+	f, ok := map[string]syslog.Priority{
+		"KERN": syslog.LOG_KERN, "USER": syslog.LOG_USER, "MAIL": syslog.LOG_MAIL,
+		"DAEMON": syslog.LOG_DAEMON, "AUTH": syslog.LOG_AUTH, "AUTHPRIV": syslog.LOG_AUTHPRIV,
+		"LOCAL0": syslog.LOG_LOCAL0, "LOCAL1": syslog.LOG_LOCAL1, "LOCAL2": syslog.LOG_LOCAL2,
+		"LOCAL3": syslog.LOG_LOCAL3, "LOCAL4": syslog.LOG_LOCAL4, "LOCAL5": syslog.LOG_LOCAL5,
+		"LOCAL6": syslog.LOG_LOCAL6, "LOCAL7": syslog.LOG_LOCAL7,
+	}[strings.ToUpper(name)]
+	if !ok {
+		return 0, fmt.Errorf("%q is not a syslog facility (LOCAL0..LOCAL7, MAIL, AUTH, AUTHPRIV, DAEMON, USER)", name)
+	}
+	return f, nil
+}
+
+// syslogLine is one queued legacy line.
+type syslogLine struct {
+	warn bool // LOG_WARNING, else LOG_INFO
+	text string
+}
+
+// syslogSink owns the syslog connection and its writer goroutine.
+type syslogSink struct {
+	w       *syslog.Writer
+	ch      chan syslogLine
+	done    chan struct{}
+	dropped atomic.Int64 // lines lost to a full queue
+	errs    atomic.Int64 // failed writes (log/syslog redials on the next)
+	once    sync.Once
+}
+
+// dialSyslog connects as c says and starts the writer.
+func dialSyslog(c SyslogConfig) (*syslogSink, error) {
+	network, raddr, err := syslogTarget(c.Address)
+	if err != nil {
+		return nil, err
+	}
+	fac, err := syslogFacility(c.Facility)
+	if err != nil {
+		return nil, err
+	}
+	w, err := syslog.Dial(network, raddr, fac|syslog.LOG_INFO, c.Tag)
+	if err != nil {
+		return nil, fmt.Errorf("syslog: %w", err)
+	}
+	s := &syslogSink{w: w, ch: make(chan syslogLine, syslogQueue), done: make(chan struct{})}
+	go s.run()
+	return s, nil
+}
+
+func (s *syslogSink) run() {
+	defer close(s.done)
+	for l := range s.ch {
+		var err error
+		if l.warn {
+			err = s.w.Warning(l.text)
+		} else {
+			err = s.w.Info(l.text)
+		}
+		if err != nil {
+			s.errs.Add(1)
+		}
+	}
+}
+
+// send queues a line, or drops it when the queue is full.
+func (s *syslogSink) send(l syslogLine) {
+	select {
+	case s.ch <- l:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+// Close writes what is queued (bounded by syslogFlushTimeout) and closes
+// the connection. Records handled after Close are not sent.
+func (s *syslogSink) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.ch)
+		select {
+		case <-s.done:
+		case <-time.After(syslogFlushTimeout):
+		}
+		err = s.w.Close()
+	})
+	return err
+}
+
+// syslogHandler passes every record to next and sends the legacy line of
+// login decision records to sink.
+type syslogHandler struct {
+	next  slog.Handler
+	sink  *syslogSink
+	attrs legacyFields // fields from With (proto, remote)
+	group bool         // inside WithGroup: keys are no longer ours
+}
+
+// legacyFields are the record fields a legacy line is built from.
+type legacyFields struct {
+	user, proto, remote, country, countryName, prefix string
+}
+
+func (f *legacyFields) set(a slog.Attr) {
+	v := a.Value.Resolve().String()
+	switch a.Key {
+	case "user":
+		f.user = v
+	case "proto":
+		f.proto = v
+	case "remote":
+		f.remote = v
+	case "country":
+		f.country = v
+	case "country_name":
+		f.countryName = v
+	case "prefix":
+		f.prefix = v
+	}
+}
+
+func newSyslogHandler(next slog.Handler, sink *syslogSink) *syslogHandler {
+	return &syslogHandler{next: next, sink: sink}
+}
+
+// Enabled is true from Info up even when next is quieter: AUTHPASS is an
+// Info record and fail2ban needs it whatever log.level says.
+func (h *syslogHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || h.next.Enabled(ctx, l)
+}
+
+func (h *syslogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if !h.group && legacyEvents[r.Message] && r.Level >= slog.LevelInfo {
+		f := h.attrs
+		r.Attrs(func(a slog.Attr) bool { f.set(a); return true })
+		h.sink.send(syslogLine{warn: r.Message != "AUTHPASS", text: legacyLine(r.Message, f)})
+	}
+	if h.next.Enabled(ctx, r.Level) {
+		return h.next.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h *syslogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.next = h.next.WithAttrs(as)
+	if !h.group {
+		for _, a := range as {
+			c.attrs.set(a)
+		}
+	}
+	return &c
+}
+
+func (h *syslogHandler) WithGroup(name string) slog.Handler {
+	c := *h
+	c.next = h.next.WithGroup(name)
+	c.group = c.group || name != ""
+	return &c
+}
+
+// legacyLine renders the auth_http script's line:
+// "<user> : <EVENT>|<proto> <ip>|<CC>|<Country>". The guard's BANNED
+// line has the banned prefix where the country would be.
+func legacyLine(event string, f legacyFields) string {
+	cc, name := f.country, f.countryName
+	if event == "BANNED" || event == "LOCKED" {
+		cc, name = f.prefix, ""
+	}
+	return fmt.Sprintf("%s : %s|%s %s|%s|%s", legacyField(f.user), event, legacyField(f.proto),
+		legacyField(f.remote), legacyField(cc), legacyName(name))
+}
+
+// legacyField makes a field one token: no spaces, '|' or controls; "-"
+// when empty, so the line keeps its shape.
+func legacyField(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f || r == '|' || r == 0xfffd {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// legacyName keeps spaces (country names have them) but no '|' or
+// controls.
+func legacyName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || r == '|' {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// newServeLogger is newLogger plus, when syslog.enabled, the legacy
+// syslog lines. The returned func flushes and closes syslog.
+func newServeLogger(cfg *Config, stderr io.Writer) (*slog.Logger, func(), error) {
+	log := newLogger(cfg.Log, stderr)
+	if !cfg.Syslog.Enabled {
+		return log, func() {}, nil
+	}
+	sink, err := dialSyslog(cfg.Syslog)
+	if err != nil {
+		return nil, nil, err
+	}
+	return slog.New(newSyslogHandler(log.Handler(), sink)), func() {
+		if n := sink.dropped.Load(); n > 0 {
+			log.Warn("syslog: lines dropped because the syslog socket was too slow", "lines", n)
+		}
+		_ = sink.Close()
+	}, nil
+}
