@@ -205,7 +205,7 @@ func (c *conn) serve() {
 			(*bc).Close()
 		}
 		c.srv.unregister(c)
-		c.log.Info("session closed", "user", c.user, "duration", time.Since(c.start).Round(time.Millisecond),
+		c.log.Info("session closed", "user", c.user, "client_id", c.clientID, "duration", time.Since(c.start).Round(time.Millisecond),
 			"bytes_in", c.raw.in.Load(), "bytes_out", c.raw.out.Load(), "reason", reason)
 	}()
 	defer func() {
