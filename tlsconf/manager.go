@@ -39,6 +39,10 @@ var modernSuites = []uint16{
 // tickets, so a ticket survives at least two rotations.
 const ticketKeysKept = 3
 
+// expiryLogInterval: Run logs every certificate's expiry this often, so
+// an admin without metrics still sees a certificate nobody renews.
+const expiryLogInterval = 24 * time.Hour
+
 // expiryWarning: certificates closer than this to expiry are logged at
 // Warn instead of Info.
 const expiryWarning = 14 * 24 * time.Hour
@@ -279,6 +283,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	if len(m.cfg.Certificates) > 0 {
 		wg.Go(func() { m.every(ctx, m.cfg.WatchInterval, m.checkFiles) })
 	}
+	wg.Go(func() { m.every(ctx, expiryLogInterval, m.logAllExpiry) })
 	wg.Go(func() {
 		m.every(ctx, m.cfg.SessionTicketRotation, func() {
 			if err := m.rotateTicketKeys(); err != nil {
@@ -393,6 +398,32 @@ func (m *Manager) logExpiry(msg string, c *tls.Certificate, args ...any) {
 	args = append(args, "names", certNames(c.Leaf), "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339),
 		"days_left", int(left.Hours()/24), "serial", c.Leaf.SerialNumber.Text(16))
 	m.log.Log(context.Background(), level, msg, args...)
+}
+
+// logAllExpiry logs the expiry of every certificate served.
+func (m *Manager) logAllExpiry() {
+	s := m.set.Load()
+	seen := map[*tls.Certificate]bool{}
+	for _, group := range [][]*tls.Certificate{s.def, s.fallback} {
+		for _, c := range group {
+			seen[c] = true
+		}
+	}
+	for _, index := range []map[string][]*tls.Certificate{s.exact, s.wildcard} {
+		for _, cs := range index {
+			for _, c := range cs {
+				seen[c] = true
+			}
+		}
+	}
+	for _, c := range s.acme {
+		seen[c] = true
+	}
+	for c := range seen {
+		if c != nil {
+			m.logExpiry("certificate expiry", c)
+		}
+	}
 }
 
 // loadPool reads a PEM bundle of CA certificates.
