@@ -5,6 +5,9 @@ package integration
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +43,7 @@ func imapQuote(s string) string {
 func TestIMAPSessionThroughSplice(t *testing.T) {
 	const user = "alice@example.test"
 	resetMailbox(t, user)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 
 	exists := make(chan uint32, 16)
 	c := imapDial(t, m.Addr["imaps"], true, user, users[user], &imapclient.Options{
@@ -119,7 +122,7 @@ func drain(ch chan uint32) {
 // TestIMAPPythonImaplib: Python's imaplib over implicit TLS and over the
 // STARTTLS listener.
 func TestIMAPPythonImaplib(t *testing.T) {
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	_, implicitPort := splitPort(t, m.Addr["imaps"])
 	_, starttlsPort := splitPort(t, m.Addr["imap"])
 	out, err := python(t, `
@@ -149,7 +152,7 @@ func TestIMAPCurl(t *testing.T) {
 	resetMailbox(t, user)
 	msg := makeMessage("alice@example.test", user, "curl fetch", 3000)
 	appendDirect(t, user, msg)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 
 	out, err := runTool(t, "curl", "-sS", "-k", "--max-time", "60", "imaps://"+m.Addr["imaps"]+"/", "-u", user+":"+users[user])
 	if err != nil {
@@ -173,7 +176,7 @@ func TestIMAPCurl(t *testing.T) {
 // Dovecot.
 func TestIMAPFailuresLookAlike(t *testing.T) {
 	hs := need(t)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 
 	wrong := imapLoginRaw(t, badIMAP, m.Addr["imaps"], "", "alice@example.test", wrongPass)
 	if !strings.HasPrefix(wrong, "a1 NO [AUTHENTICATIONFAILED]") {
@@ -206,7 +209,7 @@ func TestIMAPFailuresLookAlike(t *testing.T) {
 func TestIMAPBackendDown(t *testing.T) {
 	c := newCfg(t)
 	c.BackendIMAP = closedPort(t)
-	m := startMailgate(t, c.YAML())
+	m := startCfg(t, c)
 	reply := imapLoginRaw(t, "", m.Addr["imaps"], "", "alice@example.test", "alicepass")
 	if !strings.HasPrefix(reply, "a1 NO [UNAVAILABLE]") {
 		t.Fatalf("backend down reply = %q, want a1 NO [UNAVAILABLE]", reply)
@@ -217,7 +220,7 @@ func TestIMAPBackendDown(t *testing.T) {
 // from a GB address succeeds and Dovecot logs that address (IMAP ID).
 func TestIMAPProxyProtocolForwardsClient(t *testing.T) {
 	hs := need(t)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	reply := imapLoginRaw(t, "", m.Addr["imaps-lb"], addrGB, "bob@example.test", "bobpass")
 	if !strings.HasPrefix(reply, "a1 OK") {
 		t.Fatalf("login via PROXY from %s = %q, want a1 OK", addrGB, reply)
@@ -228,18 +231,57 @@ func TestIMAPProxyProtocolForwardsClient(t *testing.T) {
 	}
 }
 
-// TestIMAPTLSCertificate: the implicit TLS listener presents a certificate
-// (self-signed in this config) and negotiates TLS 1.2 or later.
-func TestIMAPTLSCertificate(t *testing.T) {
-	m := startMailgate(t, newCfg(t).YAML())
-	conn, err := tls.Dial("tcp", m.Addr["imaps"], &tls.Config{InsecureSkipVerify: true, ServerName: "mail.example.test"})
+// TestIMAPTLSCertificateFromFiles: with tls.certificates naming a PEM
+// certificate and key, IMAPS presents exactly that certificate (the client
+// verifies it against its own root, no InsecureSkipVerify), and a login
+// works over it.
+func TestIMAPTLSCertificateFromFiles(t *testing.T) {
+	hs := need(t)
+	certPEM, keyPEM, pool := testCertificate(t, "mail.example.test")
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := freePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	m := startMailgate(t, fmt.Sprintf(`hostname: mail.example.test
+listeners:
+  - {name: imaps, protocol: imap, address: "127.0.0.1:%d", tls: implicit}
+backends:
+  imap: {address: "127.0.0.1:%d", tls: none, forward_client: true}
+tls:
+  certificates: [{cert: %q, key: %q}]
+geo:
+  overrides: {"127.0.0.1/32": GB}
+policy:
+  allow_countries: [GB]
+`, p[0], hs.imapPort, certFile, keyFile))
+	tc := &tls.Config{RootCAs: pool, ServerName: "mail.example.test"}
+	conn, err := tls.Dial("tcp", m.Addr["imaps"], tc)
+	if err != nil {
+		t.Fatalf("TLS with the configured certificate: %v", err)
+	}
 	st := conn.ConnectionState()
-	if len(st.PeerCertificates) == 0 || st.Version < tls.VersionTLS12 {
-		t.Fatalf("TLS state: %d certs, version %x", len(st.PeerCertificates), st.Version)
+	conn.Close()
+	if st.Version < tls.VersionTLS12 {
+		t.Errorf("negotiated TLS version %x, want 1.2 or later", st.Version)
+	}
+	c, err := imapclient.DialTLS(m.Addr["imaps"], &imapclient.Options{TLSConfig: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice@example.test", "alicepass").Wait(); err != nil {
+		t.Fatalf("login over verified TLS: %v", err)
+	}
+	if err := c.Logout().Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -248,7 +290,7 @@ func TestIMAPTLSCertificate(t *testing.T) {
 // sent in clear is refused without reaching Dovecot (RFC 9051 6.2.3).
 func TestIMAPPlaintextLoginRefused(t *testing.T) {
 	hs := need(t)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	l := newLineConn(t, dialFrom(t, "", m.Addr["imap"]))
 	if g := l.line(); !strings.HasPrefix(g, "* OK") {
 		t.Fatalf("greeting = %q, want * OK", g)

@@ -72,9 +72,38 @@ func (m *Mailgate) WaitCount(t testing.TB, substr string, n int) {
 // the test ends. A process that exits early fails the test with its log.
 func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
 	t.Helper()
+	m, err := launch(t, cfgYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// startCfg is startMailgate for a cfg. Its listener ports were free when
+// picked, but other test processes pick ports too: when one was taken
+// meanwhile, it picks new ones and tries again.
+func startCfg(t testing.TB, c *cfg) *Mailgate {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		m, err := launch(t, c.YAML())
+		if err == nil {
+			return m
+		}
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			t.Logf("a listener port was taken; picking new ones: %v", err)
+			c.pickPorts(t)
+			continue
+		}
+		t.Fatal(err)
+	}
+}
+
+// launch starts mailgate; see startMailgate.
+func launch(t testing.TB, cfgYAML string) (*Mailgate, error) {
+	t.Helper()
 	hs := need(t)
 	if hs.buildErr != nil {
-		t.Fatalf("mailgate binary unavailable: %v", hs.buildErr)
+		return nil, fmt.Errorf("mailgate binary unavailable: %w", hs.buildErr)
 	}
 	var cfg struct {
 		Listeners []struct {
@@ -83,12 +112,12 @@ func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
 		} `yaml:"listeners"`
 	}
 	if err := yaml.Unmarshal([]byte(cfgYAML), &cfg); err != nil {
-		t.Fatalf("test config does not parse: %v\n%s", err, cfgYAML)
+		return nil, fmt.Errorf("test config does not parse: %w\n%s", err, cfgYAML)
 	}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "mailgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	m := &Mailgate{Addr: map[string]string{}, log: &syncBuffer{}, done: make(chan struct{})}
 	for _, l := range cfg.Listeners {
@@ -99,7 +128,7 @@ func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
 	m.cmd.Stderr = m.log
 	m.cmd.Dir = dir
 	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("starting mailgate: %v", err)
+		return nil, fmt.Errorf("starting mailgate: %w", err)
 	}
 	go func() {
 		m.cmd.Wait()
@@ -123,14 +152,15 @@ func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
 		}, 15*time.Second)
 		select {
 		case <-m.done:
-			t.Fatalf("mailgate exited during start-up (%v); log:\n%s", m.cmd.ProcessState, m.Log())
+			return nil, fmt.Errorf("mailgate exited during start-up (%v); log:\n%s\nconfig:\n%s", m.cmd.ProcessState, m.Log(), cfgYAML)
 		default:
 		}
 		if !ok {
-			t.Fatalf("mailgate listener %s (%s) never accepted; log:\n%s", name, a, m.Log())
+			m.stop()
+			return nil, fmt.Errorf("mailgate listener %s (%s) never accepted; log:\n%s", name, a, m.Log())
 		}
 	}
-	return m
+	return m, nil
 }
 
 // checkNoSecrets fails the test if mailgate logged any password the tests
@@ -183,15 +213,22 @@ type cfg struct {
 func newCfg(t testing.TB) *cfg {
 	t.Helper()
 	hs := need(t)
+	c := &cfg{
+		BackendIMAP: hs.imapPort, BackendPOP3: hs.pop3Port, BackendSMTP: hs.smtpPort,
+		Verify: "imap", Allow: []string{"GB", "US"},
+	}
+	c.pickPorts(t)
+	return c
+}
+
+// pickPorts chooses free ports for every listener.
+func (c *cfg) pickPorts(t testing.TB) {
+	t.Helper()
 	p, err := freePorts(8)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &cfg{
-		IMAPS: p[0], IMAP: p[1], IMAPSLB: p[2], POP3S: p[3], POP3SLB: p[4], SMTPS: p[5], SMTPSLB: p[6], Submission: p[7],
-		BackendIMAP: hs.imapPort, BackendPOP3: hs.pop3Port, BackendSMTP: hs.smtpPort,
-		Verify: "imap", Allow: []string{"GB", "US"},
-	}
+	c.IMAPS, c.IMAP, c.IMAPSLB, c.POP3S, c.POP3SLB, c.SMTPS, c.SMTPSLB, c.Submission = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
 }
 
 // YAML renders the config in mailgate's format. 127.0.0.1 and

@@ -39,7 +39,7 @@ func TestPOP3RetrieveLargeAndDelete(t *testing.T) {
 	resetMailbox(t, user)
 	msg := makeMessage("alice@example.test", user, "pop3 ten megabytes", 10<<20)
 	appendDirect(t, user, msg)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	_, port := splitPort(t, m.Addr["pop3s"])
 	out, err := python(t, `
 import poplib, ssl, sys, hashlib
@@ -76,7 +76,7 @@ func TestPOP3Curl(t *testing.T) {
 	resetMailbox(t, user)
 	msg := makeMessage("alice@example.test", user, "pop3 curl", 4000)
 	appendDirect(t, user, msg)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	out, err := runTool(t, "curl", "-sS", "-k", "--max-time", "60", "pop3s://"+m.Addr["pop3s"]+"/1", "-u", user+":"+users[user])
 	if err != nil {
 		t.Fatalf("curl: %v", err)
@@ -93,7 +93,7 @@ func TestPOP3Curl(t *testing.T) {
 // same -ERR [AUTH] reply; denials never reach Dovecot.
 func TestPOP3FailuresLookAlike(t *testing.T) {
 	hs := need(t)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	wrong := pop3LoginRaw(t, badPOP3, m.Addr["pop3s"], "", "alice@example.test", wrongPass)
 	if !strings.HasPrefix(wrong, "-ERR [AUTH]") {
 		t.Fatalf("wrong password reply = %q, want -ERR [AUTH]", wrong)
@@ -117,7 +117,7 @@ func TestPOP3FailuresLookAlike(t *testing.T) {
 func TestPOP3BackendDown(t *testing.T) {
 	c := newCfg(t)
 	c.BackendPOP3 = closedPort(t)
-	m := startMailgate(t, c.YAML())
+	m := startCfg(t, c)
 	reply := pop3LoginRaw(t, "", m.Addr["pop3s"], "", "alice@example.test", "alicepass")
 	if !strings.HasPrefix(reply, "-ERR [SYS/TEMP]") {
 		t.Fatalf("backend down reply = %q, want -ERR [SYS/TEMP]", reply)
@@ -128,7 +128,7 @@ func TestPOP3BackendDown(t *testing.T) {
 // PROXY header, passed on with POP3 XCLIENT.
 func TestPOP3ProxyProtocolForwardsClient(t *testing.T) {
 	hs := need(t)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	reply := pop3LoginRaw(t, "", m.Addr["pop3s-lb"], addrGB, "alice@example.test", "alicepass")
 	if !strings.HasPrefix(reply, "+OK") {
 		t.Fatalf("login via PROXY from %s = %q, want +OK", addrGB, reply)

@@ -74,7 +74,7 @@ func swaksData(msg []byte) []byte { return bytes.TrimSuffix(msg, []byte("\r\n"))
 func TestSMTPSwaksImplicitAndStartTLS(t *testing.T) {
 	const rcpt = "bob@example.test"
 	resetMailbox(t, rcpt)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	for _, tc := range []struct{ listener, flag, mech string }{
 		{"smtps", "--tls-on-connect", "PLAIN"},
 		{"submission", "--tls", "LOGIN"},
@@ -92,7 +92,7 @@ func TestSMTPSwaksImplicitAndStartTLS(t *testing.T) {
 func TestSMTPSmtplib(t *testing.T) {
 	const rcpt = "carol@example.test"
 	resetMailbox(t, rcpt)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	_, smtps := splitPort(t, m.Addr["smtps"])
 	_, sub := splitPort(t, m.Addr["submission"])
 
@@ -178,7 +178,7 @@ func (l *lineConn) authPlain(user, pass string) string {
 // TestSMTPFailuresLookAlike: wrong password and denied countries all get
 // the same 535 5.7.8 reply, and denials are logged as COUNTRYFAILED.
 func TestSMTPFailuresLookAlike(t *testing.T) {
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	wrong := smtpDialog(t, badSMTP, m.Addr["smtps"], "", false).authPlain("alice@example.test", wrongPass)
 	if !strings.HasPrefix(wrong, "535 5.7.8") {
 		t.Fatalf("wrong password reply = %q, want 535 5.7.8", wrong)
@@ -194,7 +194,7 @@ func TestSMTPFailuresLookAlike(t *testing.T) {
 func TestSMTPBackendDown(t *testing.T) {
 	c := newCfg(t)
 	c.BackendSMTP = closedPort(t)
-	m := startMailgate(t, c.YAML())
+	m := startCfg(t, c)
 	l := smtpDialog(t, "", m.Addr["smtps"], "", false)
 	r := l.authPlain("alice@example.test", "alicepass")
 	if strings.HasPrefix(r, "235") {
@@ -210,7 +210,7 @@ func TestSMTPBackendDown(t *testing.T) {
 // TestSMTPPipelinedBeforeAuth: MAIL, RCPT and DATA pipelined before AUTH
 // are each refused with 530, in order, and nothing reaches Postfix.
 func TestSMTPPipelinedBeforeAuth(t *testing.T) {
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	l := smtpDialog(t, "", m.Addr["smtps"], "", false)
 	l.send("MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
 	for _, cmd := range []string{"MAIL", "RCPT", "DATA"} {
@@ -231,7 +231,7 @@ func TestSMTPForwardsClientToPostfix(t *testing.T) {
 	hs := need(t)
 	const rcpt = "bob@example.test"
 	resetMailbox(t, rcpt)
-	m := startMailgate(t, newCfg(t).YAML())
+	m := startCfg(t, newCfg(t))
 	l := smtpDialog(t, "", m.Addr["smtps-lb"], addrGB, false)
 	if r := l.authPlain("alice@example.test", "alicepass"); !strings.HasPrefix(r, "235") {
 		t.Fatalf("AUTH = %q, want 235", r)
@@ -270,7 +270,7 @@ func TestSMTPVerifySMTPAuth(t *testing.T) {
 	c := newCfg(t)
 	c.Verify = "smtp-auth"
 	c.BackendSMTP = hs.subPort
-	m := startMailgate(t, c.YAML())
+	m := startCfg(t, c)
 	msg := makeMessage("bob@example.test", rcpt, "verify smtp-auth", 2000)
 	if out, err := swaks(t, m.Addr["submission"], "--tls", "PLAIN", "bob@example.test", "bobpass", rcpt, msg); err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
