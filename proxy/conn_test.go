@@ -73,6 +73,7 @@ func TestProxyHeader(t *testing.T) {
 	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	other := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	anywhere := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	anywhere6 := []netip.Prefix{netip.MustParsePrefix("::/0")}
 	lastAddr := func(e *testEnv) netip.Addr {
 		r := e.auth.requests()
 		if len(r) == 0 {
@@ -92,6 +93,16 @@ func TestProxyHeader(t *testing.T) {
 			t.Errorf("Decide saw %v", got)
 		}
 		waitFor(t, "log", func() bool { return strings.Contains(e.logs.String(), "remote=203.0.113.7") })
+	})
+	t.Run("trusted v1 TCP6", func(t *testing.T) {
+		e := startServer(t, Listener{TLS: tlsNone, PlaintextFrom: anywhere6, ProxyFrom: trusted}, fastLimits())
+		c := e.dial()
+		c.send("PROXY TCP6 2001:db8::7 ::1 5555 143\r\na LOGIN alice secret\r\n")
+		c.expect("* OK")
+		c.expect("a OK")
+		if got := lastAddr(e); got != netip.MustParseAddr("2001:db8::7") {
+			t.Errorf("Decide saw %v", got)
+		}
 	})
 	t.Run("trusted v2 with pipelined login", func(t *testing.T) {
 		e := startServer(t, Listener{TLS: tlsNone, PlaintextFrom: anywhere, ProxyFrom: trusted}, fastLimits())
@@ -293,4 +304,16 @@ func TestManySessionsNoLeak(t *testing.T) {
 		c.nc.Close()
 	}
 	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+}
+
+func TestTLSHandshakeTimeout(t *testing.T) {
+	lim := fastLimits()
+	lim.TLSHandshakeTimeout = 100 * time.Millisecond
+	e := startServer(t, Listener{TLS: tlsImplicit}, lim)
+	c := e.dial() // says nothing
+	c.expectClosed()
+	c = e.dial()
+	c.send("a CAPABILITY\r\n") // not TLS
+	c.expectClosed()
+	waitFor(t, "log", func() bool { return strings.Count(e.logs.String(), `msg="TLS handshake failed"`) == 2 })
 }
