@@ -26,7 +26,14 @@ package proxy
 //     ahead" reply and drops pipelined bytes; c.login(attempt, dial) runs
 //     validation, policy, the failure delay and the backend login and
 //     logs AUTHPASS/AUTHFAILED/COUNTRYFAILED; c.attemptsLeft() says
-//     whether another try is allowed.
+//     whether another try is allowed. authflow.go builds on these:
+//     c.saslExchange runs a SASL PLAIN/LOGIN exchange with the
+//     protocol's challenge prefix, and c.loginAndAnswer runs c.login and
+//     answers each outcome in the protocol's words (all three protocols
+//     use both).
+//
+// A goodbye is written for any error serve returns; return "" from
+// goodbye for reasons that need none (EOF, logout already answered).
 //
 // Everything after serve returns (splice, idle timeout, half-close, the
 // "session closed" line, registry, panics) is shared and protocol-blind.
