@@ -134,6 +134,9 @@ type certSet struct {
 	// in acmeDomains without an entry get fallback.
 	acme        map[string]*tls.Certificate
 	acmeDomains map[string]bool
+	// acmeOrder lists the ACME domains as configured; the first one's
+	// certificate serves clients without SNI when there are no files.
+	acmeOrder []string
 	// fallback is served for ACME domains until issuance succeeds.
 	fallback []*tls.Certificate
 }
@@ -185,8 +188,9 @@ func sameNames(a, b *x509.Certificate) bool {
 
 // withACME returns a copy of s sharing the file indexes, with the ACME
 // view replaced.
-func (s *certSet) withACME(domains map[string]bool, issued map[string]*tls.Certificate, fallback []*tls.Certificate) *certSet {
+func (s *certSet) withACME(order []string, domains map[string]bool, issued map[string]*tls.Certificate, fallback []*tls.Certificate) *certSet {
 	n := *s
+	n.acmeOrder = order
 	n.acmeDomains = domains
 	n.acme = issued
 	n.fallback = fallback
@@ -217,13 +221,17 @@ func (s *certSet) choose(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		cands = s.def
 	}
 	if len(cands) == 0 {
+		// ACME only, and no SNI or an unknown name: the first ACME
+		// domain's certificate once issued (clients connecting by IP
+		// still see a CA-signed certificate), else the fallback.
+		for _, d := range s.acmeOrder {
+			if c := s.acme[d]; c != nil {
+				return c, nil
+			}
+		}
 		cands = s.fallback
 	}
 	if len(cands) == 0 {
-		// ACME only, before any issuance, without SNI: the first issued.
-		for _, c := range s.acme {
-			return c, nil
-		}
 		return nil, fmt.Errorf("%w for server name %q", ErrNoCertificate, hello.ServerName)
 	}
 	for _, c := range cands {

@@ -57,6 +57,8 @@ type Manager struct {
 	// set is what handshakes read; swapped whole on every change.
 	set atomic.Pointer[certSet]
 
+	// reloadMu serialises Reload.
+	reloadMu sync.Mutex
 	// mu guards the fields below and serialises publishing set.
 	mu sync.Mutex
 	// files holds the last good certificate of each cfg.Certificates
@@ -204,7 +206,7 @@ func (m *Manager) publishLocked() {
 		for k, v := range m.issued {
 			issued[k] = v
 		}
-		s = s.withACME(m.domains, issued, fallback)
+		s = s.withACME(m.cfg.ACME.Domains, m.domains, issued, fallback)
 	}
 	m.set.Store(s)
 }
@@ -213,22 +215,39 @@ func (m *Manager) publishLocked() {
 // broken keeps its old certificate; the error names the file and is also
 // logged. Sessions already established are never affected.
 func (m *Manager) Reload() error {
-	var errs []error
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	// Files are read outside mu (a PBKDF2 key may take a moment); only
+	// one reload runs at a time.
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	type loaded struct {
+		cert *tls.Certificate
+		sig  string
+		err  error
+	}
+	results := make([]loaded, len(m.cfg.Certificates))
 	for i, cf := range m.cfg.Certificates {
-		m.fileSig[i] = statSig(cf)
+		sig := statSig(cf)
 		cert, err := loadCertFile(cf)
 		if err != nil {
 			err = fmt.Errorf("tls.certificates[%d]: %w", i, err)
-			m.log.Error("certificate reload failed, keeping the old certificate", "file", cf.Cert, "err", err)
-			errs = append(errs, err)
+		}
+		results[i] = loaded{cert, sig, err}
+	}
+	var errs []error
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, r := range results {
+		cf := m.cfg.Certificates[i]
+		m.fileSig[i] = r.sig
+		if r.err != nil {
+			m.log.Error("certificate reload failed, keeping the old certificate", "file", cf.Cert, "err", r.err)
+			errs = append(errs, r.err)
 			continue
 		}
-		if old := m.files[i]; old == nil || !old.Leaf.Equal(cert.Leaf) {
-			m.logExpiry("certificate reloaded", cert, "file", cf.Cert)
+		if old := m.files[i]; old == nil || !old.Leaf.Equal(r.cert.Leaf) {
+			m.logExpiry("certificate reloaded", r.cert, "file", cf.Cert)
 		}
-		m.files[i] = cert
+		m.files[i] = r.cert
 	}
 	m.publishLocked()
 	return errors.Join(errs...)

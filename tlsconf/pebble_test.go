@@ -224,14 +224,17 @@ func TestACMEPebble(t *testing.T) {
 					t.Error("ordinary handshake on the tls-alpn-01 port succeeded")
 				}
 			}
-			// A non-allowlisted name never starts an order: it gets the
-			// default, which is the fallback here.
-			c2, err := dialTLS(t, addr, &tls.Config{ServerName: "evil.example.com", InsecureSkipVerify: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := c2.ConnectionState().PeerCertificates[0].DNSNames; len(n) != 1 || n[0] != tt.domain {
-				t.Errorf("unknown SNI got a certificate for %v", n)
+			// A non-allowlisted name never starts an order, and like a
+			// client without SNI it gets the issued certificate.
+			for _, sni := range []string{"evil.example.com", ""} {
+				c2, err := dialTLS(t, addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := c2.ConnectionState().PeerCertificates
+				if _, err := got[0].Verify(x509.VerifyOptions{Roots: env.roots, Intermediates: pool(got[1:]), DNSName: tt.domain}); err != nil {
+					t.Errorf("SNI %q: got %v, not the issued certificate: %v", sni, got[0].DNSNames, err)
+				}
 			}
 		})
 	}
@@ -264,4 +267,12 @@ func TestACMERenewal(t *testing.T) {
 	if exp := m.Expiry()[domain]; !exp.After(first.ConnectionState().PeerCertificates[0].NotAfter.Add(-time.Second)) {
 		t.Errorf("Expiry() = %v, not later than the first certificate's", exp)
 	}
+}
+
+func pool(certs []*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
 }

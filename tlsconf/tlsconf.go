@@ -20,6 +20,7 @@ package tlsconf
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -252,6 +253,11 @@ func (c *Config) Validate() error {
 		for i, ch := range a.Challenges {
 			if ch != ChallengeHTTP01 && ch != ChallengeTLSALPN01 {
 				bad(fmt.Sprintf("acme.challenges[%d]", i), "%q: want http-01 or tls-alpn-01", ch)
+			}
+		}
+		for key, addr := range map[string]string{"acme.http_address": a.HTTPAddress, "acme.tls_alpn_address": a.TLSALPNAddress} {
+			if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+				bad(key, "%q: want host:port or :port", addr)
 			}
 		}
 		if a.RenewBefore < 0 {

@@ -33,8 +33,9 @@ func TestValidate(t *testing.T) {
 		{"acme everything wrong", Config{ACME: &ACME{
 			Domains:      []string{"*.example.org", "localhost", "MAIL.example.org", "bad_name.example.org"},
 			DirectoryURL: "http://ca.example/dir", Challenges: []string{"dns-01"}, Fallback: "files",
-			Email: "not an email",
+			Email: "not an email", HTTPAddress: "80",
 		}}, []string{
+			"tls.acme.http_address",
 			"tls.acme.domains[0]: wildcards", "tls.acme.domains[1]", "tls.acme.domains[3]",
 			"tls.acme.cache_dir: required", "tls.acme.directory_url", "tls.acme.challenges[0]",
 			"tls.acme.fallback", "tls.acme.email",
