@@ -148,7 +148,15 @@ func runServe(args []string, stderr io.Writer) int {
 		printErrors(stderr, "mailgate", err)
 		return 1
 	}
-	return g.waitSignals(func() (*Config, error) { return loadConfig(*path) })
+	load := func() (*Config, error) { return loadConfig(*path) }
+	stopOps, err := startOps(g, cfg.Admin, load)
+	if err != nil {
+		printErrors(stderr, "mailgate", err)
+		_ = g.srv.Close()
+		return 1
+	}
+	defer stopOps()
+	return g.waitSignals(load)
 }
 
 // gateway is a running mailgate: listeners, the proxy server and the
@@ -163,6 +171,7 @@ type gateway struct {
 	cur    *state
 	lns    []net.Listener
 	done   chan struct{} // closed when every Serve has returned
+	ops    *opsMetrics   // registry and metrics; survive reloads
 }
 
 // startGateway opens everything cfg names and starts serving. Any error
@@ -178,6 +187,9 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &gateway{log: log, tm: tm, ctx: ctx, cancel: cancel, cur: st, done: make(chan struct{})}
+	g.ops = newOpsMetrics(g)
+	st.opts.Metrics = g.ops.proxy
+	warnStaleGeo(log, st)
 	g.srv = proxy.NewServer(st.opts)
 
 	var ls []proxy.Listener
@@ -284,15 +296,19 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			}
 			g.cur.stop()
 			st.startWatchers(g.ctx)
+			st.opts.Metrics = g.ops.proxy
 			g.cur = st
 			g.srv.Update(st.opts)
+			g.ops.reloaded(nil)
 			g.log.Info("reload: new config, policy and databases in use")
+			warnStaleGeo(g.log, st)
 			return nil
 		}
 	}
 	for _, e := range unjoin(err) {
 		g.log.Error("reload failed; previous config kept", "err", e)
 	}
+	g.ops.reloaded(err)
 	return err
 }
 

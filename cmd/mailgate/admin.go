@@ -1,0 +1,218 @@
+package main
+
+// The admin HTTP listener: /metrics (Prometheus), /healthz (the process
+// serves), /readyz (backends reachable, certificates present) and POST
+// /reload (like SIGHUP; needs the admin token). It listens on loopback by
+// default; metrics name countries and rules, nothing for the internet.
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const (
+	// readyCacheTTL: /readyz dials every backend at most this often, so
+	// a scrape storm cannot become a connection storm on Dovecot.
+	readyCacheTTL = 5 * time.Second
+	// readyDialTimeout bounds each backend probe; a backend slower than
+	// this to accept is not ready for logins either.
+	readyDialTimeout = 2 * time.Second
+	// Admin HTTP bounds, as for any server reachable by a local user.
+	adminReadHeaderTimeout = 5 * time.Second
+	adminWriteTimeout      = 30 * time.Second
+	adminIdleTimeout       = 60 * time.Second
+	adminMaxHeaderBytes    = 8 << 10
+	// geoAgeCheckInterval: how often the database age is logged again.
+	geoAgeCheckInterval = 24 * time.Hour
+)
+
+// adminServer serves the admin endpoints of one gateway.
+type adminServer struct {
+	g     *gateway
+	log   *slog.Logger
+	token string                  // bearer token for POST endpoints; "" disables them
+	load  func() (*Config, error) // config loader for POST /reload
+
+	mu        sync.Mutex // guards the readiness cache
+	readyAt   time.Time
+	readyErrs []string
+}
+
+// startOps starts the admin listener (unless admin.address is "off") and
+// the daily geo-age warning. A port the admin listener cannot bind is
+// logged, not fatal: mail must keep flowing without metrics. The
+// returned func stops both.
+func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), error) {
+	a := &adminServer{g: g, log: g.log.With("component", "admin"), load: load}
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin.token_file: %w", err)
+		}
+		a.token = strings.TrimSpace(string(b))
+		if len(a.token) < 16 {
+			return nil, errors.New("admin.token_file: token must be at least 16 characters")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go a.watchGeoAge(ctx)
+	if c.Address == "off" {
+		return cancel, nil
+	}
+	ln, err := net.Listen("tcp", c.Address)
+	if err != nil {
+		a.log.Error("admin listener not started; /metrics unavailable", "address", c.Address, "err", err)
+		return cancel, nil
+	}
+	srv := &http.Server{
+		Handler:           a.handler(),
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       adminIdleTimeout,
+		MaxHeaderBytes:    adminMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("admin listener stopped", "err", err)
+		}
+	}()
+	a.log.Info("admin listening", "address", ln.Addr().String())
+	return func() {
+		cancel()
+		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}
+
+func (a *adminServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.g.ops.reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelError),
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.HandleFunc("POST /reload", a.requireToken(a.reload))
+	return mux
+}
+
+// requireToken lets a request through only with "Authorization: Bearer
+// <token>"; without a configured token the endpoint does not exist.
+func (a *adminServer) requireToken(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.token == "" {
+			http.Error(w, "no admin.token_file configured", http.StatusNotFound)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *adminServer) reload(w http.ResponseWriter, r *http.Request) {
+	a.log.Info("reload requested over the admin API")
+	if err := a.g.reload(a.load); err != nil {
+		w.WriteHeader(http.StatusConflict)
+		for _, e := range unjoin(err) {
+			fmt.Fprintf(w, "reload failed; previous config kept: %v\n", e)
+		}
+		return
+	}
+	fmt.Fprintln(w, "reloaded")
+}
+
+func (a *adminServer) readyz(w http.ResponseWriter, r *http.Request) {
+	errs := a.readiness(r.Context())
+	if len(errs) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		for _, e := range errs {
+			fmt.Fprintln(w, e)
+		}
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// readiness returns what is not ready, from cache when fresh.
+func (a *adminServer) readiness(ctx context.Context) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.readyAt.IsZero() && time.Since(a.readyAt) < readyCacheTTL {
+		return a.readyErrs
+	}
+	a.readyErrs = checkReady(ctx, a.g.current().cfg, a.g.tm.Expiry(), time.Now())
+	a.readyAt = time.Now()
+	return a.readyErrs
+}
+
+// checkReady dials each configured backend and checks that a TLS
+// listener has an unexpired certificate to serve.
+func checkReady(ctx context.Context, cfg *Config, certs map[string]time.Time, now time.Time) []string {
+	type probe struct{ name, addr string }
+	probes := []probe{
+		{"backends.imap", cfg.Backends.IMAP.Address},
+		{"backends.pop3", cfg.Backends.POP3.Address},
+		{"backends.smtp", cfg.Backends.SMTP.Address},
+	}
+	errs := make([]string, len(probes))
+	var wg sync.WaitGroup
+	for i, p := range probes {
+		wg.Go(func() {
+			d := net.Dialer{Timeout: readyDialTimeout}
+			c, err := d.DialContext(ctx, "tcp", p.addr)
+			if err != nil {
+				errs[i] = fmt.Sprintf("%s %s unreachable: %v", p.name, p.addr, err)
+				return
+			}
+			c.Close()
+		})
+	}
+	wg.Wait()
+	errs = slices.DeleteFunc(errs, func(s string) bool { return s == "" })
+	needTLS := slices.ContainsFunc(cfg.Listeners, func(l ListenerConfig) bool { return l.TLS != "none" })
+	if needTLS {
+		valid := 0
+		for _, t := range certs {
+			if t.After(now) {
+				valid++
+			}
+		}
+		if valid == 0 {
+			errs = append(errs, "no unexpired certificate to serve on the TLS listeners")
+		}
+	}
+	return errs
+}
+
+// watchGeoAge repeats the stale database warning daily until ctx ends.
+func (a *adminServer) watchGeoAge(ctx context.Context) {
+	t := time.NewTicker(geoAgeCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			warnStaleGeo(a.g.log, a.g.current())
+		}
+	}
+}
