@@ -56,7 +56,7 @@ func TestReloadUnderConcurrentDecisions(t *testing.T) {
 			}
 		})
 	}
-	for i := range 200 {
+	for i := range 60 {
 		if i%2 == 0 {
 			write(verB)
 		} else {
