@@ -6,6 +6,7 @@ package tlsconf
 // validating against our challenge listeners.
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,7 +17,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +36,7 @@ type pebbleEnv struct {
 	dirURL   string         // ACME directory
 	dirCA    string         // PEM file trusting the WFE's HTTPS
 	roots    *x509.CertPool // Pebble's issuing root, from /roots/0
+	rootPEM  []byte         // the same, PEM
 	httpPort int            // where Pebble's VA sends http-01 requests
 	tlsPort  int            // where it sends tls-alpn-01 handshakes
 }
@@ -126,6 +131,7 @@ func startPebble(t *testing.T, validity time.Duration) *pebbleEnv {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("fetching Pebble's root: %v %s", err, resp.Status)
 	}
+	env.rootPEM = rootPEM
 	env.roots = x509.NewCertPool()
 	if !env.roots.AppendCertsFromPEM(rootPEM) {
 		t.Fatalf("Pebble's /roots/0 is not PEM: %q", rootPEM)
@@ -206,6 +212,22 @@ func TestACMEPebble(t *testing.T) {
 			if exp, ok := m.Expiry()[tt.domain]; !ok || time.Until(exp) < 23*time.Hour {
 				t.Errorf("Expiry()[%s] = %v, %v; want about 24h ahead", tt.domain, exp, ok)
 			}
+			// A real IMAP client (Python's imaplib) logs in over IMAPS,
+			// verifying the certificate against Pebble's root only.
+			imaps := serveFakeIMAP(t, m.ServerConfig("imap"), "alice", "s3cret")
+			out, err := imapsLogin(t, env.rootPEM, tt.domain, imaps)
+			t.Logf("imaplib: %s", out)
+			if err != nil || !strings.HasPrefix(out, "OK") {
+				t.Errorf("imaplib IMAPS login = %q, %v; want OK", out, err)
+			}
+			// ...and refuses the self-signed fallback of a fresh manager.
+			fresh, err := New(env.acmeConfig(t, tt.domain, tt.challenge), testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := imapsLogin(t, env.rootPEM, tt.domain, serveFakeIMAP(t, fresh.ServerConfig("imap"), "alice", "s3cret")); err == nil || !strings.Contains(out, "CERTIFICATE_VERIFY_FAILED") {
+				t.Errorf("imaplib with the fallback certificate = %q, %v; want a verification failure", out, err)
+			}
 			// The challenge ports serve challenges only.
 			switch tt.challenge {
 			case ChallengeHTTP01:
@@ -275,4 +297,73 @@ func pool(certs []*x509.Certificate) *x509.CertPool {
 		p.AddCert(c)
 	}
 	return p
+}
+
+// serveFakeIMAP is the smallest IMAP server imaplib will log in to: the
+// greeting, CAPABILITY, LOGIN of one fixed user, LOGOUT. It stands in for
+// mailgate's proxy until cmd wires tlsconf to it.
+func serveFakeIMAP(t *testing.T, cfg *tls.Config, user, pass string) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				r := bufio.NewReader(c)
+				fmt.Fprintf(c, "* OK [CAPABILITY IMAP4rev1] fake ready\r\n")
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					f := strings.Fields(line)
+					if len(f) < 2 {
+						return
+					}
+					tag, cmd := f[0], strings.ToUpper(f[1])
+					switch {
+					case cmd == "CAPABILITY":
+						fmt.Fprintf(c, "* CAPABILITY IMAP4rev1\r\n%s OK done\r\n", tag)
+					case cmd == "LOGIN" && len(f) == 4 && strings.Trim(f[2], `"`) == user && strings.Trim(f[3], `"`) == pass:
+						fmt.Fprintf(c, "%s OK LOGIN completed\r\n", tag)
+					case cmd == "LOGIN":
+						fmt.Fprintf(c, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag)
+					case cmd == "LOGOUT":
+						fmt.Fprintf(c, "* BYE\r\n%s OK done\r\n", tag)
+						return
+					default:
+						fmt.Fprintf(c, "%s BAD unknown\r\n", tag)
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// imapsLogin logs in with Python's imaplib, a real IMAP client, trusting
+// only rootPEM for name.
+func imapsLogin(t *testing.T, rootPEM []byte, name, addr string) (string, error) {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("python3 is required in CI")
+		}
+		t.Skip("python3 not installed; skipping the real-client IMAPS login")
+	}
+	caFile := filepath.Join(t.TempDir(), "root.pem")
+	writeFile(t, caFile, rootPEM)
+	_, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command(py, "testdata/imaps_login.py", caFile, name, port, "alice", "s3cret").CombinedOutput()
+	return strings.TrimSpace(string(out)), err
 }
