@@ -40,9 +40,9 @@ func TestReloadUnderConcurrentDecisions(t *testing.T) {
 		wg.Go(func() {
 			for !stop.Load() {
 				a, b := e.Decide(alice), e.Decide(bob)
-				// Each call sees a whole policy, so a allowed means it came
-				// from A (where bob is denied) or... b is decided separately,
-				// so only check each against its own two possible answers.
+				// Each decision must be one of the answers of A or of B.
+				// A snapshot mixing A's user file with B's rules (or the
+				// reverse) would let alice or bob in by allow_countries.
 				if a.Allow && !strings.HasSuffix(a.Rule, "user-allowed.php:1") {
 					t.Errorf("alice allowed by %s", a.Rule)
 				}
