@@ -23,10 +23,11 @@ import (
 // Mailgate is one running mailgate process for one test.
 type Mailgate struct {
 	// Addr maps each listener name in the config to its address.
-	Addr map[string]string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{} // closed when the process has exited
+	Addr    map[string]string
+	cmd     *exec.Cmd
+	cfgPath string // the config file; Reload rewrites it
+	log     *syncBuffer
+	done    chan struct{} // closed when the process has exited
 }
 
 // syncBuffer collects the process's stderr while tests read it.
@@ -119,7 +120,7 @@ func launch(t testing.TB, cfgYAML string) (*Mailgate, error) {
 	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o600); err != nil {
 		return nil, err
 	}
-	m := &Mailgate{Addr: map[string]string{}, log: &syncBuffer{}, done: make(chan struct{})}
+	m := &Mailgate{Addr: map[string]string{}, log: &syncBuffer{}, done: make(chan struct{}), cfgPath: cfgPath}
 	for _, l := range cfg.Listeners {
 		m.Addr[l.Name] = l.Address
 	}
@@ -180,6 +181,31 @@ func (m *Mailgate) checkNoSecrets(t testing.TB) {
 	}
 }
 
+// Reload writes cfgYAML over the config file, sends SIGHUP and waits for
+// mailgate to log the outcome; it reports whether the reload was taken.
+func (m *Mailgate) Reload(t testing.TB, cfgYAML string) bool {
+	t.Helper()
+	if err := os.WriteFile(m.cfgPath, []byte(cfgYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok, failed := strings.Count(m.Log(), reloadOK), strings.Count(m.Log(), reloadFailed)
+	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(func() bool {
+		return strings.Count(m.Log(), reloadOK) > ok || strings.Count(m.Log(), reloadFailed) > failed
+	}, 15*time.Second) {
+		t.Fatalf("no reload outcome logged after SIGHUP; log:\n%s", m.Log())
+	}
+	return strings.Count(m.Log(), reloadOK) > ok
+}
+
+// What mailgate logs after SIGHUP (cmd/mailgate serve.go).
+const (
+	reloadOK     = "reload: new config"
+	reloadFailed = "reload failed; previous config kept"
+)
+
 // stop sends SIGTERM, waits for a graceful exit, then kills.
 func (m *Mailgate) stop() {
 	select {
@@ -206,6 +232,8 @@ type cfg struct {
 	Verify string
 	// Allow lists the allowed countries.
 	Allow []string
+	// Extra is appended as top-level YAML (e.g. "drain_timeout: 30s").
+	Extra string
 }
 
 // newCfg picks free ports for every listener and points the backends at
@@ -256,8 +284,9 @@ geo:
 policy:
   allow_countries: [%s]
 limits: {auth_failure_delay: 100ms}
+%s
 `, c.IMAPS, c.IMAP, c.IMAPSLB, c.POP3S, c.POP3SLB, c.SMTPS, c.SMTPSLB, c.Submission,
-		c.BackendIMAP, c.BackendPOP3, c.BackendSMTP, c.Verify, strings.Join(c.Allow, ", "))
+		c.BackendIMAP, c.BackendPOP3, c.BackendSMTP, c.Verify, strings.Join(c.Allow, ", "), c.Extra)
 }
 
 // Addresses the PROXY header names (no traffic goes there), placed by the
