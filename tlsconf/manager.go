@@ -158,8 +158,17 @@ func (m *Manager) HandshakeTimeout() time.Duration { return m.cfg.HandshakeTimeo
 // then refuses a client that offers ALPN without proto (for example only
 // "http/1.1") with a no_application_protocol alert, and accepts a client
 // that sends no ALPN, which is what mail clients do (RFC 7301 3.2; ALPACA,
-// USENIX Security 2021). Callers must not modify the result.
+// USENIX Security 2021). Every call for the same proto returns the same
+// config, shared by all listeners of that protocol; callers must not
+// modify it.
 func (m *Manager) ServerConfig(proto string) *tls.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, pc := range m.configs {
+		if pc.proto == proto {
+			return pc.cfg
+		}
+	}
 	c := &tls.Config{
 		MinVersion:     tlsVersions[m.cfg.MinVersion],
 		CipherSuites:   modernSuites,
@@ -172,8 +181,6 @@ func (m *Manager) ServerConfig(proto string) *tls.Config {
 	case "require":
 		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, m.clientCAs
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	c.SetSessionTicketKeys(ticketKeys(m.ticketMasters, proto))
 	m.configs = append(m.configs, protoConfig{proto, c})
 	return c

@@ -82,6 +82,9 @@ func TestDefaults(t *testing.T) {
 	if len(c.NextProtos) != 1 || c.NextProtos[0] != "imap" {
 		t.Errorf("NextProtos = %q, want [imap]", c.NextProtos)
 	}
+	if m.ServerConfig("imap") != c || m.ServerConfig("smtp") == c {
+		t.Error("ServerConfig should return one shared config per protocol")
+	}
 }
 
 func TestNewErrorNamesFile(t *testing.T) {
