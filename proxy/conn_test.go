@@ -317,3 +317,24 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	c.expectClosed()
 	waitFor(t, "log", func() bool { return strings.Count(e.logs.String(), `msg="TLS handshake failed"`) == 2 })
 }
+
+func TestUpdateKeepsLimitsOfOpenConnections(t *testing.T) {
+	lim := fastLimits()
+	lim.MaxCommands = 3
+	e := startServer(t, Listener{}, lim)
+	old := e.dialGreeted()
+	o := *e.srv.options()
+	o.Limits.MaxCommands = 1
+	e.srv.Update(o)
+	// The open connection keeps MaxCommands 3...
+	old.send("a NOOP\r\nb NOOP\r\nc NOOP\r\nd NOOP\r\n")
+	for _, tag := range []string{"a", "b", "c"} {
+		old.expect(tag + " OK")
+	}
+	old.expect("* BYE Too many commands")
+	// ...a new one gets 1.
+	c := e.dialGreeted()
+	c.send("a NOOP\r\nb NOOP\r\n")
+	c.expect("a OK")
+	c.expect("* BYE Too many commands")
+}
