@@ -144,13 +144,16 @@ func (t target) coveredBy(o target) bool {
 // compile time and for overlong logins; lookupKey is its allocation-free
 // twin.
 func normLogin(login, defDomain string) string {
-	b := []byte(login)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
+	l := login
+	if strings.IndexFunc(l, func(r rune) bool { return 'A' <= r && r <= 'Z' }) >= 0 {
+		b := []byte(login)
+		for i, c := range b {
+			if 'A' <= c && c <= 'Z' {
+				b[i] = c + 'a' - 'A'
+			}
 		}
+		l = string(b)
 	}
-	l := string(b)
 	if defDomain != "" && l != "" && !strings.Contains(l, "@") {
 		l += "@" + normLogin(defDomain, "")
 	}
