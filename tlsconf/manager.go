@@ -149,10 +149,6 @@ func New(c Config, log *slog.Logger) (*Manager, error) {
 	return m, nil
 }
 
-// HandshakeTimeout is the configured bound on a client's handshake, for
-// the proxy to apply.
-func (m *Manager) HandshakeTimeout() time.Duration { return m.cfg.HandshakeTimeout }
-
 // ServerConfig returns a new config for a mail listener speaking proto
 // ("imap", "pop3" or "smtp"). It advertises only proto in ALPN: crypto/tls
 // then refuses a client that offers ALPN without proto (for example only

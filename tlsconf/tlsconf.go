@@ -40,11 +40,6 @@ var (
 
 // Defaults for zero values in Config.
 const (
-	// DefaultHandshakeTimeout bounds a client's TLS handshake; a handshake
-	// is a few round trips, so 10s is generous even on mobile links and
-	// stops idle connections from holding a slot before any protocol
-	// timeout applies.
-	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultWatchInterval is how often certificate files are checked
 	// for changes (mtime and size).
 	DefaultWatchInterval = 30 * time.Second
@@ -99,9 +94,6 @@ type Config struct {
 	WatchInterval time.Duration `yaml:"watch_interval"`
 	// SessionTicketRotation is how often ticket keys rotate; default 24h.
 	SessionTicketRotation time.Duration `yaml:"session_ticket_rotation"`
-	// HandshakeTimeout bounds each client handshake; default 10s. The
-	// proxy applies it (it owns the connection); cmd passes it on.
-	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 }
 
 // CertFile is one certificate and its private key.
@@ -160,9 +152,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionTicketRotation == 0 {
 		c.SessionTicketRotation = DefaultTicketRotation
-	}
-	if c.HandshakeTimeout == 0 {
-		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if c.ACME != nil {
 		a := *c.ACME
@@ -226,7 +215,6 @@ func (c *Config) Validate() error {
 	}
 	for key, v := range map[string]time.Duration{
 		"watch_interval": d.WatchInterval, "session_ticket_rotation": d.SessionTicketRotation,
-		"handshake_timeout": d.HandshakeTimeout,
 	} {
 		if v < 0 {
 			bad(key, "must be positive, got %s", v)
