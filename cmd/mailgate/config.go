@@ -84,6 +84,19 @@ type SMTPBackendConfig struct {
 	VerifyCacheTTL *time.Duration `yaml:"verify_cache_ttl"`
 }
 
+// defaultBackends are Dovecot and Postfix on the same host, told the
+// client's real address (IMAP ID, POP3 and SMTP XCLIENT).
+func defaultBackends() BackendsConfig {
+	return BackendsConfig{
+		IMAP: &BackendConfig{Options: backend.Options{Address: "127.0.0.1:143", ForwardClient: true}},
+		POP3: &BackendConfig{Options: backend.Options{Address: "127.0.0.1:110", ForwardClient: true}},
+		SMTP: &SMTPBackendConfig{
+			BackendConfig: BackendConfig{Options: backend.Options{Address: "127.0.0.1:25", ForwardClient: true}},
+			XCLIENT:       true,
+		},
+	}
+}
+
 // defaultListeners are used when the config names none: the standard
 // ports of the issue, all with implicit TLS or STARTTLS.
 func defaultListeners() []ListenerConfig {
@@ -106,7 +119,10 @@ func loadConfig(path string) (*Config, error) {
 }
 
 func parseConfig(data []byte) (*Config, error) {
-	var c Config
+	// Decode over the backend defaults, so a section that sets only the
+	// address keeps forwarding the client's address (harmless where the
+	// server ignores it) unless the admin turns it off.
+	c := Config{Backends: defaultBackends()}
 	if err := decodeStrict(data, &c); err != nil {
 		return nil, err
 	}
@@ -145,14 +161,15 @@ func (c *Config) applyDefaults() {
 			l.TLS = "implicit"
 		}
 	}
+	d := defaultBackends()
 	if c.Backends.IMAP == nil {
-		c.Backends.IMAP = &BackendConfig{Options: backend.Options{Address: "127.0.0.1:143", ForwardClient: true}}
+		c.Backends.IMAP = d.IMAP
 	}
 	if c.Backends.POP3 == nil {
-		c.Backends.POP3 = &BackendConfig{Options: backend.Options{Address: "127.0.0.1:110", ForwardClient: true}}
+		c.Backends.POP3 = d.POP3
 	}
 	if c.Backends.SMTP == nil {
-		c.Backends.SMTP = &SMTPBackendConfig{BackendConfig: BackendConfig{Options: backend.Options{Address: "127.0.0.1:25"}}, XCLIENT: true}
+		c.Backends.SMTP = d.SMTP
 	}
 	if c.Backends.SMTP.Verify == "" {
 		c.Backends.SMTP.Verify = "imap"

@@ -23,6 +23,9 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.Backends.IMAP.Address != "127.0.0.1:143" || cfg.Backends.SMTP.Verify != "imap" {
 		t.Errorf("backend defaults: imap %q, smtp verify %q", cfg.Backends.IMAP.Address, cfg.Backends.SMTP.Verify)
 	}
+	if !cfg.Backends.IMAP.ForwardClient || !cfg.Backends.SMTP.XCLIENT {
+		t.Errorf("client forwarding off by default: imap %v, smtp xclient %v", cfg.Backends.IMAP.ForwardClient, cfg.Backends.SMTP.XCLIENT)
+	}
 	if cfg.DrainTimeout != 30*time.Second {
 		t.Errorf("drain_timeout default = %v", cfg.DrainTimeout)
 	}
@@ -78,6 +81,21 @@ tls: {self_signed: true}
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %q:\n%s", want, msg)
 		}
+	}
+}
+
+// A section that names only the address keeps the other defaults; an
+// explicit false is honoured.
+func TestParseConfigBackendSectionKeepsDefaults(t *testing.T) {
+	cfg, err := parseConfig([]byte("tls: {self_signed: true}\nbackends:\n  imap: {address: '10.0.0.5:143'}\n  pop3: {forward_client: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := cfg.Backends.IMAP; b.Address != "10.0.0.5:143" || !b.ForwardClient {
+		t.Errorf("imap = %+v, want the given address and forward_client on", b.Options)
+	}
+	if b := cfg.Backends.POP3; b.Address != "127.0.0.1:110" || b.ForwardClient {
+		t.Errorf("pop3 = %+v, want the default address and forward_client off", b.Options)
 	}
 }
 
