@@ -22,6 +22,7 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -69,6 +70,7 @@ type Backends struct {
 	mailbox  map[string]*imapmemserver.User // by login name, for delivery
 	wg       sync.WaitGroup                 // the two Serve loops
 	stopCtx  context.CancelFunc             // ends the context watcher
+	closing  atomic.Bool                    // Close has begun: Serve errors are expected
 	closeErr error
 	once     sync.Once
 }
@@ -141,13 +143,13 @@ func start(ctx context.Context, log *slog.Logger, maxBytes int64) (*Backends, er
 	b.wg.Add(2)
 	go func() {
 		defer b.wg.Done()
-		if err := b.imapSrv.Serve(b.imapLn); err != nil {
+		if err := b.imapSrv.Serve(b.imapLn); err != nil && !b.closing.Load() {
 			log.Error("demo imap server stopped", "err", err)
 		}
 	}()
 	go func() {
 		defer b.wg.Done()
-		if err := b.smtpSrv.Serve(b.smtpLn); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+		if err := b.smtpSrv.Serve(b.smtpLn); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !b.closing.Load() {
 			log.Error("demo smtp server stopped", "err", err)
 		}
 	}()
@@ -165,8 +167,14 @@ func start(ctx context.Context, log *slog.Logger, maxBytes int64) (*Backends, er
 // than once.
 func (b *Backends) Close() error {
 	b.once.Do(func() {
+		b.closing.Store(true)
 		b.stopCtx()
 		b.closeErr = errors.Join(b.imapSrv.Close(), b.smtpSrv.Close())
+		// A server closed before its Serve loop registered the listener
+		// never closes it (imapserver returns at once), so close both
+		// here; the second close of a listener is harmless.
+		b.imapLn.Close()
+		b.smtpLn.Close()
 		b.wg.Wait()
 	})
 	return b.closeErr

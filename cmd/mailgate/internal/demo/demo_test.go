@@ -208,8 +208,9 @@ func TestSMTPTooLarge(t *testing.T) {
 	}
 }
 
-// TestCloseStopsListeners: Close (also via the context) stops both
-// servers, and a second Close is harmless.
+// TestCloseStopsListeners: Close (also via the context, even at once
+// after Start, before the servers' loops have run) stops both servers,
+// and a second Close is harmless.
 func TestCloseStopsListeners(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := Start(ctx, testLogger(t))
