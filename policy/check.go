@@ -84,10 +84,12 @@ func (cp *compiled) check(now int64) []Finding {
 	for _, rs := range sets {
 		checkSet(rs, now, add)
 	}
-	slices.SortStableFunc(out, func(a, b Finding) int {
+	// A total order: the maps walked above have no order of their own, and
+	// Compact only drops adjacent repeats.
+	slices.SortFunc(out, func(a, b Finding) int {
 		fa, la := splitWhere(a.Where)
 		fb, lb := splitWhere(b.Where)
-		return cmp.Or(cmp.Compare(fa, fb), cmp.Compare(la, lb))
+		return cmp.Or(cmp.Compare(fa, fb), cmp.Compare(la, lb), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Msg, b.Msg))
 	})
 	return slices.Compact(out)
 }

@@ -485,6 +485,7 @@ colour: blue
 }
 
 func TestCheck(t *testing.T) {
+	t.Run("dedup", testCheckDedup)
 	clock := func() time.Time { return time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC) }
 	e, _ := setup(t, Config{AlwaysDeny: []string{"KP", "192.0.2.0/24"}}, "alice|RU\nalice|RU\nbroken\n", `always_allow: [10.0.0.0/8]
 rules:
@@ -519,8 +520,8 @@ rules:
 		"rules.yaml:5 never-matches",  // deny inside always_allow
 		"rules.yaml:7 expired",        // bob
 		"rules.yaml:13 hidden",        // carol allow DE imap under deny any imap
-		"rules.yaml:19 unknown-label", // homenet
 		"rules.yaml:19 never-matches", // 192.0.2.7 always denied
+		"rules.yaml:19 unknown-label", // homenet
 		"user-allowed.php:2 hidden",   // repeat of line 1
 		"user-allowed.php:3 skipped-line",
 	}
@@ -586,4 +587,25 @@ func TestUnknownProtocol(t *testing.T) {
 		{"a", Protocol("IMAP"), "192.0.2.30", true, ":2"},
 		{"c", Protocol("Imap"), "81.2.69.142", false, ":7"},
 	})
+}
+
+// testCheckDedup: a rule with several users and places reports each
+// problem once per distinct message, in a stable order.
+func testCheckDedup(t *testing.T) {
+	e, _ := setup(t, Config{AlwaysDeny: []string{"KP", "CU"}}, "", "rules:\n  - users: [a, b, c, d]\n    allow: [KP, CU]\n")
+	var first []string
+	for range 5 {
+		var got []string
+		for _, f := range e.Check() {
+			got = append(got, f.String())
+		}
+		if len(got) != 2 {
+			t.Fatalf("Check = %q, want one finding per place", got)
+		}
+		if first == nil {
+			first = got
+		} else if !slicesEqual(got, first) {
+			t.Fatalf("Check order changed: %q then %q", first, got)
+		}
+	}
 }
