@@ -81,6 +81,9 @@ func allow(c Config, ch Change, now time.Time) (EditResult, error) {
 	if err != nil {
 		return EditResult{}, fmt.Errorf("policy: %v: %w", err, ErrInvalid)
 	}
+	if ch.User == "*" && t.kind == targetAny {
+		return EditResult{}, fmt.Errorf("policy: allowing every login from anywhere turns the policy off; write that rule by hand if you mean it: %w", ErrInvalid)
+	}
 	var protos uint8
 	for _, p := range ch.Protocols {
 		b, err := parseProtocol(string(p))

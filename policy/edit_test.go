@@ -150,6 +150,8 @@ func TestAllowToRulesFile(t *testing.T) {
 		{User: "alice|x", Target: "JP"},
 		{User: "alice", Target: "10.0.0.1/8"},
 		{User: "alice", Target: "J"},
+		{User: "*", Target: "any"},
+		{User: " * ", Target: "*", Protocols: []Protocol{SMTP}},
 	} {
 		if _, err := Allow(c, ch, editNow); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Allow(%+v) = %v, want ErrInvalid", ch, err)

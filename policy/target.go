@@ -236,5 +236,8 @@ func checkLogin(u string) error {
 			return fmt.Errorf("login %q contains a space, control character or \"|\"", u)
 		}
 	}
+	if u[0] == '#' {
+		return fmt.Errorf("login %q starts with \"#\", which the user file reads as a comment", u)
+	}
 	return nil
 }
