@@ -1,0 +1,221 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// udpSyslog is a loopback syslog receiver for mailgate's legacy lines.
+type udpSyslog struct {
+	pc    net.PacketConn
+	lines chan string
+}
+
+func startUDPSyslog(t *testing.T) *udpSyslog {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	s := &udpSyslog{pc: pc, lines: make(chan string, 100)}
+	go func() {
+		buf := make([]byte, 8192)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			s.lines <- strings.TrimRight(string(buf[:n]), "\n")
+		}
+	}()
+	return s
+}
+
+// next returns the next line containing substr, skipping others.
+func (s *udpSyslog) next(t *testing.T, substr string) string {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case l := <-s.lines:
+			if strings.Contains(l, substr) {
+				return l
+			}
+		case <-deadline:
+			t.Fatalf("no syslog line with %q", substr)
+		}
+	}
+}
+
+// scrape fetches the admin listener's /metrics.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// atof reads a series value; absent counts as 0.
+func atof(v string, ok bool) float64 {
+	var f float64
+	if ok {
+		fmt.Sscan(v, &f)
+	}
+	return f
+}
+
+func series(body, name string) (string, bool) {
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// TestOpsMetricsAndFail2ban: after a scripted set of real IMAP logins
+// against Dovecot, /metrics shows each result with its country, and the
+// syslog lines of those logins, written to a file as a syslog daemon
+// would, make the shipped fail2ban filter (run by the real fail2ban-regex)
+// find exactly the clients that failed.
+func TestOpsMetricsAndFail2ban(t *testing.T) {
+	const user = "alice@example.test"
+	const badAddr = "127.0.0.21" // GB by override; wrong password, this test only
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := addr(ports[0])
+	sl := startUDPSyslog(t)
+	c := newCfg(t)
+	c.Extra = fmt.Sprintf("admin: {address: %q}\nsyslog: {enabled: true, address: %q}",
+		admin, "udp:"+sl.pc.LocalAddr().String())
+	m := startCfg(t, c)
+	if !waitFor(func() bool { return accepting(admin) }, 10*time.Second) {
+		t.Fatalf("admin listener %s never accepted; log:\n%s", admin, m.Log())
+	}
+
+	// The harness's start-up probes connected (and left without a TLS
+	// handshake); the test counts from here.
+	const connSeries = `mailgate_connections_total{listener="imaps",protocol="imap"}`
+	const tlsSeries = `mailgate_tls_handshake_failures_total{listener="imaps"}`
+	var before string
+	waitFor(func() bool {
+		before = scrape(t, admin)
+		_, conn := series(before, connSeries)
+		_, tls := series(before, tlsSeries)
+		return conn && tls
+	}, 5*time.Second)
+
+	var syslogLines []string
+	if r := imapLoginRaw(t, "", m.Addr["imaps"], "", user, users[user]); !strings.HasPrefix(r, "a1 OK") {
+		t.Fatalf("allowed login = %q", r)
+	}
+	syslogLines = append(syslogLines, sl.next(t, "AUTHPASS"))
+	if r := imapLoginRaw(t, ruLocal, m.Addr["imaps"], "", user, users[user]); !strings.HasPrefix(r, "a1 NO") {
+		t.Fatalf("login from RU = %q", r)
+	}
+	syslogLines = append(syslogLines, sl.next(t, "COUNTRYFAILED"))
+	if r := imapLoginRaw(t, badAddr, m.Addr["imaps"], "", user, wrongPass); !strings.HasPrefix(r, "a1 NO") {
+		t.Fatalf("wrong password = %q", r)
+	}
+	syslogLines = append(syslogLines, sl.next(t, "AUTHFAILED"))
+
+	for i, want := range []string{
+		"NGINXMAILAUTH[", // tag as the PHP script used
+		user + " : AUTHPASS|imap 127.0.0.1|GB|",
+		user + " : COUNTRYFAILED|imap 127.0.0.2|RU|Russia",
+		user + " : AUTHFAILED|imap 127.0.0.21|GB|",
+	} {
+		ok := true
+		if i == 0 {
+			for _, l := range syslogLines {
+				ok = ok && strings.Contains(l, want)
+			}
+		} else {
+			ok = strings.Contains(syslogLines[i-1], want)
+		}
+		if !ok {
+			t.Errorf("syslog lines %q: want %q", syslogLines, want)
+		}
+	}
+
+	body := scrape(t, admin)
+	for name, want := range map[string]string{
+		`mailgate_logins_total{country="GB",mechanism="LOGIN",protocol="imap",result="pass"}`:          "1",
+		`mailgate_logins_total{country="GB",mechanism="LOGIN",protocol="imap",result="authfailed"}`:    "1",
+		`mailgate_logins_total{country="RU",mechanism="LOGIN",protocol="imap",result="countryfailed"}`: "1",
+		`mailgate_backend_login_duration_seconds_count{protocol="imap",result="ok"}`:                   "1",
+		`mailgate_config_last_reload_successful`:                                                       "1",
+	} {
+		if got, ok := series(body, name); !ok || got != want {
+			t.Errorf("%s = %q (present %v), want %s", name, got, ok, want)
+		}
+	}
+	if n0, n1 := atof(series(before, connSeries)), atof(series(body, connSeries)); n1-n0 != 3 {
+		t.Errorf("%s went from %v to %v, want 3 more", connSeries, n0, n1)
+	}
+	if f0, f1 := atof(series(before, tlsSeries)), atof(series(body, tlsSeries)); f1 != f0 {
+		t.Errorf("TLS handshake failures went from %v to %v for good handshakes", f0, f1)
+	}
+	if strings.Contains(body, user) || strings.Contains(body, "127.0.0.") {
+		t.Error("/metrics names a user or an address")
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + admin + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s = %d %q", p, resp.StatusCode, b)
+		}
+	}
+
+	f2b, err := exec.LookPath("fail2ban-regex")
+	if err != nil {
+		if inCI() {
+			t.Fatal("fail2ban-regex not installed (Debian: apt-get install fail2ban); CI=true")
+		}
+		t.Skip("fail2ban-regex not installed (Debian: apt-get install fail2ban); metrics checked, filter not")
+	}
+	var file strings.Builder
+	for _, l := range syslogLines {
+		file.WriteString(l[strings.IndexByte(l, '>')+1:] + "\n") // drop <PRI> as syslog daemons do
+	}
+	logPath := filepath.Join(t.TempDir(), "mail.log")
+	if err := os.WriteFile(logPath, []byte(file.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hs := need(t)
+	filter := filepath.Join(hs.repo, "docs", "deploy", "fail2ban", "filter.d", "mailgate.conf")
+	out, err := exec.Command(f2b, "-o", "ip", logPath, filter).CombinedOutput()
+	if err != nil {
+		t.Fatalf("fail2ban-regex: %v\n%s", err, out)
+	}
+	got := strings.Fields(string(out))
+	slices.Sort(got)
+	if want := []string{ruLocal, badAddr}; !slices.Equal(got, want) {
+		t.Errorf("fail2ban filter found %q, want %q in:\n%s", got, want, file.String())
+	}
+}
