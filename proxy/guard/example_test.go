@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/mailgate/mailgate/proxy/internal/guard"
+	"github.com/mailgate/mailgate/proxy/guard"
 )
 
 // The three call points as the proxy uses them, for one client that
