@@ -245,7 +245,11 @@ func editUserFile(path, defDomain, user string, t target, all, add bool) (EditRe
 				rest = nil
 			}
 			n++
-			e, skip, err := parseUserLine(bytes.TrimSuffix(raw, []byte("\n")), n)
+			line := bytes.TrimSuffix(raw, []byte("\n"))
+			if n == 1 {
+				line = bytes.TrimPrefix(line, []byte(bom))
+			}
+			e, skip, err := parseUserLine(line, n)
 			if err == nil && !skip && e.userKey(defDomain) == key && (all || e.t == t) {
 				res.Detail = append(res.Detail, fmt.Sprintf("removed %s:%d %q", path, n, e.User+"|"+e.Target))
 				continue

@@ -262,3 +262,20 @@ func TestAllowWarnsWhenStillDenied(t *testing.T) {
 		t.Errorf("plain allow: warnings %q, %v", res.Warnings, err)
 	}
 }
+
+func TestEditKeepsByteOrderMark(t *testing.T) {
+	c, user, _ := editSetup(t, "\xef\xbb\xbfalice|RU\nbob|GB\n", "")
+	c.RulesFile = ""
+	if _, err := Revoke(c, Change{User: "bob", Target: "GB"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := user(); got != "\xef\xbb\xbfalice|RU\n" {
+		t.Errorf("after revoke bob: %q", got)
+	}
+	if _, err := Revoke(c, Change{User: "alice", Target: "RU"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := user(); got != "" {
+		t.Errorf("after revoke alice: %q", got)
+	}
+}

@@ -209,6 +209,13 @@ func TestParseUserFileWarnings(t *testing.T) {
 	if len(warns) != 1 || warns[0].Line != 2 {
 		t.Errorf("guard on line 2: warnings %v, want one for line 2", warns)
 	}
+	// A byte order mark before the guard or the first entry is ignored.
+	for _, f := range []string{"\xef\xbb\xbf<?php exit; ?>\nalice|RU\n", "\xef\xbb\xbfalice|RU\n"} {
+		entries, warns = ParseUserFile([]byte(f))
+		if len(warns) != 0 || len(entries) != 1 || entries[0].User != "alice" {
+			t.Errorf("BOM file %q: entries %v warnings %v", f, entries, warns)
+		}
+	}
 	// `<?php die(); ?>` variant.
 	entries, warns = ParseUserFile([]byte("<?php die(); ?>\r\nalice|RU\r\n"))
 	if len(warns) != 0 || len(entries) != 1 {

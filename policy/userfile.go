@@ -22,6 +22,9 @@ import (
 // would hold the reload (and memory) hostage.
 const maxPolicyFile = 64 << 20
 
+// bom is the UTF-8 byte order mark.
+const bom = "\xef\xbb\xbf"
+
 // UserEntry is one valid line of the user file.
 type UserEntry struct {
 	// User is the login as written (spaces etc. stripped).
@@ -68,6 +71,9 @@ func stripLegacy(line []byte) []byte {
 // guard that stops a web server from serving the file) are skipped
 // silently.
 func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
+	// A UTF-8 byte order mark, as some Windows editors write, is not part
+	// of the first user name or guard.
+	data = bytes.TrimPrefix(data, []byte(bom))
 	n := 0
 	for len(data) > 0 {
 		var raw []byte
