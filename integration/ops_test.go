@@ -100,13 +100,17 @@ func series(body, name string) (string, bool) {
 func TestOpsMetricsAndFail2ban(t *testing.T) {
 	const user = "alice@example.test"
 	const badAddr = "127.0.0.21" // GB by override; wrong password, this test only
-	ports, err := freePorts(1)
+	c := newCfg(t)
+	// One port more than the listeners' in one call, so it differs from
+	// theirs (separate calls may hand out a port again).
+	ports, err := freePorts(9)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mine := []int{c.IMAPS, c.IMAP, c.IMAPSLB, c.POP3S, c.POP3SLB, c.SMTPS, c.SMTPSLB, c.Submission}
+	ports = slices.DeleteFunc(ports, func(p int) bool { return slices.Contains(mine, p) })
 	admin := addr(ports[0])
 	sl := startUDPSyslog(t)
-	c := newCfg(t)
 	c.Extra = fmt.Sprintf("admin: {address: %q}\nsyslog: {enabled: true, address: %q}",
 		admin, "udp:"+sl.pc.LocalAddr().String())
 	m := startCfg(t, c)
