@@ -59,6 +59,7 @@ import (
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/policy"
+	"github.com/mailgate/mailgate/proxy/guard"
 	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
 )
 
@@ -144,6 +145,9 @@ type conn struct {
 	mech     string // mechanism of the last login attempt, for logs
 
 	backendConn atomic.Pointer[net.Conn] // spliced backend; closed by forceClose
+
+	guard *guard.Guard // brute-force guard at connect time; nil: none
+	gconn *guard.Conn  // this connection's place in the guard's counts
 }
 
 // newConn sets up a conn for an accepted socket.
@@ -160,6 +164,7 @@ func newConn(s *Server, nc net.Conn, l Listener) *conn {
 		raw:       &countingConn{Conn: nc},
 		start:     time.Now(),
 		firstRead: true,
+		guard:     o.Guard,
 	}
 	c.loginDeadline = c.start.Add(c.lim.LoginTimeout)
 	c.nc = c.raw
@@ -211,6 +216,7 @@ func (c *conn) serve() {
 		if bc := c.backendConn.Load(); bc != nil {
 			(*bc).Close()
 		}
+		c.guardClose()
 		c.srv.unregister(c)
 		c.log.Info("session closed", "user", c.user, "client_id", c.clientID, "duration", time.Since(c.start).Round(time.Millisecond),
 			"bytes_in", c.raw.in.Load(), "bytes_out", c.raw.out.Load(), "reason", reason)
@@ -232,6 +238,9 @@ func (c *conn) run() string {
 	if err := c.acceptProxyHeader(); err != nil {
 		c.log.Warn("PROXY header refused; closing", "err", err)
 		return "bad PROXY header"
+	}
+	if err := c.guardAccept(); err != nil {
+		return "refused by guard"
 	}
 	if c.ln.TLS == tlsImplicit {
 		if err := c.checkUntrustedProxyTLS(); err != nil {
@@ -509,13 +518,17 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 	c.mech = a.mech
 	c.user = sanitizeLog(a.user, maxLoginName)
 
-	fail := func(event, reason string, d policy.Decision) (*backend.Session, loginOutcome) {
-		c.logDecision(event, reason, d)
+	fail := func(event, reason string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
+		c.logDecision(event, reason, d, attrs...)
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, strings.ToLower(event), d.Location.Code())
 		c.failureDelay(start, o.Limits.AuthFailureDelay)
 		return nil, loginFailed
 	}
 	if reason := checkCredentials(a); reason != "" {
+		c.guardDenied(c.user, a.pass)
+		return fail("AUTHFAILED", reason, policy.Decision{})
+	}
+	if reason := c.guardCheck(a.user, a.pass); reason != "" {
 		return fail("AUTHFAILED", reason, policy.Decision{})
 	}
 	if o.Authorizer == nil {
@@ -525,21 +538,33 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 	d := o.Authorizer.Decide(policy.Request{Login: a.user, Protocol: c.ln.Protocol, Addr: c.remote.Addr()})
 	o.Metrics.decision(d)
 	if !d.Allow {
+		c.guardDenied(a.user, a.pass)
 		return fail("COUNTRYFAILED", d.Reason, d)
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, c.loginDeadline)
 	defer cancel()
+	release, ok := c.guardBackendSlot(ctx)
+	if !ok {
+		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
+		return nil, loginUnavailable
+	}
 	bc := backend.Client{Addr: c.remote, Local: c.local, Session: c.cid}
 	dialStart := time.Now()
 	sess, err := dial(ctx, o, bc, a.user, a.pass)
+	release()
 	o.Metrics.backendLogin(c.ln.Protocol, err, time.Since(dialStart))
 	switch {
 	case err == nil && sess != nil && sess.Conn != nil:
+		if c.guardSuccess(a.user, d) {
+			sess.Conn.Close()
+			return fail("AUTHFAILED", "guard: login compromised", d)
+		}
+		c.guardLoggedIn()
 		c.logDecision("AUTHPASS", d.Reason, d)
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultPass, d.Location.Code())
 		return sess, loginPassed
 	case errors.Is(err, backend.ErrAuthFailed):
-		return fail("AUTHFAILED", "backend refused credentials", d)
+		return fail("AUTHFAILED", "backend refused credentials", d, c.guardFailure(a.user, a.pass)...)
 	}
 	if err == nil {
 		err = errors.New("backend returned no session")
@@ -589,14 +614,14 @@ func (c *conn) failureDelay(start time.Time, d time.Duration) {
 // logDecision writes the one line per login decision. The message is the
 // event name so fail2ban filters written for the old auth_http script
 // (AUTHPASS, AUTHFAILED, COUNTRYFAILED) still match.
-func (c *conn) logDecision(event, reason string, d policy.Decision) {
+func (c *conn) logDecision(event, reason string, d policy.Decision, attrs ...any) {
 	level := slog.LevelWarn
 	if event == "AUTHPASS" {
 		level = slog.LevelInfo
 	}
-	c.log.Log(c.ctx, level, event, "event", event, "user", c.user, "country", d.Location.Code(),
+	c.log.Log(c.ctx, level, event, append([]any{"event", event, "user", c.user, "country", d.Location.Code(),
 		"country_name", d.Location.Name, "rule", d.Rule, "reason", reason, "mech", c.mech,
-		"client_id", c.clientID)
+		"client_id", c.clientID}, attrs...)...)
 }
 
 // sanitizeLog makes client text safe and short for a log field: valid

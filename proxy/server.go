@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mailgate/mailgate/proxy/guard"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -34,6 +36,10 @@ type Options struct {
 	// Metrics records Prometheus metrics; nil records nothing. Pass the
 	// same value on every Update so counters survive reloads.
 	Metrics *Metrics
+	// Guard is the brute-force guard; nil: none. Pass the same value on
+	// every Update (the guard reloads its own config): its bans and
+	// counters belong to the process, not to one config.
+	Guard *guard.Guard
 }
 
 // Server accepts connections on any number of listeners and runs one

@@ -1,0 +1,144 @@
+package proxy
+
+// The brute-force guard's three call points (docs/bruteforce.md): at
+// accept, before each backend login, and after it. The guard itself
+// lives in proxy/guard; this file is only the glue, so conn.go keeps one
+// call per point.
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/mailgate/mailgate/policy"
+	"github.com/mailgate/mailgate/proxy/guard"
+)
+
+// guardAccept admits the connection with the guard, after any PROXY
+// header and before TLS. A refused source is closed without a handshake
+// or greeting: answering would cost the CPU the refusal is meant to save.
+func (c *conn) guardAccept() error {
+	if c.guard == nil {
+		return nil
+	}
+	gc, err := c.guard.Accept(c.remote.Addr())
+	if err != nil {
+		c.log.Info("connection refused by guard", "err", err)
+		return err
+	}
+	c.gconn = gc
+	return nil
+}
+
+// guardClose releases the connection's place in the guard's counts.
+func (c *conn) guardClose() {
+	if c.gconn != nil {
+		c.gconn.Close()
+	}
+}
+
+// guardLoggedIn moves the connection out of the pre-auth counts.
+func (c *conn) guardLoggedIn() {
+	if c.gconn != nil {
+		c.gconn.LoggedIn()
+	}
+}
+
+// guardCheck asks the guard whether this attempt may reach the backend
+// and holds it for the tarpit delay either way, so the delay says nothing
+// about the verdict. It returns the refusal reason, or "".
+func (c *conn) guardCheck(user, pass string) string {
+	if c.guard == nil {
+		return ""
+	}
+	v := c.guard.Check(user, c.remote.Addr())
+	c.sleep(v.Delay)
+	if v.Allow && c.ctx.Err() == nil && time.Now().Before(c.loginDeadline) {
+		return ""
+	}
+	if !v.Allow {
+		c.guardDenied(user, pass)
+		return "guard: " + v.Reason
+	}
+	return "guard: tarpit outlasted the login deadline"
+}
+
+// sleep waits d, at most until the login deadline or the session's end.
+func (c *conn) sleep(d time.Duration) {
+	d = min(d, time.Until(c.loginDeadline))
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.ctx.Done():
+	}
+}
+
+// guardDenied counts an attempt refused for any cause but a wrong
+// password (bad credentials, policy, the guard itself) against the source.
+func (c *conn) guardDenied(user, pass string) {
+	if c.guard != nil {
+		c.logGuardEvents(c.guard.Denied(user, c.remote.Addr(), pass))
+	}
+}
+
+// guardFailure counts a wrong password and returns the fingerprint
+// attribute for the AUTHFAILED line (none without a configured secret).
+func (c *conn) guardFailure(user, pass string) []any {
+	if c.guard == nil {
+		return nil
+	}
+	c.logGuardEvents(c.guard.Failure(user, c.remote.Addr(), pass))
+	if fp := c.guard.Fingerprint(pass); fp != "" {
+		return []any{"pwfp", fp}
+	}
+	return nil
+}
+
+// guardSuccess records a successful login. It reports whether the login
+// raised a denying COMPROMISED signal, in which case the session that
+// raised it must be dropped rather than spliced.
+func (c *conn) guardSuccess(user string, d policy.Decision) (refuse bool) {
+	if c.guard == nil {
+		return false
+	}
+	evs := c.guard.Success(user, c.remote.Addr(), d.Location.Code())
+	c.logGuardEvents(evs)
+	for _, e := range evs {
+		if e.Kind == guard.EventCompromised && e.Refuse {
+			refuse = true
+		}
+	}
+	return refuse
+}
+
+// guardBackendSlot waits for a backend login slot. ok is false when none
+// came in time; the client then gets the temporary error.
+func (c *conn) guardBackendSlot(ctx context.Context) (release func(), ok bool) {
+	if c.guard == nil {
+		return func() {}, true
+	}
+	release, err := c.guard.BackendSlot(ctx)
+	if err != nil {
+		if errors.Is(err, guard.ErrBackendBusy) {
+			c.log.Warn("backend login slots busy; temporary failure", "user", c.user, "err", err)
+		}
+		return nil, false
+	}
+	return release, true
+}
+
+// logGuardEvents writes bans, lockouts and compromise signals on the
+// server's base logger: they concern a source or a login, not a session.
+func (c *conn) logGuardEvents(evs []guard.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	log := c.srv.options().Logger
+	for _, e := range evs {
+		e.Log(c.ctx, log)
+	}
+}
