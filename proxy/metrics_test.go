@@ -3,6 +3,10 @@ package proxy
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/geo"
+	"github.com/mailgate/mailgate/policy"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -136,5 +140,18 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 		if got := tc.f(tc.in); got != tc.want {
 			t.Errorf("label(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// BenchmarkMetricsLogin is what one login adds for metrics: a decision,
+// a backend login observation and the login result.
+func BenchmarkMetricsLogin(b *testing.B) {
+	m := NewMetrics(prometheus.NewRegistry())
+	d := policy.Decision{Allow: true, Rule: "policy.allow_countries", Location: geo.Location{Country: "DE"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.decision(d)
+		m.backendLogin(policy.IMAP, nil, time.Millisecond)
+		m.loginResult(policy.IMAP, "PLAIN", resultPass, "DE")
 	}
 }
