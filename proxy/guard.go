@@ -105,7 +105,7 @@ func (c *conn) guardSuccess(user string, d policy.Decision) (refuse bool) {
 	if c.guard == nil {
 		return false
 	}
-	evs := c.guard.Success(user, c.remote.Addr(), d.Location.Code())
+	evs := c.guard.Success(user, c.remote.Addr(), d.Location.Country)
 	c.logGuardEvents(evs)
 	for _, e := range evs {
 		if e.Kind == guard.EventCompromised && e.Refuse {

@@ -108,6 +108,9 @@ func (a *adminServer) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.HandleFunc("POST /reload", a.requireToken(a.reload))
+	if a.g.guard != nil {
+		mux.Handle(guardAdminPrefix+"/", a.g.guard.adminHandler(a.token))
+	}
 	return mux
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/policy"
 	"github.com/mailgate/mailgate/proxy"
+	"github.com/mailgate/mailgate/proxy/guard"
 	"github.com/mailgate/mailgate/tlsconf"
 )
 
@@ -38,6 +40,8 @@ type Config struct {
 	Admin     AdminConfig     `yaml:"admin"`
 	Syslog    SyslogConfig    `yaml:"syslog"`
 	GeoUpdate GeoUpdateConfig `yaml:"geo_update"`
+	// Guard is the brute-force guard (docs/bruteforce.md).
+	Guard guard.Config `yaml:"guard"`
 }
 
 // LogConfig is the `log:` section.
@@ -122,7 +126,9 @@ func parseConfig(data []byte) (*Config, error) {
 	// Decode over the backend defaults, so a section that sets only the
 	// address keeps forwarding the client's address (harmless where the
 	// server ignores it) unless the admin turns it off.
-	c := Config{Backends: defaultBackends()}
+	// The guard's defaults too: there a 0 in the file switches an action
+	// off, so its defaults cannot be filled in after decoding.
+	c := Config{Backends: defaultBackends(), Guard: guard.Defaults()}
 	if err := decodeStrict(data, &c); err != nil {
 		return nil, err
 	}
@@ -181,6 +187,11 @@ func (c *Config) applyDefaults() {
 	}
 	c.Limits = c.Limits.WithDefaults()
 	c.applyOpsDefaults()
+	// A config built in code (tests, the demo) has no guard section at
+	// all; parseConfig starts from the defaults, so a file never gets here.
+	if reflect.ValueOf(c.Guard).IsZero() {
+		c.Guard = guard.Defaults()
+	}
 }
 
 // Validate checks every section and returns all problems joined.
@@ -244,6 +255,7 @@ func (c *Config) Validate() error {
 	add(c.Policy.Validate())
 	add(c.Limits.Validate())
 	add(c.validateOps())
+	add(c.Guard.Validate())
 	return errors.Join(errs...)
 }
 

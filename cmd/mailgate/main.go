@@ -26,6 +26,9 @@ Usage:
   mailgate policy test|check ...         try the policy, or lint its files
   mailgate allow USER CC|IP|CIDR ...     let a user in from a place
   mailgate revoke USER CC|IP|CIDR ...    take that back
+  mailgate bans list|add|remove ...      show, add or lift brute-force bans
+  mailgate lockouts                      list logins locked by the guard
+  mailgate unlock USER                   unlock a login locked by the guard
   mailgate version                       print the version
 
 Run "mailgate COMMAND -h" for a command's flags.
@@ -56,6 +59,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runAllow(rest, stdout, stderr)
 	case "revoke":
 		return runRevoke(rest, stdout, stderr)
+	case "bans":
+		return runBans(rest, stdout, stderr)
+	case "lockouts":
+		return runLockouts(rest, stdout, stderr)
+	case "unlock":
+		return runUnlock(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -19,6 +19,7 @@ import (
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/policy"
 	"github.com/mailgate/mailgate/proxy"
+	"github.com/mailgate/mailgate/proxy/guard"
 	"github.com/mailgate/mailgate/tlsconf"
 )
 
@@ -172,6 +173,7 @@ type gateway struct {
 	lns    []net.Listener
 	done   chan struct{} // closed when every Serve has returned
 	ops    *opsMetrics   // registry and metrics; survive reloads
+	guard  *guardRunner  // brute-force guard; survives reloads
 }
 
 // startGateway opens everything cfg names and starts serving. Any error
@@ -189,6 +191,11 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 	g := &gateway{log: log, tm: tm, ctx: ctx, cancel: cancel, cur: st, done: make(chan struct{})}
 	g.ops = newOpsMetrics(g)
 	st.opts.Metrics = g.ops.proxy
+	if g.guard, err = startGuard(ctx, cfg, st.geo, log); err != nil {
+		cancel()
+		return nil, err
+	}
+	st.opts.Guard = g.guard.g
 	warnStaleGeo(log, st)
 	g.srv = proxy.NewServer(st.opts)
 
@@ -297,6 +304,8 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			g.cur.stop()
 			st.startWatchers(g.ctx)
 			st.opts.Metrics = g.ops.proxy
+			st.opts.Guard = g.guard.g
+			g.guard.reload(cfg, st.geo, g.log)
 			g.cur = st
 			g.srv.Update(st.opts)
 			g.ops.reloaded(nil)
@@ -337,6 +346,7 @@ func (g *gateway) waitSignals(load func() (*Config, error)) int {
 		err := g.srv.Shutdown(ctx)
 		cancel()
 		g.cancel()
+		g.guard.wait() // the guard's final state save
 		if err != nil {
 			g.log.Warn("drain time over; remaining sessions closed", "err", err)
 		}
@@ -351,6 +361,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
 	g.cancel()
 	<-g.done
+	g.guard.wait()
 	return err
 }
 
@@ -371,6 +382,8 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	var errs []error
 	errs = append(errs, err)
 	st, err := buildState(cfg, tm, log)
+	errs = append(errs, err)
+	_, err = guard.New(cfg.Guard, guard.Options{}) // reads the fingerprint secret
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		printErrors(stderr, *path, err)
