@@ -295,9 +295,15 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 		var st *state
 		st, err = buildState(cfg, g.tm, g.log)
 		if err == nil {
+			// A broken certificate file fails the whole reload, as a
+			// broken policy does: the issue asks for all or nothing.
+			// (tlsconf has already kept the old certificate of each broken
+			// entry and taken the good ones.)
 			if terr := g.tm.Reload(); terr != nil {
-				g.log.Error("reload: certificates kept", "err", terr)
+				err = fmt.Errorf("tls: %w", terr)
 			}
+		}
+		if err == nil {
 			if !reflect.DeepEqual(cfg.Listeners, g.cur.cfg.Listeners) || !reflect.DeepEqual(cfg.TLS, g.cur.cfg.TLS) {
 				g.log.Warn("reload: listener and tls settings changed; they take effect after a restart")
 			}
