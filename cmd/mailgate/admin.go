@@ -167,14 +167,29 @@ func (a *adminServer) readiness(ctx context.Context) []string {
 	return a.readyErrs
 }
 
-// checkReady dials each configured backend and checks that a TLS
+// checkReady dials each backend a listener uses and checks that a TLS
 // listener has an unexpired certificate to serve.
 func checkReady(ctx context.Context, cfg *Config, certs map[string]time.Time, now time.Time) []string {
+	// Only backends a listener uses: a site without POP3 must not be
+	// unready because nothing answers on the default POP3 address.
+	// Submission in imap verify mode checks passwords over IMAP.
+	uses := map[string]bool{}
+	for _, l := range cfg.Listeners {
+		uses[l.Protocol] = true
+	}
+	if uses["smtp"] && cfg.Backends.SMTP.Verify == "imap" {
+		uses["imap"] = true
+	}
 	type probe struct{ name, addr string }
-	probes := []probe{
-		{"backends.imap", cfg.Backends.IMAP.Address},
-		{"backends.pop3", cfg.Backends.POP3.Address},
-		{"backends.smtp", cfg.Backends.SMTP.Address},
+	var probes []probe
+	for _, p := range []probe{
+		{"imap", cfg.Backends.IMAP.Address},
+		{"pop3", cfg.Backends.POP3.Address},
+		{"smtp", cfg.Backends.SMTP.Address},
+	} {
+		if uses[p.name] {
+			probes = append(probes, probe{"backends." + p.name, p.addr})
+		}
 	}
 	errs := make([]string, len(probes))
 	var wg sync.WaitGroup

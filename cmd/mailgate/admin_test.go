@@ -67,8 +67,10 @@ func startOpsEnv(t *testing.T) *opsEnv {
 func opsConfig(b *demo.Backends, pop3 string) *Config {
 	cfg := &Config{
 		Hostname: "mailgate.test",
-		Listeners: []ListenerConfig{{Name: "imap", Protocol: "imap", Address: "127.0.0.1:0",
-			TLS: "none", PlaintextFrom: []string{"127.0.0.0/8"}}},
+		Listeners: []ListenerConfig{
+			{Name: "imap", Protocol: "imap", Address: "127.0.0.1:0", TLS: "none", PlaintextFrom: []string{"127.0.0.0/8"}},
+			{Name: "pop3", Protocol: "pop3", Address: "127.0.0.1:0", TLS: "none", PlaintextFrom: []string{"127.0.0.0/8"}},
+		},
 		Backends: BackendsConfig{
 			IMAP: &BackendConfig{Options: backend.Options{Address: b.IMAPAddr}},
 			POP3: &BackendConfig{Options: backend.Options{Address: pop3}},
@@ -241,7 +243,7 @@ func TestCheckReadyCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cfg := &Config{Listeners: []ListenerConfig{{TLS: "implicit"}}, Backends: BackendsConfig{
+	cfg := &Config{Listeners: []ListenerConfig{{Protocol: "imap", TLS: "implicit"}}, Backends: BackendsConfig{
 		IMAP: &BackendConfig{Options: backend.Options{Address: ln.Addr().String()}},
 		POP3: &BackendConfig{Options: backend.Options{Address: ln.Addr().String()}},
 		SMTP: &SMTPBackendConfig{BackendConfig: BackendConfig{Options: backend.Options{Address: ln.Addr().String()}}},
@@ -256,6 +258,27 @@ func TestCheckReadyCertificates(t *testing.T) {
 	if errs := checkReady(context.Background(), cfg, nil, now); len(errs) != 0 {
 		t.Errorf("no TLS listener needs no certificate: %q", errs)
 	}
+	// A POP3 backend nobody listens for is not probed; one in use is.
+	cfg.Backends.POP3.Address = closedAddr(t)
+	if errs := checkReady(context.Background(), cfg, nil, now); len(errs) != 0 {
+		t.Errorf("unused POP3 backend made /readyz fail: %q", errs)
+	}
+	cfg.Listeners = append(cfg.Listeners, ListenerConfig{Protocol: "pop3", TLS: "none"})
+	if errs := checkReady(context.Background(), cfg, nil, now); len(errs) != 1 || !strings.Contains(errs[0], "backends.pop3") {
+		t.Errorf("POP3 listener with its backend down: %q, want backends.pop3", errs)
+	}
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
 }
 
 func TestAdminTokenFile(t *testing.T) {
