@@ -150,6 +150,10 @@ func setup() (*harness, error) {
 	hs.imapPort, hs.pop3Port, hs.lmtpPort, hs.authPort, hs.smtpPort, hs.subPort =
 		ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
 
+	if err := hs.startWatchdog(); err != nil {
+		return hs, fmt.Errorf("watchdog: %w", err)
+	}
+
 	// Build the binary in parallel with daemon start-up.
 	built := make(chan struct{})
 	go func() {
@@ -183,6 +187,37 @@ func (hs *harness) teardown() {
 	hs.stopPostfix()
 	hs.stopDovecot()
 	hs.teardownDir()
+}
+
+// watchdogScript waits until the test binary ($1) is gone, then stops
+// Dovecot ($2 doveadm, $3 config) and Postfix ($4 postfix, $5 config
+// dir). It matters when the binary dies without running TestMain's
+// teardown (a panic, or go test's -timeout); after a normal teardown the
+// stop commands find nothing to stop.
+const watchdogScript = `while kill -0 "$1" 2>/dev/null; do sleep 1; done
+"$2" -c "$3" stop >/dev/null 2>&1
+"$4" -c "$5" stop >/dev/null 2>&1
+exit 0`
+
+// startWatchdog starts the watchdog in its own session, so that it
+// outlives this process and go test's process group.
+func (hs *harness) startWatchdog() error {
+	doveadm, err := lookPath("doveadm")
+	if err != nil {
+		return err
+	}
+	postfix, err := lookPath("postfix")
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("sh", "-c", watchdogScript, "mailgate-it-watchdog",
+		strconv.Itoa(os.Getpid()), doveadm, hs.dovecotConf(), postfix, hs.postfixEtc())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// Not waited for: it exits after this process does.
+	return cmd.Process.Release()
 }
 
 // freePorts picks n distinct loopback ports that are free now (listen on

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -221,5 +222,120 @@ func TestOpsMetricsAndFail2ban(t *testing.T) {
 	slices.Sort(got)
 	if want := []string{ruLocal, badAddr}; !slices.Equal(got, want) {
 		t.Errorf("fail2ban filter found %q, want %q in:\n%s", got, want, file.String())
+	}
+}
+
+// TestReloadUnderLoad: while several spliced IMAP sessions keep issuing
+// commands, mailgate is reloaded repeatedly, alternating the allowed
+// countries and once with a broken config. No session sees an error, and
+// after each reload a new login follows the policy then in force (the
+// broken one changes nothing).
+func TestReloadUnderLoad(t *testing.T) {
+	const sessions = 4
+	const user = "bob@example.test"
+	c := newCfg(t)
+	m := startCfg(t, c)
+
+	stop := make(chan struct{})
+	errs := make(chan error, sessions)
+	counts := make([]int, sessions)
+	for i := range sessions {
+		s := imapDial(t, m.Addr["imaps"], true, user, users[user], nil)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- s.Logout().Wait()
+					return
+				default:
+				}
+				if err := s.Noop().Wait(); err != nil {
+					errs <- fmt.Errorf("session %d after %d commands: %w", i, counts[i], err)
+					return
+				}
+				counts[i]++
+			}
+		}()
+	}
+
+	login := func() string { return imapLoginRaw(t, "", m.Addr["imaps"], "", user, users[user]) }
+	for round := range 3 {
+		c.Allow = []string{"US"} // 127.0.0.1 is GB: denied
+		if !m.Reload(t, c.YAML()) {
+			t.Fatalf("round %d: valid config refused", round)
+		}
+		if r := login(); !strings.HasPrefix(r, "a1 NO") {
+			t.Fatalf("round %d: login with GB denied = %q", round, r)
+		}
+		if m.Reload(t, "policy: {allow_countries: [GB]}\nlisteners: 7\n") {
+			t.Fatalf("round %d: broken config accepted", round)
+		}
+		if r := login(); !strings.HasPrefix(r, "a1 NO") {
+			t.Fatalf("round %d: after a broken reload, login = %q; the last good policy denies GB", round, r)
+		}
+		c.Allow = []string{"GB"}
+		if !m.Reload(t, c.YAML()) {
+			t.Fatalf("round %d: valid config refused", round)
+		}
+		if r := login(); !strings.HasPrefix(r, "a1 OK") {
+			t.Fatalf("round %d: login with GB allowed = %q", round, r)
+		}
+	}
+	close(stop)
+	for range sessions {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i, n := range counts {
+		if n == 0 {
+			t.Errorf("session %d made no progress during the reloads", i)
+		}
+	}
+}
+
+// TestShutdownSaysGoodbye: on SIGTERM, sessions still logging in get the
+// protocol's goodbye at once (IMAP "* BYE", POP3 "-ERR", SMTP "421")
+// while a spliced session keeps working until it ends.
+func TestShutdownSaysGoodbye(t *testing.T) {
+	const user = "carol@example.test"
+	c := newCfg(t)
+	c.Extra = "drain_timeout: 60s"
+	m := startCfg(t, c)
+	spliced := imapDial(t, m.Addr["imaps"], true, user, users[user], nil)
+
+	greeted := func(listener, greeting string) *lineConn {
+		l := newLineConn(t, dialFrom(t, "", m.Addr[listener]))
+		l.startTLS()
+		if g := l.line(); !strings.HasPrefix(g, greeting) {
+			t.Fatalf("%s greeting = %q", listener, g)
+		}
+		return l
+	}
+	imap := greeted("imaps", "* OK")
+	pop3 := greeted("pop3s", "+OK")
+	smtp := greeted("smtps", "220")
+
+	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		l          *lineConn
+	}{{"imap", "* BYE", imap}, {"pop3", "-ERR", pop3}, {"smtp", "421", smtp}} {
+		if got := tc.l.line(); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s pre-login session got %q on SIGTERM, want %s", tc.name, got, tc.want)
+		}
+	}
+	if err := spliced.Noop().Wait(); err != nil {
+		t.Fatalf("spliced session broke during the drain: %v", err)
+	}
+	if err := spliced.Logout().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("mailgate did not exit after the last session ended")
 	}
 }
