@@ -1,0 +1,589 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mailgate/mailgate/integration/mailstack"
+)
+
+// Target names in the suite's tables: (a) the backend alone, (b) the
+// setup being replaced, (c) mailgate.
+const (
+	tDirect   = "dovecot"
+	tNginx    = "nginx"
+	tMailgate = "mailgate"
+)
+
+var targetNames = []string{tDirect, tNginx, tMailgate}
+
+// suiteOpts are the suite's flags.
+type suiteOpts struct {
+	rounds    int
+	dur       time.Duration
+	concs     []int
+	protoConc int
+	size      int
+	xferReps  int
+	idle      int
+	idleBig   int
+	out       string
+	step      time.Duration
+	skip      map[string]bool
+	keep      bool
+}
+
+// stackEnv is everything the suite started.
+type stackEnv struct {
+	st       *mailstack.Stack
+	nginx    *proc
+	mg       *proc
+	mgBin    string
+	guard    bool
+	addrs    map[string]map[string]string // target → proto → addr
+	pids     map[string]int               // target → pid whose tree is "the proxy"
+	mgPorts  mailgatePorts
+	workDir  string
+	nginxErr error
+}
+
+func runSuite(args []string) int {
+	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
+	var o suiteOpts
+	conc := fs.String("c", "1,8,64", "IMAPS login concurrencies")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each figure is the median over rounds, targets alternate within a round")
+	fs.DurationVar(&o.dur, "d", 8*time.Second, "duration of each logins run")
+	fs.IntVar(&o.protoConc, "proto-c", 8, "concurrency of the POP3S and SMTPS login runs (0: skip them)")
+	size := fs.String("size", "20MB", "message size of the throughput run")
+	fs.IntVar(&o.xferReps, "xfer", 3, "throughput repetitions per target")
+	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
+	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through mailgate alone (0: skip)")
+	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
+	fs.DurationVar(&o.step, "step", 10*time.Second, "deadline of each network step")
+	fs.BoolVar(&o.keep, "keep", false, "keep the daemons' scratch directories (logs, configs) for inspection")
+	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, throughput, idle, denied, profile")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var err error
+	if o.concs, err = parseInts(*conc); err != nil {
+		warnf("-c: %v", err)
+		return 2
+	}
+	if o.size, err = parseSize(*size); err != nil {
+		warnf("-size: %v", err)
+		return 2
+	}
+	o.skip = map[string]bool{}
+	for _, s := range strings.Split(*skip, ",") {
+		if s != "" {
+			o.skip[s] = true
+		}
+	}
+	if o.rounds < 1 || o.rounds > 50 || o.dur <= 0 || o.dur > 10*time.Minute || o.idleBig > 50000 || o.idle > 50000 {
+		warnf("rounds 1..50, -d up to 10m, idle sessions up to 50000")
+		return 2
+	}
+	ctx := context.Background()
+	env, err := setupSuite(ctx, &o)
+	defer env.teardown()
+	if err != nil {
+		warnf("%v", err)
+		return 1
+	}
+	w := io.MultiWriter(os.Stdout, mustCreate(filepath.Join(o.out, "results.md")))
+	header(w, o)
+	if !o.skip["logins"] {
+		suiteLogins(ctx, w, env, o)
+	}
+	if !o.skip["throughput"] {
+		suiteThroughput(ctx, w, env, o)
+	}
+	if !o.skip["idle"] && o.idle > 0 {
+		suiteIdle(ctx, w, env, o)
+	}
+	if !o.skip["denied"] {
+		suiteDenied(ctx, w, env, o)
+	}
+	fmt.Fprintf(w, "\nResults and profile in %s\n", o.out)
+	return 0
+}
+
+func mustCreate(path string) io.Writer {
+	f, err := os.Create(path)
+	if err != nil {
+		warnf("%v", err)
+		return io.Discard
+	}
+	return f
+}
+
+func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
+	env := &stackEnv{addrs: map[string]map[string]string{}, pids: map[string]int{}}
+	nofile := raiseNoFile(uint64(4*max(o.idleBig, o.idle) + 10000))
+	if need := uint64(2*max(o.idleBig, o.idle) + 1000); nofile < need {
+		warnf("open-files limit %d is below %d; idle runs will fail (run as root or raise ulimit -n)", nofile, need)
+	}
+	repo, err := repoRoot()
+	if err != nil {
+		return env, err
+	}
+	if o.out == "" {
+		if o.out, err = os.MkdirTemp("/tmp", "mgbench-out"); err != nil {
+			return env, err
+		}
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return env, err
+	}
+	var missing []string
+	missing = append(missing, mailstack.Missing(mailstack.Options{Postfix: true})...)
+	if _, err := mailstack.LookPath("nginx"); err != nil {
+		missing = append(missing, "nginx")
+	} else if _, err := os.Stat(ngxMailModule); err != nil {
+		missing = append(missing, "libnginx-mod-mail ("+ngxMailModule+")")
+	}
+	if len(missing) > 0 {
+		warnf("missing: %s (Debian: apt-get install dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix nginx libnginx-mod-mail)", strings.Join(missing, ", "))
+		if slices.ContainsFunc(missing, func(s string) bool { return strings.HasPrefix(s, "dove") }) {
+			return env, errors.New("dovecot is required")
+		}
+	}
+	// Build while the backends start.
+	env.workDir, err = os.MkdirTemp("/tmp", "mgbw")
+	if err != nil {
+		return env, err
+	}
+	_ = os.Chmod(env.workDir, 0o755)
+	type built struct {
+		bin string
+		err error
+	}
+	bc := make(chan built, 1)
+	go func() {
+		bin, err := buildMailgate(ctx, repo, env.workDir)
+		bc <- built{bin, err}
+	}()
+	env.st, err = mailstack.Start(ctx, mailstack.Options{Postfix: !slices.Contains(missing, "postfix"), MaxSessions: max(o.idleBig, o.idle) + 500})
+	b := <-bc
+	if env.st != nil {
+		env.st.Keep = o.keep
+	}
+	if err != nil {
+		return env, err
+	}
+	if b.err != nil {
+		return env, b.err
+	}
+	env.mgBin = b.bin
+	st := env.st
+	env.addrs[tDirect] = map[string]string{"imap": mailstack.Addr(st.IMAPS), "pop3": mailstack.Addr(st.POP3S)}
+	if st.SMTPS != 0 {
+		env.addrs[tDirect]["smtp"] = mailstack.Addr(st.SMTPS)
+	}
+
+	ports, err := mailstack.FreePorts(8)
+	if err != nil {
+		return env, err
+	}
+	env.mgPorts = mailgatePorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2], Admin: ports[3], Pprof: ports[4]}
+	np := nginxPorts{IMAPS: ports[5], POP3S: ports[6], SMTPS: ports[7]}
+
+	authPorts := map[string]int{"imap": st.IMAP, "pop3": st.POP3, "smtp": st.SMTP}
+	authAddr, err := serveAuthHTTP(ctx, &authHTTP{ports: authPorts})
+	if err != nil {
+		return env, err
+	}
+	if env.nginx, env.nginxErr = startNginx(env.workDir, authAddr, st, np); env.nginxErr != nil {
+		warnf("nginx not measured: %v", env.nginxErr)
+	} else {
+		env.addrs[tNginx] = map[string]string{"imap": mailstack.Addr(np.IMAPS), "pop3": mailstack.Addr(np.POP3S)}
+		if st.SMTP != 0 {
+			env.addrs[tNginx]["smtp"] = mailstack.Addr(np.SMTPS)
+		}
+		env.pids[tNginx] = env.nginx.pid()
+	}
+	env.mg, env.guard, err = startMailgate(ctx, env.mgBin, env.workDir, st, env.mgPorts)
+	if err != nil {
+		return env, err
+	}
+	env.addrs[tMailgate] = map[string]string{"imap": mailstack.Addr(env.mgPorts.IMAPS), "pop3": mailstack.Addr(env.mgPorts.POP3S)}
+	if st.Submission != 0 {
+		env.addrs[tMailgate]["smtp"] = mailstack.Addr(env.mgPorts.SMTPS)
+	}
+	env.pids[tMailgate] = env.mg.pid()
+	return env, nil
+}
+
+func (e *stackEnv) teardown() {
+	if e.mg != nil {
+		e.mg.stop(syscall.SIGTERM)
+	}
+	if e.nginx != nil {
+		e.nginx.stop(syscall.SIGQUIT)
+	}
+	e.st.Stop()
+	if e.workDir != "" && (e.st == nil || !e.st.Keep) {
+		os.RemoveAll(e.workDir)
+	}
+}
+
+func (e *stackEnv) target(name, proto string, o suiteOpts) (target, bool) {
+	a, ok := e.addrs[name][proto]
+	return target{addr: a, tls: true, user: "alice@example.test", pass: "alicepass", step: o.step}, ok
+}
+
+// cpuOf returns a CPU reader for target name's process tree, or nil.
+func (e *stackEnv) cpuOf(name string) func() time.Duration {
+	pid := e.pids[name]
+	if pid == 0 {
+		return nil
+	}
+	return func() time.Duration { return treeCPU(pid) }
+}
+
+func (e *stackEnv) backendCPU() time.Duration { return treeCPU(e.st.DovecotPID()) }
+
+func header(w io.Writer, o suiteOpts) {
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(w, "# mailgate-bench suite %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "machine: %d CPUs (GOMAXPROCS %d), %s/%s, %s; load average at start: %s\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version(), strings.TrimSpace(string(load)))
+	fmt.Fprintf(w, "rounds %d, %s per logins run, targets alternate within each round; figures are medians over rounds\n", o.rounds, o.dur)
+}
+
+// rotate gives round r's order of the targets, so none always runs first.
+func rotate(r int) []string {
+	n := len(targetNames)
+	out := make([]string, n)
+	for i := range n {
+		out[i] = targetNames[(i+r)%n]
+	}
+	return out
+}
+
+func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
+	type key struct {
+		proto string
+		conc  int
+	}
+	var runs []key
+	for _, c := range o.concs {
+		runs = append(runs, key{"imap", c})
+	}
+	if !o.skip["protos"] && o.protoConc > 0 {
+		runs = append(runs, key{"pop3", o.protoConc}, key{"smtp", o.protoConc})
+	}
+	res := map[key]map[string][]loginResult{}
+	profiled := o.skip["profile"]
+	for r := range o.rounds {
+		for _, k := range runs {
+			for _, name := range rotate(r) {
+				t, ok := e.target(name, k.proto, o)
+				if !ok {
+					continue
+				}
+				proto := k.proto
+				var profDone chan error
+				if !profiled && name == tMailgate && proto == "imap" && k.conc == slices.Max(o.concs) {
+					profiled = true
+					profDone = make(chan error, 1)
+					secs := max(int(o.dur.Seconds())-1, 1)
+					go func() {
+						profDone <- fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", mailstack.Addr(e.mgPorts.Pprof), secs), filepath.Join(o.out, "mailgate-logins.pprof"))
+					}()
+				}
+				lr := runLogins(ctx, k.conc, o.dur, 0, func(ctx context.Context) error { return loginOnce(ctx, proto, t) }, e.cpuOf(name), e.backendCPU)
+				lr.Proto = proto
+				if profDone != nil {
+					if err := <-profDone; err != nil {
+						warnf("CPU profile: %v", err)
+					} else {
+						writeProfileTop(w, e.mgBin, filepath.Join(o.out, "mailgate-logins.pprof"))
+					}
+				}
+				if res[k] == nil {
+					res[k] = map[string][]loginResult{}
+				}
+				res[k][name] = append(res[k][name], lr)
+				fmt.Fprintf(os.Stderr, "round %d %s c=%d %-8s %8.1f/s p50 %v p99 %v errors %s %s\n", r+1, proto, k.conc, name, lr.Rate(), lr.P50.Round(10*time.Microsecond), lr.P99.Round(10*time.Microsecond), lr.errString(), lr.FirstErr)
+			}
+		}
+	}
+	fmt.Fprintf(w, "\n## logins (connect, TLS handshake, login, logout)\n\n")
+	fmt.Fprintf(w, "| proto | conc | target | logins/s | p50 | p90 | p99 | errors (all rounds) | proxy CPU/login | Dovecot CPU/login | c/a | c/b |\n|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|\n")
+	for _, k := range runs {
+		byT := res[k]
+		med := map[string]float64{}
+		for _, name := range targetNames {
+			if rs := byT[name]; len(rs) > 0 {
+				med[name] = medianF(rs, func(r loginResult) float64 { return r.Rate() })
+			}
+		}
+		for _, name := range targetNames {
+			rs := byT[name]
+			if len(rs) == 0 {
+				continue
+			}
+			errs := map[string]int{}
+			for _, r := range rs {
+				for k, v := range r.Errors {
+					errs[k] += v
+				}
+			}
+			dur := func(f func(loginResult) time.Duration) string {
+				return fmtDur(time.Duration(medianF(rs, func(r loginResult) float64 { return float64(f(r)) })))
+			}
+			cpu := "-"
+			if e.pids[name] != 0 {
+				cpu = dur(func(r loginResult) time.Duration { return r.CPUPerLogin })
+			}
+			ratioA, ratioB := "", ""
+			if name == tMailgate {
+				ratioA, ratioB = ratio(med[tMailgate], med[tDirect]), ratio(med[tMailgate], med[tNginx])
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.proto, k.conc, name, med[name],
+				dur(func(r loginResult) time.Duration { return r.P50 }), dur(func(r loginResult) time.Duration { return r.P90 }),
+				dur(func(r loginResult) time.Duration { return r.P99 }), loginResult{Errors: errs}.errString(), cpu,
+				dur(func(r loginResult) time.Duration { return r.BackendCPU }), ratioA, ratioB)
+		}
+	}
+	fmt.Fprintf(w, "\nc/a: mailgate ÷ Dovecot with TLS; c/b: mailgate ÷ nginx mail proxy. Proxy CPU/login is the proxy's own process tree (nginx: master and workers; the auth_http answer is served by the bench tool and not counted). Dovecot CPU/login is every Dovecot process, reaped children included. SMTP: direct is Postfix smtps with SASL through Dovecot; nginx hands the session to Postfix with XCLIENT after auth_http said OK, so no backend checks the password there.\n")
+}
+
+func writeProfileTop(w io.Writer, bin, prof string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30", bin, prof).CombinedOutput()
+	if err != nil {
+		warnf("go tool pprof: %v", err)
+	}
+	_ = os.WriteFile(prof+".top.txt", out, 0o644)
+	out2, _ := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=40", bin, prof).CombinedOutput()
+	_ = os.WriteFile(prof+".cum.txt", out2, 0o644)
+	fmt.Fprintf(w, "\n(CPU profile of mailgate during the highest-concurrency IMAPS logins run: %s, top in %s.top.txt and %s.cum.txt)\n", prof, prof, prof)
+}
+
+func suiteThroughput(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
+	msg := message(o.size)
+	app, fet := map[string][]float64{}, map[string][]float64{}
+	errs := map[string][]string{}
+	for r := range o.xferReps {
+		for _, name := range rotate(r) {
+			t, ok := e.target(name, "imap", o)
+			if !ok {
+				continue
+			}
+			xr, err := runTransfer(ctx, t, msg)
+			if err != nil {
+				errs[name] = append(errs[name], err.Error())
+				warnf("throughput %s: %v", name, err)
+				continue
+			}
+			app[name] = append(app[name], mbps(xr.Size, xr.Append))
+			fet[name] = append(fet[name], mbps(xr.Size, xr.Fetch))
+			fmt.Fprintf(os.Stderr, "throughput %s: APPEND %.1f MB/s FETCH %.1f MB/s\n", name, mbps(xr.Size, xr.Append), mbps(xr.Size, xr.Fetch))
+		}
+	}
+	fmt.Fprintf(w, "\n## throughput (one IMAPS session: APPEND then FETCH BODY.PEEK[] of a %.1f MB message, bytes checked by SHA-256)\n\n", float64(len(msg))/1e6)
+	fmt.Fprintf(w, "| target | APPEND MB/s | FETCH MB/s | runs | errors | c/a APPEND | c/b APPEND | c/a FETCH | c/b FETCH |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n")
+	m := func(xs []float64) float64 { return median(xs) }
+	for _, name := range targetNames {
+		if len(app[name]) == 0 && len(errs[name]) == 0 {
+			continue
+		}
+		var ra, rb, fa, fb string
+		if name == tMailgate {
+			ra, rb = ratio(m(app[tMailgate]), m(app[tDirect])), ratio(m(app[tMailgate]), m(app[tNginx]))
+			fa, fb = ratio(m(fet[tMailgate]), m(fet[tDirect])), ratio(m(fet[tMailgate]), m(fet[tNginx]))
+		}
+		fmt.Fprintf(w, "| %s | %.1f | %.1f | %d | %d | %s | %s | %s | %s |\n", name, m(app[name]), m(fet[name]), len(app[name]), len(errs[name]), ra, rb, fa, fb)
+	}
+}
+
+// idleFigures is one idle measurement against one target.
+type idleFigures struct {
+	target              string
+	k, open             int
+	rss0, rss1          int64 // KiB
+	gor0, gor1          float64
+	openErrs, closeErrs map[string]int
+	openTime            time.Duration
+}
+
+func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOpts) (idleFigures, bool) {
+	t, ok := e.target(name, "imap", o)
+	if !ok {
+		return idleFigures{}, false
+	}
+	f := idleFigures{target: name, k: k}
+	pid := e.pids[name]
+	rss := func() int64 {
+		if pid == 0 {
+			return treeRSS(e.st.DovecotPID())
+		}
+		if name == tNginx {
+			return treeRSS(pid)
+		}
+		return rssKiB(pid)
+	}
+	metrics := fmt.Sprintf("http://%s/metrics", mailstack.Addr(e.mgPorts.Admin))
+	runtime.GC()
+	time.Sleep(time.Second)
+	f.rss0 = rss()
+	if name == tMailgate {
+		f.gor0, _ = metric(ctx, metrics, "go_goroutines")
+	}
+	t0 := time.Now()
+	cs, errs := idleSessions(ctx, t, k, 64)
+	f.openTime = time.Since(t0)
+	f.open, f.openErrs = len(cs), errs
+	time.Sleep(2 * time.Second) // let the proxy finish its post-login work
+	f.rss1 = rss()
+	if name == tMailgate {
+		f.gor1, _ = metric(ctx, metrics, "go_goroutines")
+	}
+	f.closeErrs = endIdle(cs, o.step, 64)
+	time.Sleep(time.Second)
+	return f, true
+}
+
+func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
+	fmt.Fprintf(w, "\n## idle IMAPS sessions (login, SELECT INBOX, IDLE; memory read from /proc/<pid>/status VmRSS before and after)\n\n")
+	fmt.Fprintf(w, "| target | sessions | opened | open errors | close errors | RSS before | RSS after | per session | goroutines per session | time to open |\n|---|---:|---:|---|---|---:|---:|---:|---:|---:|\n")
+	row := func(f idleFigures) {
+		per := "-"
+		if f.open > 0 {
+			per = fmt.Sprintf("%.1f KiB", float64(f.rss1-f.rss0)/float64(f.open))
+		}
+		gor := "-"
+		if f.target == tMailgate && f.open > 0 && f.gor1 > 0 {
+			gor = fmt.Sprintf("%.2f", (f.gor1-f.gor0)/float64(f.open))
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %.1f MiB | %.1f MiB | %s | %s | %s |\n", f.target, f.k, f.open,
+			loginResult{Errors: f.openErrs}.errString(), loginResult{Errors: f.closeErrs}.errString(),
+			float64(f.rss0)/1024, float64(f.rss1)/1024, per, gor, f.openTime.Round(time.Millisecond))
+	}
+	for _, name := range []string{tNginx, tMailgate, tDirect} {
+		if f, ok := measureIdle(ctx, e, name, o.idle, o); ok {
+			row(f)
+		}
+	}
+	if o.idleBig > 0 {
+		if f, ok := measureIdle(ctx, e, tMailgate, o.idleBig, o); ok {
+			row(f)
+		}
+	}
+	fmt.Fprintf(w, "\nnginx: master and workers summed. dovecot: every Dovecot process summed (shared pages counted once per process, so an overstatement; Dovecot keeps TLS in imap-login processes). mailgate: one process; goroutines from go_goroutines on its /metrics.\n")
+}
+
+func suiteDenied(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
+	fmt.Fprintf(w, "\n## refusals through mailgate (CPU per attempt of the mailgate process)\n\n| what | attempts/s | attempts | errors | mailgate CPU per attempt |\n|---|---:|---:|---|---:|\n")
+	t, _ := e.target(tMailgate, "imap", o)
+	denied := t
+	denied.local = []byte{127, 0, 0, 2} // RU by override: denied by country
+	once := func(ctx context.Context) error {
+		err := loginOnce(ctx, "imap", denied)
+		if errKind(err) == kindRejected {
+			return nil
+		}
+		if err == nil {
+			return &stepError{kindProtocol, errors.New("denied source was let in")}
+		}
+		return err
+	}
+	lr := runLogins(ctx, 64, o.dur, 0, once, e.cpuOf(tMailgate), nil)
+	fmt.Fprintf(w, "| IMAPS login denied by country (TLS handshake, LOGIN, decision, NO after limits.auth_failure_delay; no backend contact), 64 clients | %.1f | %d | %s | %s |\n", lr.Rate(), lr.OK, lr.errString(), fmtDur(lr.CPUPerLogin))
+	if !e.guard {
+		fmt.Fprintf(w, "| refused at accept (guard.deny_networks) | not measured: this mailgate build has no guard section | | | |\n")
+		return
+	}
+	refused := t
+	refused.local = []byte{127, 0, 0, 3}
+	lr = runLogins(ctx, 8, o.dur, 0, func(ctx context.Context) error { return refusedOnce(ctx, refused) }, e.cpuOf(tMailgate), nil)
+	fmt.Fprintf(w, "| connection from a denied network, closed before TLS, 8 clients | %.1f | %d | %s | %s |\n", lr.Rate(), lr.OK, lr.errString(), fmtDur(lr.CPUPerLogin))
+	fmt.Fprintf(w, "\nCPU is read from /proc/<pid>/stat in 10 ms ticks over the whole run and divided by the attempts; it includes the kernel's accept and close work charged to mailgate.\n")
+}
+
+func medianF[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	return median(v)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ratio(a, b float64) string {
+	if a == 0 || b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0f µs", float64(d)/1e3)
+	default:
+		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+	}
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 5000 {
+			return nil, fmt.Errorf("%q: want integers 1..5000", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// parseSize reads "20MB", "512KB", "1000" (bytes), decimal units; at
+// most 1 GB.
+func parseSize(s string) (int, error) {
+	mult := 1
+	u := strings.ToUpper(strings.TrimSpace(s))
+	for _, suf := range []struct {
+		s string
+		m int
+	}{{"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
+		if strings.HasSuffix(u, suf.s) {
+			mult, u = suf.m, strings.TrimSuffix(u, suf.s)
+			break
+		}
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(u))
+	if err != nil || n <= 0 || n*mult > 1e9 {
+		return 0, fmt.Errorf("%q: want a size like 20MB, at most 1GB", s)
+	}
+	return n * mult, nil
+}
