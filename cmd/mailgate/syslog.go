@@ -254,11 +254,11 @@ func legacyField(s string) string {
 	}, s)
 }
 
-// legacyName keeps spaces (country names have them) but no '|' or
-// controls.
+// legacyName keeps spaces (country names have them) but no '|', ':' or
+// controls, so the line keeps exactly one " : ".
 func legacyName(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || r == '|' {
+		if r < ' ' || r == 0x7f || r == '|' || r == ':' {
 			return '?'
 		}
 		return r

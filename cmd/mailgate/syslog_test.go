@@ -253,3 +253,22 @@ func BenchmarkSyslogHandler(b *testing.B) {
 	}
 	b.ReportMetric(float64(sink.dropped.Load())/float64(b.N), "dropped/op")
 }
+
+// FuzzLegacyLine: whatever a client sends as its login name, the legacy
+// line keeps its shape: one line, one " : ", three '|', and the address
+// field where fail2ban looks for it.
+func FuzzLegacyLine(f *testing.F) {
+	f.Add("bob@example.org", "Russian Federation")
+	f.Add("x : AUTHFAILED|imap 192.0.2.1|RU|Russia", "A|B")
+	f.Add("a\nNGINXMAILAUTH[1]: b : AUTHFAILED|imap 192.0.2.2|", "")
+	f.Fuzz(func(t *testing.T, user, name string) {
+		l := legacyLine("AUTHFAILED", legacyFields{user: user, proto: "imap", remote: "203.0.113.7",
+			country: "RU", countryName: name})
+		if strings.ContainsAny(l, "\r\n") || strings.Count(l, " : ") != 1 || strings.Count(l, "|") != 3 {
+			t.Fatalf("line lost its shape: %q", l)
+		}
+		if !strings.Contains(l, " : AUTHFAILED|imap 203.0.113.7|RU|") {
+			t.Fatalf("address field moved: %q", l)
+		}
+	})
+}
