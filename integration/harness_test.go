@@ -159,7 +159,11 @@ func setup() (*harness, error) {
 	go func() {
 		defer close(built)
 		hs.mailgateBin = filepath.Join(dir, "mailgate")
-		cmd := exec.Command("go", "build", "-o", hs.mailgateBin, "./cmd/mailgate")
+		args := []string{"build", "-o", hs.mailgateBin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/mailgate")...)
 		cmd.Dir = repo
 		if out, err := cmd.CombinedOutput(); err != nil {
 			hs.buildErr = fmt.Errorf("go build ./cmd/mailgate: %v\n%s", err, out)

@@ -138,6 +138,9 @@ func launch(t testing.TB, cfgYAML string) (*Mailgate, error) {
 	t.Cleanup(func() {
 		m.stop()
 		m.checkNoSecrets(t)
+		if strings.Contains(m.Log(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in mailgate (log below)")
+		}
 		if t.Failed() {
 			t.Logf("mailgate log:\n%s", m.Log())
 		}
