@@ -268,10 +268,20 @@ func welcome(user string) []byte {
 }
 
 // printfLogger adapts slog to the Printf-style loggers of go-imap/go-smtp.
+// Those report per-connection trouble (e.g. a client that hung up, as
+// mailgate does after checking a password over IMAP) at Debug; a
+// recovered panic is an Error.
 type printfLogger struct{ l *slog.Logger }
 
-func (p printfLogger) Printf(format string, v ...any) {
-	p.l.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
+func (p printfLogger) Printf(format string, v ...any) { p.log(fmt.Sprintf(format, v...)) }
 
-func (p printfLogger) Println(v ...any) { p.l.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
+func (p printfLogger) Println(v ...any) { p.log(fmt.Sprintln(v...)) }
+
+func (p printfLogger) log(msg string) {
+	msg = strings.TrimSpace(msg)
+	if strings.Contains(msg, "panic") {
+		p.l.Error(msg)
+		return
+	}
+	p.l.Debug(msg)
+}
