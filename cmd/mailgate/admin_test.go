@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -307,4 +308,52 @@ func waitForT(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func TestStaleGeoWarning(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		built  time.Time
+		maxAge time.Duration
+		want   bool
+	}{
+		{now.Add(-31 * 24 * time.Hour), 720 * time.Hour, true},
+		{now.Add(-29 * 24 * time.Hour), 720 * time.Hour, false},
+		{now.Add(-365 * 24 * time.Hour), 0, false}, // no limit
+		{time.Time{}, 720 * time.Hour, false},      // unknown build date
+	} {
+		if got := isStale(tc.built, tc.maxAge, now); got != tc.want {
+			t.Errorf("isStale(%v ago, %v) = %v, want %v", now.Sub(tc.built).Round(time.Hour), tc.maxAge, got, tc.want)
+		}
+	}
+	// The embedded database (built months before this test data's use)
+	// with a one-hour limit is reported, as a log line and as the gauge.
+	e := startOpsEnv(t)
+	var buf syncBuf
+	st := e.g.current()
+	st.cfg.GeoUpdate.MaxAge = time.Hour
+	warnStaleGeo(slog.New(slog.NewTextHandler(&buf, nil)), st)
+	if !strings.Contains(buf.String(), "embedded geo database is older than geo_update.max_age") {
+		t.Errorf("no stale warning for the embedded database: %q", buf.String())
+	}
+	_, body := e.get(t, "/metrics")
+	wantSeries(t, body, `mailgate_geo_database_stale{database="embedded"}`, "1")
+}
+
+// syncBuf is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -122,7 +123,11 @@ func warnStaleGeo(log *slog.Logger, st *state) {
 	now := time.Now()
 	for _, in := range st.geo.Info() {
 		if isStale(in.Built, st.cfg.GeoUpdate.MaxAge, now) {
-			log.Warn("geo database is older than geo_update.max_age; run `mailgate geo update`",
+			msg := "geo database is older than geo_update.max_age; run `mailgate geo update`"
+			if in.File == geo.EmbeddedName {
+				msg = "the embedded geo database is older than geo_update.max_age; list a maintained database in geo.databases"
+			}
+			log.Warn(msg,
 				"database", in.Name, "built", in.Built.Format(time.DateOnly),
 				"age", now.Sub(in.Built).Round(time.Hour), "max_age", st.cfg.GeoUpdate.MaxAge)
 		}
