@@ -100,6 +100,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if len(opts.Users) == 0 {
 		opts.Users = DefaultUsers
 	}
+	for u, p := range opts.Users {
+		// passwd-file fields are colon-separated lines.
+		if u == "" || strings.ContainsAny(u+p, ":\r\n\x00") || strings.ContainsAny(u, " ") {
+			return nil, fmt.Errorf("mailstack: user %q: no colon, space, CR, LF or NUL allowed in users and passwords", u)
+		}
+	}
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = 1000
 	}
