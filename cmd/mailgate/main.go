@@ -23,6 +23,7 @@ Usage:
   mailgate demo                          run a self-contained demo on loopback
   mailgate check-config [-config FILE]   validate config, policy and databases
   mailgate lookup [-config FILE] IP...   show where addresses are placed
+  mailgate geo update [-config FILE]     download, verify and install a fresh geo database
   mailgate policy test|check ...         try the policy, or lint its files
   mailgate allow USER CC|IP|CIDR ...     let a user in from a place
   mailgate revoke USER CC|IP|CIDR ...    take that back
@@ -53,6 +54,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runCheckConfig(rest, stdout, stderr)
 	case "lookup":
 		return runLookup(rest, stdin, stdout, stderr)
+	case "geo":
+		return runGeo(rest, stdout, stderr)
 	case "policy":
 		return runPolicy(rest, stdout, stderr)
 	case "allow":
