@@ -53,6 +53,9 @@ func adminFlags(name string, args []string, stderr io.Writer) (*adminClient, []s
 	admin := fs.String("admin", "", "admin listener URL")
 	tokenFile := fs.String("token-file", "", "admin token file")
 	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			err = fmt.Errorf("%w: %w", errUsage, err)
+		}
 		return nil, nil, err
 	}
 	base, tf := *admin, *tokenFile
@@ -222,10 +225,17 @@ func printBans(w io.Writer, bans []guard.Ban) {
 	tw.Flush()
 }
 
-// cmdErr reports err; flag's own -h is a usage request, not a failure.
+// errUsage marks a command line that could not be parsed (exit 2).
+var errUsage = errors.New("usage")
+
+// cmdErr reports err and returns the exit status: 0 for -h, 2 for a bad
+// command line (flag already printed why), 1 for everything else.
 func cmdErr(stderr io.Writer, err error) int {
-	if errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errUsage):
+		return 2
 	}
 	fmt.Fprintf(stderr, "mailgate: %v\n", err)
 	return 1

@@ -203,6 +203,9 @@ func TestBansCommandNeedsToken(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut.String(), "-token-file") {
 		t.Errorf("no config, no flags: %d %q", code, errOut.String())
 	}
+	if code = run([]string{"unlock", "-nope", "x"}, nil, &out, &errOut); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
 	code = run([]string{"bans", "frobnicate", "-admin", e.admin.URL, "-token-file", e.tokenFile}, nil, &out, &errOut)
 	if code != 2 {
 		t.Errorf("unknown subcommand: exit %d, want 2", code)
