@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -48,7 +52,7 @@ func quietGuard() guard.Config {
 
 // startGuarded runs a test server behind a trusted-PROXY listener with
 // guard g and a counting backend.
-func startGuarded(t *testing.T, cfg guard.Config) (*testEnv, *guard.Guard, *countingIMAP) {
+func startGuarded(t testing.TB, cfg guard.Config) (*testEnv, *guard.Guard, *countingIMAP) {
 	t.Helper()
 	anywhere := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
@@ -244,5 +248,89 @@ func TestGuardTarpitHoldsAllowedAttempts(t *testing.T) {
 	c.expect("b NO [AUTHENTICATIONFAILED]")
 	if n := ci.calls.Load(); n != 1 {
 		t.Errorf("backend saw %d logins during the tarpit, want 1", n)
+	}
+}
+
+// BenchmarkGuardedLogin is BenchmarkLogin with the guard at its defaults
+// on every call point (accept, check, backend slot, success); the
+// difference between the two is the guard's cost per login.
+func BenchmarkGuardedLogin(b *testing.B) {
+	e := startServer(b, Listener{}, fastLimits())
+	g, err := guard.New(guard.Defaults(), guard.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := *e.srv.options()
+	o.Guard = g
+	e.srv.Update(o)
+	b.ReportAllocs()
+	for b.Loop() {
+		nc, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		br := bufio.NewReader(nc)
+		br.ReadString('\n')
+		io.WriteString(nc, "a LOGIN alice secret\r\nb LOGOUT\r\n")
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				b.Fatalf("read: %v", err)
+			}
+			if l == "* BYE bye\r\n" {
+				break
+			}
+		}
+		nc.Close()
+		<-e.imap.lines // b LOGOUT
+	}
+}
+
+// BenchmarkGuardRefusedAtAccept measures a connection from a banned
+// source: accepted, refused by the guard and closed, with no greeting
+// and no TLS. Compare with BenchmarkGuardGreeted, the same connection
+// from a source that is not banned, up to its greeting.
+func BenchmarkGuardRefusedAtAccept(b *testing.B) {
+	benchAccept(b, true)
+}
+
+// BenchmarkGuardGreeted: connect and read the greeting (implicit TLS
+// listener, so the handshake is included), then close.
+func BenchmarkGuardGreeted(b *testing.B) {
+	benchAccept(b, false)
+}
+
+func benchAccept(b *testing.B, banned bool) {
+	e := startServer(b, Listener{TLS: tlsImplicit}, fastLimits())
+	g, err := guard.New(guard.Defaults(), guard.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if banned {
+		if _, err := g.AddBan(netip.MustParsePrefix("127.0.0.1/32"), time.Hour, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	o := *e.srv.options()
+	o.Guard = g
+	e.srv.Update(o)
+	tc := &tls.Config{InsecureSkipVerify: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		nc, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if banned {
+			if n, _ := nc.Read(make([]byte, 1)); n != 0 {
+				b.Fatal("banned source got bytes")
+			}
+		} else {
+			c := tls.Client(nc, tc)
+			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+				b.Fatal(err)
+			}
+		}
+		nc.Close()
 	}
 }
