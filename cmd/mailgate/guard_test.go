@@ -65,6 +65,7 @@ type guardEnv struct {
 	admin     *httptest.Server
 	tokenFile string
 	stateFile string
+	config    func() *Config // a fresh copy of the config it started with
 }
 
 func startGuardEnv(t *testing.T) *guardEnv {
@@ -88,11 +89,14 @@ func startGuardEnv(t *testing.T) *guardEnv {
 	if err := os.WriteFile(e.tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := opsConfig(b, pop3.Addr().String())
-	cfg.Guard.Tarpit.After = 0
-	cfg.Guard.Ban.IPAfter = 2
-	cfg.Guard.StateFile = e.stateFile
-	e.g, err = startGateway(cfg, log)
+	e.config = func() *Config {
+		cfg := opsConfig(b, pop3.Addr().String())
+		cfg.Guard.Tarpit.After = 0
+		cfg.Guard.Ban.IPAfter = 2
+		cfg.Guard.StateFile = e.stateFile
+		return cfg
+	}
+	e.g, err = startGateway(e.config(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,5 +229,41 @@ func TestAdminURL(t *testing.T) {
 	}
 	if _, err := adminURL("off"); err == nil {
 		t.Error("adminURL(off) gave no error")
+	}
+}
+
+func TestGuardSurvivesReloadAndUsesTheNewGeo(t *testing.T) {
+	e := startGuardEnv(t)
+	for _, pw := range []string{"wrong1", "wrong2"} {
+		imapLogin(t, e.imap, "127.0.0.1", "alice@example.test", pw)
+	}
+	if greeted(t, e.imap, "127.0.0.1") {
+		t.Fatal("not banned before the reload")
+	}
+	if !greeted(t, e.imap, "127.0.0.6") {
+		t.Fatal("127.0.0.6 refused before the reload")
+	}
+	before := e.g.guard.g
+	// The new config places 127.0.0.6 in CN and denies CN at accept.
+	err := e.g.reload(func() (*Config, error) {
+		cfg := e.config()
+		cfg.Geo.Overrides["127.0.0.6/32"] = "CN"
+		cfg.Guard.DenyCountries = []string{"CN"}
+		return cfg, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.g.guard.g != before {
+		t.Fatal("reload replaced the guard")
+	}
+	if greeted(t, e.imap, "127.0.0.1") {
+		t.Error("reload lifted the ban")
+	}
+	if greeted(t, e.imap, "127.0.0.6") {
+		t.Error("deny_countries with the reloaded geo overrides did not refuse 127.0.0.6")
+	}
+	if !greeted(t, e.imap, "127.0.0.7") {
+		t.Error("an address the new config does not deny was refused")
 	}
 }
