@@ -334,3 +334,33 @@ func benchAccept(b *testing.B, banned bool) {
 		nc.Close()
 	}
 }
+
+func TestGuardPOP3RefusalLooksLikeWrongPassword(t *testing.T) {
+	lim := fastLimits()
+	lim.MaxLoginAttempts = 5
+	e := startLineServer(t, Listener{Protocol: pop3Proto}, lim)
+	cfg := quietGuard()
+	cfg.Lockout.PerIPAfter = 1
+	g, err := guard.New(cfg, guard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := *e.srv.options()
+	o.Guard = g
+	e.srv.Update(o)
+	c := e.dialPOP3()
+	c.send("USER alice\r\nPASS wrong\r\n")
+	c.expect("+OK")
+	wrong := c.line()
+	// Blocked for alice at this address now: the right password gets
+	// the same answer and never reaches the backend.
+	c.send("USER alice\r\nPASS secret\r\n")
+	c.expect("+OK")
+	refused := c.line()
+	if !strings.HasPrefix(wrong, "-ERR [AUTH] ") || strip(wrong) != strip(refused) {
+		t.Errorf("guard refusal %q, wrong password %q; want the same -ERR [AUTH]", refused, wrong)
+	}
+	if got := e.pop3.loginList(); len(got) != 0 {
+		t.Errorf("backend logins %q", got)
+	}
+}
