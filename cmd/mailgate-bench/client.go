@@ -101,8 +101,10 @@ func dial(ctx context.Context, t target) (*conn, error) {
 		}
 		nc = tc
 	}
-	return &conn{nc: nc, r: bufio.NewReaderSize(nc, 4096)}, nil
+	return newConn(nc), nil
 }
+
+func newConn(nc net.Conn) *conn { return &conn{nc: nc, r: bufio.NewReaderSize(nc, 4096)} }
 
 func (c *conn) Close() error { return c.nc.Close() }
 
@@ -246,7 +248,13 @@ func loginOnce(ctx context.Context, proto string, t target) error {
 		return err
 	}
 	defer c.Close()
+	return c.loginLogout(proto, t)
+}
+
+// loginLogout runs greeting, login and logout on a connected session.
+func (c *conn) loginLogout(proto string, t target) error {
 	c.deadline(t.step)
+	var err error
 	switch proto {
 	case "imap":
 		if err := c.imapLogin(t); err != nil {

@@ -169,6 +169,12 @@ func runTransfer(ctx context.Context, t target, msg []byte) (xferResult, error) 
 		return res, err
 	}
 	defer c.Close()
+	return c.transfer(t, msg)
+}
+
+// transfer is runTransfer on a connected session.
+func (c *conn) transfer(t target, msg []byte) (xferResult, error) {
+	res := xferResult{Size: len(msg)}
 	// A 20 MB transfer at a few MB/s must not hit the per-step deadline.
 	c.deadline(t.step + time.Duration(len(msg)/(1<<20))*time.Second)
 	if err := c.imapLogin(t); err != nil {

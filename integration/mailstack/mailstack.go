@@ -50,6 +50,13 @@ type Options struct {
 	// MaxSessions is how many concurrent IMAP sessions Dovecot must hold
 	// (imap client/process limits, per-user-and-IP limit); 0 means 1000.
 	MaxSessions int
+	// LoginProcesses > 0 runs imap-login and pop3-login in Dovecot's
+	// high-performance mode (service_count = 0) with that many long-lived
+	// login processes, which also do the TLS of direct IMAPS/POP3S
+	// sessions. 0 keeps Debian's default: a new login process per
+	// connection (fork, TLS setup, exit), which costs Dovecot several ms
+	// of CPU per login.
+	LoginProcesses int
 }
 
 // DefaultUsers are the accounts created when Options.Users is empty.
@@ -283,9 +290,17 @@ func (s *Stack) startDovecot(ctx context.Context, opts Options) error {
 	// needs MaxSessions/perProc processes, not one process per session.
 	const perProc = 500
 	procs := opts.MaxSessions/perProc + 4
+	// Default mode: a login process per connection, which stays alive as
+	// the TLS proxy of a direct IMAPS session, so it needs as many
+	// processes as sessions.
+	login := fmt.Sprintf("  process_limit = %d\n", opts.MaxSessions+1000)
+	if opts.LoginProcesses > 0 {
+		login = fmt.Sprintf("  service_count = 0\n  process_min_avail = %d\n  process_limit = %d\n", opts.LoginProcesses, opts.LoginProcesses)
+	}
 	conf := fmt.Sprintf(dovecotConf, fmt.Sprintf("%x", md5.Sum([]byte(s.Dir)))[:8], d, s.Dir, usersFile,
 		s.IMAP, s.IMAPS, s.POP3, s.POP3S, s.LMTP, s.Auth, s.CertFile, s.KeyFile,
 		opts.MaxSessions+1000, procs, perProc)
+	conf = strings.ReplaceAll(conf, "  #LOGIN#\n", login)
 	confFile := filepath.Join(d, "dovecot.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		return err
@@ -352,9 +367,7 @@ service imap-login {
     port = %[6]d
     ssl = yes
   }
-  # A login process per connection (Debian's default, service_count = 1)
-  # stays alive as the TLS proxy of a direct IMAPS session.
-  process_limit = %[13]d
+  #LOGIN#
 }
 service imap {
   # Many sessions per process (and processes reused): one process per
@@ -373,6 +386,7 @@ service pop3-login {
     port = %[8]d
     ssl = yes
   }
+  #LOGIN#
 }
 service lmtp {
   inet_listener lmtp {
