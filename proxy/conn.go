@@ -509,7 +509,7 @@ type dialFunc func(ctx context.Context, o *Options, bc backend.Client, user, pas
 
 // login runs one attempt: validate, decide, then log in to the backend.
 // Denials and refused passwords return loginFailed at the same moment
-// (attempt start + AuthFailureDelay) so neither reply nor timing tells
+// (attempt start, after any tarpit, + AuthFailureDelay) so neither reply nor timing tells
 // them apart; only the log does.
 func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutcome) {
 	start := time.Now()
@@ -528,7 +528,12 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		c.guardDenied(c.user, a.pass)
 		return fail("AUTHFAILED", reason, policy.Decision{})
 	}
-	if reason := c.guardCheck(a.user, a.pass); reason != "" {
+	reason := c.guardCheck(a.user, a.pass)
+	// The failure delay counts from after the tarpit, whatever the
+	// verdict, so a tarpitted wrong password (tarpit + backend) and a
+	// refusal (tarpit alone) still end at the same time.
+	start = time.Now()
+	if reason != "" {
 		return fail("AUTHFAILED", reason, policy.Decision{})
 	}
 	if o.Authorizer == nil {
