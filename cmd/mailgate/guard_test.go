@@ -192,6 +192,23 @@ func TestGatewayGuardBansAtAcceptAndAdminCommands(t *testing.T) {
 	if !strings.Contains(string(data), "127.0.0.5/32") {
 		t.Errorf("state file lacks the admin ban: %s", data)
 	}
+	// A restart loads it: the ban still refuses at accept.
+	g2, err := startGateway(e.config(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = g2.shutdown(sctx)
+	}()
+	imap2 := g2.lns[0].Addr().String()
+	if greeted(t, imap2, "127.0.0.5") {
+		t.Error("ban from the state file not applied after a restart")
+	}
+	if !greeted(t, imap2, "127.0.0.1") {
+		t.Error("lifted ban came back after a restart")
+	}
 }
 
 func TestBansCommandNeedsToken(t *testing.T) {
@@ -265,5 +282,24 @@ func TestGuardSurvivesReloadAndUsesTheNewGeo(t *testing.T) {
 	}
 	if !greeted(t, e.imap, "127.0.0.7") {
 		t.Error("an address the new config does not deny was refused")
+	}
+}
+
+func TestGuardCorruptStateFileDoesNotStopStartup(t *testing.T) {
+	e := startGuardEnv(t)
+	e.shutdown(t)
+	if err := os.WriteFile(e.stateFile, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	g, err := startGateway(e.config(), slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatalf("a corrupt guard state file stopped start-up: %v", err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = g.shutdown(sctx)
+	if !strings.Contains(logs.String(), "guard state not loaded") {
+		t.Errorf("corrupt state file not reported; log:\n%s", logs.String())
 	}
 }
