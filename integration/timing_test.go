@@ -104,7 +104,7 @@ guard:
   lockout: {after: 0}
 `, ports[0], hs.imapPort, hs.pop3Port, hs.smtpPort, timingDelay))
 	lb := m.Addr["imap-lb"]
-	src := pickSources(t, timingTries, netip.MustParsePrefix(legitNet), "GB", "RU")
+	src := pickSources(t, 9, timingTries, netip.MustParsePrefix(legitNet), "GB", "RU")
 
 	var mu sync.Mutex
 	var denied, wrong []time.Duration
