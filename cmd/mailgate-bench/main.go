@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -74,6 +75,7 @@ func runSingle(cmd string, args []string, stderr io.Writer) int {
 	pid := fs.Int("pid", 0, "pid of the server, to read its CPU (logins) or VmRSS (idle)")
 	metrics := fs.String("metrics", "", "idle: Prometheus URL with go_goroutines (mailgate's admin /metrics)")
 	step := fs.Duration("step", 10*time.Second, "deadline of each network step")
+	x25519 := fs.Bool("x25519", false, "offer only X25519 (default: Go's key exchanges, X25519MLKEM768 first)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -86,6 +88,9 @@ func runSingle(cmd string, args []string, stderr io.Writer) int {
 		return 2
 	}
 	t := target{addr: *addr, tls: !*plain, user: *user, pass: *pass, step: *step}
+	if *x25519 {
+		t.curves = []tls.CurveID{tls.X25519}
+	}
 	if *source != "" {
 		if t.local = net.ParseIP(*source); t.local == nil {
 			fmt.Fprintf(stderr, "mailgate-bench: -source %q is not an IP address\n", *source)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,8 +44,9 @@ type suiteOpts struct {
 	step       time.Duration
 	skip       map[string]bool
 	keep       bool
-	idleNote   string // why idleBig was reduced, for the results
-	loginProcs int    // Dovecot login processes in high-performance mode; 0: one per connection
+	idleNote   string        // why idleBig was reduced, for the results
+	loginProcs int           // Dovecot login processes in high-performance mode; 0: one per connection
+	curves     []tls.CurveID // client key exchanges; nil: Go's default
 }
 
 // stackEnv is everything the suite started.
@@ -75,6 +77,7 @@ func runSuite(args []string) int {
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
 	fs.DurationVar(&o.step, "step", 10*time.Second, "deadline of each network step")
 	fs.IntVar(&o.loginProcs, "dovecot-login-procs", 0, "run Dovecot's login services in high-performance mode with this many processes (0: Debian's default, a process per connection)")
+	kex := fs.String("client-kex", "default", `client key exchange: "default" (Go's: X25519MLKEM768 first) or "x25519" (what nginx and Dovecot on OpenSSL 3.0 choose anyway)`)
 	fs.BoolVar(&o.keep, "keep", false, "keep the daemons' scratch directories (logs, configs) for inspection")
 	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, throughput, idle, denied, profile")
 	if err := fs.Parse(args); err != nil {
@@ -87,6 +90,14 @@ func runSuite(args []string) int {
 	}
 	if o.size, err = parseSize(*size); err != nil {
 		warnf("-size: %v", err)
+		return 2
+	}
+	switch *kex {
+	case "default":
+	case "x25519":
+		o.curves = []tls.CurveID{tls.X25519}
+	default:
+		warnf("-client-kex: default or x25519")
 		return 2
 	}
 	o.skip = map[string]bool{}
@@ -250,7 +261,7 @@ func (e *stackEnv) teardown() {
 
 func (e *stackEnv) target(name, proto string, o suiteOpts) (target, bool) {
 	a, ok := e.addrs[name][proto]
-	return target{addr: a, tls: true, user: "alice@example.test", pass: "alicepass", step: o.step}, ok
+	return target{addr: a, tls: true, user: "alice@example.test", pass: "alicepass", step: o.step, curves: o.curves}, ok
 }
 
 // cpuOf returns a CPU reader for target name's process tree, or nil.
@@ -274,6 +285,11 @@ func header(w io.Writer, o suiteOpts) {
 		mode = fmt.Sprintf("high-performance login mode, %d login processes", o.loginProcs)
 	}
 	fmt.Fprintf(w, "Dovecot: %s\n", mode)
+	kexNote := "Go's default (X25519MLKEM768 with mailgate, X25519 with OpenSSL 3.0 servers)"
+	if o.curves != nil {
+		kexNote = "X25519 only, for every target"
+	}
+	fmt.Fprintf(w, "client key exchange: %s\n", kexNote)
 	fmt.Fprintf(w, "rounds %d, %s per logins run, targets alternate within each round; figures are medians over rounds\n", o.rounds, o.dur)
 }
 
@@ -536,7 +552,17 @@ func suiteDenied(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 	}
 	refused := t
 	refused.local = []byte{127, 0, 0, 3}
+	prof := filepath.Join(o.out, "mailgate-refused.pprof")
+	profDone := make(chan error, 1)
+	go func() {
+		profDone <- fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", mailstack.Addr(e.mgPorts.Pprof), max(int(o.dur.Seconds())-1, 1)), prof)
+	}()
 	lr = runLogins(ctx, 8, o.dur, 0, func(ctx context.Context) error { return refusedOnce(ctx, refused) }, e.cpuOf(tMailgate), nil)
+	if err := <-profDone; err != nil {
+		warnf("CPU profile of the refused run: %v", err)
+	} else {
+		writeProfileTop(io.Discard, e.mgBin, prof)
+	}
 	fmt.Fprintf(w, "| connection from a denied network, closed before TLS, 8 clients | %.1f | %d | %s | %s |\n", lr.Rate(), lr.OK, lr.errString(), fmtDur(lr.CPUPerLogin))
 	fmt.Fprintf(w, "\nCPU is read from /proc/<pid>/stat in 10 ms ticks over the whole run and divided by the attempts; it includes the kernel's accept and close work charged to mailgate.\n")
 }
