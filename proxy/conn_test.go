@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -337,4 +338,56 @@ func TestUpdateKeepsLimitsOfOpenConnections(t *testing.T) {
 	c.send("a NOOP\r\nb NOOP\r\n")
 	c.expect("a OK")
 	c.expect("* BYE Too many commands")
+}
+
+// The splice idle timeout is reset by traffic in either direction alone:
+// a silent client in IDLE receiving updates, and a client uploading to a
+// backend that answers only at the end, both outlive several idle periods.
+func TestSpliceIdleResetByOneWayTraffic(t *testing.T) {
+	for _, dir := range []string{"backend to client", "client to backend"} {
+		t.Run(dir, func(t *testing.T) {
+			checkNoLeak(t)
+			lim := fastLimits()
+			lim.IdleTimeout = 300 * time.Millisecond
+			e := startServer(t, Listener{}, lim)
+			const rounds = 30 // 30 x 30 ms: three idle periods
+			done := make(chan struct{})
+			e.imap.script = func(nc net.Conn) {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				if dir == "backend to client" {
+					for i := 0; i < rounds; i++ {
+						if _, err := fmt.Fprintf(nc, "* %d EXISTS\r\n", i); err != nil {
+							return
+						}
+						time.Sleep(30 * time.Millisecond)
+					}
+					io.WriteString(nc, "* done\r\n")
+				} else {
+					for i := 0; i < rounds; i++ {
+						if _, err := br.ReadString('\n'); err != nil {
+							return
+						}
+					}
+					io.WriteString(nc, "* done\r\n")
+				}
+				<-done
+			}
+			c := loginSpliced(t, e)
+			if dir == "backend to client" {
+				for i := 0; i < rounds; i++ {
+					c.expect(fmt.Sprintf("* %d EXISTS", i))
+				}
+			} else {
+				for i := 0; i < rounds; i++ {
+					c.send("upload line\r\n")
+					time.Sleep(30 * time.Millisecond)
+				}
+			}
+			c.expect("* done")
+			close(done)
+			c.expectClosed()
+			waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+		})
+	}
 }

@@ -297,3 +297,29 @@ func TestClientIDIsLoggedSanitized(t *testing.T) {
 	c.expect("e OK")
 	waitFor(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "client_id=Thunder?bird/115.0") })
 }
+
+// Every refusal waits the same AuthFailureDelay before its reply, whatever
+// the cause, so timing cannot tell a denied place from a wrong password.
+// Only the lower bound is asserted: a slow machine can only make it later.
+func TestFailureDelayAppliesToEveryRefusal(t *testing.T) {
+	lim := fastLimits()
+	lim.AuthFailureDelay = 300 * time.Millisecond
+	lim.MaxLoginAttempts = 10
+	e := startServer(t, Listener{}, lim)
+	e.imap.users["bob"] = "right"
+	c := e.dialGreeted()
+	for _, tt := range []struct{ why, cmd string }{
+		{"wrong password", "a LOGIN alice wrong"},
+		{"denied country", "a LOGIN bob right"},
+		{"unknown user", "a LOGIN nobody x"},
+		{"unusable name", `a LOGIN "" x`},
+		{"SASL wrong password", "a AUTHENTICATE PLAIN " + saslB64("\x00alice\x00wrong")},
+	} {
+		start := time.Now()
+		c.send(tt.cmd + "\r\n")
+		c.expect("a NO [AUTHENTICATIONFAILED] Authentication failed")
+		if d := time.Since(start); d < lim.AuthFailureDelay {
+			t.Errorf("%s: answered after %s, before the %s failure delay", tt.why, d, lim.AuthFailureDelay)
+		}
+	}
+}
