@@ -1,8 +1,10 @@
 package imapwire
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -231,4 +233,41 @@ func BenchmarkParseCommand(b *testing.B) {
 			}
 		}
 	}
+}
+
+// FuzzTrailingLiteral covers the two helpers the proxy runs on each raw
+// line before a command is whole: a reported literal marker is exactly
+// the line's suffix (so the proxy reads the announced number of octets,
+// no more), errors are typed, and a tag is a prefix ending at a space.
+func FuzzTrailingLiteral(f *testing.F) {
+	for _, s := range []string{"a LOGIN {5}", "a LOGIN {5+}", "a LOGIN alice {4096}", "{0}", "a {+}", "a {12345678901}", "a }", "x LOGIN {007+}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		size, nonSync, ok, err := TrailingLiteral(line)
+		if err != nil {
+			var se *SyntaxError
+			if ok || !errors.As(err, &se) {
+				t.Fatalf("TrailingLiteral(%q): ok %v, error %T %v", line, ok, err, err)
+			}
+		}
+		if ok {
+			marker := line[bytes.LastIndexByte(line, '{'):]
+			digits := strings.TrimSuffix(strings.TrimSuffix(string(marker[1:]), "}"), "+")
+			n, perr := strconv.ParseInt(digits, 10, 64)
+			if perr != nil || n != size || size < 0 || nonSync != bytes.HasSuffix(line, []byte("+}")) {
+				t.Fatalf("TrailingLiteral(%q) = %d, %v; marker %q", line, size, nonSync, marker)
+			}
+		} else if err == nil && (size != 0 || nonSync) {
+			t.Fatalf("TrailingLiteral(%q) = %d, %v without a marker", line, size, nonSync)
+		}
+		if tag, err := ParseTag(line); err == nil {
+			if tag == "" || !bytes.HasPrefix(line, []byte(tag)) || (len(line) > len(tag) && line[len(tag)] != ' ') ||
+				strings.ContainsAny(tag, " +{()\"\\*%\r\n\x00") {
+				t.Fatalf("ParseTag(%q) = %q", line, tag)
+			}
+		} else if !errors.Is(err, ErrBadTag) {
+			t.Fatalf("ParseTag(%q) error %v", line, err)
+		}
+	})
 }
