@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -390,4 +391,57 @@ func TestSpliceIdleResetByOneWayTraffic(t *testing.T) {
 			waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
 		})
 	}
+}
+
+// openFDs counts this process's open file descriptors (Linux).
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count file descriptors here: %v", err)
+	}
+	return len(ents)
+}
+
+// No socket outlives its session, however the session ends: logout
+// before login, refused login, logout through the splice, or a client
+// that drops a spliced session without a word.
+func TestSessionsLeaveNoFileDescriptors(t *testing.T) {
+	checkNoLeak(t)
+	e := startServer(t, Listener{}, fastLimits())
+	// One session first, so lazily opened descriptors (poller) exist.
+	c := e.dialGreeted()
+	c.send("a LOGOUT\r\n")
+	c.expect("* BYE")
+	c.expect("a OK")
+	c.expectClosed()
+	c.nc.Close()
+	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+	before := openFDs(t)
+	for i := 0; i < 24; i++ {
+		c := e.dialGreeted()
+		switch i % 4 {
+		case 0:
+			c.send("a LOGOUT\r\n")
+			c.expect("* BYE")
+		case 1:
+			c.send("a LOGIN alice wrong\r\n")
+			c.expect("a NO")
+		case 2:
+			c.send("a LOGIN alice secret\r\n")
+			c.expect("a OK")
+			c.send("b LOGOUT\r\n")
+			c.expect("* ECHO b LOGOUT")
+			c.expect("* BYE")
+			c.expectClosed()
+		case 3:
+			c.send("a LOGIN alice secret\r\n")
+			c.expect("a OK")
+			c.send("b NOOP\r\n")
+			c.expect("* ECHO b NOOP")
+		}
+		c.nc.Close()
+	}
+	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+	waitFor(t, "file descriptors back to the level before", func() bool { return openFDs(t) <= before })
 }
