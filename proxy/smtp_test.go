@@ -463,3 +463,34 @@ func TestSMTPBDATBeforeAuth(t *testing.T) {
 		t.Errorf("chunk data ran as AUTH: %d backend logins", n)
 	}
 }
+
+// A trusted balancer's PROXY header (v2 here) is read before the
+// early-talker wait and is not early talk; the client address it names
+// reaches policy and the backend (for XCLIENT ADDR/PORT). Commands sent
+// along with the header, before the greeting, are still early talk.
+func TestSMTPTrustedProxyHeader(t *testing.T) {
+	lim := smtpLimits()
+	lim.GreetingDelay = 100 * time.Millisecond
+	l := Listener{Protocol: smtpProto, TLS: tlsNone, ProxyFrom: loopbackPrefixes(),
+		PlaintextFrom: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+	src, dst := netip.MustParseAddrPort("203.0.113.9:4444"), netip.MustParseAddrPort("127.0.0.1:587")
+	e := startLineServer(t, l, lim)
+
+	c := e.dial()
+	c.send(string(proxyV2(src, dst)))
+	c.expect("220 mx.test ESMTP")
+	c.ehlo("client.example")
+	c.send("AUTH PLAIN " + enc64("\x00alice\x00secret") + "\r\n")
+	c.expect("235 2.7.0")
+	if r := e.auth.requests(); len(r) != 1 || r[0].Addr != src.Addr() || r[0].Protocol != smtpProto {
+		t.Errorf("policy requests %+v", r)
+	}
+	if bc := e.smtp.lastClient(); bc.Addr != src || bc.Local != dst || bc.Helo != "client.example" {
+		t.Errorf("backend client %+v", bc)
+	}
+
+	early := e.dial()
+	early.send(string(proxyV2(src, dst)) + "EHLO x\r\n")
+	early.expect("554 5.5.0")
+	early.expectClosed()
+}
