@@ -1,17 +1,18 @@
 // Package mailstack starts a private Dovecot (and optionally Postfix) on
-// loopback ports, in a scratch directory, without systemd: the backends
-// for the benchmark harness (cmd/mailgate-bench) and for anything else
-// outside tests that needs a real mail server.
+// loopback ports, in a scratch directory, without systemd. It is the one
+// implementation behind the integration tests (integration), the backend
+// package's real-server tests and the benchmark tool (cmd/mailgate-bench);
+// Options switch on what each of them needs.
 //
 // The configuration follows the project's verified recipe for running
 // Dovecot and Postfix as root on loopback (shared docs, real-backends.md):
 // uid 8 for mail, a mode 0755 scratch directory under /tmp with a short
 // path (unix sockets are limited to 108 bytes), daemon stdio to a file
 // (daemons keep inherited descriptors, so a pipe never sees EOF), and
-// maillog_file_prefixes for Postfix logging without syslog. Unlike the
-// integration tests' harness, Dovecot here also has implicit-TLS IMAPS
-// and POP3S listeners (self-signed certificate) and limits sized for
-// thousands of concurrent sessions.
+// maillog_file_prefixes for Postfix logging without syslog.
+//
+// This package must not import anything of mailgate: backend's tests
+// import it.
 package mailstack
 
 import (
@@ -34,18 +35,31 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"text/template"
 	"time"
 )
 
 // ErrMissing means a daemon binary is not installed.
 var ErrMissing = errors.New("mailstack: not installed")
 
+// errPortBusy means a daemon could not bind a port picked as free: another
+// process took it in between. Start retries with fresh ports.
+var errPortBusy = errors.New("mailstack: a picked port was taken meanwhile")
+
+// startAttempts bounds the free-port retries of Start.
+const startAttempts = 3
+
+// defaultMessageSize is Postfix's message_size_limit unless
+// Options.MessageSizeLimit says otherwise: room for the 25 MB test
+// messages (Postfix's own default is 10240000).
+const defaultMessageSize = 52428800
+
 // Options say what to start.
 type Options struct {
 	// Users maps login to password; empty means DefaultUsers.
 	Users map[string]string
 	// Postfix also starts Postfix (SMTP and a SASL submission listener
-	// authenticating through Dovecot).
+	// authenticating through Dovecot, for mailgate's verify: smtp-auth).
 	Postfix bool
 	// MaxSessions is how many concurrent IMAP sessions Dovecot must hold
 	// (imap client/process limits, per-user-and-IP limit); 0 means 1000.
@@ -57,6 +71,35 @@ type Options struct {
 	// connection (fork, TLS setup, exit), which costs Dovecot several ms
 	// of CPU per login.
 	LoginProcesses int
+
+	// Dir is the scratch directory to use; it must exist and is made mode
+	// 0755. Empty: a new directory under /tmp. Stop removes it unless Keep.
+	Dir string
+	// Name goes into Dovecot's instance_name (shown by ps); empty means
+	// "mailstack".
+	Name string
+	// NoTLS leaves TLS out: Dovecot runs with ssl = no and no IMAPS/POP3S
+	// listeners, Postfix without SMTPS, and no certificate is made. The
+	// integration tests want this: mailgate talks plaintext to loopback
+	// backends, and Dovecot must not advertise STARTTLS to it.
+	NoTLS bool
+	// Verbose makes Dovecot log auth failures, IMAP ID fields and process
+	// titles (auth_verbose, imap_id_log, verbose_proctitle): lines that
+	// tests look for in DovecotLog.
+	Verbose bool
+	// SpecialUse auto-creates and subscribes Drafts, Sent and Trash with
+	// their RFC 6154 attributes, as mail clients find them on real servers.
+	SpecialUse bool
+	// AnyUserChars lets Dovecot accept any character in user names
+	// (auth_username_chars empty), so "+" and UTF-8 reach the passdb.
+	AnyUserChars bool
+	// MessageSizeLimit is Postfix's message_size_limit in bytes; 0 means
+	// 52428800.
+	MessageSizeLimit int
+	// Watchdog starts a detached shell that stops the daemons once this
+	// process has exited, for when it dies without calling Stop (a panic,
+	// go test's -timeout). After a normal Stop it finds nothing to stop.
+	Watchdog bool
 }
 
 // DefaultUsers are the accounts created when Options.Users is empty.
@@ -68,14 +111,15 @@ var DefaultUsers = map[string]string{
 
 // Stack is a running Dovecot (and Postfix). All ports are on 127.0.0.1.
 type Stack struct {
-	Dir string // scratch directory; removed by Stop
+	Dir string // scratch directory; removed by Stop unless Keep
 
-	IMAP, IMAPS, POP3, POP3S, LMTP, Auth int // Dovecot listeners
+	// Dovecot listeners; IMAPS and POP3S are 0 with NoTLS.
+	IMAP, IMAPS, POP3, POP3S, LMTP, Auth int
 	// Postfix (0 without it): plain smtpd, SASL submission without TLS,
-	// and SASL submission with implicit TLS (RFC 8314).
+	// and SASL submission with implicit TLS (RFC 8314; 0 with NoTLS).
 	SMTP, Submission, SMTPS int
 
-	CertFile, KeyFile string // Dovecot's self-signed certificate (PEM)
+	CertFile, KeyFile string // Dovecot's self-signed certificate (PEM); empty with NoTLS
 
 	// Keep leaves Dir in place on Stop, for reading the daemons' logs.
 	Keep bool
@@ -99,7 +143,7 @@ func Missing(opts Options) []string {
 }
 
 // Start writes the configuration and starts the daemons. On error the
-// returned Stack (if not nil) must still be stopped.
+// returned Stack (if not nil) must still be stopped; its logs say why.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if m := Missing(opts); len(m) > 0 {
 		return nil, fmt.Errorf("%w: %s (Debian: apt-get install dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix)", ErrMissing, strings.Join(m, ", "))
@@ -108,7 +152,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		opts.Users = DefaultUsers
 	}
 	for u, p := range opts.Users {
-		// passwd-file fields are colon-separated lines.
+		// passwd-file fields are colon-separated lines; vmailbox lines
+		// are space-separated.
 		if u == "" || strings.ContainsAny(u+p, ":\r\n\x00") || strings.ContainsAny(u, " ") {
 			return nil, fmt.Errorf("mailstack: user %q: no colon, space, CR, LF or NUL allowed in users and passwords", u)
 		}
@@ -116,52 +161,101 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = 1000
 	}
-	dir, err := os.MkdirTemp("/tmp", "mgb")
-	if err != nil {
-		return nil, err
+	if opts.MessageSizeLimit <= 0 {
+		opts.MessageSizeLimit = defaultMessageSize
+	}
+	if opts.Name == "" {
+		opts.Name = "mailstack"
+	}
+	dir := opts.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("/tmp", "mgb"); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
 	s := &Stack{Dir: dir, postfix: opts.Postfix}
+	if opts.Watchdog {
+		if err := s.startWatchdog(); err != nil {
+			return s, fmt.Errorf("mailstack: watchdog: %w", err)
+		}
+	}
+	var err error
+	for range startAttempts {
+		if err = s.start(ctx, opts); !errors.Is(err, errPortBusy) {
+			break
+		}
+		s.stopDaemons()
+	}
+	return s, err
+}
+
+// start picks ports and starts the daemons once.
+func (s *Stack) start(ctx context.Context, opts Options) error {
 	ports, err := FreePorts(9)
 	if err != nil {
-		return s, err
+		return err
 	}
-	s.IMAP, s.IMAPS, s.POP3, s.POP3S, s.LMTP, s.Auth = ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+	s.IMAP, s.POP3, s.LMTP, s.Auth = ports[0], ports[2], ports[4], ports[5]
+	s.IMAPS, s.POP3S = 0, 0
+	if !opts.NoTLS {
+		s.IMAPS, s.POP3S = ports[1], ports[3]
+	}
+	s.SMTP, s.Submission, s.SMTPS = 0, 0, 0
 	if opts.Postfix {
-		s.SMTP, s.Submission, s.SMTPS = ports[6], ports[7], ports[8]
+		s.SMTP, s.Submission = ports[6], ports[7]
+		if !opts.NoTLS {
+			s.SMTPS = ports[8]
+		}
 	}
 	if err := s.startDovecot(ctx, opts); err != nil {
-		return s, fmt.Errorf("dovecot: %w (log: %s)", err, filepath.Join(dir, "dovecot", "dovecot.log"))
+		return fmt.Errorf("dovecot: %w (log: %s)", s.busy(err), filepath.Join(s.Dir, "dovecot", "dovecot.log"))
 	}
 	if opts.Postfix {
 		if err := s.startPostfix(ctx, opts); err != nil {
-			return s, fmt.Errorf("postfix: %w", err)
+			return fmt.Errorf("postfix: %w (log: %s)", s.busy(err), filepath.Join(s.Dir, "postfix", "postfix.log"))
 		}
 	}
-	return s, nil
+	return nil
 }
 
-// Stop stops the daemons and removes the scratch directory.
+// busy marks a start error as errPortBusy when a daemon logged that it
+// could not bind.
+func (s *Stack) busy(err error) error {
+	for _, l := range []string{s.DovecotLog(), s.PostfixLog(), s.StartLog()} {
+		if strings.Contains(l, "Address already in use") {
+			return fmt.Errorf("%w: %w", errPortBusy, err)
+		}
+	}
+	return err
+}
+
+// Stop stops the daemons and removes the scratch directory unless Keep.
 func (s *Stack) Stop() {
 	if s == nil {
 		return
 	}
+	s.stopDaemons()
+	if !s.Keep {
+		os.RemoveAll(s.Dir)
+	}
+}
+
+func (s *Stack) stopDaemons() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if s.postfix {
-		pid := readPid(filepath.Join(s.Dir, "postfix", "spool", "pid", "master.pid"))
-		_ = s.daemon(ctx, "postfix", "-c", filepath.Join(s.Dir, "postfix", "etc"), "stop")
-		waitGone(pid)
+		if pid := readPid(filepath.Join(s.Dir, "postfix", "spool", "pid", "master.pid")); pid > 0 {
+			_ = s.daemon(ctx, "postfix", "-c", s.PostfixConfDir(), "stop")
+			waitGone(pid)
+		}
 	}
-	pid := readPid(filepath.Join(s.Dir, "dovecot", "run", "master.pid"))
-	if pid > 0 {
-		_ = s.daemon(ctx, "doveadm", "-c", filepath.Join(s.Dir, "dovecot", "dovecot.conf"), "stop")
+	if pid := s.DovecotPID(); pid > 0 {
+		_ = s.daemon(ctx, "doveadm", "-c", s.DovecotConf(), "stop")
 		waitGone(pid)
-	}
-	if !s.Keep {
-		os.RemoveAll(s.Dir)
 	}
 }
 
@@ -170,11 +264,27 @@ func (s *Stack) DovecotPID() int {
 	return readPid(filepath.Join(s.Dir, "dovecot", "run", "master.pid"))
 }
 
+// DovecotConf is the path of Dovecot's configuration file (for doveadm -c).
+func (s *Stack) DovecotConf() string { return filepath.Join(s.Dir, "dovecot", "dovecot.conf") }
+
+// PostfixConfDir is Postfix's config_directory (for postfix -c).
+func (s *Stack) PostfixConfDir() string { return filepath.Join(s.Dir, "postfix", "etc") }
+
+// DovecotLog returns Dovecot's whole log so far.
+func (s *Stack) DovecotLog() string { return readLog(filepath.Join(s.Dir, "dovecot", "dovecot.log")) }
+
+// PostfixLog returns Postfix's whole log so far ("" without Postfix).
+func (s *Stack) PostfixLog() string { return readLog(filepath.Join(s.Dir, "postfix", "postfix.log")) }
+
+// StartLog returns what the start and stop commands printed.
+func (s *Stack) StartLog() string { return readLog(filepath.Join(s.Dir, "start.log")) }
+
 // Addr is "127.0.0.1:port".
 func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // FreePorts picks n distinct loopback ports that are free now. Another
-// process could take one meanwhile; starts check their ports afterwards.
+// process could take one meanwhile; Start retries with fresh ports when a
+// daemon cannot bind.
 func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -197,6 +307,9 @@ func FreePorts(n int) ([]int, error) {
 // SelfSigned writes a fresh ECDSA P-256 certificate for the given names
 // to certFile and keyFile (PEM, mode 0644: daemons read them as other users).
 func SelfSigned(certFile, keyFile string, names ...string) error {
+	if len(names) == 0 {
+		return errors.New("mailstack: SelfSigned needs a name")
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -243,6 +356,37 @@ func LookPath(name string) (string, error) {
 	return "", fmt.Errorf("%w: %s", ErrMissing, name)
 }
 
+// watchdogScript waits until the process $1 is gone, then stops Dovecot
+// ($2 doveadm, $3 config) and, if $4 is set, Postfix ($4 postfix, $5
+// config dir).
+const watchdogScript = `while kill -0 "$1" 2>/dev/null; do sleep 1; done
+"$2" -c "$3" stop >/dev/null 2>&1
+[ -n "$4" ] && "$4" -c "$5" stop >/dev/null 2>&1
+exit 0`
+
+// startWatchdog starts the watchdog in its own session, so that it
+// outlives this process and go test's process group.
+func (s *Stack) startWatchdog() error {
+	doveadm, err := LookPath("doveadm")
+	if err != nil {
+		return err
+	}
+	var postfix string
+	if s.postfix {
+		if postfix, err = LookPath("postfix"); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command("sh", "-c", watchdogScript, "mailstack-watchdog",
+		strconv.Itoa(os.Getpid()), doveadm, s.DovecotConf(), postfix, s.PostfixConfDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// Not waited for: it exits after this process does.
+	return cmd.Process.Release()
+}
+
 // daemon runs a start/stop command with stdio on the start log.
 func (s *Stack) daemon(ctx context.Context, name string, args ...string) error {
 	logf, err := os.OpenFile(filepath.Join(s.Dir, "start.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -264,6 +408,15 @@ func (s *Stack) daemon(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
+// dovecotData fills dovecotConf.
+type dovecotData struct {
+	Opts                              Options
+	Instance, Dir, Scratch, UsersFile string
+	S                                 *Stack
+	Login                             string
+	ClientLimit, Procs, PerProc       int
+}
+
 func (s *Stack) startDovecot(ctx context.Context, opts Options) error {
 	d := filepath.Join(s.Dir, "dovecot")
 	for _, sub := range []string{"", "run", "state"} {
@@ -271,6 +424,7 @@ func (s *Stack) startDovecot(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	// Maildirs belong to user mail (uid/gid 8): Dovecot refuses uid 0.
 	mail := filepath.Join(s.Dir, "mail")
 	if err := os.MkdirAll(mail, 0o755); err != nil {
 		return err
@@ -278,54 +432,93 @@ func (s *Stack) startDovecot(ctx context.Context, opts Options) error {
 	if err := os.Chown(mail, 8, 8); err != nil {
 		return err
 	}
-	s.CertFile, s.KeyFile = filepath.Join(d, "cert.pem"), filepath.Join(d, "key.pem")
-	if err := SelfSigned(s.CertFile, s.KeyFile, "imap.example.test"); err != nil {
-		return err
+	if !opts.NoTLS && s.CertFile == "" {
+		s.CertFile, s.KeyFile = filepath.Join(d, "cert.pem"), filepath.Join(d, "key.pem")
+		if err := SelfSigned(s.CertFile, s.KeyFile, "imap.example.test"); err != nil {
+			return err
+		}
 	}
 	usersFile := filepath.Join(d, "users")
-	if err := os.WriteFile(usersFile, []byte(usersLines(opts.Users, "%s:{PLAIN}%s::::::\n")), 0o644); err != nil {
+	if err := writeSecret(usersFile, usersLines(opts.Users, "%s:{PLAIN}%s::::::\n")); err != nil {
 		return err
 	}
 	// Each imap process serves up to perProc sessions, so MaxSessions
 	// needs MaxSessions/perProc processes, not one process per session.
 	const perProc = 500
-	procs := opts.MaxSessions/perProc + 4
 	// Default mode: a login process per connection, which stays alive as
 	// the TLS proxy of a direct IMAPS session, so it needs as many
 	// processes as sessions.
-	login := fmt.Sprintf("  process_limit = %d\n", opts.MaxSessions+1000)
+	login := fmt.Sprintf("process_limit = %d", opts.MaxSessions+1000)
 	if opts.LoginProcesses > 0 {
-		login = fmt.Sprintf("  service_count = 0\n  process_min_avail = %d\n  process_limit = %d\n", opts.LoginProcesses, opts.LoginProcesses)
+		login = fmt.Sprintf("service_count = 0\n  process_min_avail = %d\n  process_limit = %d", opts.LoginProcesses, opts.LoginProcesses)
 	}
-	conf := fmt.Sprintf(dovecotConf, fmt.Sprintf("%x", md5.Sum([]byte(s.Dir)))[:8], d, s.Dir, usersFile,
-		s.IMAP, s.IMAPS, s.POP3, s.POP3S, s.LMTP, s.Auth, s.CertFile, s.KeyFile,
-		opts.MaxSessions+1000, procs, perProc)
-	conf = strings.ReplaceAll(conf, "  #LOGIN#\n", login)
-	confFile := filepath.Join(d, "dovecot.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+	var b strings.Builder
+	err := dovecotConf.Execute(&b, dovecotData{
+		Opts:        opts,
+		Instance:    opts.Name + "-" + fmt.Sprintf("%x", md5.Sum([]byte(s.Dir)))[:8],
+		Dir:         d,
+		Scratch:     s.Dir,
+		UsersFile:   usersFile,
+		S:           s,
+		Login:       login,
+		ClientLimit: opts.MaxSessions + 1000,
+		Procs:       opts.MaxSessions/perProc + 4,
+		PerProc:     perProc,
+	})
+	if err != nil {
 		return err
 	}
-	if err := s.daemon(ctx, "dovecot", "-c", confFile); err != nil {
+	if err := os.WriteFile(s.DovecotConf(), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	if err := s.daemon(ctx, "dovecot", "-c", s.DovecotConf()); err != nil {
 		return err
 	}
 	return waitAccepting(ctx, s.IMAP, s.IMAPS, s.POP3, s.POP3S, s.LMTP, s.Auth)
 }
 
-// dovecotConf: instance suffix, dovecot dir, scratch dir, users file,
-// IMAP, IMAPS, POP3, POP3S, LMTP, auth ports, cert, key, client limit,
-// imap process limit, imap clients per process.
-const dovecotConf = `instance_name = mailgate-bench-%[1]s
-base_dir = %[2]s/run
-state_dir = %[2]s/state
+// writeSecret writes the passwd-file readable by Dovecot's auth process
+// (group dovecot) but not by everyone, where the group exists.
+func writeSecret(path, body string) error {
+	gid, ok := groupID("dovecot")
+	mode := os.FileMode(0o644)
+	if ok {
+		mode = 0o640
+	}
+	if err := os.WriteFile(path, []byte(body), mode); err != nil {
+		return err
+	}
+	if ok {
+		return os.Chown(path, 0, gid)
+	}
+	return nil
+}
+
+var dovecotConf = template.Must(template.New("dovecot.conf").Parse(`instance_name = {{.Instance}}
+base_dir = {{.Dir}}/run
+state_dir = {{.Dir}}/state
 protocols = imap pop3 lmtp
 listen = 127.0.0.1
+{{- if .Opts.NoTLS}}
+ssl = no
+{{- else}}
 ssl = yes
-ssl_cert = <%[11]s
-ssl_key = <%[12]s
-log_path = %[2]s/dovecot.log
-info_log_path = %[2]s/dovecot.log
+ssl_cert = <{{.S.CertFile}}
+ssl_key = <{{.S.KeyFile}}
+{{- end}}
+log_path = {{.Dir}}/dovecot.log
+info_log_path = {{.Dir}}/dovecot.log
+{{- if .Opts.Verbose}}
+auth_verbose = yes
+imap_id_log = *
+verbose_proctitle = yes
+{{- end}}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+{{- if .Opts.AnyUserChars}}
+# Any character in user names, so "+" and UTF-8 reach the passdb.
+auth_username_chars =
+{{- end}}
 login_trusted_networks = 127.0.0.0/8 ::1
 mail_uid = 8
 mail_gid = 8
@@ -333,74 +526,100 @@ first_valid_uid = 8
 last_valid_uid = 8
 first_valid_gid = 8
 last_valid_gid = 8
-mail_home = %[3]s/mail/%%d/%%n
+mail_home = {{.Scratch}}/mail/%d/%n
 mail_location = maildir:~/Maildir
 postmaster_address = postmaster@example.test
 hostname = imap.example.test
-default_client_limit = %[13]d
+default_client_limit = {{.ClientLimit}}
 default_vsz_limit = 1G
 namespace inbox {
   inbox = yes
+{{- if .Opts.SpecialUse}}
+  mailbox Drafts {
+    auto = subscribe
+    special_use = \Drafts
+  }
+  mailbox Sent {
+    auto = subscribe
+    special_use = \Sent
+  }
+  mailbox Trash {
+    auto = subscribe
+    special_use = \Trash
+  }
+{{- end}}
 }
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%%u %[4]s
+  args = scheme=PLAIN username_format=%u {{.UsersFile}}
 }
 userdb {
   driver = passwd-file
-  args = username_format=%%u %[4]s
+  args = username_format=%u {{.UsersFile}}
 }
 protocol imap {
   # One benchmark user logs in from 127.0.0.1 thousands of times at once.
-  mail_max_userip_connections = %[13]d
+  mail_max_userip_connections = {{.ClientLimit}}
 }
 protocol pop3 {
-  mail_max_userip_connections = %[13]d
+  mail_max_userip_connections = {{.ClientLimit}}
 }
 service imap-login {
   inet_listener imap {
     address = 127.0.0.1
-    port = %[5]d
+    port = {{.S.IMAP}}
   }
   inet_listener imaps {
     address = 127.0.0.1
-    port = %[6]d
+    port = {{.S.IMAPS}}
+{{- if not .Opts.NoTLS}}
     ssl = yes
+{{- end}}
   }
-  #LOGIN#
+  {{.Login}}
 }
 service imap {
   # Many sessions per process (and processes reused): one process per
   # session would need gigabytes for thousands of idle sessions.
   service_count = 0
-  process_limit = %[14]d
-  client_limit = %[15]d
+  process_limit = {{.Procs}}
+  client_limit = {{.PerProc}}
 }
 service pop3-login {
   inet_listener pop3 {
     address = 127.0.0.1
-    port = %[7]d
+    port = {{.S.POP3}}
   }
   inet_listener pop3s {
     address = 127.0.0.1
-    port = %[8]d
+    port = {{.S.POP3S}}
+{{- if not .Opts.NoTLS}}
     ssl = yes
+{{- end}}
   }
-  #LOGIN#
+  {{.Login}}
 }
 service lmtp {
   inet_listener lmtp {
     address = 127.0.0.1
-    port = %[9]d
+    port = {{.S.LMTP}}
   }
 }
+# SASL for Postfix's submission listeners (mailgate's verify: smtp-auth).
 service auth {
   inet_listener auth-inet {
     address = 127.0.0.1
-    port = %[10]d
+    port = {{.S.Auth}}
   }
 }
-`
+`))
+
+// postfixData fills postfixMainCf and postfixMasterCf.
+type postfixData struct {
+	Opts         Options
+	Dir, Scratch string
+	S            *Stack
+}
 
 func (s *Stack) startPostfix(ctx context.Context, opts Options) error {
 	d := filepath.Join(s.Dir, "postfix")
@@ -409,31 +628,39 @@ func (s *Stack) startPostfix(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	// The master creates data/master.lock as mail_owner.
 	if uid, gid, ok := userIDs("postfix"); ok {
 		if err := os.Chown(filepath.Join(d, "data"), uid, gid); err != nil {
 			return err
 		}
 	}
+	data := postfixData{Opts: opts, Dir: d, Scratch: s.Dir, S: s}
+	var mainCf, masterCf strings.Builder
+	if err := postfixMainCf.Execute(&mainCf, data); err != nil {
+		return err
+	}
+	if err := postfixMasterCf.Execute(&masterCf, data); err != nil {
+		return err
+	}
 	files := map[string]string{
-		"main.cf":   fmt.Sprintf(postfixMainCf, d, s.LMTP, s.Dir),
-		"master.cf": fmt.Sprintf(postfixMasterCf, s.SMTP, s.Submission, s.Auth, s.SMTPS, s.CertFile, s.KeyFile),
+		"main.cf":   mainCf.String(),
+		"master.cf": masterCf.String(),
 		"vmailbox":  usersLines(opts.Users, "%s OK\n"),
 	}
 	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(d, "etc", name), []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(s.PostfixConfDir(), name), []byte(body), 0o644); err != nil {
 			return err
 		}
 	}
-	if err := s.daemon(ctx, "postfix", "-c", filepath.Join(d, "etc"), "start"); err != nil {
+	if err := s.daemon(ctx, "postfix", "-c", s.PostfixConfDir(), "start"); err != nil {
 		return err
 	}
 	return waitAccepting(ctx, s.SMTP, s.Submission, s.SMTPS)
 }
 
-// postfixMainCf: postfix dir, LMTP port, scratch dir.
-const postfixMainCf = `compatibility_level = 3.6
-queue_directory = %[1]s/spool
-data_directory = %[1]s/data
+var postfixMainCf = template.Must(template.New("main.cf").Parse(`compatibility_level = 3.6
+queue_directory = {{.Dir}}/spool
+data_directory = {{.Dir}}/data
 mail_owner = postfix
 setgid_group = postdrop
 myhostname = mx.example.test
@@ -444,13 +671,14 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
+smtpd_banner = $myhostname ESMTP test-backend
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 virtual_mailbox_domains = example.test
 virtual_mailbox_maps = texthash:$config_directory/vmailbox
-virtual_transport = lmtp:inet:127.0.0.1:%[2]d
-local_transport = error:local delivery disabled
-default_transport = error:outbound delivery disabled
-relay_transport = error:outbound delivery disabled
+virtual_transport = lmtp:inet:127.0.0.1:{{.S.LMTP}}
+local_transport = error:local delivery disabled in test backend
+default_transport = error:outbound delivery disabled in test backend
+relay_transport = error:outbound delivery disabled in test backend
 alias_maps =
 alias_database =
 biff = no
@@ -458,35 +686,38 @@ append_dot_mydomain = no
 default_process_limit = 200
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
-message_size_limit = 52428800
-maillog_file = %[1]s/postfix.log
-maillog_file_prefixes = %[3]s
-`
+message_size_limit = {{.Opts.MessageSizeLimit}}
+maillog_file = {{.Dir}}/postfix.log
+maillog_file_prefixes = {{.Scratch}}
+`))
 
-// postfixMasterCf: SMTP port, submission port, Dovecot auth port, SMTPS
-// port, certificate, key.
-const postfixMasterCf = `127.0.0.1:%[1]d inet n - n - - smtpd
-127.0.0.1:%[2]d inet n - n - - smtpd
+// postfixMasterCf: the submission listeners authenticate through Dovecot
+// SASL; the plain one allows AUTH without TLS because mailgate
+// terminates TLS and talks to it on loopback.
+var postfixMasterCf = template.Must(template.New("master.cf").Parse(`127.0.0.1:{{.S.SMTP}} inet n - n - - smtpd
+127.0.0.1:{{.S.Submission}} inet n - n - - smtpd
   -o syslog_name=postfix/submission
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_sasl_type=dovecot
-  -o smtpd_sasl_path=inet:127.0.0.1:%[3]d
+  -o smtpd_sasl_path=inet:127.0.0.1:{{.S.Auth}}
   -o smtpd_sasl_security_options=noanonymous
   -o smtpd_tls_security_level=none
   -o smtpd_client_restrictions=
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-127.0.0.1:%[4]d inet n - n - - smtpd
+{{- if not .Opts.NoTLS}}
+127.0.0.1:{{.S.SMTPS}} inet n - n - - smtpd
   -o syslog_name=postfix/smtps
   -o smtpd_tls_wrappermode=yes
   -o smtpd_tls_security_level=encrypt
-  -o smtpd_tls_cert_file=%[5]s
-  -o smtpd_tls_key_file=%[6]s
+  -o smtpd_tls_cert_file={{.S.CertFile}}
+  -o smtpd_tls_key_file={{.S.KeyFile}}
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_sasl_type=dovecot
-  -o smtpd_sasl_path=inet:127.0.0.1:%[3]d
+  -o smtpd_sasl_path=inet:127.0.0.1:{{.S.Auth}}
   -o smtpd_sasl_security_options=noanonymous
   -o smtpd_client_restrictions=
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+{{- end}}
 pickup unix n - n 60 1 pickup
 tlsmgr unix - - n 1000? 1 tlsmgr
 cleanup unix n - n - 0 cleanup
@@ -507,7 +738,7 @@ lmtp unix - - n - - lmtp
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
-`
+`))
 
 func usersLines(users map[string]string, format string) string {
 	names := make([]string, 0, len(users))
@@ -526,11 +757,15 @@ func usersLines(users map[string]string, format string) string {
 	return b.String()
 }
 
-// waitAccepting waits until every port accepts a TCP connection.
+// waitAccepting waits until every port (0s skipped) accepts a TCP
+// connection.
 func waitAccepting(ctx context.Context, ports ...int) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for _, p := range ports {
+		if p == 0 {
+			continue
+		}
 		for {
 			c, err := net.DialTimeout("tcp", Addr(p), time.Second)
 			if err == nil {
@@ -545,6 +780,15 @@ func waitAccepting(ctx context.Context, ports ...int) error {
 		}
 	}
 	return nil
+}
+
+// readLog returns a whole log file, or why it cannot.
+func readLog(p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	return string(b)
 }
 
 func readPid(p string) int {
@@ -583,4 +827,17 @@ func userIDs(name string) (uid, gid int, ok bool) {
 		}
 	}
 	return 0, 0, false
+}
+
+// groupID looks a group up in /etc/group.
+func groupID(name string) (int, bool) {
+	b, _ := os.ReadFile("/etc/group")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) >= 3 && f[0] == name {
+			g, err := strconv.Atoi(f[2])
+			return g, err == nil
+		}
+	}
+	return 0, false
 }
