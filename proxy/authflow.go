@@ -3,7 +3,7 @@ package proxy
 // Login steps that are the same in every protocol, written once: the
 // SASL challenge/response loop (only the framing of a challenge differs,
 // "+ " in IMAP and POP3, "334 " in SMTP) and answering a login outcome
-// (only the words differ). Used by POP3 and SMTP; IMAP can move to them.
+// (only the words differ). All three protocols use them.
 
 import (
 	"errors"
@@ -57,10 +57,58 @@ func (c *conn) saslExchange(mech string, initial []byte, challengePrefix string)
 	}
 }
 
-// isSASLClientError reports whether err from saslExchange is the
-// client's fault and answerable, rather than the end of the session.
-func isSASLClientError(err error) bool {
-	return errors.Is(err, sasl.ErrUnsupported) || errors.Is(err, sasl.ErrCancelled) || errors.Is(err, sasl.ErrMalformed)
+// saslReplies are one protocol's answers to a SASL exchange that ended
+// without credentials. Each is a whole reply line.
+type saslReplies struct {
+	// unsupported: a mechanism we do not offer (a counted error).
+	unsupported string
+	// cancelled: the client sent "*" (RFC 4422 3.5); not counted, the
+	// client chose to stop.
+	cancelled string
+	// badInitial: an initial response that is not base64 or "=" (a
+	// counted error).
+	badInitial string
+	// malformed: a response that is not base64, or a SASL message that
+	// does not parse (a counted error).
+	malformed string
+}
+
+// saslLogin is AUTH/AUTHENTICATE in every protocol: decode the optional
+// initial response (initial as sent; "=" is an empty one, RFC 4959 3,
+// RFC 5034 4, RFC 4954 4), run the exchange with challengePrefix, and
+// answer any ending without credentials with r. ok reports whether a
+// login attempt came back; err ends the session.
+func (c *conn) saslLogin(mech, initial string, hasInitial bool, challengePrefix string, r saslReplies) (a loginAttempt, ok bool, err error) {
+	var ir []byte // nil: no initial response
+	if hasInitial {
+		if ir, err = sasl.DecodeResponse([]byte(initial)); err != nil {
+			if errors.Is(err, sasl.ErrCancelled) {
+				return a, false, c.writeLine(r.cancelled)
+			}
+			return a, false, c.replyCounted(r.badInitial)
+		}
+	}
+	cr, err := c.saslExchange(mech, ir, challengePrefix)
+	switch {
+	case errors.Is(err, sasl.ErrUnsupported):
+		return a, false, c.replyCounted(r.unsupported)
+	case errors.Is(err, sasl.ErrCancelled):
+		return a, false, c.writeLine(r.cancelled)
+	case errors.Is(err, sasl.ErrMalformed):
+		c.log.Debug("SASL exchange failed", "mech", mech, "err", err)
+		return a, false, c.replyCounted(r.malformed)
+	case err != nil:
+		return a, false, err
+	}
+	return loginAttempt{mech: mech, authzid: cr.Authzid, user: cr.Username, pass: cr.Password}, true, nil
+}
+
+// replyCounted writes an error reply line and counts a protocol error.
+func (c *conn) replyCounted(line string) error {
+	if err := c.writeLine(line); err != nil {
+		return err
+	}
+	return c.countError()
 }
 
 // loginReplies are one protocol's answers to the outcomes of c.login.

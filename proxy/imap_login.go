@@ -7,7 +7,6 @@ import (
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/proxy/internal/imapwire"
-	"github.com/mailgate/mailgate/proxy/internal/sasl"
 )
 
 // maxSASLSteps bounds the challenges of one SASL exchange (saslExchange,
@@ -49,33 +48,22 @@ func (s *imapSession) handleAuthenticate(cmd imapwire.Command) (*backend.Session
 	if !c.loginAllowed() {
 		return nil, s.refusePlaintext(cmd.Tag)
 	}
-	mech := strings.ToUpper(cmd.Args[0].Value)
-	var initial []byte // nil: no initial response
+	var initial string
 	if len(cmd.Args) == 2 {
-		// "=" is an empty initial response (RFC 4959 3).
-		var err error
-		if initial, err = sasl.DecodeResponse([]byte(cmd.Args[1].Value)); err != nil {
-			return nil, s.badCounted(cmd.Tag, "Invalid initial response")
-		}
+		initial = cmd.Args[1].Value
 	}
-	// RFC 9051 7.5: challenges are "+ " and base64.
-	cr, err := c.saslExchange(mech, initial, "+ ")
-	switch {
-	case errors.Is(err, sasl.ErrUnsupported):
-		if err := s.reply("%s NO Unsupported authentication mechanism", cmd.Tag); err != nil {
-			return nil, err
-		}
-		return nil, c.countError()
-	case errors.Is(err, sasl.ErrCancelled):
-		// RFC 9051 6.2.2: "*" cancels; the server answers BAD.
-		return nil, s.reply("%s BAD Authentication cancelled", cmd.Tag)
-	case errors.Is(err, sasl.ErrMalformed):
-		c.log.Debug("SASL exchange failed", "mech", mech, "err", err)
-		return nil, s.badCounted(cmd.Tag, "Invalid SASL response")
-	case err != nil:
+	// RFC 9051 7.5: challenges are "+ " and base64; RFC 9051 6.2.2: "*"
+	// cancels and the server answers BAD.
+	a, ok, err := c.saslLogin(strings.ToUpper(cmd.Args[0].Value), initial, len(cmd.Args) == 2, "+ ", saslReplies{
+		unsupported: cmd.Tag + " NO Unsupported authentication mechanism",
+		cancelled:   cmd.Tag + " BAD Authentication cancelled",
+		badInitial:  cmd.Tag + " BAD Invalid initial response",
+		malformed:   cmd.Tag + " BAD Invalid SASL response",
+	})
+	if !ok {
 		return nil, err
 	}
-	return s.finishLogin(cmd.Tag, loginAttempt{mech: mech, authzid: cr.Authzid, user: cr.Username, pass: cr.Password})
+	return s.finishLogin(cmd.Tag, a)
 }
 
 // finishLogin runs the shared login flow and answers. Every failure

@@ -132,12 +132,7 @@ func (s *pop3Session) reply(format string, a ...any) error {
 }
 
 // errCounted answers -ERR and counts a protocol error.
-func (s *pop3Session) errCounted(text string) error {
-	if err := s.reply("-ERR %s", text); err != nil {
-		return err
-	}
-	return s.c.countError()
-}
+func (s *pop3Session) errCounted(text string) error { return s.c.replyCounted("-ERR " + text) }
 
 // noArgs answers -ERR for a command that takes no arguments but got some.
 func (s *pop3Session) noArgs(cmd pop3wire.Command) (bool, error) {
@@ -305,34 +300,22 @@ func (s *pop3Session) handleAuth(cmd pop3wire.Command) (*backend.Session, error)
 	if !c.loginAllowed() {
 		return nil, s.refusePlaintext()
 	}
-	mech := strings.ToUpper(cmd.Args[0])
-	var initial []byte // nil: no initial response
+	var initial string
 	if len(cmd.Args) == 2 {
-		// RFC 5034 4: "=" is an empty initial response.
-		var err error
-		initial, err = sasl.DecodeResponse([]byte(cmd.Args[1]))
-		if errors.Is(err, sasl.ErrCancelled) {
-			return nil, s.reply("-ERR Authentication cancelled")
-		}
-		if err != nil {
-			return nil, s.errCounted("Invalid initial response")
-		}
+		initial = cmd.Args[1]
 	}
-	// RFC 5034 4: challenges are "+ " and base64.
-	cr, err := c.saslExchange(mech, initial, "+ ")
-	switch {
-	case errors.Is(err, sasl.ErrUnsupported):
-		return nil, s.errCounted("Unsupported authentication mechanism")
-	case errors.Is(err, sasl.ErrCancelled):
-		// RFC 5034 4: "*" cancels; the server answers -ERR.
-		return nil, s.reply("-ERR Authentication cancelled")
-	case isSASLClientError(err):
-		c.log.Debug("SASL exchange failed", "mech", mech, "err", err)
-		return nil, s.errCounted("Invalid SASL response")
-	case err != nil:
+	// RFC 5034 4: challenges are "+ " and base64; "*" cancels and the
+	// server answers -ERR.
+	a, ok, err := c.saslLogin(strings.ToUpper(cmd.Args[0]), initial, len(cmd.Args) == 2, "+ ", saslReplies{
+		unsupported: "-ERR Unsupported authentication mechanism",
+		cancelled:   "-ERR Authentication cancelled",
+		badInitial:  "-ERR Invalid initial response",
+		malformed:   "-ERR Invalid SASL response",
+	})
+	if !ok {
 		return nil, err
 	}
-	return s.finishLogin(loginAttempt{mech: mech, authzid: cr.Authzid, user: cr.Username, pass: cr.Password})
+	return s.finishLogin(a)
 }
 
 // finishLogin runs the shared login flow and answers. Every failure cause

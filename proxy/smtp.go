@@ -209,12 +209,7 @@ func (s *smtpSession) next() (*backend.Session, error) {
 func (s *smtpSession) reply(line string) error { return s.c.writeLine(line) }
 
 // replyCounted writes an error reply and counts a protocol error.
-func (s *smtpSession) replyCounted(line string) error {
-	if err := s.reply(line); err != nil {
-		return err
-	}
-	return s.c.countError()
-}
+func (s *smtpSession) replyCounted(line string) error { return s.c.replyCounted(line) }
 
 // smtpBackendExtensions are the EHLO keywords passed on from the backend:
 // those about the mail transaction that follows AUTH. The backend's AUTH,
@@ -353,32 +348,18 @@ func (s *smtpSession) handleAuth(cmd smtpwire.Command) (*backend.Session, error)
 	if err != nil {
 		return nil, s.replyCounted("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
 	}
-	var initial []byte // nil: no initial response
-	if a.HasInitial {
-		// RFC 4954 4: "=" is an empty initial response; "*" cancels.
-		initial, err = sasl.DecodeResponse([]byte(a.Initial))
-		if errors.Is(err, sasl.ErrCancelled) {
-			return nil, s.reply("501 5.0.0 Authentication cancelled")
-		}
-		if err != nil {
-			return nil, s.replyCounted("501 5.5.2 Cannot decode response")
-		}
-	}
-	// RFC 4954 4: challenges are "334 " and base64.
-	cr, err := c.saslExchange(a.Mechanism, initial, "334 ")
-	switch {
-	case errors.Is(err, sasl.ErrUnsupported):
-		return nil, s.replyCounted("504 5.5.4 Unrecognized authentication type")
-	case errors.Is(err, sasl.ErrCancelled):
-		// RFC 4954 4: the server rejects a cancelled AUTH with 501.
-		return nil, s.reply("501 5.0.0 Authentication cancelled")
-	case isSASLClientError(err):
-		c.log.Debug("SASL exchange failed", "mech", a.Mechanism, "err", err)
-		return nil, s.replyCounted("501 5.5.2 Cannot decode response")
-	case err != nil:
+	// RFC 4954 4: challenges are "334 " and base64; a cancelled AUTH
+	// ("*") is answered with 501.
+	la, ok, err := c.saslLogin(a.Mechanism, a.Initial, a.HasInitial, "334 ", saslReplies{
+		unsupported: "504 5.5.4 Unrecognized authentication type",
+		cancelled:   "501 5.0.0 Authentication cancelled",
+		badInitial:  "501 5.5.2 Cannot decode response",
+		malformed:   "501 5.5.2 Cannot decode response",
+	})
+	if !ok {
 		return nil, err
 	}
-	return s.finishLogin(loginAttempt{mech: a.Mechanism, authzid: cr.Authzid, user: cr.Username, pass: cr.Password})
+	return s.finishLogin(la)
 }
 
 // finishLogin runs the shared login flow and answers. Every failure cause
