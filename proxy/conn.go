@@ -368,6 +368,24 @@ func (c *conn) loginAllowed() bool {
 	return c.tls || inPrefixes(c.remote.Addr(), c.ln.PlaintextFrom)
 }
 
+// startTLSOffered reports whether the protocol's STARTTLS (IMAP
+// STARTTLS, POP3 STLS, SMTP STARTTLS) may be used now: on a starttls
+// listener, once.
+func (c *conn) startTLSOffered() bool { return c.ln.TLS == tlsStartTLS && !c.tls }
+
+// readCommandLine reads one command line of a line protocol (POP3, SMTP)
+// and counts it against MaxCommands. It reads up to maxSASLLine, as AUTH
+// may carry a long initial response (RFC 5034 4, RFC 4954 4); the caller
+// checks its shorter limit for other commands once it knows the verb.
+// Longer than maxSASLLine is errLineTooLong, which ends the session.
+func (c *conn) readCommandLine() ([]byte, error) {
+	line, err := c.readLine(maxSASLLine)
+	if err != nil {
+		return nil, err
+	}
+	return line, c.countCommand()
+}
+
 // readDeadline is the earlier of the idle and the login deadline.
 func (c *conn) readDeadline() time.Time {
 	d := time.Now().Add(c.lim.PreAuthIdleTimeout)

@@ -57,7 +57,7 @@ var errLiteralTooBigClose = errors.New("non-synchronizing literal too big")
 func (s *imapSession) capabilities() string {
 	c := s.c
 	caps := []string{"IMAP4rev1", "SASL-IR", "LITERAL+", "ID"}
-	if c.ln.TLS == tlsStartTLS && !c.tls {
+	if c.startTLSOffered() {
 		caps = append(caps, "STARTTLS")
 	}
 	if c.loginAllowed() {

@@ -99,7 +99,7 @@ func (s *imapSession) handleStartTLS(cmd imapwire.Command) error {
 	if ok, err := s.noArgs(cmd); !ok {
 		return err
 	}
-	if c.ln.TLS != tlsStartTLS || c.tls {
+	if !c.startTLSOffered() {
 		return s.badCounted(cmd.Tag, "STARTTLS not available")
 	}
 	if err := s.reply("%s OK Begin TLS negotiation now", cmd.Tag); err != nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/proxy/internal/imapwire"
+	"github.com/mailgate/mailgate/proxy/internal/pop3wire"
+	"github.com/mailgate/mailgate/proxy/internal/smtpwire"
 )
 
 func TestLimitsDefaultsAndValidate(t *testing.T) {
@@ -139,4 +141,19 @@ func TestLoginTimeout(t *testing.T) {
 	c.expect("* BYE Autologout; idle for too long")
 	c.expectClosed()
 	waitFor(t, "close log", func() bool { return strings.Contains(e.logs.String(), `reason="login timeout"`) })
+}
+
+// The shared line reader's SASL bound is the one each wire package
+// documents for its protocol.
+func TestSASLLineBoundsAgree(t *testing.T) {
+	for name, n := range map[string]int{"pop3wire": pop3wire.MaxSASLLine, "smtpwire": smtpwire.MaxSASLLine} {
+		if n != maxSASLLine {
+			t.Errorf("%s.MaxSASLLine %d, shared reader reads %d", name, n, maxSASLLine)
+		}
+	}
+	for _, n := range []int{maxSASLLine, imapwire.MaxLine, pop3wire.MaxLine, smtpwire.MaxLine} {
+		if n > readBufferSize {
+			t.Errorf("read buffer %d cannot hold a %d-octet line", readBufferSize, n)
+		}
+	}
 }

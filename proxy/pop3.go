@@ -83,14 +83,8 @@ func (pop3Handler) serve(c *conn) (*backend.Session, error) {
 // next reads, checks and runs one command.
 func (s *pop3Session) next() (*backend.Session, error) {
 	c := s.c
-	// AUTH lines may be longer than other commands (RFC 5034 4); read up
-	// to the larger bound and check the smaller one once the keyword is
-	// known. Longer than that ends the session (errLineTooLong).
-	line, err := c.readLine(pop3wire.MaxSASLLine)
+	line, err := c.readCommandLine()
 	if err != nil {
-		return nil, err
-	}
-	if err := c.countCommand(); err != nil {
 		return nil, err
 	}
 	cmd, perr := pop3wire.ParseCommand(line)
@@ -160,7 +154,7 @@ func (s *pop3Session) capabilities() []string {
 		// RFC 2595 4: no USER or SASL PLAIN where they may not be used.
 		caps = append(caps, "USER", "SASL "+strings.Join(sasl.Mechanisms(), " "))
 	}
-	if c.ln.TLS == tlsStartTLS && !c.tls {
+	if c.startTLSOffered() {
 		caps = append(caps, "STLS")
 	}
 	caps = append(caps, "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE")
@@ -238,7 +232,7 @@ func (s *pop3Session) handleSTLS(cmd pop3wire.Command) error {
 	if ok, err := s.noArgs(cmd); !ok {
 		return err
 	}
-	if c.ln.TLS != tlsStartTLS || c.tls {
+	if !c.startTLSOffered() {
 		return s.errCounted("STLS not available")
 	}
 	if err := s.reply("+OK Begin TLS negotiation"); err != nil {

@@ -155,14 +155,8 @@ var smtpForeign = map[string]bool{
 // next reads, checks and runs one command.
 func (s *smtpSession) next() (*backend.Session, error) {
 	c := s.c
-	// AUTH lines may be longer than other commands (RFC 4954 4); read up
-	// to the larger bound and check the smaller one once the verb is
-	// known. Longer than that ends the session (errLineTooLong).
-	line, err := c.readLine(smtpwire.MaxSASLLine)
+	line, err := c.readCommandLine()
 	if err != nil {
-		return nil, err
-	}
-	if err := c.countCommand(); err != nil {
 		return nil, err
 	}
 	cmd, perr := smtpwire.ParseCommand(line)
@@ -241,7 +235,7 @@ func (s *smtpSession) extensions() []string {
 		// RFC 4954 4: AUTH only where credentials may be sent.
 		exts = append(exts, "AUTH "+strings.Join(sasl.Mechanisms(), " "))
 	}
-	if c.ln.TLS == tlsStartTLS && !c.tls {
+	if c.startTLSOffered() {
 		exts = append(exts, "STARTTLS")
 	}
 	return exts
@@ -301,7 +295,7 @@ func (s *smtpSession) handleStartTLS(cmd smtpwire.Command) error {
 	if cmd.Arg != "" {
 		return s.replyCounted("501 5.5.4 Syntax: STARTTLS")
 	}
-	if c.ln.TLS != tlsStartTLS || c.tls {
+	if !c.startTLSOffered() {
 		return s.replyCounted("502 5.5.1 Error: command not implemented")
 	}
 	if err := s.reply("220 2.0.0 Ready to start TLS"); err != nil {
