@@ -14,12 +14,13 @@ package proxy
 //     *backend.Session once a login succeeded, after writing the
 //     protocol's success reply (IMAP: Session.Reply; POP3: the +OK; SMTP:
 //     235). goodbye(c, reason) renders the line sent before closing for a
-//     close reason (errShutdown, errIdleTimeout, errLoginTimeout,
-//     errTooManyErrors, errTooManyCommands, errTooManyAttempts,
-//     errLineTooLong); return "" for none.
+//     close reason: goodbyeFor over a []goodbye that words every reason
+//     in goodbyeReasons (protocols.go; a test checks each protocol).
 //   - its command loop, built from these conn methods:
 //     c.readLine(max) reads one bounded line (deadlines, shutdown and the
-//     untrusted-PROXY check included); c.writeLine/c.write send replies;
+//     untrusted-PROXY check included), c.readCommandLine() one counted
+//     POP3/SMTP command line; c.startTLSOffered() says whether STARTTLS
+//     may be used now; c.writeLine/c.write send replies;
 //     c.countCommand() and c.countError() enforce MaxCommands/MaxErrors;
 //     c.loginAllowed() says whether credentials may be sent now (TLS or
 //     PlaintextFrom); c.startTLS() upgrades after the protocol's "go

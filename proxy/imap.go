@@ -69,25 +69,19 @@ func (s *imapSession) capabilities() string {
 	return strings.Join(caps, " ")
 }
 
-func (imapHandler) goodbye(c *conn, reason error) string {
-	switch {
-	case errors.Is(reason, errShutdown):
-		return "* BYE Server shutting down"
-	case errors.Is(reason, errIdleTimeout), errors.Is(reason, errLoginTimeout):
-		return "* BYE Autologout; idle for too long"
-	case errors.Is(reason, errTooManyErrors):
-		return "* BYE Too many invalid commands"
-	case errors.Is(reason, errTooManyCommands):
-		return "* BYE Too many commands before login"
-	case errors.Is(reason, errTooManyAttempts):
-		return "* BYE Too many login failures"
-	case errors.Is(reason, errLineTooLong):
-		return "* BYE Command line too long"
-	case errors.Is(reason, errLiteralTooBigClose):
-		return "* BYE Literal too big"
-	}
-	return ""
+// imapGoodbyes: untagged BYE before closing (RFC 9051 7.1.5).
+var imapGoodbyes = []goodbye{
+	{errShutdown, "* BYE Server shutting down"},
+	{errIdleTimeout, "* BYE Autologout; idle for too long"},
+	{errLoginTimeout, "* BYE Autologout; idle for too long"},
+	{errTooManyErrors, "* BYE Too many invalid commands"},
+	{errTooManyCommands, "* BYE Too many commands before login"},
+	{errTooManyAttempts, "* BYE Too many login failures"},
+	{errLineTooLong, "* BYE Command line too long"},
+	{errLiteralTooBigClose, "* BYE Literal too big"},
 }
+
+func (imapHandler) goodbye(c *conn, reason error) string { return goodbyeFor(reason, imapGoodbyes) }
 
 func (imapHandler) serve(c *conn) (*backend.Session, error) {
 	s := &imapSession{c: c}

@@ -47,23 +47,19 @@ type pop3Session struct {
 	user string
 }
 
-func (pop3Handler) goodbye(c *conn, reason error) string {
-	switch {
-	case errors.Is(reason, errShutdown):
-		return "-ERR [SYS/TEMP] Server shutting down"
-	case errors.Is(reason, errIdleTimeout), errors.Is(reason, errLoginTimeout):
-		return "-ERR Disconnected for inactivity"
-	case errors.Is(reason, errTooManyErrors):
-		return "-ERR Too many invalid commands"
-	case errors.Is(reason, errTooManyCommands):
-		return "-ERR Too many commands before login"
-	case errors.Is(reason, errTooManyAttempts):
-		return "-ERR [AUTH] Too many login failures"
-	case errors.Is(reason, errLineTooLong):
-		return "-ERR Command line too long"
-	}
-	return ""
+// pop3Goodbyes: -ERR before closing; [SYS/TEMP] and [AUTH] as RFC 3206
+// defines them.
+var pop3Goodbyes = []goodbye{
+	{errShutdown, "-ERR [SYS/TEMP] Server shutting down"},
+	{errIdleTimeout, "-ERR Disconnected for inactivity"},
+	{errLoginTimeout, "-ERR Disconnected for inactivity"},
+	{errTooManyErrors, "-ERR Too many invalid commands"},
+	{errTooManyCommands, "-ERR Too many commands before login"},
+	{errTooManyAttempts, "-ERR [AUTH] Too many login failures"},
+	{errLineTooLong, "-ERR Command line too long"},
 }
+
+func (pop3Handler) goodbye(c *conn, reason error) string { return goodbyeFor(reason, pop3Goodbyes) }
 
 func (pop3Handler) serve(c *conn) (*backend.Session, error) {
 	s := &pop3Session{c: c}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/policy"
 )
@@ -28,4 +30,29 @@ func handlerFor(p policy.Protocol) protocolHandler {
 		return smtpHandler{}
 	}
 	return nil
+}
+
+// goodbye is one protocol's last line for a close reason.
+type goodbye struct {
+	reason error
+	line   string
+}
+
+// goodbyeReasons are the shared close reasons every protocol words (a
+// test checks it). Others close without a line: EOF, a logout already
+// answered, an untrusted PROXY header (the peer may not speak the
+// protocol at all).
+var goodbyeReasons = []error{
+	errShutdown, errIdleTimeout, errLoginTimeout, errTooManyErrors,
+	errTooManyCommands, errTooManyAttempts, errLineTooLong,
+}
+
+// goodbyeFor returns the line in lines for reason, or "".
+func goodbyeFor(reason error, lines []goodbye) string {
+	for _, g := range lines {
+		if errors.Is(reason, g.reason) {
+			return g.line
+		}
+	}
+	return ""
 }

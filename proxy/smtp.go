@@ -66,24 +66,20 @@ type smtpSession struct {
 	helo, heloCmd string
 }
 
+// goodbye: 421 before closing (RFC 5321 3.8), with our host name as
+// Postfix words it.
 func (smtpHandler) goodbye(c *conn, reason error) string {
 	host := c.srv.options().Hostname
-	switch {
-	case errors.Is(reason, errShutdown):
-		return "421 4.3.2 Service shutting down"
-	case errors.Is(reason, errIdleTimeout), errors.Is(reason, errLoginTimeout):
-		return "421 4.4.2 " + host + " Error: timeout exceeded"
-	case errors.Is(reason, errTooManyErrors):
-		return "421 4.7.0 " + host + " Error: too many errors"
-	case errors.Is(reason, errTooManyCommands):
-		return "421 4.7.0 " + host + " Error: too many commands before authentication"
-	case errors.Is(reason, errTooManyAttempts):
-		return "421 4.7.0 " + host + " Error: too many authentication failures"
-	case errors.Is(reason, errLineTooLong):
+	return goodbyeFor(reason, []goodbye{
+		{errShutdown, "421 4.3.2 Service shutting down"},
+		{errIdleTimeout, "421 4.4.2 " + host + " Error: timeout exceeded"},
+		{errLoginTimeout, "421 4.4.2 " + host + " Error: timeout exceeded"},
+		{errTooManyErrors, "421 4.7.0 " + host + " Error: too many errors"},
+		{errTooManyCommands, "421 4.7.0 " + host + " Error: too many commands before authentication"},
+		{errTooManyAttempts, "421 4.7.0 " + host + " Error: too many authentication failures"},
 		// RFC 5321 4.5.3.1.4 names 500 for this; we also close, so 421.
-		return "421 4.7.0 " + host + " Error: line too long"
-	}
-	return ""
+		{errLineTooLong, "421 4.7.0 " + host + " Error: line too long"},
+	})
 }
 
 func (smtpHandler) serve(c *conn) (*backend.Session, error) {
