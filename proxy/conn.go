@@ -28,10 +28,11 @@ package proxy
 //     validation, policy, the failure delay and the backend login and
 //     logs AUTHPASS/AUTHFAILED/COUNTRYFAILED; c.attemptsLeft() says
 //     whether another try is allowed. authflow.go builds on these:
-//     c.saslExchange runs a SASL PLAIN/LOGIN exchange with the
-//     protocol's challenge prefix, and c.loginAndAnswer runs c.login and
-//     answers each outcome in the protocol's words (all three protocols
-//     use both).
+//     c.saslLogin decodes an initial response and runs a SASL
+//     PLAIN/LOGIN exchange (c.saslExchange) with the protocol's challenge
+//     prefix, answering cancel and malformed input in the protocol's
+//     words, and c.loginAndAnswer runs c.login and answers each outcome
+//     in the protocol's words (all three protocols use both).
 //
 // A goodbye is written for any error serve returns; return "" from
 // goodbye for reasons that need none (EOF, logout already answered).
