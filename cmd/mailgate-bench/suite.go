@@ -146,6 +146,9 @@ func mustCreate(path string) io.Writer {
 
 func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 	env := &stackEnv{addrs: map[string]map[string]string{}, pids: map[string]int{}}
+	if os.Geteuid() != 0 {
+		return env, errors.New("the suite runs Dovecot (mail uid 8), Postfix and nginx as their own users and must run as root; the logins, throughput and idle subcommands need no privileges")
+	}
 	nofile := raiseNoFile(uint64(4*max(o.idleBig, o.idle) + 10000))
 	// mailgate holds two descriptors per spliced session (client and
 	// backend). Without CAP_SYS_RESOURCE the hard limit cannot be raised,
