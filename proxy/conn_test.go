@@ -445,3 +445,32 @@ func TestSessionsLeaveNoFileDescriptors(t *testing.T) {
 	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
 	waitFor(t, "file descriptors back to the level before", func() bool { return openFDs(t) <= before })
 }
+
+// Under LOGINDISABLED a LOGIN with a synchronizing literal is refused
+// before the "+", so neither name nor password is sent in the clear;
+// the session goes on and can still upgrade.
+func TestLoginLiteralRefusedBeforeTLS(t *testing.T) {
+	e := startServer(t, Listener{TLS: tlsStartTLS}, fastLimits())
+	c := e.dialGreeted()
+	c.send("a LOGIN {5}\r\n")
+	c.expect("a NO [PRIVACYREQUIRED] ")
+	c.send("b login alice {6}\r\n")
+	c.expect("b NO [PRIVACYREQUIRED] ")
+	// Other commands' literals are read as before (and refused as unknown).
+	c.send("c APPEND INBOX {3}\r\n")
+	c.expect("+ ")
+	c.send("abc\r\n")
+	c.expect("c BAD ")
+	c.send("d STARTTLS\r\n")
+	c.expect("d OK")
+	c.startTLS()
+	c.send("e LOGIN {5}\r\n")
+	c.expect("+ ")
+	c.send("alice {6}\r\n")
+	c.expect("+ ")
+	c.send("secret\r\n")
+	c.expect("e OK [CAPABILITY")
+	if n := len(e.auth.requests()); n != 1 {
+		t.Errorf("%d policy decisions, want 1 (the login after TLS)", n)
+	}
+}

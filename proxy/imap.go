@@ -47,6 +47,14 @@ type errLiteralTooBig struct {
 
 func (e *errLiteralTooBig) Error() string { return "literal too big" }
 
+// errPlaintextLiteral is returned by readCommand for a synchronizing
+// literal in LOGIN where logins are not allowed yet (LOGINDISABLED): we
+// refuse before the "+", so the client never sends the name or password
+// in the clear.
+type errPlaintextLiteral struct{ tag string }
+
+func (e *errPlaintextLiteral) Error() string { return "LOGIN literal before TLS" }
+
 // errLiteralTooBigClose ends the session after a non-synchronizing literal
 // we refused (its octets are already on the wire).
 var errLiteralTooBigClose = errors.New("non-synchronizing literal too big")
@@ -111,6 +119,13 @@ func (s *imapSession) next() (*backend.Session, error) {
 		}
 		return nil, s.badCounted(big.tag, "Literal too big")
 	}
+	var plain *errPlaintextLiteral
+	if errors.As(err, &plain) {
+		if err := c.countCommand(); err != nil {
+			return nil, err
+		}
+		return nil, s.refusePlaintext(plain.tag)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +183,10 @@ func (s *imapSession) readCommand() ([]byte, error) {
 			tag, _ := imapwire.ParseTag(s.buf)
 			return nil, &errLiteralTooBig{tag: tag, nonSync: nonSync}
 		}
+		if !nonSync && !c.loginAllowed() && partialCommandName(s.buf) == "LOGIN" {
+			tag, _ := imapwire.ParseTag(s.buf)
+			return nil, &errPlaintextLiteral{tag: tag}
+		}
 		if !nonSync {
 			// RFC 9051 7.5: the client waits for this before sending.
 			if err := c.writeLine("+ Ready for literal data"); err != nil {
@@ -181,6 +200,17 @@ func (s *imapSession) readCommand() ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// partialCommandName returns the upper-case name of a command whose
+// first line has been read, or "" when the line has no tag and name.
+func partialCommandName(b []byte) string {
+	tag, err := imapwire.ParseTag(b)
+	if err != nil || len(b) == len(tag) {
+		return ""
+	}
+	name, _, _ := strings.Cut(string(b[len(tag)+1:]), " ")
+	return strings.ToUpper(name)
 }
 
 // reply writes one response line.
