@@ -101,6 +101,7 @@ func FuzzSession(f *testing.F) {
 		`a ID ("name" "Thunderbird" "version" "115")` + "\r\n",
 		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\na NOOP\r\n",
 		"a LOGIN {99999}\r\nb LOGIN {99999+}\r\n",
+		"a LOGIN {5}\r\nalice {6}\r\nsecret\r\nb LOGIN alice {6+}\r\nsecret\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -117,6 +118,9 @@ func FuzzSession(f *testing.F) {
 		{Name: "fuzz", Protocol: policy.IMAP, TLS: tlsStartTLS, TLSConfig: serverTLSConfig(nil), PlaintextFrom: loopback},
 		// The peer is trusted: the input must start with a PROXY header.
 		{Name: "fuzz-proxied", Protocol: policy.IMAP, TLS: tlsNone, ProxyFrom: loopback, PlaintextFrom: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}},
+		// LOGINDISABLED until a TLS handshake, which fuzz bytes never
+		// complete: no login may be decided here.
+		{Name: "fuzz-logindisabled", Protocol: policy.IMAP, TLS: tlsStartTLS, TLSConfig: serverTLSConfig(nil)},
 	}
 	f.Fuzz(func(t *testing.T, input []byte) {
 		for _, l := range listeners {
@@ -133,8 +137,12 @@ func checkSession(t *testing.T, s *Server, l Listener, auth *fakeAuth, maxAttemp
 		totalPanics.Add(n)
 		t.Fatalf("session panicked on %q", input)
 	}
-	if n := len(auth.requests()) - before; n > maxAttempts {
+	n := len(auth.requests()) - before
+	if n > maxAttempts {
 		t.Fatalf("%d login decisions, limit %d", n, maxAttempts)
+	}
+	if len(l.PlaintextFrom) == 0 && n > 0 {
+		t.Fatalf("%d login decisions without TLS under LOGINDISABLED", n)
 	}
 	// Nothing may follow the STARTTLS go-ahead in clear text: the
 	// handshake fails on fuzz bytes and any pipelined command is
