@@ -150,6 +150,8 @@ type conn struct {
 
 	guard *guard.Guard // brute-force guard at connect time; nil: none
 	gconn *guard.Conn  // this connection's place in the guard's counts
+	// guardDone: the accept loop already admitted the connection.
+	guardDone bool
 }
 
 // newConn sets up a conn for an accepted socket.

@@ -14,15 +14,17 @@ import (
 	"github.com/mailgate/mailgate/proxy/guard"
 )
 
-// guardAccept admits the connection with the guard, after any PROXY
-// header and before TLS. A refused source is closed without a handshake
+// guardAccept admits the connection with the guard, after a PROXY
+// header and before TLS. Without a PROXY header the accept loop asks the
+// guard instead (Server.admit), before this connection exists. A refused source is closed without a handshake
 // or greeting: answering would cost the CPU the refusal is meant to save.
 func (c *conn) guardAccept() error {
-	if c.guard == nil {
-		return nil
+	if c.guard == nil || c.guardDone {
+		return nil // no guard, or the accept loop already asked it
 	}
 	gc, err := c.guard.Accept(c.remote.Addr())
 	if err != nil {
+		c.metrics().refusedAtAccept(c.ln)
 		c.log.Info("connection refused by guard", "err", err)
 		return err
 	}
@@ -51,11 +53,21 @@ func (c *conn) guardCheck(user, pass string) string {
 	if c.guard == nil {
 		return ""
 	}
-	v := c.guard.Check(user, c.remote.Addr())
+	// Begin reserves the attempt, so concurrent attempts on other
+	// connections cannot all pass before the first failure is counted.
+	// The reservation ends with the outcome (guardDenied, guardFailure,
+	// guardSuccess), the connection's next attempt or its close.
+	var v guard.Verdict
+	if c.gconn != nil {
+		v = c.gconn.Begin(user)
+	} else {
+		v = c.guard.Check(user, c.remote.Addr())
+	}
 	c.sleep(v.Delay)
 	if v.Allow && c.ctx.Err() == nil && time.Now().Before(c.loginDeadline) {
 		return ""
 	}
+	c.guardEndAttempt()
 	if !v.Allow {
 		c.guardDenied(user, pass)
 		return "guard: " + v.Reason
@@ -83,6 +95,16 @@ func (c *conn) guardDenied(user, pass string) {
 	if c.guard != nil {
 		c.logGuardEvents(c.guard.Denied(user, c.remote.Addr(), pass))
 	}
+	c.guardEndAttempt()
+}
+
+// guardEndAttempt releases the attempt reserved by guardCheck, after its
+// outcome is counted: counting it both in flight and failed for a moment
+// errs on the safe side, never the reverse.
+func (c *conn) guardEndAttempt() {
+	if c.gconn != nil {
+		c.gconn.EndAttempt()
+	}
 }
 
 // guardFailure counts a wrong password and returns the fingerprint
@@ -92,6 +114,7 @@ func (c *conn) guardFailure(user, pass string) []any {
 		return nil
 	}
 	c.logGuardEvents(c.guard.Failure(user, c.remote.Addr(), pass))
+	c.guardEndAttempt()
 	if fp := c.guard.Fingerprint(pass); fp != "" {
 		return []any{"pwfp", fp}
 	}
@@ -106,6 +129,7 @@ func (c *conn) guardSuccess(user string, d policy.Decision) (refuse bool) {
 		return false
 	}
 	evs := c.guard.Success(user, c.remote.Addr(), d.Location.Country)
+	c.guardEndAttempt()
 	c.logGuardEvents(evs)
 	for _, e := range evs {
 		if e.Kind == guard.EventCompromised && e.Refuse {

@@ -37,6 +37,7 @@ type Metrics struct {
 	spliced     *prometheus.GaugeVec     // protocol
 	bytes       *prometheus.CounterVec   // protocol, direction
 	tlsFailures *prometheus.CounterVec   // listener
+	refused     *prometheus.CounterVec   // listener
 	panics      prometheus.Counter
 }
 
@@ -79,13 +80,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mailgate_tls_handshake_failures_total",
 			Help: "Failed TLS handshakes (implicit TLS and STARTTLS) by listener.",
 		}, []string{"listener"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_guard_refused_connections_total",
+			Help: "Connections the brute-force guard refused at accept (ban, deny list, connection limits), by listener; closed before TLS and greeting.",
+		}, []string{"listener"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mailgate_session_panics_total",
 			Help: "Sessions ended by a recovered panic; anything but 0 is a bug.",
 		}),
 	}
 	reg.MustRegister(m.connections, m.logins, m.decisions, m.backendErrs, m.backendTime,
-		m.spliced, m.bytes, m.tlsFailures, m.panics)
+		m.spliced, m.bytes, m.tlsFailures, m.refused, m.panics)
 	return m
 }
 
@@ -112,6 +117,14 @@ func (m *Metrics) tlsFailed(l Listener) {
 		return
 	}
 	m.tlsFailures.WithLabelValues(l.Name).Inc()
+}
+
+// refusedAtAccept counts a connection the guard refused before TLS.
+func (m *Metrics) refusedAtAccept(l Listener) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(l.Name).Inc()
 }
 
 func (m *Metrics) panicked() {

@@ -143,6 +143,7 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 	}()
 
 	var backoff time.Duration // after temporary accept errors, as net/http
+	var refused refusedSummary
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -159,12 +160,67 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 			return fmt.Errorf("proxy: accept on %q: %w", l.Name, err)
 		}
 		backoff = 0
+		gc, ok := s.admit(nc, l, &refused)
+		if !ok {
+			continue
+		}
 		c := s.register(nc, l)
 		if c == nil {
+			if gc != nil {
+				gc.Close()
+			}
 			return ErrServerClosed
 		}
+		c.gconn = gc
+		c.guardDone = gc != nil
 		go c.serve()
 	}
+}
+
+// refusedLogInterval is how often at most a listener logs the summary of
+// connections the guard refused at accept: a ban exists because a source
+// hammers us, and a line per connection would make the log the cost.
+const refusedLogInterval = time.Second
+
+// refusedSummary counts one listener's accept-time refusals between log
+// lines. Only the accept loop touches it.
+type refusedSummary struct {
+	count   int       // refusals since the last line
+	last    string    // the latest refused address
+	lastErr error     // the latest refusal
+	logged  time.Time // when the last line was written
+}
+
+// admit asks the guard about nc in the accept loop, before any session
+// state exists, when the socket's peer is the client (no PROXY header is
+// expected from it). A refused socket is closed at once. gc is the
+// connection's place in the guard's counts (nil when the guard was not
+// asked here: no guard, or the PROXY header must be read first).
+func (s *Server) admit(nc net.Conn, l Listener, sum *refusedSummary) (gc *guard.Conn, ok bool) {
+	o := s.options()
+	if o.Guard == nil {
+		return nil, true
+	}
+	remote := addrPortOf(nc.RemoteAddr())
+	if inPrefixes(remote.Addr(), l.ProxyFrom) {
+		return nil, true
+	}
+	gc, err := o.Guard.Accept(remote.Addr())
+	if err == nil {
+		return gc, true
+	}
+	nc.Close()
+	o.Metrics.refusedAtAccept(l)
+	sum.count++
+	sum.last = remote.Addr().String()
+	sum.lastErr = err
+	if now := time.Now(); now.Sub(sum.logged) >= refusedLogInterval {
+		o.Logger.Info("connections refused by guard", "listener", l.Name, "count", sum.count,
+			"last_remote", sum.last, "err", sum.lastErr)
+		sum.count = 0
+		sum.logged = now
+	}
+	return nil, false
 }
 
 // register creates and registers the session for nc, or closes nc and
