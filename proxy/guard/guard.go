@@ -160,6 +160,8 @@ type Guard struct {
 	known *table[string, []seen[netip.Prefix]]
 	// countries holds, per login, countries of recent successes.
 	countries *table[string, []seen[string]]
+	// flight counts attempts admitted by Begin and not yet released.
+	flight flights
 }
 
 // rules is the reloadable part of the configuration, compiled. Each
@@ -312,6 +314,7 @@ func New(c Config, o Options) (*Guard, error) {
 	g.exempt = newTable[netip.Addr, time.Time](n)
 	g.known = newTable[string, []seen[netip.Prefix]](n)
 	g.countries = newTable[string, []seen[string]](n)
+	g.flight = newFlights()
 	return g, nil
 }
 

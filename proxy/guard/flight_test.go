@@ -1,0 +1,138 @@
+package guard
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+)
+
+// beginAll runs n concurrent Begins (login and address from at(i)) before
+// any outcome is reported and returns the attempts admitted.
+func beginAll(g *Guard, n int, at func(i int) (string, netip.Addr)) []Attempt {
+	var (
+		mu  sync.Mutex
+		got []Attempt
+		wg  sync.WaitGroup
+	)
+	for i := range n {
+		wg.Go(func() {
+			login, addr := at(i)
+			if v, a := g.Begin(login, addr); v.Allow {
+				mu.Lock()
+				got = append(got, a)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return got
+}
+
+func TestBeginHoldsLockoutUnderConcurrency(t *testing.T) {
+	g, _ := newTestGuard(t, nil) // lockout.after 10
+	const alice = "alice@example.org"
+	admitted := beginAll(g, 64, func(i int) (string, netip.Addr) {
+		return alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1})
+	})
+	if len(admitted) != 10 {
+		t.Fatalf("%d of 64 concurrent attempts on one login admitted, want lockout.after = 10", len(admitted))
+	}
+	// Each admitted attempt fails at the backend; then alice is locked.
+	var locked bool
+	for i, a := range admitted {
+		ev := g.Failure(alice, a.addr, fmt.Sprint("guess", i))
+		a.Release()
+		if _, ok := findEvent(ev, EventLocked, alice); ok {
+			locked = true
+		}
+	}
+	if !locked {
+		t.Fatal("10 failed admitted attempts did not lock the login")
+	}
+	if v, _ := g.Begin(alice, netip.MustParseAddr("10.250.0.1")); v.Allow {
+		t.Fatalf("Begin after lockout = %+v, want refused", v)
+	}
+}
+
+func TestBeginHoldsAddressBanUnderConcurrency(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) { c.Lockout.PerIPAfter = 0 }) // ban.ip_after 10
+	admitted := beginAll(g, 50, func(i int) (string, netip.Addr) {
+		return fmt.Sprintf("u%d@example.org", i), addr1
+	})
+	if len(admitted) != 10 {
+		t.Fatalf("%d of 50 concurrent attempts from one address admitted, want ban.ip_after = 10", len(admitted))
+	}
+	for i, a := range admitted {
+		g.Failure(a.login, addr1, fmt.Sprint("pw", i))
+		a.Release()
+	}
+	if v, _ := g.Begin("new@example.org", addr1); v.Allow {
+		t.Fatalf("Begin after ban.ip_after failures = %+v, want refused", v)
+	}
+}
+
+func TestBeginReleaseWithoutVerdictFreesSlot(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) { c.Lockout.After = 2 })
+	const bob = "bob@example.org"
+	a := beginAll(g, 5, func(i int) (string, netip.Addr) { return bob, netip.AddrFrom4([4]byte{10, 1, byte(i), 1}) })
+	if len(a) != 2 {
+		t.Fatalf("%d admitted, want lockout.after = 2", len(a))
+	}
+	if v, _ := g.Begin(bob, addrFar); v.Allow {
+		t.Fatal("third attempt admitted while two are in flight")
+	}
+	// The backend was down for both: no verdict, released.
+	a[0].Release()
+	a[0].Release() // twice is harmless
+	a[1].Release()
+	v, b := g.Begin(bob, addrFar)
+	if !v.Allow {
+		t.Fatalf("Begin after releases = %+v, want allowed", v)
+	}
+	b.Release()
+	if n := len(g.flight.ip) + len(g.flight.net) + len(g.flight.login) + len(g.flight.pair); n != 0 {
+		t.Fatalf("%d in-flight keys left after every release, want 0", n)
+	}
+}
+
+func TestBeginTrustedNotCounted(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) {
+		c.TrustedNetworks = []string{"203.0.113.0/24"}
+		c.Lockout.After = 3
+	})
+	const alice = "alice@example.org"
+	// Trusted attempts in flight do not use up alice's lockout.
+	trusted := beginAll(g, 20, func(int) (string, netip.Addr) { return alice, trustedA })
+	if len(trusted) != 20 {
+		t.Fatalf("%d of 20 trusted attempts admitted, want all", len(trusted))
+	}
+	untrusted := beginAll(g, 10, func(i int) (string, netip.Addr) { return alice, netip.AddrFrom4([4]byte{10, 9, byte(i), 1}) })
+	if len(untrusted) != 3 {
+		t.Fatalf("%d untrusted attempts admitted beside 20 trusted in flight, want lockout.after = 3", len(untrusted))
+	}
+}
+
+func TestConnBeginReleasedOnClose(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) { c.Lockout.After = 1 })
+	const bob = "bob@example.org"
+	c1, err := g.Accept(addr1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c1.Begin(bob); !v.Allow {
+		t.Fatalf("first Begin = %+v, want allowed", v)
+	}
+	c2, err := g.Accept(addr2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if v := c2.Begin(bob); v.Allow {
+		t.Fatal("second connection admitted past lockout.after = 1 while the first is in flight")
+	}
+	c1.Close() // backend never answered; close releases
+	if v := c2.Begin(bob); !v.Allow {
+		t.Fatalf("Begin after the other connection closed = %+v, want allowed", v)
+	}
+}
