@@ -697,10 +697,20 @@ func (c *countingConn) CloseWrite() error {
 }
 
 // bufferedConn reads through a bufio.Reader that may already hold bytes
-// (a ClientHello that arrived with the PROXY header).
+// (a ClientHello that arrived with the PROXY header). Once those bytes
+// are read it drops the reader, so a TLS session does not keep the
+// pre-TLS buffer alive for its whole life.
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *bufio.Reader // nil once drained; only the TLS read path uses it
 }
 
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *bufferedConn) Read(p []byte) (int, error) {
+	if b.r != nil {
+		if b.r.Buffered() > 0 {
+			return b.r.Read(p)
+		}
+		b.r = nil
+	}
+	return b.Conn.Read(p)
+}

@@ -5,15 +5,32 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/backend"
 )
 
-// spliceBufferSize is each direction's copy buffer: large enough for
-// FETCH bodies to move in few syscalls, small enough for many sessions.
-const spliceBufferSize = 32 << 10
+// Copy buffers. An idle session (IMAP IDLE, a client left open for the
+// day) spends its life blocked in Read, so each direction waits with a
+// small buffer of its own and borrows a big one from a pool only while a
+// transfer fills the small one: idle sessions then cost a few KiB
+// instead of 64 (docs/BENCHMARKS.md, "Memory per idle session").
+const (
+	// spliceBufferSize is the pooled buffer for data in flight: large
+	// enough for FETCH bodies to move in few syscalls.
+	spliceBufferSize = 32 << 10
+	// spliceIdleBufferSize is what a direction holds while it waits:
+	// room for a command, a NOOP reply or an IDLE update.
+	spliceIdleBufferSize = 1 << 10
+)
+
+// spliceBuffers holds the big copy buffers between transfers.
+var spliceBuffers = sync.Pool{New: func() any {
+	b := make([]byte, spliceBufferSize)
+	return &b
+}}
 
 // errSpliceIdle ends a splice with no traffic either way for IdleTimeout.
 var errSpliceIdle = errors.New("idle timeout")
@@ -39,6 +56,17 @@ func (c *conn) splice(sess *backend.Session) string {
 			return "client write failed"
 		}
 	}
+	// The client's bytes pipelined after its login are still in c.br:
+	// they go first, then c.br is dropped and the copy reads c.nc
+	// directly, so its 16 KiB buffer does not live as long as the session.
+	if n := c.br.Buffered(); n > 0 {
+		p, _ := c.br.Peek(n)
+		be.SetWriteDeadline(time.Now().Add(c.lim.IdleTimeout))
+		if _, err := be.Write(p); err != nil {
+			return "backend error"
+		}
+	}
+	c.br = nil
 
 	// last is the time of the last traffic either way, in Unix
 	// nanoseconds; each direction's read deadline is derived from it so
@@ -61,7 +89,7 @@ func (c *conn) splice(sess *backend.Session) string {
 		}
 		down <- result{err, src}
 	}()
-	upSrc, upErr := c.pump(be, c.br, c.nc, &last, "client")
+	upSrc, upErr := c.pump(be, c.nc, c.nc, &last, "client")
 	if upErr == nil {
 		closeWrite(be)
 	} else {
@@ -93,7 +121,14 @@ func (c *conn) pump(dst net.Conn, src io.Reader, deadlineConn net.Conn, last *at
 	if srcName == "client" {
 		dstName = "backend"
 	}
-	buf := make([]byte, spliceBufferSize)
+	small := make([]byte, spliceIdleBufferSize)
+	buf := small
+	var big *[]byte // borrowed from spliceBuffers while data flows
+	defer func() {
+		if big != nil {
+			spliceBuffers.Put(big)
+		}
+	}()
 	for {
 		deadlineConn.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
 		n, err := src.Read(buf)
@@ -104,6 +139,19 @@ func (c *conn) pump(dst net.Conn, src io.Reader, deadlineConn net.Conn, last *at
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return dstName, werr
 			}
+		}
+		// Swap buffers only after the write: buf[:n] must not go back to
+		// the pool while it is still to be sent.
+		switch {
+		case n == len(buf) && big == nil:
+			// A full small read: a transfer is under way.
+			big = spliceBuffers.Get().(*[]byte)
+			buf = *big
+		case n < len(buf) && big != nil:
+			// The transfer caught up with the sender; the next read is
+			// likely to wait, so wait with the small buffer.
+			spliceBuffers.Put(big)
+			big, buf = nil, small
 		}
 		if err == nil {
 			continue
