@@ -87,3 +87,60 @@ func readUntil(b *testing.B, br *bufio.Reader, prefix string) {
 		}
 	}
 }
+
+// Bytes pipelined after LOGIN (still in the pre-login reader) and a
+// transfer much larger than the copy buffers arrive in order and intact
+// both ways, across the switches between the small and pooled buffers.
+func TestSpliceLargeTransferKeepsOrder(t *testing.T) {
+	e := startServer(t, Listener{TLS: tlsImplicit}, fastLimits())
+	e.imap.script = func(nc net.Conn) {
+		defer nc.Close()
+		io.Copy(nc, nc) // echo, at whatever pace the sockets give
+	}
+	nc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
+	defer c.Close()
+	br := bufio.NewReader(c)
+	line := func() string {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read: %v (got %q)", err, l)
+		}
+		return l
+	}
+	if l := line(); !strings.HasPrefix(l, "* OK ") {
+		t.Fatalf("greeting %q", l)
+	}
+	payload := make([]byte, 3<<20+17)
+	for i := range payload {
+		payload[i] = byte(i*7 + i>>11)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// The first 200 bytes go with the LOGIN line, so they are read
+		// with it and must be forwarded from the pre-login buffer.
+		_, err := c.Write(append([]byte("a LOGIN alice secret\r\n"), payload[:200]...))
+		if err == nil {
+			_, err = c.Write(payload[200:])
+		}
+		errc <- err
+	}()
+	if l := line(); !strings.HasPrefix(l, "a OK ") {
+		t.Fatalf("login reply %q", l)
+	}
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(br, got); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i] != payload[i] {
+			t.Fatalf("byte %d: got %#x, want %#x", i, got[i], payload[i])
+		}
+	}
+}
