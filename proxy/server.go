@@ -226,6 +226,13 @@ func (s *Server) admit(nc net.Conn, l Listener, sum *refusedSummary) (gc *guard.
 // register creates and registers the session for nc, or closes nc and
 // returns nil when the server is closing.
 func (s *Server) register(nc net.Conn, l Listener) *conn {
+	// Keep-alive is set here, on admitted sockets only, not by the
+	// listener on every accepted one: cmd listens with keep-alive off so
+	// a refusal at accept costs no setsockopt calls. It finds peers that
+	// vanished during a long IDLE before the idle timeout does.
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 5 * time.Minute, Interval: time.Minute, Count: 5})
+	}
 	c := newConn(s, nc, l)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -206,7 +206,9 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 			cancel()
 			return nil, err
 		}
-		ln, err := net.Listen("tcp", lc.Address)
+		// KeepAlive -1: the proxy turns keep-alive on for admitted
+		// connections only, so a refusal at accept stays cheap.
+		ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", lc.Address)
 		if err != nil {
 			g.closeListeners()
 			cancel()
