@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -162,6 +163,9 @@ func TestRealIMAP(t *testing.T) {
 	wantErr(t, err, ErrAuthFailed)
 }
 
+// statOK is a logged-in POP3 session's answer to STAT (RFC 1939 5).
+var statOK = regexp.MustCompile(`^\+OK \d+ \d+\r\n$`)
+
 func TestRealPOP3(t *testing.T) {
 	rs := needReal(t)
 	b := &POP3{Opts: Options{Address: rs.addr(rs.POP3), ForwardClient: true, Logger: testLogger(t)}}
@@ -176,7 +180,9 @@ func TestRealPOP3(t *testing.T) {
 		io.WriteString(sess.Conn, "STAT\r\n")
 		_ = sess.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		out, _ := readUntil(sess.Conn, "+OK")
-		if !strings.HasPrefix(out, "+OK 0 0") {
+		// The maildrop may hold mail other tests delivered; what counts
+		// is that the session is logged in and answers STAT.
+		if !statOK.MatchString(out) {
 			t.Errorf("STAT after login: %q", out)
 		}
 		sess.Conn.Close()
