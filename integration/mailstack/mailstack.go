@@ -279,6 +279,38 @@ func (s *Stack) PostfixLog() string { return readLog(filepath.Join(s.Dir, "postf
 // StartLog returns what the start and stop commands printed.
 func (s *Stack) StartLog() string { return readLog(filepath.Join(s.Dir, "start.log")) }
 
+// HasLine reports whether one line of log contains every one of parts.
+func HasLine(log string, parts ...string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitLog waits until a line of log() contains every one of parts: the
+// daemons write their log lines a little after the reply the test saw.
+func WaitLog(ctx context.Context, log func() string, parts ...string) error {
+	for {
+		if HasLine(log(), parts...) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no log line with %q: %w", parts, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // Addr is "127.0.0.1:port".
 func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 

@@ -230,22 +230,9 @@ func TestStartTestOptions(t *testing.T) {
 
 // waitLog waits up to 10 s for a line of log() holding every part.
 func waitLog(log func() string, parts ...string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, l := range strings.Split(log(), "\n") {
-			all := true
-			for _, p := range parts {
-				all = all && strings.Contains(l, p)
-			}
-			if all {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no log line with %q", parts)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return WaitLog(ctx, log, parts...)
 }
 
 // TestWatchdog: a process that starts a stack with Watchdog and exits
@@ -305,5 +292,27 @@ func TestBusyRetries(t *testing.T) {
 	}
 	if err := s.busy(base); !errors.Is(err, errPortBusy) || !errors.Is(err, base) {
 		t.Fatalf("busy(%v) = %v, want errPortBusy wrapping it", base, err)
+	}
+}
+
+func TestHasLine(t *testing.T) {
+	log := "a: Login: user=<x>\nb: rip=1.2.3.4\n"
+	for _, tc := range []struct {
+		parts []string
+		want  bool
+	}{
+		{[]string{"Login:", "user=<x>"}, true},
+		{[]string{"Login:", "rip=1.2.3.4"}, false}, // on different lines
+		{[]string{"rip="}, true},
+		{[]string{"nowhere"}, false},
+	} {
+		if got := HasLine(log, tc.parts...); got != tc.want {
+			t.Errorf("HasLine(%q) = %v, want %v", tc.parts, got, tc.want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := WaitLog(ctx, func() string { return log }, "nowhere"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitLog for a missing line = %v, want the deadline", err)
 	}
 }
