@@ -102,21 +102,10 @@ func needReal(t *testing.T) *realServers {
 // waitLog waits until a line of log() contains all parts.
 func (rs *realServers) waitLog(t *testing.T, log func() string, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, l := range strings.Split(log(), "\n") {
-			all := true
-			for _, p := range parts {
-				all = all && strings.Contains(l, p)
-			}
-			if all {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log has no line with %q", parts)
-		}
-		time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := mailstack.WaitLog(ctx, log, parts...); err != nil {
+		t.Fatal(err)
 	}
 }
 
