@@ -46,10 +46,8 @@ type adminClient struct {
 // adminFlags parses the shared flags and resolves the admin address and
 // token, from the flags first and the config file for what they lack.
 func adminFlags(name string, args []string, stderr io.Writer) (*adminClient, []string, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, path := commandFlags(name, stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, bansUsage) }
-	path := fs.String("config", defaultConfigPath, "config file")
 	admin := fs.String("admin", "", "admin listener URL")
 	tokenFile := fs.String("token-file", "", "admin token file")
 	if err := fs.Parse(args); err != nil {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -110,6 +112,15 @@ func defaultListeners() []ListenerConfig {
 		{Name: "smtps", Protocol: "smtp", Address: ":465", TLS: "implicit"},
 		{Name: "submission", Protocol: "smtp", Address: ":587", TLS: "starttls"},
 	}
+}
+
+// commandFlags is the flag set every subcommand that reads the config
+// starts from: errors are returned (not exited on) and go to stderr, and
+// -config names the file.
+func commandFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs, fs.String("config", defaultConfigPath, "config file")
 }
 
 // loadConfig reads, decodes strictly, fills defaults and validates the

@@ -18,7 +18,6 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,9 +46,7 @@ func runGeo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: mailgate geo update [-config FILE] [-file PATH]")
 		return 2
 	}
-	fs := flag.NewFlagSet("geo update", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfigPath, "config file")
+	fs, path := commandFlags("geo update", stderr)
 	file := fs.String("file", "", "database file to replace (default geo_update.file, else the first of geo.databases)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2

@@ -70,9 +70,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 
 // runPolicyTest: mailgate policy test -user U -ip IP [-proto P] [-at TIME].
 func runPolicyTest(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfigPath, "config file")
+	fs, path := commandFlags("policy test", stderr)
 	user := fs.String("user", "", "login name, as the client sends it (required)")
 	ipArg := fs.String("ip", "", "client address (required)")
 	proto := fs.String("proto", "imap", "protocol: imap, pop3 or smtp")
@@ -179,9 +177,7 @@ func (noGeo) Lookup(netip.Addr) geo.Location { return geo.Location{Label: "unkno
 
 // runPolicyCheck: mailgate policy check [-config FILE] [-strict].
 func runPolicyCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfigPath, "config file")
+	fs, path := commandFlags("policy check", stderr)
 	strict := fs.Bool("strict", false, "exit 1 when there are findings, not only on errors")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: mailgate policy check [-config FILE] [-strict]\n\n"+
@@ -235,9 +231,7 @@ func (p *protoFlag) Set(v string) error {
 
 // runAllow: mailgate allow USER CC|IP|CIDR [-until DATE] [-proto P] [-note TEXT].
 func runAllow(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("allow", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfigPath, "config file")
+	fs, path := commandFlags("allow", stderr)
 	until := fs.String("until", "", "expiry: 2026-12-10 (through that day), 2026-12-10T18:00, or RFC 3339")
 	note := fs.String("note", "", "text stored with the rule (ticket, who asked); rules file only")
 	var protos protoFlag
@@ -281,9 +275,7 @@ func runAllow(args []string, stdout, stderr io.Writer) int {
 
 // runRevoke: mailgate revoke USER CC|IP|CIDR, or mailgate revoke -all USER.
 func runRevoke(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("revoke", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfigPath, "config file")
+	fs, path := commandFlags("revoke", stderr)
 	all := fs.Bool("all", false, "remove every allow of USER")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: mailgate revoke USER CC|IP|CIDR [-config FILE]\n"+

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -127,9 +126,7 @@ func printErrors(w io.Writer, prefix string, err error) {
 }
 
 func runServe(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfigPath, "config file")
+	fs, path := commandFlags("serve", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -374,9 +371,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 }
 
 func runCheckConfig(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfigPath, "config file")
+	fs, path := commandFlags("check-config", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
