@@ -1,22 +1,19 @@
 package tlsconf
 
 // End-to-end ACME tests against Pebble, Let's Encrypt's test CA, run
-// in-process on loopback: its own CA, its WFE over HTTPS, its VA resolving
-// every name to 127.0.0.1 through a loopback DNS server of the test's, and
-// validating against our challenge listeners.
+// in-process on loopback by integration/acmetest: its own CA, its WFE over
+// HTTPS, its VA resolving every name to 127.0.0.1 and validating against
+// our challenge listeners. integration/acme_test.go runs the same against
+// the real mailgate binary.
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,119 +21,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/letsencrypt/pebble/v2/ca"
-	"github.com/letsencrypt/pebble/v2/db"
-	"github.com/letsencrypt/pebble/v2/va"
-	"github.com/letsencrypt/pebble/v2/wfe"
-	"github.com/miekg/dns"
+	"github.com/mailgate/mailgate/integration/acmetest"
 )
 
-// pebbleEnv is a running Pebble.
+// pebbleEnv is a running Pebble (integration/acmetest) and its root.
 type pebbleEnv struct {
-	dirURL   string         // ACME directory
-	dirCA    string         // PEM file trusting the WFE's HTTPS
-	roots    *x509.CertPool // Pebble's issuing root, from /roots/0
-	rootPEM  []byte         // the same, PEM
-	httpPort int            // where Pebble's VA sends http-01 requests
-	tlsPort  int            // where it sends tls-alpn-01 handshakes
+	*acmetest.Pebble
+	roots   *x509.CertPool // Pebble's issuing root
+	rootPEM []byte         // the same, PEM
 }
 
-// startLoopbackDNS answers every A query with 127.0.0.1 and everything
-// else (AAAA, CAA) with an empty answer, so Pebble's VA validates against
-// our loopback listeners. It serves TCP (which Pebble's VA uses) and UDP
-// on one port; the sockets are bound before it returns, so the VA never
-// races its start-up.
-func startLoopbackDNS(t *testing.T) string {
-	t.Helper()
-	answer := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		r := new(dns.Msg)
-		r.SetReply(q)
-		for _, qq := range q.Question {
-			if qq.Qtype == dns.TypeA {
-				r.Answer = append(r.Answer, &dns.A{
-					Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-					A:   net.IPv4(127, 0, 0, 1),
-				})
-			}
-		}
-		w.WriteMsg(r)
-	})
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := net.ListenPacket("udp", ln.Addr().String())
-		if err != nil {
-			ln.Close() // UDP port taken: try another number
-			continue
-		}
-		for _, srv := range []*dns.Server{{Listener: ln, Handler: answer}, {PacketConn: pc, Handler: answer}} {
-			go srv.ActivateAndServe()
-			t.Cleanup(func() { srv.Shutdown() })
-		}
-		return ln.Addr().String()
-	}
-	t.Fatal("no loopback port free for both TCP and UDP")
-	return ""
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startPebble starts Pebble issuing certificates valid for validity.
+// startPebble starts Pebble issuing certificates valid for validity, with
+// its log in the test's, and stops it at cleanup.
 func startPebble(t *testing.T, validity time.Duration) *pebbleEnv {
 	t.Helper()
-	// Pebble reads these when its parts are built: no artificial
-	// validation delay, no nonce rejection chaos.
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-	plog := log.New(tWriter{t}, "pebble ", 0)
-
-	dnsAddr := startLoopbackDNS(t)
-
-	env := &pebbleEnv{httpPort: freePort(t), tlsPort: freePort(t)}
-	store := db.NewMemoryStore()
-	authority := ca.New(plog, store, "", "ecdsa", 0, 1, map[string]ca.Profile{
-		"default": {Description: "test", ValidityPeriod: uint64(validity / time.Second)},
-	})
-	validator := va.New(plog, env.httpPort, env.tlsPort, false, dnsAddr, store)
-	front := wfe.New(plog, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-
-	api := httptest.NewUnstartedServer(front.Handler())
-	api.StartTLS()
-	t.Cleanup(api.Close)
-	mgmt := httptest.NewUnstartedServer(front.ManagementHandler())
-	mgmt.StartTLS()
-	t.Cleanup(mgmt.Close)
-
-	env.dirURL = api.URL + wfe.DirectoryPath
-	env.dirCA = filepath.Join(t.TempDir(), "pebble-wfe.pem")
-	writeFile(t, env.dirCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}))
-
-	resp, err := mgmt.Client().Get(mgmt.URL + wfe.RootCertPath + "0")
+	p, err := acmetest.Start(acmetest.Options{Validity: validity, Dir: t.TempDir(), Log: tWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	rootPEM, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("fetching Pebble's root: %v %s", err, resp.Status)
-	}
-	env.rootPEM = rootPEM
-	env.roots = x509.NewCertPool()
-	if !env.roots.AppendCertsFromPEM(rootPEM) {
-		t.Fatalf("Pebble's /roots/0 is not PEM: %q", rootPEM)
-	}
-	return env
+	t.Cleanup(p.Stop)
+	return &pebbleEnv{Pebble: p, roots: p.Roots(), rootPEM: p.RootPEM()}
 }
 
 // acmeConfig is a config obtaining domain from env with challenge.
@@ -145,11 +49,11 @@ func (env *pebbleEnv) acmeConfig(t *testing.T, domain string, challenges ...stri
 		Domains:        []string{domain},
 		Email:          "postmaster@example.com",
 		CacheDir:       filepath.Join(t.TempDir(), "acme"),
-		DirectoryURL:   env.dirURL,
-		DirectoryCA:    env.dirCA,
+		DirectoryURL:   env.DirectoryURL,
+		DirectoryCA:    env.DirectoryCAFile,
 		Challenges:     challenges,
-		HTTPAddress:    fmt.Sprintf("127.0.0.1:%d", env.httpPort),
-		TLSALPNAddress: fmt.Sprintf("127.0.0.1:%d", env.tlsPort),
+		HTTPAddress:    fmt.Sprintf("127.0.0.1:%d", env.HTTPPort),
+		TLSALPNAddress: fmt.Sprintf("127.0.0.1:%d", env.TLSPort),
 		PollInterval:   100 * time.Millisecond,
 	}}
 }
@@ -231,7 +135,7 @@ func TestACMEPebble(t *testing.T) {
 			// The challenge ports serve challenges only.
 			switch tt.challenge {
 			case ChallengeHTTP01:
-				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", env.httpPort))
+				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", env.HTTPPort))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -240,7 +144,7 @@ func TestACMEPebble(t *testing.T) {
 					t.Errorf("GET / on the http-01 port = %s, want 404", resp.Status)
 				}
 			case ChallengeTLSALPN01:
-				_, err := dialTLS(t, fmt.Sprintf("127.0.0.1:%d", env.tlsPort), &tls.Config{
+				_, err := dialTLS(t, fmt.Sprintf("127.0.0.1:%d", env.TLSPort), &tls.Config{
 					ServerName: tt.domain, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 				if err == nil {
 					t.Error("ordinary handshake on the tls-alpn-01 port succeeded")

@@ -1,0 +1,221 @@
+package acmetest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/crypto/acme"
+)
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func start(t *testing.T, opts Options) *Pebble {
+	t.Helper()
+	if opts.Log == nil {
+		opts.Log = tWriter{t}
+	}
+	p, err := Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// directoryClient trusts only the CA in DirectoryCAFile, as an ACME
+// client configured with it would.
+func directoryClient(t *testing.T, p *Pebble) *http.Client {
+	t.Helper()
+	pemData, err := os.ReadFile(p.DirectoryCAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		t.Fatalf("DirectoryCAFile holds no PEM certificate: %q", pemData)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func TestStartRejectsBadOptions(t *testing.T) {
+	for _, o := range []Options{
+		{Validity: 500 * time.Millisecond},
+		{Validity: -time.Hour},
+		{HTTPPort: -1},
+		{TLSPort: 70000},
+	} {
+		p, err := Start(o)
+		if !errors.Is(err, ErrOptions) || p != nil {
+			t.Errorf("Start(%+v) = %v, %v; want nil, ErrOptions", o, p, err)
+		}
+	}
+}
+
+// TestDirectoryDNSAndStop: the directory answers over HTTPS verified with
+// DirectoryCAFile; the DNS server maps every name to 127.0.0.1; after
+// Stop nothing answers and the directory Start made is gone.
+func TestDirectoryDNSAndStop(t *testing.T) {
+	p := start(t, Options{})
+	if p.HTTPPort == 0 || p.TLSPort == 0 || p.HTTPPort == p.TLSPort {
+		t.Errorf("challenge ports = %d, %d; want two distinct picked ports", p.HTTPPort, p.TLSPort)
+	}
+	if !strings.HasPrefix(p.DirectoryURL, "https://127.0.0.1:") {
+		t.Errorf("DirectoryURL = %q, want https on 127.0.0.1", p.DirectoryURL)
+	}
+	resp, err := directoryClient(t, p).Get(p.DirectoryURL)
+	if err != nil {
+		t.Fatalf("GET directory trusting DirectoryCAFile: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"newOrder"`) {
+		t.Fatalf("directory = %s %q, want 200 with newOrder", resp.Status, body)
+	}
+
+	for _, network := range []string{"tcp", "udp"} {
+		c := &dns.Client{Net: network, Timeout: 5 * time.Second}
+		q := new(dns.Msg).SetQuestion("mail.example.test.", dns.TypeA)
+		r, _, err := c.Exchange(q, p.DNSAddr)
+		if err != nil {
+			t.Fatalf("DNS over %s: %v", network, err)
+		}
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
+			t.Errorf("A over %s = %v, want 127.0.0.1", network, r.Answer)
+		}
+		q = new(dns.Msg).SetQuestion("mail.example.test.", dns.TypeAAAA)
+		if r, _, err = c.Exchange(q, p.DNSAddr); err != nil || len(r.Answer) != 0 {
+			t.Errorf("AAAA over %s = %v, %v; want an empty answer", network, r, err)
+		}
+	}
+
+	dir := filepath.Dir(p.DirectoryCAFile)
+	p.Stop()
+	p.Stop() // twice is fine
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after Stop, %s: %v; want it removed", dir, err)
+	}
+	for _, a := range []string{strings.TrimPrefix(strings.TrimSuffix(p.DirectoryURL, "/dir"), "https://"), p.DNSAddr} {
+		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+			c.Close()
+			t.Errorf("after Stop, %s still accepts", a)
+		}
+	}
+}
+
+// TestIssueHTTP01: a plain ACME client obtains a certificate, answering
+// the http-01 challenge on HTTPPort; the chain verifies against RootPEM
+// for the name, and the certificate lives Validity.
+func TestIssueHTTP01(t *testing.T) {
+	const validity = 90 * time.Second
+	const name = "mail.example.test"
+	p := start(t, Options{Validity: validity, Dir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	accountKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	client := &acme.Client{Key: accountKey, DirectoryURL: p.DirectoryURL, HTTPClient: directoryClient(t, p)}
+	if _, err := client.Register(ctx, &acme.Account{}, acme.AcceptTOS); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	order, err := client.AuthorizeOrder(ctx, acme.DomainIDs(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The challenge answers, on the port the VA was told about.
+	answers := http.NewServeMux()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.HTTPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: answers, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	for _, u := range order.AuthzURLs {
+		z, err := client.GetAuthorization(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var chal *acme.Challenge
+		for _, c := range z.Challenges {
+			if c.Type == "http-01" {
+				chal = c
+			}
+		}
+		if chal == nil {
+			t.Fatalf("authorization offers no http-01: %+v", z.Challenges)
+		}
+		resp, err := client.HTTP01ChallengeResponse(chal.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers.HandleFunc(client.HTTP01ChallengePath(chal.Token), func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, resp)
+		})
+		if _, err := client.Accept(ctx, chal); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.WaitAuthorization(ctx, z.URI); err != nil {
+			t.Fatalf("authorization: %v", err)
+		}
+	}
+	if order, err = client.WaitOrder(ctx, order.URI); err != nil {
+		t.Fatal(err)
+	}
+	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, certKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ders, _, err := client.CreateCertFromOrder(ctx, order, csr, true)
+	if err != nil {
+		t.Fatalf("finalize: %v", err)
+	}
+	if len(ders) < 2 {
+		t.Fatalf("got %d certificates, want leaf and intermediate", len(ders))
+	}
+	leaf, err := x509.ParseCertificate(ders[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter := x509.NewCertPool()
+	for _, d := range ders[1:] {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: p.Roots(), Intermediates: inter, DNSName: name}); err != nil {
+		t.Errorf("issued certificate does not verify against RootPEM: %v", err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: inter, DNSName: name}); err == nil {
+		t.Error("issued certificate verifies without Pebble's root")
+	}
+	if life := leaf.NotAfter.Sub(leaf.NotBefore); life < validity-2*time.Second || life > validity {
+		t.Errorf("certificate lives %s, want about %s", life, validity)
+	}
+}
