@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -127,6 +128,12 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 		ln.Close()
 		return err
 	}
+	// With a raw listener the guard sees a peer before a net.Conn exists
+	// (accept_linux.go); ln stands for both descriptors from here on.
+	raw := newRawListener(ln)
+	if raw != nil {
+		ln = raw
+	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -145,7 +152,22 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 	var backoff time.Duration // after temporary accept errors, as net/http
 	var refused refusedSummary
 	for {
-		nc, err := ln.Accept()
+		var (
+			nc  net.Conn
+			err error
+			gc  *guard.Conn
+		)
+		admitted := false // by the raw listener, which asked the guard
+		if raw != nil && s.options().Guard != nil {
+			nc, err = raw.acceptAdmitted(func(ap netip.AddrPort) bool {
+				var ok bool
+				gc, ok = s.admit(ap, l, &refused)
+				return ok
+			})
+			admitted = err == nil
+		} else {
+			nc, err = ln.Accept()
+		}
 		if err != nil {
 			if s.closing.Load() {
 				return ErrServerClosed
@@ -160,9 +182,12 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 			return fmt.Errorf("proxy: accept on %q: %w", l.Name, err)
 		}
 		backoff = 0
-		gc, ok := s.admit(nc, l, &refused)
-		if !ok {
-			continue
+		if !admitted {
+			var ok bool
+			if gc, ok = s.admit(addrPortOf(nc.RemoteAddr()), l, &refused); !ok {
+				nc.Close()
+				continue
+			}
 		}
 		c := s.register(nc, l)
 		if c == nil {
@@ -191,17 +216,16 @@ type refusedSummary struct {
 	logged  time.Time // when the last line was written
 }
 
-// admit asks the guard about nc in the accept loop, before any session
-// state exists, when the socket's peer is the client (no PROXY header is
-// expected from it). A refused socket is closed at once. gc is the
-// connection's place in the guard's counts (nil when the guard was not
-// asked here: no guard, or the PROXY header must be read first).
-func (s *Server) admit(nc net.Conn, l Listener, sum *refusedSummary) (gc *guard.Conn, ok bool) {
+// admit asks the guard about a peer in the accept loop, before any
+// session state exists, when the peer is the client (no PROXY header is
+// expected from it). The caller closes a refused socket at once. gc is
+// the connection's place in the guard's counts (nil when the guard was
+// not asked here: no guard, or the PROXY header must be read first).
+func (s *Server) admit(remote netip.AddrPort, l Listener, sum *refusedSummary) (gc *guard.Conn, ok bool) {
 	o := s.options()
 	if o.Guard == nil {
 		return nil, true
 	}
-	remote := addrPortOf(nc.RemoteAddr())
 	if inPrefixes(remote.Addr(), l.ProxyFrom) {
 		return nil, true
 	}
@@ -209,7 +233,6 @@ func (s *Server) admit(nc net.Conn, l Listener, sum *refusedSummary) (gc *guard.
 	if err == nil {
 		return gc, true
 	}
-	nc.Close()
 	o.Metrics.refusedAtAccept(l)
 	sum.count++
 	sum.last = remote.Addr().String()
