@@ -213,18 +213,28 @@ func newSessionID() string {
 // serve runs the session to its end. It is the only exit path: deferred
 // close, unregister and the "session closed" line.
 func (c *conn) serve() {
-	reason := "client closed"
-	defer func() {
-		c.stop()
-		c.raw.Close()
-		if bc := c.backendConn.Load(); bc != nil {
-			(*bc).Close()
-		}
-		c.guardClose()
-		c.srv.unregister(c)
-		c.log.Info("session closed", "user", c.user, "client_id", c.clientID, "duration", time.Since(c.start).Round(time.Millisecond),
-			"bytes_in", c.raw.in.Load(), "bytes_out", c.raw.out.Load(), "reason", reason)
+	var sess *backend.Session
+	reason := c.recovering(func() (r string) {
+		sess, r = c.run()
+		return r
+	})
+	if sess == nil {
+		c.finish(reason)
+		return
+	}
+	// The splice runs on a fresh goroutine: this one's stack grew during
+	// the TLS handshake and the login and would keep that size for the
+	// whole session, which for an idle IMAP client is days. A new
+	// goroutine starts small; this one ends, so a spliced session is
+	// still two goroutines (docs/BENCHMARKS.md, "Memory per idle session").
+	go func() {
+		c.finish(c.recovering(func() string { return c.spliceCounted(sess) }))
 	}()
+}
+
+// recovering runs f and returns its close reason, or "internal error"
+// when f panics: a bug in one session must not take the process down.
+func (c *conn) recovering(f func() string) (reason string) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.srv.panics.Add(1)
@@ -233,27 +243,40 @@ func (c *conn) serve() {
 			c.log.Error("panic in session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
 	}()
-	c.log.Debug("connected", "local", c.local.String())
-	reason = c.run()
+	return f()
 }
 
-// run does the work of serve and returns the close reason.
-func (c *conn) run() string {
+// finish releases everything the session holds and logs its end.
+func (c *conn) finish(reason string) {
+	c.stop()
+	c.raw.Close()
+	if bc := c.backendConn.Load(); bc != nil {
+		(*bc).Close()
+	}
+	c.guardClose()
+	c.srv.unregister(c)
+	c.log.Info("session closed", "user", c.user, "client_id", c.clientID, "duration", time.Since(c.start).Round(time.Millisecond),
+		"bytes_in", c.raw.in.Load(), "bytes_out", c.raw.out.Load(), "reason", reason)
+}
+
+// run does the work of serve up to the login and returns the backend
+// session to splice, or nil and the close reason.
+func (c *conn) run() (*backend.Session, string) {
 	if err := c.acceptProxyHeader(); err != nil {
 		c.log.Warn("PROXY header refused; closing", "err", err)
-		return "bad PROXY header"
+		return nil, "bad PROXY header"
 	}
 	if err := c.guardAccept(); err != nil {
-		return "refused by guard"
+		return nil, "refused by guard"
 	}
 	if c.ln.TLS == tlsImplicit {
 		if err := c.checkUntrustedProxyTLS(); err != nil {
 			c.log.Warn("closing", "err", err)
-			return err.Error()
+			return nil, err.Error()
 		}
 		if err := c.handshake(); err != nil {
 			c.log.Info("TLS handshake failed", "err", err)
-			return "TLS handshake failed"
+			return nil, "TLS handshake failed"
 		}
 	}
 	h := handlerFor(c.ln.Protocol)
@@ -268,11 +291,11 @@ func (c *conn) run() string {
 			c.log.Warn("closing", "err", err)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-			return "client closed"
+			return nil, "client closed"
 		}
-		return err.Error()
+		return nil, err.Error()
 	}
-	return c.spliceCounted(sess)
+	return sess, ""
 }
 
 // acceptProxyHeader reads a PROXY header when the peer is trusted. A LOCAL
