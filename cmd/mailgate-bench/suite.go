@@ -40,6 +40,7 @@ type suiteOpts struct {
 	xferReps   int
 	idle       int
 	idleBig    int
+	settle     time.Duration
 	out        string
 	step       time.Duration
 	skip       map[string]bool
@@ -74,6 +75,7 @@ func runSuite(args []string) int {
 	fs.IntVar(&o.xferReps, "xfer", 3, "throughput repetitions per target")
 	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
 	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through mailgate alone (0: skip)")
+	fs.DurationVar(&o.settle, "settle", 10*time.Second, "idle: after two forced collections, wait this long before the settled memory reading")
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
 	fs.DurationVar(&o.step, "step", 10*time.Second, "deadline of each network step")
 	fs.IntVar(&o.loginProcs, "dovecot-login-procs", 0, "run Dovecot's login services in high-performance mode with this many processes (0: Debian's default, a process per connection)")
@@ -447,10 +449,15 @@ func suiteThroughput(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts)
 
 // idleFigures is one idle measurement against one target.
 type idleFigures struct {
-	target              string
-	k, open             int
-	rss0, rss1          int64 // KiB
-	gor0, gor1          float64
+	target         string
+	k, open        int
+	rss0, rss1     int64 // KiB
+	gor0, gor1     float64
+	heap0, heap1   float64 // mailgate's go_memstats_heap_inuse_bytes
+	stack0, stack1 float64 // mailgate's go_memstats_stack_inuse_bytes
+	// After two collections and a pause (settle): what an idle period
+	// reaches, since the runtime collects at least every two minutes.
+	rss2, heap2, stack2 float64
 	openErrs, closeErrs map[string]int
 	openTime            time.Duration
 }
@@ -477,6 +484,8 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 	f.rss0 = rss()
 	if name == tMailgate {
 		f.gor0, _ = metric(ctx, metrics, "go_goroutines")
+		f.heap0, _ = metric(ctx, metrics, "go_memstats_heap_inuse_bytes")
+		f.stack0, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
 	}
 	t0 := time.Now()
 	cs, errs := idleSessions(ctx, t, k, 64)
@@ -486,6 +495,8 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 	f.rss1 = rss()
 	if name == tMailgate {
 		f.gor1, _ = metric(ctx, metrics, "go_goroutines")
+		f.heap1, _ = metric(ctx, metrics, "go_memstats_heap_inuse_bytes")
+		f.stack1, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
 		// Where the per-session memory is: a heap profile while idle.
 		prof := filepath.Join(o.out, fmt.Sprintf("mailgate-idle-%d.heap.pprof", k))
 		if err := fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mailstack.Addr(e.mgPorts.Pprof)), prof); err != nil {
@@ -494,6 +505,15 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 			out, _ := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-sample_index=inuse_space", "-nodecount=25", e.mgBin, prof).CombinedOutput()
 			_ = os.WriteFile(prof+".top.txt", out, 0o644)
 		}
+		// The profile's ?gc=1 was one collection; a second one shrinks
+		// the stacks grown during handshakes again (the runtime halves a
+		// stack using under a quarter of it at each collection).
+		_ = fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mailstack.Addr(e.mgPorts.Pprof)), prof+".2")
+		_ = os.Remove(prof + ".2")
+		time.Sleep(o.settle)
+		f.rss2 = float64(rss())
+		f.heap2, _ = metric(ctx, metrics, "go_memstats_heap_inuse_bytes")
+		f.stack2, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
 	}
 	f.closeErrs = endIdle(cs, o.step, 64)
 	time.Sleep(time.Second)
@@ -502,7 +522,7 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 
 func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 	fmt.Fprintf(w, "\n## idle IMAPS sessions (login, SELECT INBOX, IDLE; memory read from /proc/<pid>/status VmRSS before and after)\n\n")
-	fmt.Fprintf(w, "| target | sessions | opened | open errors | close errors | RSS before | RSS after | per session | goroutines per session | time to open |\n|---|---:|---:|---|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| target | sessions | opened | open errors | close errors | RSS before | RSS after | per session | goroutines per session | heap / stacks per session | settled per session | time to open |\n|---|---:|---:|---|---|---:|---:|---:|---:|---|---|---:|\n")
 	row := func(f idleFigures) {
 		per := "-"
 		if f.open > 0 {
@@ -512,9 +532,16 @@ func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 		if f.target == tMailgate && f.open > 0 && f.gor1 > 0 {
 			gor = fmt.Sprintf("%.2f", (f.gor1-f.gor0)/float64(f.open))
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %.1f MiB | %.1f MiB | %s | %s | %s |\n", f.target, f.k, f.open,
+		mem, settled := "-", "-"
+		if f.target == tMailgate && f.open > 0 && f.heap1 > 0 {
+			n := float64(f.open)
+			mem = fmt.Sprintf("%.1f / %.1f KiB", (f.heap1-f.heap0)/1024/n, (f.stack1-f.stack0)/1024/n)
+			settled = fmt.Sprintf("%.1f KiB (heap %.1f, stacks %.1f)", (f.rss2-float64(f.rss0))/n,
+				(f.heap2-f.heap0)/1024/n, (f.stack2-f.stack0)/1024/n)
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %.1f MiB | %.1f MiB | %s | %s | %s | %s | %s |\n", f.target, f.k, f.open,
 			loginResult{Errors: f.openErrs}.errString(), loginResult{Errors: f.closeErrs}.errString(),
-			float64(f.rss0)/1024, float64(f.rss1)/1024, per, gor, f.openTime.Round(time.Millisecond))
+			float64(f.rss0)/1024, float64(f.rss1)/1024, per, gor, mem, settled, f.openTime.Round(time.Millisecond))
 	}
 	for _, name := range []string{tNginx, tMailgate, tDirect} {
 		if f, ok := measureIdle(ctx, e, name, o.idle, o); ok {
@@ -529,7 +556,7 @@ func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 	if o.idleNote != "" {
 		fmt.Fprintf(w, "\nNote: %s.\n", o.idleNote)
 	}
-	fmt.Fprintf(w, "\nnginx: master and workers summed. dovecot: every Dovecot process summed (shared pages counted once per process, so an overstatement; Dovecot keeps TLS in imap-login processes). mailgate: one process; goroutines from go_goroutines on its /metrics.\n")
+	fmt.Fprintf(w, "\nnginx: master and workers summed. dovecot: every Dovecot process summed (shared pages counted once per process, so an overstatement; Dovecot keeps TLS in imap-login processes). mailgate: one process; goroutines, heap in use and goroutine stacks from go_goroutines, go_memstats_heap_inuse_bytes and go_memstats_stack_inuse_bytes on its /metrics.\n")
 }
 
 func suiteDenied(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
