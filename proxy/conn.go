@@ -55,6 +55,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -91,6 +92,28 @@ const (
 	// maxClientIDLog bounds the client's ID string in logs.
 	maxClientIDLog = 64
 )
+
+// readers holds the line readers between sessions: each is 16 KiB and a
+// TLS session would otherwise allocate two per login (before and after
+// the handshake), the larger part of a login's garbage.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+
+func getReader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+// dropReader returns c.br to the pool. Only the session's goroutine
+// reads c.br, and no slice of its buffer may be kept past this call.
+func (c *conn) dropReader() {
+	if c.br == nil {
+		return
+	}
+	c.br.Reset(nil) // forget the connection
+	readers.Put(c.br)
+	c.br = nil
+}
 
 // Close reasons. A protocol's goodbye maps them to its own words.
 var (
@@ -172,7 +195,7 @@ func newConn(s *Server, nc net.Conn, l Listener) *conn {
 	}
 	c.loginDeadline = c.start.Add(c.lim.LoginTimeout)
 	c.nc = c.raw
-	c.br = bufio.NewReaderSize(c.nc, readBufferSize)
+	c.br = getReader(c.nc)
 	c.remote = addrPortOf(nc.RemoteAddr())
 	c.local = addrPortOf(nc.LocalAddr())
 	c.setLogger(o.Logger)
@@ -248,6 +271,7 @@ func (c *conn) recovering(f func() string) (reason string) {
 
 // finish releases everything the session holds and logs its end.
 func (c *conn) finish(reason string) {
+	c.dropReader()
 	c.stop()
 	c.raw.Close()
 	if bc := c.backendConn.Load(); bc != nil {
@@ -340,10 +364,18 @@ func (c *conn) checkUntrustedProxyTLS() error {
 	return nil
 }
 
-// handshake runs a server TLS handshake on the raw socket (through br, so
-// bytes already buffered are part of it), bounded by TLSHandshakeTimeout.
+// handshake runs a server TLS handshake on the raw socket, bounded by
+// TLSHandshakeTimeout. Bytes already buffered (the ClientHello, read by
+// a peek) are copied out and fed to the handshake first, so the pre-TLS
+// reader goes back to the pool now rather than live under the tls.Conn.
 func (c *conn) handshake() error {
-	tc := tls.Server(&bufferedConn{Conn: c.raw, r: c.br}, c.ln.TLSConfig)
+	var pending []byte
+	if n := c.br.Buffered(); n > 0 {
+		p, _ := c.br.Peek(n)
+		pending = bytes.Clone(p)
+	}
+	c.dropReader()
+	tc := tls.Server(&bufferedConn{Conn: c.raw, pending: pending}, c.ln.TLSConfig)
 	ctx, cancel := context.WithTimeout(c.ctx, c.lim.TLSHandshakeTimeout)
 	defer cancel()
 	c.raw.SetDeadline(time.Now().Add(c.lim.TLSHandshakeTimeout))
@@ -353,7 +385,7 @@ func (c *conn) handshake() error {
 	}
 	c.raw.SetDeadline(time.Time{})
 	c.nc = tc
-	c.br = bufio.NewReaderSize(tc, readBufferSize)
+	c.br = getReader(tc)
 	c.tls = true
 	st := tc.ConnectionState()
 	c.log.Debug("TLS established", "version", tls.VersionName(st.Version), "sni", st.ServerName)
@@ -369,8 +401,6 @@ func (c *conn) startTLS() error {
 		c.br.Discard(n)
 		c.log.Warn("discarded bytes pipelined after STARTTLS", "bytes", n)
 	}
-	// The old reader is empty now; the handshake reads the socket directly.
-	c.br = bufio.NewReaderSize(c.raw, readBufferSize)
 	if err := c.handshake(); err != nil {
 		c.log.Info("STARTTLS handshake failed", "err", err)
 		return fmt.Errorf("proxy: STARTTLS handshake: %w", err)
@@ -725,15 +755,16 @@ func (c *countingConn) CloseWrite() error {
 // pre-TLS buffer alive for its whole life.
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader // nil once drained; only the TLS read path uses it
+	pending []byte // read before the socket; nil once drained
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) {
-	if b.r != nil {
-		if b.r.Buffered() > 0 {
-			return b.r.Read(p)
+	if len(b.pending) > 0 {
+		n := copy(p, b.pending)
+		if b.pending = b.pending[n:]; len(b.pending) == 0 {
+			b.pending = nil
 		}
-		b.r = nil
+		return n, nil
 	}
 	return b.Conn.Read(p)
 }

@@ -57,8 +57,9 @@ func (c *conn) splice(sess *backend.Session) string {
 		}
 	}
 	// The client's bytes pipelined after its login are still in c.br:
-	// they go first, then c.br is dropped and the copy reads c.nc
-	// directly, so its 16 KiB buffer does not live as long as the session.
+	// they go first, then c.br goes back to the pool and the copy reads
+	// c.nc directly, so its 16 KiB buffer does not live as long as the
+	// session.
 	if n := c.br.Buffered(); n > 0 {
 		p, _ := c.br.Peek(n)
 		be.SetWriteDeadline(time.Now().Add(c.lim.IdleTimeout))
@@ -66,7 +67,7 @@ func (c *conn) splice(sess *backend.Session) string {
 			return "backend error"
 		}
 	}
-	c.br = nil
+	c.dropReader()
 
 	// last is the time of the last traffic either way, in Unix
 	// nanoseconds; each direction's read deadline is derived from it so
