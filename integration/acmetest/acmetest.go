@@ -22,6 +22,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -63,6 +64,10 @@ type Options struct {
 	Dir string
 	// Log receives Pebble's log lines; nil discards them.
 	Log io.Writer
+	// Held makes the ACME directory hold every request until Release, so
+	// a test can look at a client's state before issuance (a fallback
+	// certificate) without racing the order.
+	Held bool
 }
 
 // Pebble is a running Pebble. Stop it when done.
@@ -84,6 +89,9 @@ type Pebble struct {
 	authority *ca.CAImpl // for RootPEM
 	stops     []func()   // undo Start, in reverse order
 	stopOnce  sync.Once
+
+	holdMu sync.Mutex
+	held   chan struct{} // while not nil, directory requests wait for it to close
 }
 
 // envMu serializes Start's change to the process environment: Pebble's
@@ -126,6 +134,9 @@ func Start(opts Options) (p *Pebble, err error) {
 	plog := log.New(out, "pebble ", log.Lmicroseconds)
 
 	p = &Pebble{HTTPPort: opts.HTTPPort, TLSPort: opts.TLSPort}
+	if opts.Held {
+		p.held = make(chan struct{})
+	}
 	defer func() {
 		if err != nil {
 			p.Stop()
@@ -167,10 +178,11 @@ func Start(opts Options) (p *Pebble, err error) {
 
 	// httptest binds 127.0.0.1 and serves with its own self-signed
 	// certificate for that address, which DirectoryCAFile carries.
-	api := httptest.NewUnstartedServer(front.Handler())
+	api := httptest.NewUnstartedServer(p.gate(front.Handler()))
 	api.Config.ErrorLog = plog
 	api.StartTLS()
-	p.stops = append(p.stops, api.Close)
+	// Close waits for requests in flight: let held ones through first.
+	p.stops = append(p.stops, api.Close, p.Release)
 	p.DirectoryURL = api.URL + wfe.DirectoryPath
 
 	p.DirectoryCAFile = filepath.Join(dir, "pebble-directory-ca.pem")
@@ -194,6 +206,34 @@ func (p *Pebble) Roots() *x509.CertPool {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(p.RootPEM())
 	return pool
+}
+
+// Release lets the directory's held requests (Options.Held) through, and
+// all later ones. It is safe to call more than once.
+func (p *Pebble) Release() {
+	p.holdMu.Lock()
+	defer p.holdMu.Unlock()
+	if p.held != nil {
+		close(p.held)
+		p.held = nil
+	}
+}
+
+// gate makes h wait while the directory is held.
+func (p *Pebble) gate(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.holdMu.Lock()
+		held := p.held
+		p.holdMu.Unlock()
+		if held != nil {
+			select {
+			case <-held:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Stop shuts Pebble's servers down and removes the directory Start made.

@@ -219,3 +219,49 @@ func TestIssueHTTP01(t *testing.T) {
 		t.Errorf("certificate lives %s, want about %s", life, validity)
 	}
 }
+
+// TestHeld: with Held the directory answers nothing until Release; Stop
+// does not hang on a request still held.
+func TestHeld(t *testing.T) {
+	p := start(t, Options{Held: true})
+	client := directoryClient(t, p)
+	client.Timeout = 300 * time.Millisecond
+	if resp, err := client.Get(p.DirectoryURL); err == nil {
+		resp.Body.Close()
+		t.Fatalf("held directory answered %s", resp.Status)
+	}
+	client.Timeout = 10 * time.Second
+	got := make(chan error, 1)
+	go func() {
+		resp, err := client.Get(p.DirectoryURL)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = errors.New(resp.Status)
+			}
+		}
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the request reach the gate
+	p.Release()
+	p.Release() // twice is fine
+	if err := <-got; err != nil {
+		t.Fatalf("directory after Release: %v", err)
+	}
+
+	q := start(t, Options{Held: true})
+	qc := directoryClient(t, q)
+	go func() {
+		if resp, err := qc.Get(q.DirectoryURL); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	stopped := make(chan struct{})
+	go func() { q.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop hangs on a held request")
+	}
+}
