@@ -240,9 +240,19 @@ func (m *Manager) storeIssued(domain string, cert *tls.Certificate) {
 	case changed:
 		m.logExpiry("acme: certificate renewed", cert, "domain", domain, "old_serial", old.Leaf.SerialNumber.Text(16))
 	}
+	renewBefore := min(m.cfg.ACME.RenewBefore, 30*24*time.Hour)
+	// autocert renews renew_before ahead of expiry: a certificate that
+	// does not live longer than that is due at once, every time, and the
+	// renewals run back to back into the CA's rate limits. The lifetime
+	// is only known now; autocert cannot change the setting while it
+	// runs, so tell the admin what to write.
+	if life := cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore); changed && life <= renewBefore {
+		m.log.Error("acme: tls.acme.renew_before is not shorter than the certificate's lifetime; renewals will run back to back",
+			"domain", domain, "lifetime", life.Round(time.Second).String(), "renew_before", renewBefore.String(),
+			"set_renew_before_to", (life / 3).Round(time.Second).String())
+	}
 	// autocert retries failed renewals itself without telling anyone;
 	// say so once the certificate is well inside its renewal window.
-	renewBefore := min(m.cfg.ACME.RenewBefore, 30*24*time.Hour)
 	if left := time.Until(cert.Leaf.NotAfter); left < renewBefore/2 {
 		m.logExpiry("acme: renewal overdue, CA unreachable or validation failing?", cert, "domain", domain)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -600,6 +601,39 @@ func TestACMEFallback(t *testing.T) {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run() = %v", err)
+		}
+	}
+}
+
+// A certificate that lives no longer than renew_before would be renewed
+// back to back by autocert: the admin gets an error naming a setting
+// that works; a longer-lived one says nothing of the kind.
+func TestACMERenewBeforeLongerThanLifetimeIsReported(t *testing.T) {
+	ca := newTestCA(t)
+	for _, tc := range []struct {
+		life time.Duration
+		want bool
+	}{{24 * time.Hour, true}, {90 * 24 * time.Hour, false}} {
+		var logs strings.Builder
+		m := &Manager{
+			cfg:    Config{ACME: &ACME{RenewBefore: DefaultRenewBefore}},
+			log:    slog.New(slog.NewTextHandler(&logs, nil)),
+			issued: map[string]*tls.Certificate{},
+		}
+		m.set.Store(&certSet{})
+		// issue backdates NotBefore by an hour.
+		certPEM, keyPEM, _ := ca.issue(t, "ecdsa", time.Now().Add(tc.life-time.Hour), "mail.example.test")
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.storeIssued("mail.example.test", &cert)
+		got := strings.Contains(logs.String(), "renew_before is not shorter than the certificate's lifetime")
+		if got != tc.want {
+			t.Errorf("lifetime %s: warned %v, want %v:\n%s", tc.life, got, tc.want, logs.String())
+		}
+		if tc.want && !strings.Contains(logs.String(), "set_renew_before_to=8h0m0s") {
+			t.Errorf("lifetime %s: no usable setting named:\n%s", tc.life, logs.String())
 		}
 	}
 }
