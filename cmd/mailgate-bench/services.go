@@ -249,7 +249,7 @@ func buildMailgate(ctx context.Context, repo, dir string) (string, error) {
 // startMailgate writes the config and starts mailgate serve. It tries
 // the config with the guard section first and drops it if this build of
 // mailgate does not know the section yet.
-func startMailgate(ctx context.Context, bin, dir string, st *mailstack.Stack, ports mailgatePorts) (*proc, bool, error) {
+func startMailgate(ctx context.Context, bin, dir string, st *mailstack.Stack, ports mailgatePorts, extraEnv []string) (*proc, bool, error) {
 	cfgFile := filepath.Join(dir, "mailgate.yaml")
 	guard := true
 	for _, g := range []bool{true, false} {
@@ -266,7 +266,7 @@ func startMailgate(ctx context.Context, bin, dir string, st *mailstack.Stack, po
 		}
 		warnf("mailgate rejects the guard section (%s); running without it, so refused-at-accept is not measured", strings.TrimSpace(string(out)))
 	}
-	env := []string{"MAILGATE_PPROF_ADDR=" + mailstack.Addr(ports.Pprof)}
+	env := append([]string{"MAILGATE_PPROF_ADDR=" + mailstack.Addr(ports.Pprof)}, extraEnv...)
 	p, err := startProc("mailgate", filepath.Join(dir, "mailgate.log"), env, bin, "serve", "-config", cfgFile)
 	if err != nil {
 		return nil, guard, err

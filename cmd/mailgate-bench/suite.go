@@ -41,6 +41,7 @@ type suiteOpts struct {
 	idle       int
 	idleBig    int
 	settle     time.Duration
+	mgEnv      []string // extra environment for mailgate only, e.g. GOMAXPROCS=1
 	out        string
 	step       time.Duration
 	skip       map[string]bool
@@ -75,6 +76,7 @@ func runSuite(args []string) int {
 	fs.IntVar(&o.xferReps, "xfer", 3, "throughput repetitions per target")
 	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
 	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through mailgate alone (0: skip)")
+	mgEnv := fs.String("mailgate-env", "", `extra environment for mailgate only, space-separated (e.g. "GOMAXPROCS=1")`)
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "idle: after two forced collections, wait this long before the settled memory reading")
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
 	fs.DurationVar(&o.step, "step", 10*time.Second, "deadline of each network step")
@@ -84,6 +86,13 @@ func runSuite(args []string) int {
 	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, throughput, idle, denied, profile")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	o.mgEnv = strings.Fields(*mgEnv)
+	for _, kv := range o.mgEnv {
+		if !strings.Contains(kv, "=") {
+			warnf("-mailgate-env: %q is not NAME=value", kv)
+			return 2
+		}
 	}
 	var err error
 	if o.concs, err = parseInts(*conc); err != nil {
@@ -239,7 +248,7 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		}
 		env.pids[tNginx] = env.nginx.pid()
 	}
-	env.mg, env.guard, err = startMailgate(ctx, env.mgBin, env.workDir, st, env.mgPorts)
+	env.mg, env.guard, err = startMailgate(ctx, env.mgBin, env.workDir, st, env.mgPorts, o.mgEnv)
 	if err != nil {
 		return env, err
 	}
@@ -295,6 +304,9 @@ func header(w io.Writer, o suiteOpts) {
 		kexNote = "X25519 only, for every target"
 	}
 	fmt.Fprintf(w, "client key exchange: %s\n", kexNote)
+	if len(o.mgEnv) > 0 {
+		fmt.Fprintf(w, "mailgate environment: %s\n", strings.Join(o.mgEnv, " "))
+	}
 	fmt.Fprintf(w, "rounds %d, %s per logins run, targets alternate within each round; figures are medians over rounds\n", o.rounds, o.dur)
 }
 
