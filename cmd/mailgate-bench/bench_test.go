@@ -316,6 +316,34 @@ func TestRunLoginsBoundsAndCounts(t *testing.T) {
 	}
 }
 
+// The paced run offers sessions at its rate whatever the server does:
+// a server that keeps up serves about rate × duration; one that cannot
+// shows the wait in its latencies (counted from when each was due) and
+// leaves the rest unserved, rather than being offered less.
+func TestRunPacedOffersAtRateAndCountsTheWait(t *testing.T) {
+	fast := func(context.Context) error { time.Sleep(time.Millisecond); return nil }
+	r := runPaced(context.Background(), 4, 200, 500*time.Millisecond, fast, nil, nil)
+	if r.OK < 60 || r.OK > 101 {
+		t.Errorf("keeping up: %d served in 0.5 s at 200/s, want about 100", r.OK)
+	}
+	if r.Errors["unserved"] > 5 {
+		t.Errorf("keeping up: %d unserved", r.Errors["unserved"])
+	}
+
+	// One worker, 20 ms per session, 200 offered per second: 4 × too slow.
+	slow := func(context.Context) error { time.Sleep(20 * time.Millisecond); return nil }
+	r = runPaced(context.Background(), 1, 200, 500*time.Millisecond, slow, nil, nil)
+	if r.OK > 30 {
+		t.Errorf("falling behind: %d served, more than one worker can do", r.OK)
+	}
+	if r.Errors["unserved"] < 40 {
+		t.Errorf("falling behind: %d unserved, want the backlog counted", r.Errors["unserved"])
+	}
+	if r.P99 < 100*time.Millisecond {
+		t.Errorf("falling behind: p99 %v, want the queueing counted (sessions wait hundreds of ms)", r.P99)
+	}
+}
+
 func TestQuantileAndMedian(t *testing.T) {
 	var d []time.Duration
 	for i := 1; i <= 100; i++ {

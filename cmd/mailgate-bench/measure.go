@@ -67,6 +67,51 @@ func mapKeys(m map[string]int) func(func(string) bool) {
 func runLogins(ctx context.Context, conc int, dur time.Duration, max int64, once func(context.Context) error, cpu, backendCPU func() time.Duration) loginResult {
 	ctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
+	now := func() (time.Time, bool) { return time.Now(), true }
+	return runWorkers(ctx, conc, max, now, once, cpu, backendCPU)
+}
+
+// runPaced offers sessions at a fixed rate for dur (open loop) to at most
+// conc workers at a time. Each session's latency counts from the moment
+// it was due, not from when a worker was free: a server that falls
+// behind shows it in the latencies (no coordinated omission). Sessions
+// still waiting for a worker when dur ends are counted as "unserved".
+func runPaced(ctx context.Context, conc int, rate float64, dur time.Duration, once func(context.Context) error, cpu, backendCPU func() time.Duration) loginResult {
+	ctx, cancel := context.WithTimeout(ctx, dur)
+	defer cancel()
+	n := int(rate*dur.Seconds()) + 1
+	due := make(chan time.Time, n)
+	begin := time.Now()
+	go func() {
+		defer close(due)
+		for i := range n {
+			t := begin.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(t)):
+			}
+			due <- t
+		}
+	}()
+	next := func() (time.Time, bool) {
+		select {
+		case <-ctx.Done():
+			return time.Time{}, false
+		case t, ok := <-due:
+			return t, ok
+		}
+	}
+	res := runWorkers(ctx, conc, 0, next, once, cpu, backendCPU)
+	if k := len(due); k > 0 {
+		res.Errors["unserved"] += k
+	}
+	return res
+}
+
+// runWorkers runs conc workers, each taking its next session's start
+// time from next until next says stop, ctx ends, or max sessions began.
+func runWorkers(ctx context.Context, conc int, max int64, next func() (time.Time, bool), once func(context.Context) error, cpu, backendCPU func() time.Duration) loginResult {
 	var (
 		started atomic.Int64
 		mu      sync.Mutex
@@ -94,7 +139,10 @@ func runLogins(ctx context.Context, conc int, dur time.Duration, max int64, once
 				if max > 0 && started.Add(1) > max {
 					break
 				}
-				t0 := time.Now()
+				t0, ok := next()
+				if !ok {
+					break
+				}
 				// A session already begun runs to its end on its own
 				// step deadlines, so the run's end does not count as
 				// an error of the server.

@@ -40,6 +40,7 @@ type suiteOpts struct {
 	xferReps   int
 	idle       int
 	idleBig    int
+	pacedRate  float64 // paced step: sessions offered per second (0: 0.9 × nginx's rate)
 	settle     time.Duration
 	mgEnv      []string // extra environment for mailgate only, e.g. GOMAXPROCS=1
 	out        string
@@ -83,7 +84,8 @@ func runSuite(args []string) int {
 	fs.IntVar(&o.loginProcs, "dovecot-login-procs", 0, "run Dovecot's login services in high-performance mode with this many processes (0: Debian's default, a process per connection)")
 	kex := fs.String("client-kex", "default", `client key exchange: "default" (Go's: X25519MLKEM768 first) or "x25519" (what nginx and Dovecot on OpenSSL 3.0 choose anyway)`)
 	fs.BoolVar(&o.keep, "keep", false, "keep the daemons' scratch directories (logs, configs) for inspection")
-	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, throughput, idle, denied, profile")
+	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, paced, throughput, idle, denied, profile")
+	fs.Float64Var(&o.pacedRate, "paced-rate", 0, "paced IMAPS logins offered per second at the highest -c (0: 0.9 × nginx's closed-loop rate there)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -130,8 +132,12 @@ func runSuite(args []string) int {
 	}
 	w := io.MultiWriter(os.Stdout, mustCreate(filepath.Join(o.out, "results.md")))
 	header(w, o)
+	var nginxRate float64
 	if !o.skip["logins"] {
-		suiteLogins(ctx, w, env, o)
+		nginxRate = suiteLogins(ctx, w, env, o)
+	}
+	if !o.skip["paced"] {
+		suitePaced(ctx, w, env, o, nginxRate)
 	}
 	if !o.skip["throughput"] {
 		suiteThroughput(ctx, w, env, o)
@@ -320,7 +326,9 @@ func rotate(r int) []string {
 	return out
 }
 
-func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
+// suiteLogins runs the closed-loop logins and returns nginx's median
+// IMAPS rate at the highest concurrency (0: not measured).
+func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) float64 {
 	type key struct {
 		proto string
 		conc  int
@@ -407,6 +415,76 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 		}
 	}
 	fmt.Fprintf(w, "\nc/a: mailgate ÷ Dovecot with TLS; c/b: mailgate ÷ nginx mail proxy. Proxy CPU/login is the proxy's own process tree (nginx: master and workers; the auth_http answer is served by the bench tool and not counted). Dovecot CPU/login is every Dovecot process, reaped children included. SMTP: direct is Postfix smtps with SASL through Dovecot; nginx hands the session to Postfix with XCLIENT after auth_http said OK, so no backend checks the password there.\n")
+	if rs := res[key{"imap", slices.Max(o.concs)}][tNginx]; len(rs) > 0 {
+		return medianF(rs, func(r loginResult) float64 { return r.Rate() })
+	}
+	return 0
+}
+
+// suitePaced offers every target the same IMAPS login rate (open loop,
+// at most the highest -c sessions at once) and compares latencies. The
+// closed-loop p99 at high concurrency mixes speed with queueing: a
+// proxy that answers sooner gets the next login sooner and so keeps
+// more of them queued for the shared CPU. At one offered load, below
+// every target's capacity, the latencies compare like for like.
+func suitePaced(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts, nginxRate float64) {
+	conc := slices.Max(o.concs)
+	rate := o.pacedRate
+	if rate == 0 {
+		rate = 0.9 * nginxRate
+	}
+	fmt.Fprintf(w, "\n## paced IMAPS logins (the same offered rate for every target, at most %d at once)\n\n", conc)
+	if rate <= 0 {
+		fmt.Fprintf(w, "Skipped: no rate (nginx's closed-loop rate was not measured; set -paced-rate).\n")
+		return
+	}
+	res := map[string][]loginResult{}
+	for r := range o.rounds {
+		for _, name := range rotate(r) {
+			t, ok := e.target(name, "imap", o)
+			if !ok {
+				continue
+			}
+			lr := runPaced(ctx, conc, rate, o.dur, func(ctx context.Context) error { return loginOnce(ctx, "imap", t) }, e.cpuOf(name), e.backendCPU)
+			res[name] = append(res[name], lr)
+			fmt.Fprintf(os.Stderr, "round %d paced %.0f/s %-8s served %8.1f/s p50 %v p99 %v errors %s %s\n", r+1, rate, name, lr.Rate(), lr.P50.Round(10*time.Microsecond), lr.P99.Round(10*time.Microsecond), lr.errString(), lr.FirstErr)
+		}
+	}
+	fmt.Fprintf(w, "offered: %.1f logins/s for %s per round\n\n", rate, o.dur)
+	fmt.Fprintf(w, "| target | served/s | p50 | p90 | p99 | errors (all rounds) | proxy CPU/login | p99 c/a | p99 c/b |\n|---|---:|---:|---:|---:|---|---:|---:|---:|\n")
+	p99 := map[string]float64{}
+	for _, name := range targetNames {
+		if rs := res[name]; len(rs) > 0 {
+			p99[name] = medianF(rs, func(r loginResult) float64 { return float64(r.P99) })
+		}
+	}
+	for _, name := range targetNames {
+		rs := res[name]
+		if len(rs) == 0 {
+			continue
+		}
+		errs := map[string]int{}
+		for _, r := range rs {
+			for k, v := range r.Errors {
+				errs[k] += v
+			}
+		}
+		dur := func(f func(loginResult) time.Duration) string {
+			return fmtDur(time.Duration(medianF(rs, func(r loginResult) float64 { return float64(f(r)) })))
+		}
+		cpu := "-"
+		if e.pids[name] != 0 {
+			cpu = dur(func(r loginResult) time.Duration { return r.CPUPerLogin })
+		}
+		ra, rb := "", ""
+		if name == tMailgate {
+			ra, rb = ratio(p99[tMailgate], p99[tDirect]), ratio(p99[tMailgate], p99[tNginx])
+		}
+		fmt.Fprintf(w, "| %s | %.1f | %s | %s | %s | %s | %s | %s | %s |\n", name, medianF(rs, func(r loginResult) float64 { return r.Rate() }),
+			dur(func(r loginResult) time.Duration { return r.P50 }), dur(func(r loginResult) time.Duration { return r.P90 }),
+			dur(func(r loginResult) time.Duration { return r.P99 }), loginResult{Errors: errs}.errString(), cpu, ra, rb)
+	}
+	fmt.Fprintf(w, "\nLatency counts from when a login was due, so a target that falls behind shows it; logins still waiting for one of the %d slots at the end are counted as unserved. p99 c/b below 1: mailgate's tail is shorter than nginx's at the same load.\n", conc)
 }
 
 func writeProfileTop(w io.Writer, bin, prof string) {
