@@ -25,6 +25,9 @@ type imapFake struct {
 	loginReply  string      // tagged login reply after the tag; default OK
 	startTLS    *tls.Config // offer STARTTLS with this server config
 	injectPlain bool        // send a plaintext line right after STARTTLS's OK
+	// holdID answers ID only once the next command has arrived: a client
+	// that waits for the ID reply before its login never gets one.
+	holdID bool
 
 	cmds   recorder // command names in order
 	logins recorder // "user\x00pass" as decoded by the server
@@ -46,6 +49,7 @@ func (f *imapFake) handle(fc *fakeConn) {
 	} else {
 		fc.send("* OK [CAPABILITY " + f.capList() + "] fake ready")
 	}
+	var held []string // ID reply lines held back (holdID)
 	for {
 		args, err := imapArgs(fc.br, func() { fc.send("+ go ahead") })
 		if err != nil {
@@ -57,6 +61,10 @@ func (f *imapFake) handle(fc *fakeConn) {
 		}
 		tag, cmd := args[0], strings.ToUpper(args[1])
 		f.cmds.add(cmd)
+		if held != nil {
+			fc.send(held...)
+			held = nil
+		}
 		switch cmd {
 		case "CAPABILITY":
 			fc.send("* CAPABILITY "+f.capList(), tag+" OK done")
@@ -64,16 +72,18 @@ func (f *imapFake) handle(fc *fakeConn) {
 			for i := 2; i+1 < len(args); i += 2 {
 				f.ids.add(args[i] + "=" + args[i+1])
 			}
+			reply := []string{`* ID ("name" "fake")`, tag + " OK ID done"}
 			if f.idUntagged != "" {
-				fc.send(f.idUntagged)
-			} else {
-				fc.send(`* ID ("name" "fake")`)
+				reply[0] = f.idUntagged
 			}
 			if f.idReply != "" {
-				fc.send(tag + " " + f.idReply)
-			} else {
-				fc.send(tag + " OK ID done")
+				reply[1] = tag + " " + f.idReply
 			}
+			if f.holdID {
+				held = reply
+				continue
+			}
+			fc.send(reply...)
 		case "STARTTLS":
 			fc.send(tag + " OK begin TLS")
 			if f.injectPlain {
@@ -264,6 +274,37 @@ func TestIMAPForwardClientID(t *testing.T) {
 	}
 	if got := f.cmds.all(); !slices.Equal(got, []string{"ID", "AUTHENTICATE"}) {
 		t.Errorf("commands = %q, want ID before AUTHENTICATE", got)
+	}
+}
+
+// The login goes out behind ID without waiting for its reply (one round
+// trip less per login): a server that answers ID only when the next
+// command arrives still logs the user in. A login that needs a
+// continuation (no SASL-IR) reads the ID reply first, so the "+" is not
+// confused with it.
+func TestIMAPIDPipelinedWithLogin(t *testing.T) {
+	f := &imapFake{holdID: true}
+	_, b := startIMAP(t, f)
+	b.Opts.ForwardClient = true
+	sess, err := b.Login(withTimeout(t), testClient, "a1", "alice", "pw")
+	if err != nil {
+		t.Fatalf("login behind a held ID reply: %v", err)
+	}
+	sess.Conn.Close()
+	if got := f.cmds.all(); !slices.Equal(got, []string{"ID", "AUTHENTICATE"}) {
+		t.Errorf("commands = %q", got)
+	}
+
+	f = &imapFake{caps: "IMAP4rev1 AUTH=PLAIN LOGINDISABLED ID"}
+	_, b = startIMAP(t, f)
+	b.Opts.ForwardClient = true
+	sess, err = b.Login(withTimeout(t), testClient, "a1", "alice", "pw")
+	if err != nil {
+		t.Fatalf("AUTHENTICATE with a continuation after ID: %v", err)
+	}
+	sess.Conn.Close()
+	if got := f.logins.all(); !slices.Equal(got, []string{"alice\x00pw"}) {
+		t.Errorf("logins = %q", got)
 	}
 }
 
