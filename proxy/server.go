@@ -169,6 +169,11 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 			nc, err = ln.Accept()
 		}
 		if err != nil {
+			if gc != nil {
+				// Admitted, then lost: net.FileConn failed (EMFILE on
+				// its dup, say); the socket is closed, free its place.
+				gc.Close()
+			}
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
