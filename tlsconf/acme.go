@@ -240,13 +240,19 @@ func (m *Manager) storeIssued(domain string, cert *tls.Certificate) {
 	case changed:
 		m.logExpiry("acme: certificate renewed", cert, "domain", domain, "old_serial", old.Leaf.SerialNumber.Text(16))
 	}
-	renewBefore := min(m.cfg.ACME.RenewBefore, 30*24*time.Hour)
-	// autocert renews renew_before ahead of expiry: a certificate that
-	// does not live longer than that is due at once, every time, and the
-	// renewals run back to back into the CA's rate limits. The lifetime
-	// is only known now; autocert cannot change the setting while it
-	// runs, so tell the admin what to write.
-	if life := cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore); changed && life <= renewBefore {
+	// When autocert renews, as it computes it: renew_before, or unset a
+	// third of the lifetime; at most 30 days.
+	life := cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore)
+	renewBefore := min(life/3, MaxRenewBefore)
+	if set := m.cfg.ACME.RenewBefore; set > 0 {
+		renewBefore = min(set, MaxRenewBefore)
+	}
+	// A set renew_before that reaches back past the issuance of a fresh
+	// certificate makes it due at once, every time: the renewals run back
+	// to back into the CA's rate limits. The lifetime is only known now
+	// and autocert cannot change the setting while it runs, so tell the
+	// admin what to write (or to remove the line).
+	if changed && m.cfg.ACME.RenewBefore > 0 && time.Until(cert.Leaf.NotAfter) <= renewBefore {
 		m.log.Error("acme: tls.acme.renew_before is not shorter than the certificate's lifetime; renewals will run back to back",
 			"domain", domain, "lifetime", life.Round(time.Second).String(), "renew_before", renewBefore.String(),
 			"set_renew_before_to", (life / 3).Round(time.Second).String())

@@ -47,10 +47,11 @@ const (
 	// previous keys are kept so tickets issued shortly before a rotation
 	// still resume.
 	DefaultTicketRotation = 24 * time.Hour
-	// DefaultRenewBefore: renew ACME certificates 30 days before expiry,
-	// Let's Encrypt's own recommendation for 90-day certificates (autocert
-	// caps the value at 30 days).
-	DefaultRenewBefore = 720 * time.Hour
+	// MaxRenewBefore: autocert renews at most 30 days before expiry;
+	// unset, renew_before is a third of each certificate's lifetime up to
+	// this (30 days for Let's Encrypt's 90-day certificates, 2 days for
+	// 6-day ones).
+	MaxRenewBefore = 720 * time.Hour
 	// DefaultPollInterval: how often the ACME loop checks for a renewed
 	// or newly issued certificate.
 	DefaultPollInterval = time.Minute
@@ -129,7 +130,8 @@ type ACME struct {
 	HTTPAddress string `yaml:"http_address"`
 	// TLSALPNAddress serves tls-alpn-01 challenges; default ":443".
 	TLSALPNAddress string `yaml:"tls_alpn_address"`
-	// RenewBefore: renew this long before expiry; default 720h.
+	// RenewBefore: renew this long before expiry; 0 (default): a third
+	// of each certificate's lifetime, at most MaxRenewBefore.
 	RenewBefore time.Duration `yaml:"renew_before"`
 	// Fallback is served until a certificate exists: "self-signed"
 	// (default) or "files" (the first of Certificates).
@@ -166,9 +168,6 @@ func (c Config) withDefaults() Config {
 		}
 		if a.TLSALPNAddress == "" {
 			a.TLSALPNAddress = ":443"
-		}
-		if a.RenewBefore == 0 {
-			a.RenewBefore = DefaultRenewBefore
 		}
 		if a.Fallback == "" {
 			a.Fallback = "self-signed"

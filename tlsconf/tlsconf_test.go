@@ -605,18 +605,24 @@ func TestACMEFallback(t *testing.T) {
 	}
 }
 
-// A certificate that lives no longer than renew_before would be renewed
-// back to back by autocert: the admin gets an error naming a setting
-// that works; a longer-lived one says nothing of the kind.
+// A certificate that lives no longer than a set renew_before would be
+// renewed back to back by autocert: the admin gets an error naming a
+// setting that works; a longer-lived one, or renew_before left unset
+// (a third of the lifetime), says nothing of the kind.
 func TestACMERenewBeforeLongerThanLifetimeIsReported(t *testing.T) {
 	ca := newTestCA(t)
 	for _, tc := range []struct {
-		life time.Duration
-		want bool
-	}{{24 * time.Hour, true}, {90 * 24 * time.Hour, false}} {
+		life, renewBefore time.Duration
+		want              bool
+	}{
+		{24 * time.Hour, MaxRenewBefore, true},
+		{90 * 24 * time.Hour, MaxRenewBefore, false},
+		// Unset, autocert takes a third of the lifetime: never due at once.
+		{24 * time.Hour, 0, false},
+	} {
 		var logs strings.Builder
 		m := &Manager{
-			cfg:    Config{ACME: &ACME{RenewBefore: DefaultRenewBefore}},
+			cfg:    Config{ACME: &ACME{RenewBefore: tc.renewBefore}},
 			log:    slog.New(slog.NewTextHandler(&logs, nil)),
 			issued: map[string]*tls.Certificate{},
 		}
@@ -630,7 +636,7 @@ func TestACMERenewBeforeLongerThanLifetimeIsReported(t *testing.T) {
 		m.storeIssued("mail.example.test", &cert)
 		got := strings.Contains(logs.String(), "renew_before is not shorter than the certificate's lifetime")
 		if got != tc.want {
-			t.Errorf("lifetime %s: warned %v, want %v:\n%s", tc.life, got, tc.want, logs.String())
+			t.Errorf("lifetime %s, renew_before %s: warned %v, want %v:\n%s", tc.life, tc.renewBefore, got, tc.want, logs.String())
 		}
 		if tc.want && !strings.Contains(logs.String(), "set_renew_before_to=8h0m0s") {
 			t.Errorf("lifetime %s: no usable setting named:\n%s", tc.life, logs.String())
