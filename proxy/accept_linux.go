@@ -9,6 +9,11 @@ import (
 	"syscall"
 )
 
+// maxRefusedBatch bounds the refusals handled in one wake-up of the
+// accept loop, so Close (which waits for the loop) and the shutdown
+// check get their turn during a flood.
+const maxRefusedBatch = 64
+
 // rawListener accepts on a TCP listener's socket with accept4 itself so
 // the guard can refuse a peer before the socket becomes a net.Conn: a
 // refused attempt then costs accept4 and close and nothing else (no
@@ -53,12 +58,20 @@ func (r *rawListener) Close() error {
 }
 
 // acceptAdmitted returns the next connection whose peer admit accepts,
-// closing the others at the descriptor level.
-func (r *rawListener) acceptAdmitted(admit func(netip.AddrPort) bool) (net.Conn, error) {
+// with the peer address the guard saw, closing the others at the
+// descriptor level. After maxRefusedBatch refusals in a row it returns
+// errRefusedBatch instead: closing the listener waits for this loop,
+// and a flood of refused peers must not hold off a shutdown.
+func (r *rawListener) acceptAdmitted(admit func(netip.AddrPort) bool) (net.Conn, netip.AddrPort, error) {
 	nfd := -1
+	var peer netip.AddrPort
 	var aerr error
 	err := r.rc.Read(func(fd uintptr) bool {
-		for {
+		for refused := 0; ; refused++ {
+			if refused == maxRefusedBatch {
+				aerr = errRefusedBatch
+				return true
+			}
 			// Blocking mode on purpose: os.NewFile below then leaves the
 			// socket out of the poller, and net.FileConn registers its
 			// own non-blocking duplicate.
@@ -72,7 +85,7 @@ func (r *rawListener) acceptAdmitted(admit func(netip.AddrPort) bool) (net.Conn,
 				aerr = os.NewSyscallError("accept4", err)
 				return true
 			}
-			if admit(sockaddrAddrPort(sa)) {
+			if peer = sockaddrAddrPort(sa); admit(peer) {
 				nfd = s
 				return true
 			}
@@ -80,18 +93,18 @@ func (r *rawListener) acceptAdmitted(admit func(netip.AddrPort) bool) (net.Conn,
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, peer, err
 	}
 	if aerr != nil {
-		return nil, aerr
+		return nil, peer, aerr
 	}
 	f := os.NewFile(uintptr(nfd), "")
 	nc, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("wrapping an accepted socket: %w", err)
+		return nil, peer, fmt.Errorf("%w: %w", errWrapAccepted, err)
 	}
-	return nc, nil
+	return nc, peer, nil
 }
 
 func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {

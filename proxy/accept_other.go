@@ -12,6 +12,6 @@ type rawListener struct{ net.Listener }
 
 func newRawListener(net.Listener) *rawListener { return nil }
 
-func (r *rawListener) acceptAdmitted(func(netip.AddrPort) bool) (net.Conn, error) {
+func (r *rawListener) acceptAdmitted(func(netip.AddrPort) bool) (net.Conn, netip.AddrPort, error) {
 	panic("unreachable")
 }

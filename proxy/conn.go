@@ -178,7 +178,7 @@ type conn struct {
 }
 
 // newConn sets up a conn for an accepted socket.
-func newConn(s *Server, nc net.Conn, l Listener) *conn {
+func newConn(s *Server, nc net.Conn, l Listener, remote netip.AddrPort) *conn {
 	o := s.options()
 	ctx, stop := context.WithCancel(s.baseCtx)
 	c := &conn{
@@ -196,7 +196,10 @@ func newConn(s *Server, nc net.Conn, l Listener) *conn {
 	c.loginDeadline = c.start.Add(c.lim.LoginTimeout)
 	c.nc = c.raw
 	c.br = getReader(c.nc)
-	c.remote = addrPortOf(nc.RemoteAddr())
+	c.remote = remote
+	if !c.remote.IsValid() {
+		c.remote = addrPortOf(nc.RemoteAddr())
+	}
 	c.local = addrPortOf(nc.LocalAddr())
 	c.setLogger(o.Logger)
 	o.Metrics.connOpened(l)
@@ -286,6 +289,7 @@ func (c *conn) finish(reason string) {
 // run does the work of serve up to the login and returns the backend
 // session to splice, or nil and the close reason.
 func (c *conn) run() (*backend.Session, string) {
+	c.log.Debug("connected", "local", c.local.String())
 	if err := c.acceptProxyHeader(); err != nil {
 		c.log.Warn("PROXY header refused; closing", "err", err)
 		return nil, "bad PROXY header"

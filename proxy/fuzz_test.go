@@ -78,7 +78,7 @@ func (memBackend) Login(ctx context.Context, c backend.Client, tag, user, pass s
 // client was sent.
 func runMemSession(t *testing.T, s *Server, l Listener, input []byte) []byte {
 	mc := &memConn{in: bytes.NewReader(input)}
-	c := s.register(mc, l)
+	c := s.register(mc, l, netip.AddrPort{})
 	done := make(chan struct{})
 	go func() { c.serve(); close(done) }()
 	select {

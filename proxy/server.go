@@ -153,13 +153,14 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 	var refused refusedSummary
 	for {
 		var (
-			nc  net.Conn
-			err error
-			gc  *guard.Conn
+			nc   net.Conn
+			err  error
+			gc   *guard.Conn
+			peer netip.AddrPort // as the guard saw it (raw listener)
 		)
 		admitted := false // by the raw listener, which asked the guard
 		if raw != nil && s.options().Guard != nil {
-			nc, err = raw.acceptAdmitted(func(ap netip.AddrPort) bool {
+			nc, peer, err = raw.acceptAdmitted(func(ap netip.AddrPort) bool {
 				var ok bool
 				gc, ok = s.admit(ap, l, &refused)
 				return ok
@@ -176,6 +177,15 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 			}
 			if s.closing.Load() {
 				return ErrServerClosed
+			}
+			if errors.Is(err, errRefusedBatch) {
+				continue // a refusal flood: look at s.closing again
+			}
+			if errors.Is(err, errWrapAccepted) && !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) {
+				// One socket lost (the peer reset it, the poller refused
+				// it): the listener goes on.
+				s.options().Logger.Warn("accepted connection lost", "listener", l.Name, "remote", peer.String(), "err", err)
+				continue
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
@@ -194,7 +204,7 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 				continue
 			}
 		}
-		c := s.register(nc, l)
+		c := s.register(nc, l, peer)
 		if c == nil {
 			if gc != nil {
 				gc.Close()
@@ -206,6 +216,15 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 		go c.serve()
 	}
 }
+
+// Outcomes of the raw accept loop that do not end the listener.
+var (
+	// errRefusedBatch: a run of refused peers; the loop checks for
+	// shutdown and accepts again.
+	errRefusedBatch = errors.New("proxy: a batch of connections refused")
+	// errWrapAccepted: an admitted socket could not become a net.Conn.
+	errWrapAccepted = errors.New("proxy: wrapping an accepted socket")
+)
 
 // refusedLogInterval is how often at most a listener logs the summary of
 // connections the guard refused at accept: a ban exists because a source
@@ -253,7 +272,10 @@ func (s *Server) admit(remote netip.AddrPort, l Listener, sum *refusedSummary) (
 
 // register creates and registers the session for nc, or closes nc and
 // returns nil when the server is closing.
-func (s *Server) register(nc net.Conn, l Listener) *conn {
+// remote is the peer address when the accept loop already has it (the
+// raw listener's accept4), else the zero value: newConn then asks nc,
+// which fails for a peer that reset in between.
+func (s *Server) register(nc net.Conn, l Listener, remote netip.AddrPort) *conn {
 	// Keep-alive is set here, on admitted sockets only, not by the
 	// listener on every accepted one: cmd listens with keep-alive off so
 	// a refusal at accept costs no setsockopt calls. It finds peers that
@@ -261,7 +283,7 @@ func (s *Server) register(nc net.Conn, l Listener) *conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 5 * time.Minute, Interval: time.Minute, Count: 5})
 	}
-	c := newConn(s, nc, l)
+	c := newConn(s, nc, l, remote)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
@@ -282,15 +304,21 @@ func (s *Server) unregister(c *conn) {
 // stopAccepting marks the server closing and closes its listeners.
 func (s *Server) stopAccepting() []*conn {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closing.Store(true)
 	s.cancel()
+	lns := make([]net.Listener, 0, len(s.listeners))
 	for ln := range s.listeners {
-		ln.Close()
+		lns = append(lns, ln)
 	}
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	// Outside the lock: closing a raw listener waits for its accept loop
+	// to finish a batch, and sessions ending meanwhile need s.mu.
+	for _, ln := range lns {
+		ln.Close()
 	}
 	return conns
 }
