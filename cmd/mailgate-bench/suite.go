@@ -391,27 +391,13 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) flo
 			if len(rs) == 0 {
 				continue
 			}
-			errs := map[string]int{}
-			for _, r := range rs {
-				for k, v := range r.Errors {
-					errs[k] += v
-				}
-			}
-			dur := func(f func(loginResult) time.Duration) string {
-				return fmtDur(time.Duration(medianF(rs, func(r loginResult) float64 { return float64(f(r)) })))
-			}
-			cpu := "-"
-			if e.pids[name] != 0 {
-				cpu = dur(func(r loginResult) time.Duration { return r.CPUPerLogin })
-			}
+			m := summarize(rs, e.pids[name] != 0)
 			ratioA, ratioB := "", ""
 			if name == tMailgate {
 				ratioA, ratioB = ratio(med[tMailgate], med[tDirect]), ratio(med[tMailgate], med[tNginx])
 			}
 			fmt.Fprintf(w, "| %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.proto, k.conc, name, med[name],
-				dur(func(r loginResult) time.Duration { return r.P50 }), dur(func(r loginResult) time.Duration { return r.P90 }),
-				dur(func(r loginResult) time.Duration { return r.P99 }), loginResult{Errors: errs}.errString(), cpu,
-				dur(func(r loginResult) time.Duration { return r.BackendCPU }), ratioA, ratioB)
+				m.p50, m.p90, m.p99, m.errs, m.cpu, m.backendCPU, ratioA, ratioB)
 		}
 	}
 	fmt.Fprintf(w, "\nc/a: mailgate ÷ Dovecot with TLS; c/b: mailgate ÷ nginx mail proxy. Proxy CPU/login is the proxy's own process tree (nginx: master and workers; the auth_http answer is served by the bench tool and not counted). Dovecot CPU/login is every Dovecot process, reaped children included. SMTP: direct is Postfix smtps with SASL through Dovecot; nginx hands the session to Postfix with XCLIENT after auth_http said OK, so no backend checks the password there.\n")
@@ -419,6 +405,38 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) flo
 		return medianF(rs, func(r loginResult) float64 { return r.Rate() })
 	}
 	return 0
+}
+
+// runSummary is one target's runs over the rounds, formatted: medians
+// of the latencies and CPU figures, error counts summed.
+type runSummary struct {
+	p50, p90, p99   string
+	cpu, backendCPU string // cpu "-" when the target's process is not watched
+	errs            string
+}
+
+func summarize(rs []loginResult, watched bool) runSummary {
+	dur := func(f func(loginResult) time.Duration) string {
+		return fmtDur(time.Duration(medianF(rs, func(r loginResult) float64 { return float64(f(r)) })))
+	}
+	errs := map[string]int{}
+	for _, r := range rs {
+		for k, v := range r.Errors {
+			errs[k] += v
+		}
+	}
+	m := runSummary{
+		p50:        dur(func(r loginResult) time.Duration { return r.P50 }),
+		p90:        dur(func(r loginResult) time.Duration { return r.P90 }),
+		p99:        dur(func(r loginResult) time.Duration { return r.P99 }),
+		cpu:        "-",
+		backendCPU: dur(func(r loginResult) time.Duration { return r.BackendCPU }),
+		errs:       loginResult{Errors: errs}.errString(),
+	}
+	if watched {
+		m.cpu = dur(func(r loginResult) time.Duration { return r.CPUPerLogin })
+	}
+	return m
 }
 
 // suitePaced offers every target the same IMAPS login rate (open loop,
@@ -463,26 +481,13 @@ func suitePaced(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts, ngin
 		if len(rs) == 0 {
 			continue
 		}
-		errs := map[string]int{}
-		for _, r := range rs {
-			for k, v := range r.Errors {
-				errs[k] += v
-			}
-		}
-		dur := func(f func(loginResult) time.Duration) string {
-			return fmtDur(time.Duration(medianF(rs, func(r loginResult) float64 { return float64(f(r)) })))
-		}
-		cpu := "-"
-		if e.pids[name] != 0 {
-			cpu = dur(func(r loginResult) time.Duration { return r.CPUPerLogin })
-		}
+		m := summarize(rs, e.pids[name] != 0)
 		ra, rb := "", ""
 		if name == tMailgate {
 			ra, rb = ratio(p99[tMailgate], p99[tDirect]), ratio(p99[tMailgate], p99[tNginx])
 		}
 		fmt.Fprintf(w, "| %s | %.1f | %s | %s | %s | %s | %s | %s | %s |\n", name, medianF(rs, func(r loginResult) float64 { return r.Rate() }),
-			dur(func(r loginResult) time.Duration { return r.P50 }), dur(func(r loginResult) time.Duration { return r.P90 }),
-			dur(func(r loginResult) time.Duration { return r.P99 }), loginResult{Errors: errs}.errString(), cpu, ra, rb)
+			m.p50, m.p90, m.p99, m.errs, m.cpu, ra, rb)
 	}
 	fmt.Fprintf(w, "\nLatency counts from when a login was due, so a target that falls behind shows it; logins still waiting for one of the %d slots at the end are counted as unserved. p99 c/b below 1: mailgate's tail is shorter than nginx's at the same load.\n", conc)
 }
