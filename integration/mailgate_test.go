@@ -48,6 +48,51 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// reportTail is how many of mailgate's last log lines a failed test
+// prints; the whole log goes to a file the harness keeps.
+const reportTail = 40
+
+// report shows a failed test's mailgate log: the whole log in a file
+// under the kept harness directory, and in the test output the race
+// reports, the WARN and ERROR lines (at most 20 each kind) and the last
+// reportTail lines, so the reason is not buried under a long run's
+// INFO lines.
+func (m *Mailgate) report(t testing.TB) {
+	t.Helper()
+	log := m.Log()
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	var b strings.Builder
+	if h != nil && h.dir != "" {
+		dir := filepath.Join(h.dir, "mailgate")
+		name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".log")
+		if err := os.MkdirAll(dir, 0o755); err == nil && os.WriteFile(name, []byte(log), 0o644) == nil {
+			fmt.Fprintf(&b, "whole log (%d lines): %s\n", len(lines), name)
+		}
+	}
+	if i := strings.Index(log, "WARNING: DATA RACE"); i >= 0 {
+		end := strings.Index(log[i:], "\n==================")
+		if end < 0 {
+			end = min(len(log)-i, 8000)
+		}
+		fmt.Fprintf(&b, "first race report:\n%s\n", log[i:i+end])
+	}
+	for _, lvl := range []string{"level=ERROR", "level=WARN"} {
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, lvl) {
+				if n++; n <= 20 {
+					fmt.Fprintf(&b, "%s\n", l)
+				}
+			}
+		}
+		if n > 20 {
+			fmt.Fprintf(&b, "(%d more %s lines)\n", n-20, lvl)
+		}
+	}
+	fmt.Fprintf(&b, "last %d lines:\n%s", min(reportTail, len(lines)), strings.Join(lines[max(0, len(lines)-reportTail):], "\n"))
+	t.Logf("mailgate log:\n%s", b.String())
+}
+
 // Log returns everything mailgate logged so far.
 func (m *Mailgate) Log() string { return m.log.String() }
 
@@ -142,7 +187,7 @@ func launch(t testing.TB, cfgYAML string) (*Mailgate, error) {
 			t.Errorf("the race detector found a data race in mailgate (log below)")
 		}
 		if t.Failed() {
-			t.Logf("mailgate log:\n%s", m.Log())
+			m.report(t)
 		}
 	})
 	for name, a := range m.Addr {
