@@ -63,7 +63,7 @@ func (m *Mailgate) report(t testing.TB) {
 	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
 	var b strings.Builder
 	if h != nil && h.dir != "" {
-		dir := filepath.Join(h.dir, "mailgate")
+		dir := filepath.Join(h.dir, "mailgate-logs")
 		name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".log")
 		if err := os.MkdirAll(dir, 0o755); err == nil && os.WriteFile(name, []byte(log), 0o644) == nil {
 			fmt.Fprintf(&b, "whole log (%d lines): %s\n", len(lines), name)
