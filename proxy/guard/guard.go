@@ -526,6 +526,13 @@ func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
 // bans what crossed its threshold. mu is held.
 func (g *Guard) countSource(r *rules, addr netip.Addr, h uint64, now time.Time) []Event {
 	c := &r.cfg
+	if _, banned := g.blockingBan(addr, now); banned {
+		// Attempts still arriving from a banned source (in flight when
+		// the ban came, or later ones on its open connection) are
+		// refused already; counting them would ban it again at once,
+		// one escalation step up, for a single burst.
+		return nil
+	}
 	var events []Event
 	exempt := false
 	if until, ok := g.exempt.get(addr); ok {

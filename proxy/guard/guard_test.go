@@ -816,3 +816,34 @@ func TestAdminBanNotOverridden(t *testing.T) {
 		t.Fatalf("admin ban changed to %+v, want %+v", got, b)
 	}
 }
+
+// A source keeps sending attempts on its open connection after its ban;
+// they must not ban it again, one escalation step up, for the same burst.
+func TestAttemptsWhileBannedDoNotEscalate(t *testing.T) {
+	g, clk := newTestGuard(t, nil)
+	ev := failMany(g, addr1, 10, "burst-")
+	if e, ok := findEvent(ev, EventBanned, "192.0.2.1/32"); !ok || e.Offence != 1 {
+		t.Fatalf("10 failures raised %v, want a first BANNED", kinds(ev))
+	}
+	for i := range 20 {
+		if ev := g.Denied("alice@example.org", addr1, fmt.Sprint("late", i)); len(ev) != 0 {
+			t.Fatalf("denied attempt %d while banned raised %v, want nothing", i, kinds(ev))
+		}
+		// The backend saw these guesses: they still count for bob's
+		// lockout, just not for the source's ban.
+		if ev := g.Failure("bob@example.org", addr1, fmt.Sprint("inflight", i)); len(ev) != 0 && (i != 9 || len(ev) != 1 || ev[0].Kind != EventLocked) {
+			t.Fatalf("in-flight failure %d while banned raised %v, want nothing (the 10th: LOCKED only)", i, kinds(ev))
+		}
+	}
+	bans := g.Bans()
+	if len(bans) != 1 || bans[0].Offence != 1 || bans[0].Until.Sub(clk.Now()) != 15*time.Minute {
+		t.Fatalf("bans after attempts while banned: %+v, want the first 15m ban unchanged", bans)
+	}
+	// A source that comes back after the ban and fails again still
+	// escalates.
+	clk.Advance(15*time.Minute + time.Second)
+	ev = failMany(g, addr1, 10, "again-")
+	if e, ok := findEvent(ev, EventBanned, "192.0.2.1/32"); !ok || e.Offence != 2 || e.Duration != time.Hour {
+		t.Fatalf("failures after the ban raised %v (%+v), want a second ban of 1h", kinds(ev), e)
+	}
+}
