@@ -79,33 +79,34 @@ func (a *Attempt) Release() {
 // the login recently succeeded does not count against its lockout, and
 // an exempt address only against exemption.max_failures. A refused
 // verdict returns the zero Attempt.
+//
+// The verdict and the reservation are made under one hold of mu: between
+// them another attempt's failure could lock the login (and reset its
+// counter), and an attempt checked before that lock would then pass as
+// one more on a locked login.
 func (g *Guard) Begin(login string, addr netip.Addr) (Verdict, Attempt) {
-	v := g.Check(login, addr)
-	if !v.Allow {
-		return v, Attempt{}
-	}
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
-	r := g.rules.Load()
-	if r.isTrusted(addr) {
-		return v, Attempt{}
+	if !addr.IsValid() {
+		return Verdict{Reason: "no client address"}, Attempt{}
 	}
-	c := &r.cfg
+	r := g.rules.Load()
 	nets := r.networks(addr)
+	c := &r.cfg
 	pk := pairKey{login, addr}
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	v := g.check(r, login, addr, now)
+	if !v.Allow || r.isTrusted(addr) {
+		return v, Attempt{}
+	}
 	count := func(w *window, ok bool, span time.Duration) int {
 		if !ok {
 			return 0
 		}
 		return w.count(now, span)
-	}
-	// Check released mu; re-check its deciding rules with reservations.
-	if b, ok := g.blockingBan(addr, now); ok {
-		return Verdict{Delay: v.Delay, Reason: fmt.Sprintf("%s banned: %s", b.Prefix, b.Reason)}, Attempt{}
 	}
 	deny := func(reason string) (Verdict, Attempt) {
 		return Verdict{Delay: v.Delay, Reason: reason}, Attempt{}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 )
 
 // beginAll runs n concurrent Begins (login and address from at(i)) before
@@ -134,5 +135,82 @@ func TestConnBeginReleasedOnClose(t *testing.T) {
 	c1.Close() // backend never answered; close releases
 	if v := c2.Begin(bob); !v.Allow {
 		t.Fatalf("Begin after the other connection closed = %+v, want allowed", v)
+	}
+}
+
+// hookClock is a fixed clock that runs fire once, on its armed call.
+type hookClock struct {
+	mu    sync.Mutex
+	t     time.Time
+	calls int // calls left before fire runs; <= 0: disarmed
+	fire  func()
+}
+
+func (c *hookClock) Now() time.Time {
+	c.mu.Lock()
+	f := c.fire
+	c.calls--
+	if c.calls != 0 {
+		f = nil
+	} else {
+		c.fire = nil
+	}
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return c.t
+}
+
+// Another connection's failure can lock the login at any moment of a
+// Begin. However the two interleave, a Begin that the lock did not
+// refuse must have counted that attempt in flight: the login never gets
+// more than lockout.after backend attempts. The failure is injected from
+// the clock, on the second time Begin reads it, which is where a Begin
+// that checked and reserved under two separate holds of the lock let an
+// attempt through on a login locked in between.
+func TestBeginRacingLockout(t *testing.T) {
+	clk := &hookClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+	c := Defaults()
+	c.Lockout.After, c.Lockout.PerIPAfter = 3, 0
+	g, err := New(c, Options{Now: clk.Now, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alice = "alice@example.org"
+	at := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{10, i, 0, 1}) }
+	for i := range byte(2) { // two failures, each begun and ended
+		if v, a := g.Begin(alice, at(i)); !v.Allow {
+			t.Fatalf("attempt %d refused: %+v", i, v)
+		} else {
+			g.Failure(alice, at(i), fmt.Sprint("guess", i))
+			a.Release()
+		}
+	}
+	v, third := g.Begin(alice, at(2)) // in flight: the third and last
+	if !v.Allow {
+		t.Fatalf("third attempt refused: %+v", v)
+	}
+	fired := false
+	fail := func() {
+		fired = true
+		if ev := g.Failure(alice, at(2), "guess2"); len(ev) == 0 || ev[0].Kind != EventLocked {
+			t.Errorf("third failure raised %v, want LOCKED", kinds(ev))
+		}
+		third.Release()
+	}
+	clk.mu.Lock()
+	clk.calls, clk.fire = 2, fail
+	clk.mu.Unlock()
+	v, fourth := g.Begin(alice, at(3))
+	clk.mu.Lock()
+	clk.calls, clk.fire = 0, nil
+	clk.mu.Unlock()
+	if !fired {
+		fail() // Begin read the clock once: the failure comes after it
+	}
+	if v.Allow {
+		fourth.Release()
+		t.Fatalf("a fourth backend attempt on a login with lockout.after 3 was allowed: %+v", v)
 	}
 }

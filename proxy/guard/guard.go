@@ -409,11 +409,15 @@ func (g *Guard) Check(login string, addr netip.Addr) Verdict {
 		return Verdict{Reason: "no client address"}
 	}
 	r := g.rules.Load()
-	trusted := r.isTrusted(addr)
-	c := &r.cfg
-
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.check(r, login, addr, now)
+}
+
+// check is Check for a normalized, valid addr and login. mu is held.
+func (g *Guard) check(r *rules, login string, addr netip.Addr, now time.Time) Verdict {
+	trusted := r.isTrusted(addr)
+	c := &r.cfg
 	pk := pairKey{login, addr}
 	var nIP, nPair int
 	if w, ok := g.ipFail.get(addr); ok {
