@@ -284,11 +284,7 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	t.Helper()
 	hs := need(t)
 	relay := startRelay(t, addr(hs.imapPort))
-	ports, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := startMailgate(t, attackConfig(p, ports[0], relay.port()))
+	m := startMailgate(t, func(port int) string { return attackConfig(p, port, relay.port()) })
 	lb := m.Addr["imap-lb"]
 
 	src := pickSources(t, 8, max(p.Allowed/2, p.Denied, p.Refused), netip.MustParsePrefix(legitNet), "GB", "US", "RU", "CN")

@@ -246,11 +246,8 @@ func TestIMAPTLSCertificateFromFiles(t *testing.T) {
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := startMailgate(t, fmt.Sprintf(`hostname: mail.example.test
+	m := startMailgate(t, func(port int) string {
+		return fmt.Sprintf(`hostname: mail.example.test
 listeners:
   - {name: imaps, protocol: imap, address: "127.0.0.1:%d", tls: implicit}
 backends:
@@ -261,7 +258,8 @@ geo:
   overrides: {"127.0.0.1/32": GB}
 policy:
   allow_countries: [GB]
-`, p[0], hs.imapPort, certFile, keyFile))
+`, port, hs.imapPort, certFile, keyFile)
+	})
 	tc := &tls.Config{RootCAs: pool, ServerName: "mail.example.test"}
 	conn, err := tls.Dial("tcp", m.Addr["imaps"], tc)
 	if err != nil {

@@ -113,16 +113,28 @@ func (m *Mailgate) WaitCount(t testing.TB, substr string, n int) {
 	}
 }
 
-// startMailgate writes cfgYAML to a file, runs `mailgate serve -config`
-// with it, waits until every listener accepts, and stops the process when
-// the test ends. A process that exits early fails the test with its log.
-func startMailgate(t testing.TB, cfgYAML string) *Mailgate {
+// startMailgate picks a free loopback port, writes render(port) to a
+// file, runs `mailgate serve -config` with it, waits until every listener
+// accepts, and stops the process when the test ends. A process that
+// exits early fails the test with its log. Other test processes pick
+// ports too: when the port was taken meanwhile, it picks another.
+func startMailgate(t testing.TB, render func(port int) string) *Mailgate {
 	t.Helper()
-	m, err := launch(t, cfgYAML)
-	if err != nil {
+	for attempt := 1; ; attempt++ {
+		ports, err := freePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := launch(t, render(ports[0]))
+		if err == nil {
+			return m
+		}
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			t.Logf("the listener port was taken; picking another: %v", err)
+			continue
+		}
 		t.Fatal(err)
 	}
-	return m
 }
 
 // startCfg is startMailgate for a cfg. Its listener ports were free when

@@ -124,12 +124,14 @@ func TestOpsMetricsAndFail2ban(t *testing.T) {
 	const connSeries = `mailgate_connections_total{listener="imaps",protocol="imap"}`
 	const tlsSeries = `mailgate_tls_handshake_failures_total{listener="imaps"}`
 	var before string
-	waitFor(func() bool {
+	if !waitFor(func() bool {
 		before = scrape(t, admin)
 		_, conn := series(before, connSeries)
 		_, tls := series(before, tlsSeries)
 		return conn && tls
-	}, 5*time.Second)
+	}, 15*time.Second) {
+		t.Fatalf("the start-up probes never showed in /metrics (%s, %s):\n%s", connSeries, tlsSeries, before)
+	}
 
 	var syslogLines []string
 	if r := imapLoginRaw(t, "", m.Addr["imaps"], "", user, users[user]); !strings.HasPrefix(r, "a1 OK") {

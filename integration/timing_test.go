@@ -83,11 +83,8 @@ func TestFailureTimingNoOracle(t *testing.T) {
 		t.Skip("the timing test takes about a minute")
 	}
 	hs := need(t)
-	ports, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := startMailgate(t, fmt.Sprintf(`hostname: mail.example.test
+	m := startMailgate(t, func(port int) string {
+		return fmt.Sprintf(`hostname: mail.example.test
 log: {level: info, format: text}
 admin: {address: "off"}
 listeners:
@@ -102,7 +99,8 @@ policy:
 limits: {auth_failure_delay: %s}
 guard:
   lockout: {after: 0}
-`, ports[0], hs.imapPort, hs.pop3Port, hs.smtpPort, timingDelay))
+`, port, hs.imapPort, hs.pop3Port, hs.smtpPort, timingDelay)
+	})
 	lb := m.Addr["imap-lb"]
 	src := pickSources(t, 9, timingTries, netip.MustParsePrefix(legitNet), "GB", "RU")
 
