@@ -64,7 +64,9 @@ func (m *Mailgate) report(t testing.TB) {
 	var b strings.Builder
 	if h != nil && h.dir != "" {
 		dir := filepath.Join(h.dir, "mailgate-logs")
-		name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".log")
+		// The pid keeps apart the processes of one test (a restart, a
+		// launch retried on a taken port).
+		name := filepath.Join(dir, fmt.Sprintf("%s-%d.log", strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()), m.cmd.Process.Pid))
 		if err := os.MkdirAll(dir, 0o755); err == nil && os.WriteFile(name, []byte(log), 0o644) == nil {
 			fmt.Fprintf(&b, "whole log (%d lines): %s\n", len(lines), name)
 		}
