@@ -113,7 +113,8 @@ func TestPOP3FailuresLookAlike(t *testing.T) {
 }
 
 // TestPOP3BackendDown: with Dovecot's POP3 port closed, a correct login
-// gets -ERR [SYS/TEMP].
+// gets the uniform failure once (it finds the backend down after the
+// decision), then -ERR [SYS/TEMP].
 func TestPOP3BackendDown(t *testing.T) {
 	c := newCfg(t)
 	c.BackendPOP3 = closedPort(t)

@@ -189,8 +189,9 @@ func TestSMTPFailuresLookAlike(t *testing.T) {
 	m.WaitCount(t, "COUNTRYFAILED", 2)
 }
 
-// TestSMTPBackendDown: with Postfix's port closed a correct login is told
-// to retry (454 at AUTH or 451 at MAIL), never 535.
+// TestSMTPBackendDown: with Postfix's port closed a correct login gets
+// the uniform 535 once (it finds the backend down after the decision),
+// then is told to retry (454).
 func TestSMTPBackendDown(t *testing.T) {
 	c := newCfg(t)
 	c.BackendSMTP = closedPort(t)
