@@ -23,9 +23,10 @@ import (
 )
 
 // oddTags are legal IMAP tags (RFC 9051 9: any ASTRING-CHAR but "+") that
-// nginx would not forward; the last is longer than the 64 octets the
-// backend code once refused after the decision.
-var oddTags = []string{"a]1", "]", "x]]y", "~!#$&'/:;<=>?@[^`|]", strings.Repeat("T", 100)}
+// nginx would not forward; the last two are longer than the 64 octets the
+// backend code once refused after the decision (the front's only bound
+// is its 8192-octet command line).
+var oddTags = []string{"a]1", "]", "x]]y", "~!#$&'/:;<=>?@[^`|]", strings.Repeat("T", 100), strings.Repeat("L", 4000)}
 
 // oddTagPrompt bounds an odd-tag login's reply: well under the old 30s
 // hang, well over Dovecot's 2s failure delay plus mailgate's 3s.
