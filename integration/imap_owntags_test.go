@@ -200,9 +200,10 @@ func TestIMAPPostDecisionFailureLooksLikeDenial(t *testing.T) {
 			t.Errorf("%s from RU: %q, want %q", r.who, r.reply, want)
 		}
 		// Dovecot answers a wrong password after 2s, mailgate pads every
-		// failure to timingDelay (3s): each must end in [3s, 5s).
-		if r.d < timingDelay || r.d >= timingDelay+2*time.Second {
-			t.Errorf("%s from RU: answered after %v, want between %v and %v", r.who, r.d.Round(time.Millisecond), timingDelay, timingDelay+2*time.Second)
+		// failure to timingDelay (3s): each must end at or after 3s, and
+		// not much later (a generous bound for a busy machine).
+		if r.d < timingDelay || r.d >= timingDelay+4*time.Second {
+			t.Errorf("%s from RU: answered after %v, want between %v and %v", r.who, r.d.Round(time.Millisecond), timingDelay, timingDelay+4*time.Second)
 		}
 	}
 	m.WaitCount(t, "COUNTRYFAILED", tries)
