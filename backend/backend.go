@@ -9,8 +9,14 @@
 // # Implementation notes
 //
 //   - Every network step has a deadline: ConnectTimeout bounds dial and TLS
-//     handshake, Timeout bounds each read and write after that, and a
-//     cancelled ctx interrupts any of them (conn.watch).
+//     handshake, Timeout bounds each read and write after that,
+//     LoginTimeout the whole login, and a cancelled ctx interrupts any of
+//     them (conn.watch).
+//   - Only mailgate's own bytes reach a backend before login: its own
+//     tags (mg1, mg2, ...), values it chose (ID, XCLIENT) and the
+//     re-encoded credentials. Any answer that cannot be the reply awaited
+//     (an untagged BAD or BYE, another tag, garbage, EOF) ends the login
+//     at once.
 //   - Backend lines are read into a bounded buffer (maxLineLen); a longer
 //     line is a protocol error, never unbounded growth.
 //   - Credentials containing CR, LF or NUL are refused before dialing: no
@@ -42,6 +48,11 @@ var (
 	ErrAuthFailed = errors.New("backend: authentication failed")
 	// ErrUnavailable: dial, TLS, timeout or protocol failure; temporary.
 	ErrUnavailable = errors.New("backend: unavailable")
+	// ErrNoService: the server did not take the connection (dial, TLS
+	// handshake, greeting). Such errors wrap ErrUnavailable too. Unlike a
+	// slow or odd answer to a login, which a client's credentials or
+	// source can provoke, this says the server itself is down.
+	ErrNoService = errors.New("backend: no service")
 )
 
 // Defaults for Options; see Options.Defaults.
@@ -53,6 +64,10 @@ const (
 	// delay a failed login by up to 15s (auth_failure_delay is 2s by
 	// default, more under penalty), so this stays well above that.
 	DefaultTimeout = 30 * time.Second
+	// DefaultLoginTimeout bounds a whole backend login, dial to verdict.
+	// Dovecot answers a wrong password after its auth_failure_delay (2s);
+	// a login still open after 10s holds a backend slot for nothing.
+	DefaultLoginTimeout = 10 * time.Second
 )
 
 // TLS modes for Options.TLS.
@@ -78,6 +93,7 @@ type Options struct {
 	TLS            string        `yaml:"tls"`             // none | implicit | starttls
 	ConnectTimeout time.Duration `yaml:"connect_timeout"` // dial and TLS
 	Timeout        time.Duration `yaml:"timeout"`         // each login step
+	LoginTimeout   time.Duration `yaml:"login_timeout"`   // the whole login
 	ForwardClient  bool          `yaml:"forward_client"`  // IMAP ID / XCLIENT
 
 	// TLSConfig is built by the caller (tlsconf) when TLS != "none". Nil
@@ -87,7 +103,7 @@ type Options struct {
 }
 
 // Defaults fills the zero fields with their defaults: TLS "none",
-// ConnectTimeout 5s, Timeout 30s, a discarding Logger.
+// ConnectTimeout 5s, Timeout 30s, LoginTimeout 10s, a discarding Logger.
 func (o *Options) Defaults() {
 	if o.TLS == "" {
 		o.TLS = TLSNone
@@ -97,6 +113,9 @@ func (o *Options) Defaults() {
 	}
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.LoginTimeout == 0 {
+		o.LoginTimeout = DefaultLoginTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -126,6 +145,9 @@ func (o *Options) Validate(path string) error {
 	if o.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.timeout: must be positive", path))
 	}
+	if o.LoginTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%s.login_timeout: must be positive", path))
+	}
 	return errors.Join(errs...)
 }
 
@@ -140,7 +162,8 @@ func (o Options) withDefaults() Options {
 type Session struct {
 	Conn net.Conn
 	// Reply is the backend's final login reply, to forward to the client
-	// verbatim (IMAP: the tagged OK with [CAPABILITY ...]; POP3: +OK line).
+	// (IMAP: the tagged OK with [CAPABILITY ...], re-tagged with the
+	// client's tag; POP3: the +OK line verbatim).
 	// Nil for SMTP, where mailgate answers 235 itself.
 	Reply []byte
 	// Buffered holds backend bytes read past Reply; write them to the

@@ -36,23 +36,31 @@ type conn struct {
 	opts    Options         // with defaults applied
 	proto   string          // "imap", "pop3", "smtp": for error text
 	log     *slog.Logger    // per-login logger
-	ctx     context.Context // cancels every step
+	ctx     context.Context // cancels every step; ends at LoginTimeout
+	cancel  func()          // releases ctx's LoginTimeout timer
 	stop    func() bool     // stops the ctx watcher
 	scratch []byte          // reused by readLine for long lines
 }
 
+// errLoginTimeout is the cause of a login's ctx ending at LoginTimeout.
+var errLoginTimeout = errors.New("login_timeout reached")
+
 // dial connects to o.Address within ConnectTimeout, doing the TLS
 // handshake for implicit TLS. The returned conn interrupts any blocked
-// read or write when ctx is cancelled until release or close.
+// read or write when ctx is cancelled or LoginTimeout has passed, until
+// release or close. Failures wrap ErrNoService.
 func dial(ctx context.Context, o Options, proto string, log *slog.Logger) (*conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	lctx, lcancel := context.WithTimeoutCause(ctx, o.LoginTimeout, errLoginTimeout)
+	dctx, cancel := context.WithTimeout(lctx, o.ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(dctx, "tcp", o.Address)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: dial: %v", ErrUnavailable, proto, o.Address, err)
+		lcancel()
+		return nil, fmt.Errorf("%w: %w: %s %s: dial: %v", ErrUnavailable, ErrNoService, proto, o.Address, err)
 	}
-	c := newConn(ctx, nc, o, proto, log)
+	c := newConn(lctx, nc, o, proto, log)
+	c.cancel = lcancel
 	if o.TLS == TLSImplicit {
 		if err := c.handshake(dctx); err != nil {
 			c.close()
@@ -64,7 +72,7 @@ func dial(ctx context.Context, o Options, proto string, log *slog.Logger) (*conn
 
 // newConn wraps an established connection.
 func newConn(ctx context.Context, nc net.Conn, o Options, proto string, log *slog.Logger) *conn {
-	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096), opts: o, proto: proto, log: log, ctx: ctx}
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096), opts: o, proto: proto, log: log, ctx: ctx, cancel: func() {}}
 	c.stop = context.AfterFunc(ctx, func() {
 		// Cancelling ctx does not unblock a Read; an expired deadline does.
 		// nc is the socket under any later TLS layer, so this reaches it.
@@ -101,7 +109,7 @@ func (c *conn) handshake(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
-		return fmt.Errorf("%w: %s %s: tls handshake: %v", ErrUnavailable, c.proto, c.opts.Address, err)
+		return fmt.Errorf("%w: %w: %s %s: tls handshake: %v", ErrUnavailable, ErrNoService, c.proto, c.opts.Address, err)
 	}
 	c.nc = tc
 	c.br.Reset(tc)
@@ -179,7 +187,7 @@ func (c *conn) readLine() ([]byte, error) {
 func (c *conn) ioErr(op string, err error) error {
 	switch {
 	case c.ctx.Err() != nil:
-		return fmt.Errorf("%w: %s %s: %s: %v", ErrUnavailable, c.proto, c.opts.Address, op, c.ctx.Err())
+		return fmt.Errorf("%w: %s %s: %s: %v", ErrUnavailable, c.proto, c.opts.Address, op, context.Cause(c.ctx))
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("%w: %s %s: %s: timeout after %v", ErrUnavailable, c.proto, c.opts.Address, op, c.opts.Timeout)
 	default:
@@ -192,11 +200,21 @@ func (c *conn) unavailable(detail string) error {
 	return fmt.Errorf("%w: %s %s: %s", ErrUnavailable, c.proto, c.opts.Address, detail)
 }
 
+// noService marks err, a failure before or at the greeting, as the
+// server not taking connections (ErrNoService).
+func noService(err error) error {
+	if err == nil || errors.Is(err, ErrAuthFailed) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrNoService, err)
+}
+
 // release hands the connection over: no more ctx watching, no deadline
 // (the proxy sets its own during the splice). It returns any bytes read
 // past the last line.
 func (c *conn) release() (net.Conn, []byte) {
 	c.stop()
+	c.cancel()
 	_ = c.nc.SetDeadline(time.Time{})
 	var rest []byte
 	if n := c.br.Buffered(); n > 0 {
@@ -209,6 +227,7 @@ func (c *conn) release() (net.Conn, []byte) {
 // close ends a failed login.
 func (c *conn) close() {
 	c.stop()
+	c.cancel()
 	if err := c.nc.Close(); err != nil {
 		c.log.Debug("closing backend connection", "err", err)
 	}

@@ -161,16 +161,26 @@ func fuzzBackend(t *testing.T, script []byte, login func(ctx context.Context, o 
 	<-done
 }
 
-// FuzzIMAPLogin feeds arbitrary server output to an IMAP login.
+// FuzzIMAPLogin feeds arbitrary server output to an IMAP login. A
+// login that succeeds hands back a Reply whose last line is under the
+// client's tag, never under one of ours.
 func FuzzIMAPLogin(f *testing.F) {
-	f.Add([]byte("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi\r\nT1 OK done\r\n"))
-	f.Add([]byte("* OK hi\r\n* CAPABILITY IMAP4rev1 LITERAL+\r\nmg1 OK\r\nT1 NO [AUTHENTICATIONFAILED] no\r\n"))
-	f.Add([]byte("* OK hi\r\n* CAPABILITY IMAP4rev1\r\nmg1 OK\r\n+ go\r\n+ go\r\nT1 OK\r\n"))
-	f.Add([]byte("* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] hi\r\n* ID {3}\r\nabc\r\nmg1 OK\r\nT1 OK\r\n"))
+	f.Add([]byte("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi\r\nmg1 OK done\r\n"))
+	f.Add([]byte("* OK hi\r\n* CAPABILITY IMAP4rev1 LITERAL+\r\nmg1 OK\r\nmg2 NO [AUTHENTICATIONFAILED] no\r\n"))
+	f.Add([]byte("* OK hi\r\n* CAPABILITY IMAP4rev1\r\nmg1 OK\r\n+ go\r\n+ go\r\nmg2 OK\r\n"))
+	f.Add([]byte("* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] hi\r\n* ID {3}\r\nabc\r\nmg1 OK\r\nmg2 OK\r\n"))
+	f.Add([]byte("* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] hi\r\nmg1 OK\r\n* BAD Error in IMAP command received by server.\r\n"))
 	f.Fuzz(func(t *testing.T, script []byte) {
 		fuzzBackend(t, script, func(ctx context.Context, o Options) (*Session, error) {
 			o.ForwardClient = true
-			return (&IMAP{Opts: o}).Login(ctx, testClient, "T1", "üser", "s3cret")
+			sess, err := (&IMAP{Opts: o}).Login(ctx, testClient, "a]1", "üser", "s3cret")
+			if err == nil {
+				lines := strings.SplitAfter(string(sess.Reply), "\n")
+				if last := lines[len(lines)-2]; !strings.HasPrefix(last, "a]1 OK") {
+					t.Fatalf("Reply %q does not end in the client's tagged OK", sess.Reply)
+				}
+			}
+			return sess, err
 		})
 	})
 }

@@ -26,17 +26,16 @@ const maxIDValue = 1024
 const maxRespLen = maxLineLen
 
 // Login dials, optionally sends ID with the client's address, then logs in
-// (AUTHENTICATE PLAIN with SASL-IR when offered, else LOGIN) using tag, the
-// client's own tag, so Reply can go to the client as is.
+// (AUTHENTICATE PLAIN with SASL-IR when offered, else LOGIN). Every
+// command carries mailgate's own tag; tag, the client's, never reaches the
+// backend: Reply is the backend's untagged lines and its final tagged OK
+// re-tagged with tag (response code and text kept), ready for the client.
 //
 // Order (RFC 9051 6.2.1, RFC 2971 3.1): greeting, STARTTLS when
 // configured, CAPABILITY unless the greeting carried it, ID when
 // ForwardClient (Dovecot takes the client address from it only before
 // login and only from login_trusted_networks), then the login itself.
 func (b *IMAP) Login(ctx context.Context, c Client, tag, user, pass string) (*Session, error) {
-	if !validTag(tag) {
-		return nil, fmt.Errorf("%w: imap: client tag %q is not a valid IMAP tag", ErrUnavailable, tag)
-	}
 	if err := checkCredentials(user, pass); err != nil {
 		return nil, err
 	}
@@ -66,14 +65,14 @@ type imapSession struct {
 // login runs the steps after dial and returns the Reply for the client.
 func (s *imapSession) login(c Client, tag, user, pass string, forceLogin bool) ([]byte, error) {
 	if err := s.greeting(); err != nil {
-		return nil, err
+		return nil, noService(err)
 	}
 	if s.opts.TLS == TLSStartTLS {
 		if _, err := s.simple("STARTTLS"); err != nil {
 			return nil, err
 		}
 		if err := s.handshake(s.ctx); err != nil {
-			return nil, err
+			return nil, noService(err)
 		}
 		s.caps = nil
 	}
@@ -137,7 +136,7 @@ func (s *imapSession) simple(cmd string) ([]imapResp, error) {
 	if err := s.write([]byte(tag + " " + cmd + "\r\n")); err != nil {
 		return nil, err
 	}
-	untagged, tagged, _, err := s.result(tag)
+	untagged, tagged, _, _, err := s.result(tag)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +203,7 @@ func (s *imapSession) idResult(tag string) error {
 	if tag == "" {
 		return nil
 	}
-	_, tagged, _, err := s.result(tag)
+	_, tagged, _, _, err := s.result(tag)
 	if err != nil {
 		return err
 	}
@@ -214,9 +213,11 @@ func (s *imapSession) idResult(tag string) error {
 	return nil
 }
 
-// authenticate sends the login command with the client's tag and returns
-// the untagged and tagged reply lines verbatim.
-func (s *imapSession) authenticate(tag, user, pass string, forceLogin bool, idTag string) ([]byte, error) {
+// authenticate sends the login command with our own tag and returns the
+// untagged reply lines verbatim and the tagged OK re-tagged with
+// clientTag.
+func (s *imapSession) authenticate(clientTag, user, pass string, forceLogin bool, idTag string) ([]byte, error) {
+	tag := s.nextTag()
 	plain := !forceLogin && s.caps["AUTH=PLAIN"] && (s.caps["SASL-IR"] || s.caps["LOGINDISABLED"])
 	var chunks [][]byte
 	switch {
@@ -252,7 +253,8 @@ func (s *imapSession) authenticate(tag, user, pass string, forceLogin bool, idTa
 		return nil, err
 	}
 	for _, chunk := range chunks[1:] {
-		// Wait for the continuation; a tagged reply instead ends it.
+		// Wait for the continuation; a tagged reply instead ends it, and
+		// so does anything else.
 		line, err := s.readResp()
 		if err != nil {
 			return nil, err
@@ -271,14 +273,18 @@ func (s *imapSession) authenticate(tag, user, pass string, forceLogin bool, idTa
 			return nil, err
 		}
 	}
-	_, tagged, raw, err := s.result(tag)
+	_, tagged, raw, at, err := s.result(tag)
 	if err != nil {
 		return nil, err
 	}
 	if tagged.status != "OK" {
 		return nil, s.loginFailed(tagged)
 	}
-	return raw, nil
+	// raw[at:] is "<tag> OK ...": the client's tag replaces ours.
+	reply := make([]byte, 0, len(raw)-len(tag)+len(clientTag))
+	reply = append(reply, raw[:at]...)
+	reply = append(reply, clientTag...)
+	return append(reply, raw[at+len(tag):]...), nil
 }
 
 // loginFailed classifies a tagged NO or BAD to the login (RFC 5530):
@@ -307,33 +313,37 @@ func bracket(code string) string {
 }
 
 // result reads responses up to the tagged one for tag. It returns the
-// parsed untagged responses, the tagged one, and all lines verbatim. An
-// untagged BYE or a continuation request ends it with an error.
-func (s *imapSession) result(tag string) ([]imapResp, imapResp, []byte, error) {
+// parsed untagged responses, the tagged one, all lines verbatim and the
+// offset of the tagged line in them. Anything that cannot come before the
+// reply awaited ends it with an error at once: an untagged BAD (the
+// server did not understand what we sent, so no tagged reply may come) or
+// BYE, a continuation request, another tag, a line that is no response.
+func (s *imapSession) result(tag string) ([]imapResp, imapResp, []byte, int, error) {
 	var untagged []imapResp
 	var raw []byte
 	for range maxReplyLines {
 		line, err := s.readResp()
 		if err != nil {
-			return nil, imapResp{}, nil, err
+			return nil, imapResp{}, nil, 0, err
 		}
+		at := len(raw)
 		raw = append(raw, line...)
 		r, ok := parseResp(line)
 		switch {
 		case !ok:
-			return nil, imapResp{}, nil, s.unavailable("bad response " + quote(line))
+			return nil, imapResp{}, nil, 0, s.unavailable("bad response " + quote(line))
 		case r.kind == respTagged && r.tag == tag:
-			return untagged, r, raw, nil
+			return untagged, r, raw, at, nil
 		case r.kind == respTagged:
-			return nil, imapResp{}, nil, s.unavailable("response for unknown tag " + quote(line))
+			return nil, imapResp{}, nil, 0, s.unavailable("response for unknown tag " + quote(line))
 		case r.kind == respContinuation:
-			return nil, imapResp{}, nil, s.unavailable("unexpected continuation " + quote(line))
-		case r.status == "BYE":
-			return nil, imapResp{}, nil, s.unavailable("server said " + quote(line))
+			return nil, imapResp{}, nil, 0, s.unavailable("unexpected continuation " + quote(line))
+		case r.status == "BYE" || r.status == "BAD":
+			return nil, imapResp{}, nil, 0, s.unavailable("server said " + quote(line))
 		}
 		untagged = append(untagged, r)
 	}
-	return nil, imapResp{}, nil, s.unavailable("too many untagged responses")
+	return nil, imapResp{}, nil, 0, s.unavailable("too many untagged responses")
 }
 
 // readResp reads one response: a line plus, when it ends in a literal

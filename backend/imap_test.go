@@ -28,7 +28,12 @@ type imapFake struct {
 	// holdID answers ID only once the next command has arrived: a client
 	// that waits for the ID reply before its login never gets one.
 	holdID bool
+	// silentLogin sends untagged but never a tagged reply to the login,
+	// as Dovecot does after "* BAD" for a line it could not parse.
+	silentLogin bool
+	closeLogin  bool // close the connection after the login's untagged lines
 
+	tags   recorder // command tags in order
 	cmds   recorder // command names in order
 	logins recorder // "user\x00pass" as decoded by the server
 	ids    recorder // ID fields as "key=value"
@@ -60,6 +65,7 @@ func (f *imapFake) handle(fc *fakeConn) {
 			return
 		}
 		tag, cmd := args[0], strings.ToUpper(args[1])
+		f.tags.add(tag)
 		f.cmds.add(cmd)
 		if held != nil {
 			fc.send(held...)
@@ -100,6 +106,9 @@ func (f *imapFake) handle(fc *fakeConn) {
 			}
 			f.logins.add(args[2] + "\x00" + args[3])
 			f.loginDone(fc, tag)
+			if f.closeLogin {
+				return
+			}
 		case "AUTHENTICATE":
 			var ir string
 			switch len(args) {
@@ -125,6 +134,9 @@ func (f *imapFake) handle(fc *fakeConn) {
 			}
 			f.logins.add(parts[1] + "\x00" + parts[2])
 			f.loginDone(fc, tag)
+			if f.closeLogin {
+				return
+			}
 		case "SELECT":
 			fc.send("* 0 EXISTS", tag+" OK [READ-WRITE] selected")
 		case "LOGOUT":
@@ -138,6 +150,9 @@ func (f *imapFake) handle(fc *fakeConn) {
 
 func (f *imapFake) loginDone(fc *fakeConn, tag string) {
 	fc.send(f.untagged...)
+	if f.silentLogin {
+		return
+	}
 	if f.loginReply != "" {
 		fc.send(tag + " " + f.loginReply)
 	} else {
@@ -236,21 +251,15 @@ func TestIMAPRefusesInjection(t *testing.T) {
 	}
 }
 
-func TestIMAPRejectsBadTag(t *testing.T) {
-	for _, tag := range []string{"", "a+b", "a b", "a{1}", `a"`, "a\\", "*", "a(", "a%", "a\r\n", "tä", strings.Repeat("t", maxTagLen+1)} {
-		f := &imapFake{}
-		srv, b := startIMAP(t, f)
-		_, err := b.Login(withTimeout(t), testClient, tag, "alice", "pw")
-		if err == nil {
-			t.Errorf("Login with tag %q succeeded", tag)
-		}
-		if srv.accepted.Load() != 0 {
-			t.Errorf("tag %q: connected to the backend", tag)
-		}
-	}
-	for _, tag := range []string{"a1", "A.001", "x]y", "tag-9_8!"} {
+func TestIMAPValidTag(t *testing.T) {
+	for _, tag := range []string{"a1", "A.001", "x]y", "tag-9_8!", "mg12"} {
 		if !validTag(tag) {
 			t.Errorf("validTag(%q) = false, want true", tag)
+		}
+	}
+	for _, tag := range []string{"", "a+b", "a b", "a{1}", `a"`, "a\\", "*", "a(", "a%", "tä", strings.Repeat("t", maxTagLen+1)} {
+		if validTag(tag) {
+			t.Errorf("validTag(%q) = true, want false", tag)
 		}
 	}
 }

@@ -9,9 +9,8 @@ import (
 // Pure IMAP wire helpers: tag check, string encoding, response parsing.
 // No I/O here; imap.go drives the connection.
 
-// maxTagLen bounds the client's tag we reuse for the login command. RFC
-// 9051 sets no limit; real clients use a few characters, and a short cap
-// keeps the command line (and Reply) small.
+// maxTagLen bounds a tag in a backend response. We send only our own
+// short tags (mg1, mg2, ...), so a longer one is never ours.
 const maxTagLen = 64
 
 // maxNonSyncLiteral is the largest LITERAL- non-synchronizing literal

@@ -128,10 +128,10 @@ type pop3Session struct {
 func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error) {
 	greet, err := s.greeting()
 	if err != nil {
-		return nil, err
+		return nil, noService(err)
 	}
 	if err := s.stls(); err != nil {
-		return nil, err
+		return nil, noService(err)
 	}
 	if s.opts.ForwardClient {
 		if err := s.xclient(b, c, greet); err != nil {
@@ -204,8 +204,11 @@ func (s *pop3Session) xclient(b *POP3, c Client, greet []byte) error {
 	if err != nil {
 		return err
 	}
-	if ok, _ := pop3Status(line); !ok {
+	switch ok, isErr := pop3Status(line); {
+	case isErr:
 		s.log.Warn("pop3 backend refused XCLIENT; client address not forwarded", "reply", quote(line))
+	case !ok:
+		return s.unavailable("unexpected XCLIENT reply " + quote(line))
 	}
 	return nil
 }
@@ -217,8 +220,11 @@ func (s *pop3Session) capa() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ok, _ := pop3Status(line); !ok {
+	switch ok, isErr := pop3Status(line); {
+	case isErr:
 		return nil, nil
+	case !ok:
+		return nil, s.unavailable("unexpected CAPA reply " + quote(line))
 	}
 	caps := []string{}
 	for range maxReplyLines {

@@ -204,16 +204,26 @@ func TestIMAPFailuresLookAlike(t *testing.T) {
 	}
 }
 
-// TestIMAPBackendDown: with Dovecot's port closed, a correct login gets a
-// temporary failure promptly, not a hang or an auth failure.
+// TestIMAPBackendDown: with Dovecot's port closed, a correct login is
+// answered promptly, not hung: the first, which finds the backend down
+// after the policy decision, with the uniform failure (a reply that
+// depended on the decision would tell a denied login from an allowed
+// one); from then on, the backend known down before any decision, every
+// login, allowed or denied, with the temporary failure.
 func TestIMAPBackendDown(t *testing.T) {
 	c := newCfg(t)
 	c.BackendIMAP = closedPort(t)
 	m := startCfg(t, c)
 	reply := imapLoginRaw(t, "", m.Addr["imaps"], "", "alice@example.test", "alicepass")
-	if !strings.HasPrefix(reply, "a1 NO [UNAVAILABLE]") {
-		t.Fatalf("backend down reply = %q, want a1 NO [UNAVAILABLE]", reply)
+	if !strings.HasPrefix(reply, "a1 NO [AUTHENTICATIONFAILED]") {
+		t.Fatalf("first login, backend down: %q, want a1 NO [AUTHENTICATIONFAILED]", reply)
 	}
+	allowed := imapLoginRaw(t, "", m.Addr["imaps"], "", "alice@example.test", "alicepass")
+	denied := imapLoginRaw(t, ruLocal, m.Addr["imaps"], "", "carol@example.test", "carolpass")
+	if !strings.HasPrefix(allowed, "a1 NO [UNAVAILABLE]") {
+		t.Fatalf("next login, backend known down: %q, want a1 NO [UNAVAILABLE]", allowed)
+	}
+	m.sameReply(t, []string{"allowed", "denied"}, allowed, denied)
 }
 
 // TestIMAPProxyProtocolForwardsClient: a login through the PROXY listener

@@ -571,7 +571,7 @@ type loginOutcome int
 const (
 	loginPassed      loginOutcome = iota // spliceable session returned
 	loginFailed                          // generic failure reply, same for every cause
-	loginUnavailable                     // backend down or slow: temporary failure reply
+	loginUnavailable                     // backend known down before the decision: temporary failure reply
 )
 
 // loginAttempt is what a protocol collected from the client.
@@ -590,18 +590,38 @@ type dialFunc func(ctx context.Context, o *Options, bc backend.Client, user, pas
 // Denials and refused passwords return loginFailed at the same moment
 // (attempt start, after any tarpit, + AuthFailureDelay) so neither reply nor timing tells
 // them apart; only the log does.
+//
+// After an allowing decision nothing may fail differently: no backend
+// slot, a backend error or timeout get the same reply at the same moment
+// as a wrong password. The temporary-failure reply (loginUnavailable)
+// depends only on what is known before the decision, that the backend is
+// down (health.go), and then every attempt gets it, also after the delay.
 func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutcome) {
 	start := time.Now()
 	o := c.srv.options() // new attempts use reloaded options
 	c.attempts++
 	c.mech = a.mech
 	c.user = sanitizeLog(a.user, maxLoginName)
+	health := c.srv.health.of(c.ln.Protocol)
+	failed := loginFailed
+	if health.down() {
+		failed = loginUnavailable
+	}
 
 	fail := func(event, reason string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
 		c.logDecision(event, reason, d, attrs...)
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, strings.ToLower(event), d.Location.Code())
 		c.failureDelay(start, o.Limits.AuthFailureDelay)
-		return nil, loginFailed
+		return nil, failed
+	}
+	// backendFailed ends an allowed attempt the backend did not decide:
+	// logged as what it is, answered as any failure.
+	backendFailed := func(msg string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
+		c.log.Error(msg, append([]any{"user", c.user, "mech", c.mech}, attrs...)...)
+		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
+		c.guardEndAttempt()
+		c.failureDelay(start, o.Limits.AuthFailureDelay)
+		return nil, failed
 	}
 	if reason := checkCredentials(a); reason != "" {
 		c.guardDenied(c.user, a.pass)
@@ -625,12 +645,14 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		c.guardDenied(a.user, a.pass)
 		return fail("COUNTRYFAILED", d.Reason, d)
 	}
+	if failed == loginUnavailable {
+		return backendFailed("backend down; not tried", d)
+	}
 	ctx, cancel := context.WithDeadline(c.ctx, c.loginDeadline)
 	defer cancel()
 	release, ok := c.guardBackendSlot(ctx)
 	if !ok {
-		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
-		return nil, loginUnavailable
+		return backendFailed("no backend login slot", d)
 	}
 	bc := backend.Client{Addr: c.remote, Local: c.local, Session: c.cid}
 	dialStart := time.Now()
@@ -639,6 +661,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 	o.Metrics.backendLogin(c.ln.Protocol, err, time.Since(dialStart))
 	switch {
 	case err == nil && sess != nil && sess.Conn != nil:
+		health.markUp()
 		if c.guardSuccess(a.user, d) {
 			sess.Conn.Close()
 			return fail("AUTHFAILED", "guard: login compromised", d)
@@ -648,6 +671,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultPass, d.Location.Code())
 		return sess, loginPassed
 	case errors.Is(err, backend.ErrAuthFailed):
+		health.markUp()
 		return fail("AUTHFAILED", "backend refused credentials", d, c.guardFailure(a.user, a.pass)...)
 	}
 	if err == nil {
@@ -656,9 +680,11 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 			sess.Conn.Close()
 		}
 	}
-	c.log.Error("backend unavailable", "user", c.user, "mech", c.mech, "err", err)
-	o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
-	return nil, loginUnavailable
+	if errors.Is(err, backend.ErrNoService) && c.ctx.Err() == nil {
+		health.markDown()
+	}
+	c.guardBackendError(a.user)
+	return backendFailed("backend unavailable", d, "err", err)
 }
 
 // checkCredentials returns why a login cannot be used, or "". Names and

@@ -196,7 +196,8 @@ func TestGuardBackendSlotsFull(t *testing.T) {
 	second := e.dialFrom("203.0.113.41")
 	second.expect("* OK [CAPABILITY")
 	second.send("b LOGIN alice secret\r\n")
-	second.expect("b NO [UNAVAILABLE]")
+	// After the decision: the same reply as any failure (health.go).
+	second.expect("b NO [AUTHENTICATIONFAILED]")
 	close(ci.hold)
 	first.expect("a OK")
 	// The slot is free again.

@@ -94,6 +94,7 @@ type fakeIMAP struct {
 	users       map[string]string
 	unavailable bool   // every login fails with ErrUnavailable
 	slow        bool   // every login waits for ctx to end (a hung backend)
+	fail        error  // every login fails with this error
 	buffered    string // Session.Buffered to hand back
 
 	mu     sync.Mutex
@@ -108,8 +109,11 @@ func newFakeIMAP(t testing.TB) *fakeIMAP {
 }
 
 func (f *fakeIMAP) Login(ctx context.Context, c backend.Client, tag, user, pass string) (*backend.Session, error) {
+	if f.fail != nil {
+		return nil, f.fail
+	}
 	if f.unavailable {
-		return nil, fmt.Errorf("%w: dial 127.0.0.1:1: connection refused", backend.ErrUnavailable)
+		return nil, fmt.Errorf("%w: %w: dial 127.0.0.1:1: connection refused", backend.ErrUnavailable, backend.ErrNoService)
 	}
 	if f.slow {
 		<-ctx.Done()

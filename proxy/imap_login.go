@@ -75,7 +75,8 @@ func (s *imapSession) finishLogin(tag string, a loginAttempt) (*backend.Session,
 		if o.IMAP == nil {
 			return nil, errors.New("proxy: no IMAP backend configured")
 		}
-		// The client's tag, so the backend's tagged OK answers the client.
+		// The backend sees only mailgate's own tags; tag is put on the
+		// backend's tagged OK (Session.Reply) for the client.
 		return o.IMAP.Login(ctx, bc, tag, user, pass)
 	}
 	return c.loginAndAnswer(a, dial, loginReplies{

@@ -243,10 +243,14 @@ func TestBackendUnavailable(t *testing.T) {
 	e := startServer(t, Listener{}, fastLimits())
 	e.imap.unavailable = true
 	c := e.dialGreeted()
+	// The first failure comes after the decision: the uniform reply. Then
+	// the backend is known down, and every attempt gets UNAVAILABLE.
 	c.send("a LOGIN alice secret\r\n")
-	c.expect("a NO [UNAVAILABLE] ")
-	c.send("b NOOP\r\n")
-	c.expect("b OK")
+	c.expect("a NO [AUTHENTICATIONFAILED] ")
+	c.send("b LOGIN alice secret\r\n")
+	c.expect("b NO [UNAVAILABLE] ")
+	c.send("c NOOP\r\n")
+	c.expect("c OK")
 	waitFor(t, "error log", func() bool { return strings.Contains(e.logs.String(), `msg="backend unavailable"`) })
 }
 
@@ -278,7 +282,7 @@ func TestHungBackendIsBoundedByLoginDeadline(t *testing.T) {
 	e.imap.slow = true
 	c := e.dialGreeted()
 	c.send("a LOGIN alice secret\r\n")
-	c.expect("a NO [UNAVAILABLE] ")
+	c.expect("a NO [AUTHENTICATIONFAILED] ")
 	c.expect("* BYE Autologout")
 	c.expectClosed()
 }

@@ -94,7 +94,7 @@ func TestMetricsBackendUnavailable(t *testing.T) {
 	e.imap.unavailable = true
 	c := e.dialGreeted()
 	c.send("a LOGIN alice secret\r\n")
-	c.expect("a NO [UNAVAILABLE] ")
+	c.expect("a NO [AUTHENTICATIONFAILED] ") // after the decision: the uniform reply
 	if got := testutil.ToFloat64(m.backendErrs.WithLabelValues("imap")); got != 1 {
 		t.Errorf("backend errors = %v, want 1", got)
 	}

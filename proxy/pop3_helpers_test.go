@@ -56,7 +56,7 @@ func (f *fakeLineBackend) login(c backend.Client, user, pass string) (*backend.S
 		return nil, fmt.Errorf("injection reached the backend: %q %q", user, pass)
 	}
 	if unavailable {
-		return nil, fmt.Errorf("%w: dial 127.0.0.1:1: connection refused", backend.ErrUnavailable)
+		return nil, fmt.Errorf("%w: %w: dial 127.0.0.1:1: connection refused", backend.ErrUnavailable, backend.ErrNoService)
 	}
 	if p, ok := f.users[user]; !ok || p != pass {
 		return nil, fmt.Errorf("%w: -ERR [AUTH]", backend.ErrAuthFailed)

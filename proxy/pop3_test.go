@@ -175,6 +175,10 @@ func TestPOP3BackendUnavailable(t *testing.T) {
 	c := e.dialPOP3()
 	c.send("USER alice\r\nPASS secret\r\n")
 	c.expect("+OK")
+	// After the decision the uniform reply; then the backend is known down.
+	c.expect("-ERR [AUTH] Authentication failed (id ")
+	c.send("USER alice\r\nPASS secret\r\n")
+	c.expect("+OK")
 	c.expect("-ERR [SYS/TEMP] Service temporarily unavailable (id ")
 	c.send("NOOP\r\n")
 	c.expect("+OK")

@@ -57,6 +57,8 @@ type Server struct {
 	conns     map[*conn]struct{}        // live sessions (the registry)
 
 	panics atomic.Int64 // sessions ended by a recovered panic
+
+	health healthTable // backends known down (health.go)
 }
 
 // NewServer returns a Server using o.

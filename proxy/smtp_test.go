@@ -258,6 +258,9 @@ func TestSMTPBackendUnavailable(t *testing.T) {
 	c := e.dialSMTP()
 	c.ehlo("x")
 	c.send("AUTH PLAIN " + enc64("\x00alice\x00secret") + "\r\n")
+	// After the decision the uniform reply; then the backend is known down.
+	c.expect("535 5.7.8 Authentication credentials invalid (id ")
+	c.send("AUTH PLAIN " + enc64("\x00alice\x00secret") + "\r\n")
 	c.expect("454 4.7.0 Temporary authentication failure (id ")
 	c.send("QUIT\r\n")
 	c.expect("221 2.0.0")
