@@ -1,10 +1,14 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // The shipped example configs must stay valid as the config grows: they
@@ -132,5 +136,67 @@ func TestDockerfileImage(t *testing.T) {
 	}
 	if runFlags == "" || strings.ReplaceAll(runFlags, "${VERSION}", "1.0.0") != docFlags {
 		t.Errorf("the pull-free recipe builds with %q, the Go stage with %q", docFlags, runFlags)
+	}
+}
+
+// compose.yaml runs the image as documented and matches the config it
+// points to (docs/deploy/examples/in-compose.yaml) and the backends'
+// trust settings (docs/deploy/compose/).
+func TestComposeExample(t *testing.T) {
+	root := filepath.Join("..", "..")
+	data, err := os.ReadFile(filepath.Join(root, "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			User            string   `yaml:"user"`
+			ReadOnly        bool     `yaml:"read_only"`
+			CapDrop         []string `yaml:"cap_drop"`
+			Ports           []string `yaml:"ports"`
+			StopGracePeriod string   `yaml:"stop_grace_period"`
+			Networks        map[string]struct {
+				IPv4 string `yaml:"ipv4_address"`
+			} `yaml:"networks"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(data, &compose); err != nil {
+		t.Fatal(err)
+	}
+	mg, ok := compose.Services["mailgate"]
+	if !ok {
+		t.Fatal("compose.yaml has no mailgate service")
+	}
+	if mg.User != "65532:65532" || !mg.ReadOnly || len(mg.CapDrop) != 1 || mg.CapDrop[0] != "ALL" {
+		t.Errorf("mailgate service: user %q read_only %v cap_drop %v", mg.User, mg.ReadOnly, mg.CapDrop)
+	}
+	cfg, err := loadConfig(filepath.Join(root, "docs", "deploy", "examples", "in-compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := map[string]bool{}
+	for _, p := range mg.Ports {
+		_, inside, _ := strings.Cut(p, ":")
+		published[inside] = true
+	}
+	for _, l := range cfg.Listeners {
+		_, port, _ := net.SplitHostPort(l.Address)
+		if !published[port] {
+			t.Errorf("listener %s (%s) is not published by compose.yaml (%v)", l.Name, l.Address, mg.Ports)
+		}
+	}
+	grace, err := time.ParseDuration(mg.StopGracePeriod)
+	if err != nil || grace <= cfg.DrainTimeout {
+		t.Errorf("stop_grace_period %q must exceed drain_timeout %v", mg.StopGracePeriod, cfg.DrainTimeout)
+	}
+	ip := mg.Networks["mail"].IPv4
+	for _, f := range []string{"dovecot-mailgate.conf", "postfix-mailgate.sh"} {
+		b, err := os.ReadFile(filepath.Join(root, "docs", "deploy", "compose", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ip == "" || !strings.Contains(string(b), ip+"/32") {
+			t.Errorf("%s does not trust mailgate's address %q", f, ip)
+		}
 	}
 }
