@@ -54,8 +54,8 @@ func runHealth(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, healthUsage)
 		fs.PrintDefaults()
 	}
-	rawURL := fs.String("url", "", "URL to GET (default: admin.address from the config, path /readyz)")
-	live := fs.Bool("live", false, "check liveness (/healthz) instead of readiness (/readyz)")
+	rawURL := fs.String("url", "", "URL to GET as given (default: admin.address from the config, path /readyz or /healthz)")
+	live := fs.Bool("live", false, "without -url: check liveness (/healthz) instead of readiness (/readyz)")
 	timeout := fs.Duration("timeout", defaultHealthTimeout, "bound on the request")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
