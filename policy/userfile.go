@@ -7,6 +7,12 @@ package policy
 // compare case-insensitively, country codes in any case, IPv6 addresses by
 // value rather than by spelling, a line with more than one "|" is refused
 // (PHP would have used the second field), and "#" lines are comments.
+//
+// The file the old project ships is a PHP file so that a web request for
+// it prints nothing: a "<?php" line, "##" comments, the entries inside a
+// "/*" ... "*/ " block, then "?>". In a file whose first line starts with
+// "<?php", the "/*", "*/" and "?>" lines are that wrapper and are skipped
+// silently (PHP's script skipped them too: they have no "|").
 
 import (
 	"bytes"
@@ -74,6 +80,7 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 	// A UTF-8 byte order mark, as some Windows editors write, is not part
 	// of the first user name or guard.
 	data = bytes.TrimPrefix(data, []byte(bom))
+	wrapped := phpWrapped(data)
 	n := 0
 	for len(data) > 0 {
 		var raw []byte
@@ -83,7 +90,7 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 			raw, data = data, nil
 		}
 		n++
-		e, skip, err := parseUserLine(raw, n)
+		e, skip, err := parseUserLine(raw, n, wrapped)
 		if err != nil {
 			warnings = append(warnings, LineWarning{Line: n, Msg: err.Error()})
 			continue
@@ -95,14 +102,34 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 	return entries, warnings
 }
 
-// parseUserLine reads one line; skip is true for blank, comment and guard
-// lines.
-func parseUserLine(raw []byte, n int) (e UserEntry, skip bool, err error) {
+// phpWrapped reports whether data (without a byte order mark) starts with
+// a "<?php" line, the PHP wrapper of the old project's file.
+func phpWrapped(data []byte) bool {
+	first, _, _ := bytes.Cut(bytes.TrimPrefix(data, []byte(bom)), []byte("\n"))
+	return bytes.HasPrefix(stripLegacy(first), []byte("<?php"))
+}
+
+// isWrapperLine reports whether a stripped line is one of the PHP
+// wrapper's own lines after the first: a comment block's "/*" or "*/", or
+// the closing "?>".
+func isWrapperLine(line []byte) bool {
+	switch string(line) {
+	case "/*", "*/", "?>":
+		return true
+	}
+	return false
+}
+
+// parseUserLine reads one line; skip is true for blank, comment, guard and
+// (in a PHP-wrapped file) wrapper lines.
+func parseUserLine(raw []byte, n int, wrapped bool) (e UserEntry, skip bool, err error) {
 	line := stripLegacy(raw)
 	switch {
 	case len(line) == 0, line[0] == '#':
 		return e, true, nil
 	case n == 1 && bytes.HasPrefix(line, []byte("<?php")):
+		return e, true, nil
+	case wrapped && n > 1 && isWrapperLine(line):
 		return e, true, nil
 	}
 	user, rest, ok := bytes.Cut(line, []byte("|"))
