@@ -97,10 +97,10 @@ func (b *SMTP) ProbeRelay(ctx context.Context) (string, error) {
 		return fmt.Sprintf("%s will not relay to other domains for a user mailgate logged in (XCLIENT ADDR=%s LOGIN=%s, then %s): "+
 			"Postfix counts XCLIENT LOGIN= as authenticated only where SASL is on; on the service mailgate uses set "+
 			"smtpd_sasl_auth_enable=yes with a SASL backend (smtpd_sasl_type=dovecot, smtpd_sasl_path=private/auth) "+
-			"and keep permit_sasl_authenticated in smtpd_relay_restrictions (docs/backends.md, \"Postfix\")",
+			"and keep permit_sasl_authenticated in smtpd_relay_restrictions (docs/backends.md, \"Postfix settings\")",
 			o.Address, probeClientAddr, probeLogin, got), nil
 	}
 	return fmt.Sprintf("%s will not relay to other domains for mailgate's own address (%s): "+
 		"add mailgate's address to mynetworks on that service, or use xclient: true with smtpd_sasl_auth_enable=yes "+
-		"(docs/backends.md, \"Postfix\")", o.Address, got), nil
+		"(docs/backends.md, \"Postfix settings\")", o.Address, got), nil
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mailgate/mailgate/policy"
 )
 
 // The paths every page must agree on: the migration guide, README,
@@ -231,4 +233,34 @@ func isCommand(word string) bool {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// TestMigrationGuideFilesExist: the repository files and pages the guide
+// sends the admin to exist, the quoted headings of those pages are there,
+// and the rules file the guide creates ("rules: []") loads.
+func TestMigrationGuideFilesExist(t *testing.T) {
+	guide := readRepo(t, "docs/migrating-from-nginx.md")
+	for _, m := range regexp.MustCompile("`(docs/[^`\\s]+)`").FindAllStringSubmatch(guide, -1) {
+		if _, err := os.Stat(filepath.Join("..", "..", m[1])); err != nil {
+			t.Errorf("the guide names %s: %v", m[1], err)
+		}
+	}
+	for _, m := range regexp.MustCompile(`\b([a-z0-9-]+\.md),? "([^"]+)"`).FindAllStringSubmatch(guide, -1) {
+		flat := func(s string) string { return strings.Join(strings.Fields(strings.ReplaceAll(s, "`", "")), " ") }
+		page := flat(readRepo(t, "docs/"+m[1]))
+		if !strings.Contains(page, "# "+flat(m[2])) {
+			t.Errorf("the guide points to %s, %q: no such heading", m[1], m[2])
+		}
+	}
+	for _, m := range regexp.MustCompile(`\(?\b([a-z0-9-]+\.md)\b`).FindAllStringSubmatch(guide, -1) {
+		if _, err := os.Stat(filepath.Join("..", "..", "docs", m[1])); err != nil {
+			t.Errorf("the guide names %s: %v", m[1], err)
+		}
+	}
+	if !strings.Contains(guide, "echo 'rules: []' > "+docRulesFile) {
+		t.Errorf("the guide does not create %s with rules: []", docRulesFile)
+	}
+	if _, err := policy.ParseRules(docRulesFile, []byte("rules: []\n")); err != nil {
+		t.Errorf("the guide's rules file does not load: %v", err)
+	}
 }
