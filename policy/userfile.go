@@ -53,6 +53,10 @@ type UserFile struct {
 	Path     string
 	Entries  []UserEntry
 	Warnings []LineWarning
+	// Printed are the line numbers of entries that PHP prints to anyone
+	// who requests the file: in a PHP-wrapped file, those after its "?>"
+	// (as an older mailgate allow wrote them).
+	Printed []int
 }
 
 // stripLegacy removes what the PHP script removed: " ", "\t", "\r", "\0".
@@ -107,6 +111,44 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 func phpWrapped(data []byte) bool {
 	first, _, _ := bytes.Cut(bytes.TrimPrefix(data, []byte(bom)), []byte("\n"))
 	return bytes.HasPrefix(stripLegacy(first), []byte("<?php"))
+}
+
+// phpPrinted returns the line numbers of the entries PHP would print:
+// in a file whose first line starts with "<?php", those after the line
+// that leaves PHP ("?>" alone, or the first line itself when it closes
+// PHP without exit or die).
+func phpPrinted(data []byte, entries []UserEntry) []int {
+	if !phpWrapped(data) {
+		return nil
+	}
+	first, rest, _ := bytes.Cut(bytes.TrimPrefix(data, []byte(bom)), []byte("\n"))
+	l := strings.ToLower(string(stripLegacy(first)))
+	closedAt := 0 // line after which PHP prints
+	if strings.Contains(l, "?>") {
+		if strings.Contains(l, "exit") || strings.Contains(l, "die") {
+			return nil
+		}
+		closedAt = 1
+	} else {
+		for n := 2; len(rest) > 0; n++ {
+			var line []byte
+			line, rest, _ = bytes.Cut(rest, []byte("\n"))
+			if string(stripLegacy(line)) == "?>" {
+				closedAt = n
+				break
+			}
+		}
+	}
+	if closedAt == 0 {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		if e.Line > closedAt {
+			out = append(out, e.Line)
+		}
+	}
+	return out
 }
 
 // isWrapperLine reports whether a stripped line is one of the PHP
@@ -175,6 +217,7 @@ func readUserFile(path string) (*UserFile, error) {
 	}
 	uf := &UserFile{Path: path}
 	uf.Entries, uf.Warnings = ParseUserFile(data)
+	uf.Printed = phpPrinted(data, uf.Entries)
 	return uf, nil
 }
 

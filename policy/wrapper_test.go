@@ -201,3 +201,32 @@ func TestEditThroughSymlink(t *testing.T) {
 		t.Errorf("target after allow and revoke through the link:\n%s", s)
 	}
 }
+
+// TestCheckFindsEntriesPHPPrints: entries after the wrapper's "?>" (where
+// an older mailgate allow put them) are named by policy check, since PHP
+// prints them to anyone who requests the file; entries behind a one-line
+// exit guard or inside the block are not.
+func TestCheckFindsEntriesPHPPrints(t *testing.T) {
+	orig, err := os.ReadFile(wrapperFixtures[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaked := string(orig) + "dave@example.org|RU\r\n"
+	e, _ := setup(t, Config{}, leaked, "")
+	f := e.Check()
+	if len(f) != 1 || f[0].Kind != FindPHPPrints || !strings.HasSuffix(f[0].Where, ":11") {
+		t.Errorf("findings %v, want one %s for line 11", f, FindPHPPrints)
+	}
+	for _, ok := range []string{string(orig), "<?php exit; ?>\nalice|RU\n", "alice|RU\n?>\nbob|RU\n"} {
+		e, _ := setup(t, Config{}, ok, "")
+		for _, f := range e.Check() {
+			if f.Kind == FindPHPPrints {
+				t.Errorf("%q: unexpected %v", ok, f)
+			}
+		}
+	}
+	e, _ = setup(t, Config{}, "<?php ?>\nalice|RU\n", "")
+	if f := e.Check(); len(f) != 1 || f[0].Kind != FindPHPPrints {
+		t.Errorf("<?php ?> without exit: findings %v, want one %s", f, FindPHPPrints)
+	}
+}
