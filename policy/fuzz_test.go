@@ -101,7 +101,8 @@ func sameRules(a, b *RulesFile) bool {
 }
 
 // FuzzEditUserFile: on any existing user file, allow then revoke keeps
-// every other line byte for byte and the result always parses as meant.
+// every other line byte for byte, the result always parses as meant, and
+// allow never writes an entry where PHP prints it.
 func FuzzEditUserFile(f *testing.F) {
 	f.Add([]byte(legacyFile), "zed", "FR")
 	f.Add([]byte("<?php exit; ?>\r\nalice|RU\r\n"), "alice", "ru")
@@ -113,7 +114,7 @@ func FuzzEditUserFile(f *testing.F) {
 		if err := os.WriteFile(c.UserFile, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, oldWarn := ParseUserFile(data)
+		oldEntries, oldWarn := ParseUserFile(data)
 		res, err := Allow(c, Change{User: user, Target: place}, time.Now())
 		if err != nil {
 			return // bad user or place, or needs a rules file: refused, fine
@@ -125,6 +126,9 @@ func FuzzEditUserFile(f *testing.F) {
 		}
 		if res.Changed && !insertedOneLine(data, after) {
 			t.Fatalf("allow rewrote existing content:\n%q\n%q", data, after)
+		}
+		if res.Changed && len(phpPrinted(after, entries)) > len(phpPrinted(data, oldEntries)) {
+			t.Fatalf("allow wrote an entry PHP prints:\n%q\n%q", data, after)
 		}
 		tg, _ := parseTarget(place)
 		key := normLogin(strings.TrimSpace(user), "")
