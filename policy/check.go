@@ -19,6 +19,7 @@ const (
 	FindExpired      = "expired"       // until is in the past
 	FindSkippedLine  = "skipped-line"  // a user-file line that was ignored
 	FindUnknownLabel = "unknown-label" // a label geo never gives by itself
+	FindPHPPrints    = "php-prints"    // a user-file entry PHP shows to anyone
 )
 
 // Finding is one remark of Check about the loaded policy.
@@ -32,7 +33,8 @@ type Finding struct {
 func (f Finding) String() string { return fmt.Sprintf("%s: %s: %s", f.Where, f.Kind, f.Msg) }
 
 // Check lists expired rules, rules that can never match, rules hidden by
-// others, skipped user-file lines and labels that only a geo override could
+// others, skipped user-file lines, user-file entries PHP would print, and
+// labels that only a geo override could
 // produce, sorted by file and line. It looks at the policy in use.
 func (e *Engine) Check() []Finding {
 	return e.cur.Load().check(e.now().UnixNano())
@@ -46,6 +48,10 @@ func (cp *compiled) check(now int64) []Finding {
 	if cp.uf != nil {
 		for _, w := range cp.uf.Warnings {
 			add(FindSkippedLine, fmt.Sprintf("%s:%d", cp.uf.Path, w.Line), "%s", w.Msg)
+		}
+		for _, n := range cp.uf.Printed {
+			add(FindPHPPrints, fmt.Sprintf("%s:%d", cp.uf.Path, n),
+				"after the PHP wrapper's \"?>\": PHP prints this entry to anyone who requests the file; move it inside the /* ... */ block")
 		}
 	}
 	if cp.rf != nil {

@@ -179,7 +179,7 @@ func compileConfig(c *Config) (*compiled, error) {
 func (cp *compiled) addUserFile(uf *UserFile, defDomain string) {
 	// Check needs only the warnings; not keeping the entries saves about a
 	// third of the memory of a big user file.
-	cp.uf = &UserFile{Path: uf.Path, Warnings: uf.Warnings}
+	cp.uf = &UserFile{Path: uf.Path, Warnings: uf.Warnings, Printed: uf.Printed}
 	for _, e := range uf.Entries {
 		k := e.userKey(defDomain)
 		cp.users[k] = append(cp.users[k], crule{

@@ -220,23 +220,43 @@ func editUserFile(path, defDomain, user string, t target, all, add bool) (EditRe
 	var want []UserEntry // what the new file must contain
 	var out []byte
 	if add {
+		spelled := user
 		for _, e := range old {
 			if e.userKey(defDomain) == key && e.t == t {
 				res.Detail = append(res.Detail, fmt.Sprintf("already allowed by %s:%d", path, e.Line))
 				return res, nil
 			}
+			if e.userKey(defDomain) == key {
+				// The old script compares names exactly: keep the
+				// spelling the file already uses for this user.
+				spelled = e.User
+			}
 		}
-		out = append(out, data...)
+		at, atLine, err := userFileInsertAt(data)
+		if err != nil {
+			return res, fmt.Errorf("policy: %s: %w", path, err)
+		}
+		line := spelled + "|" + t.String()
+		out = append(out, data[:at]...)
 		if len(out) > 0 && out[len(out)-1] != '\n' {
 			out = append(out, eol...)
 		}
-		line := user + "|" + t.String()
 		out = append(out, line+eol...)
-		want = append(slices.Clone(old), UserEntry{User: user, Target: t.String(), t: t})
+		out = append(out, data[at:]...)
+		ne := UserEntry{User: spelled, Target: t.String(), t: t}
+		i := len(old)
+		if atLine > 0 {
+			i = slices.IndexFunc(old, func(e UserEntry) bool { return e.Line >= atLine })
+			if i < 0 {
+				i = len(old)
+			}
+		}
+		want = slices.Insert(slices.Clone(old), i, ne)
 		res.Detail = append(res.Detail, fmt.Sprintf("added %q to %s", line, path))
 	} else {
 		n := 0
 		rest := data
+		wrapped := phpWrapped(data)
 		for len(rest) > 0 {
 			raw := rest
 			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
@@ -249,7 +269,7 @@ func editUserFile(path, defDomain, user string, t target, all, add bool) (EditRe
 			if n == 1 {
 				line = bytes.TrimPrefix(line, []byte(bom))
 			}
-			e, skip, err := parseUserLine(line, n)
+			e, skip, err := parseUserLine(line, n, wrapped)
 			if err == nil && !skip && e.userKey(defDomain) == key && (all || e.t == t) {
 				res.Detail = append(res.Detail, fmt.Sprintf("removed %s:%d %q", path, n, e.User+"|"+e.Target))
 				continue
@@ -280,6 +300,59 @@ func editUserFile(path, defDomain, user string, t target, all, add bool) (EditRe
 	}
 	res.Changed = true
 	return res, nil
+}
+
+// errNoBlock refuses an entry that PHP would print.
+var errNoBlock = fmt.Errorf("the file is PHP (its first line opens \"<?php\") but has no /* ... */ block before \"?>\" to hold entries, "+
+	"and an entry outside such a block would be printed to anyone who requests the file: add a \"/*\" and a \"*/\" line around the entries: %w", ErrInvalid)
+
+// userFileInsertAt says where a new entry goes in the user file data: the
+// byte offset to insert at and its 1-based line number (0 for the end of
+// the file). In the old project's PHP-wrapped file the entries live inside
+// a "/*" ... "*/" comment block so that a web request prints nothing: a
+// new entry goes last in the last such block before "?>". A file whose
+// first line is a complete guard that stops PHP ("<?php exit; ?>",
+// "<?php die(); ?>") or that is not PHP at all takes it at the end.
+func userFileInsertAt(data []byte) (at, atLine int, err error) {
+	if !phpWrapped(data) {
+		return len(data), 0, nil
+	}
+	off, n := 0, 0
+	open, closed := false, false
+	first := true
+	rest := data
+	for len(rest) > 0 {
+		raw := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			raw, rest = rest[:i+1], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		n++
+		line := stripLegacy(bytes.TrimSuffix(raw, []byte("\n")))
+		switch {
+		case first:
+			first = false
+			l := strings.ToLower(string(line))
+			if strings.Contains(l, "?>") && (strings.Contains(l, "exit") || strings.Contains(l, "die")) {
+				return len(data), 0, nil // PHP stops on line 1
+			}
+			closed = strings.Contains(l, "?>")
+		case closed:
+		case string(line) == "?>":
+			closed = true
+		case string(line) == "/*":
+			open = true
+		case open && string(line) == "*/":
+			open = false
+			at, atLine = off, n
+		}
+		off += len(raw)
+	}
+	if atLine == 0 {
+		return 0, 0, errNoBlock
+	}
+	return at, atLine, nil
 }
 
 // loadRulesDoc reads the rules file as both a node tree (to edit, keeping

@@ -101,18 +101,20 @@ func sameRules(a, b *RulesFile) bool {
 }
 
 // FuzzEditUserFile: on any existing user file, allow then revoke keeps
-// every other line byte for byte and the result always parses as meant.
+// every other line byte for byte, the result always parses as meant, and
+// allow never writes an entry where PHP prints it.
 func FuzzEditUserFile(f *testing.F) {
 	f.Add([]byte(legacyFile), "zed", "FR")
 	f.Add([]byte("<?php exit; ?>\r\nalice|RU\r\n"), "alice", "ru")
 	f.Add([]byte("no newline at end"), "bob", "2001:db8::1")
+	f.Add([]byte("<?php\r\n## c\r\n/*\r\nalice|RU\r\n*/ \r\n?>\r\n"), "Alice", "GB")
 	f.Fuzz(func(t *testing.T, data []byte, user, place string) {
 		dir := t.TempDir()
 		c := Config{UserFile: dir + "/u.php"}
 		if err := os.WriteFile(c.UserFile, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, oldWarn := ParseUserFile(data)
+		oldEntries, oldWarn := ParseUserFile(data)
 		res, err := Allow(c, Change{User: user, Target: place}, time.Now())
 		if err != nil {
 			return // bad user or place, or needs a rules file: refused, fine
@@ -122,8 +124,11 @@ func FuzzEditUserFile(f *testing.F) {
 		if len(warns) != len(oldWarn) {
 			t.Fatalf("allow changed the malformed lines: %v -> %v", oldWarn, warns)
 		}
-		if res.Changed && !bytes.HasPrefix(after, bytes.TrimRight(data, "\r\n")) {
+		if res.Changed && !insertedOneLine(data, after) {
 			t.Fatalf("allow rewrote existing content:\n%q\n%q", data, after)
+		}
+		if res.Changed && len(phpPrinted(after, entries)) > len(phpPrinted(data, oldEntries)) {
+			t.Fatalf("allow wrote an entry PHP prints:\n%q\n%q", data, after)
 		}
 		tg, _ := parseTarget(place)
 		key := normLogin(strings.TrimSpace(user), "")
@@ -139,6 +144,21 @@ func FuzzEditUserFile(f *testing.F) {
 			t.Fatalf("revoked entry still in file:\n%q", final)
 		}
 	})
+}
+
+// insertedOneLine reports whether after is before with one line (and at
+// most a line end completing the line before it) inserted somewhere.
+func insertedOneLine(before, after []byte) bool {
+	p := 0
+	for p < len(before) && p < len(after) && before[p] == after[p] {
+		p++
+	}
+	s := 0
+	for s < len(before)-p && s < len(after)-p && before[len(before)-1-s] == after[len(after)-1-s] {
+		s++
+	}
+	mid := after[p : len(after)-s]
+	return p+s == len(before) && bytes.Count(mid, []byte("\n")) <= 2
 }
 
 // FuzzEditRulesFile: on any rules file that parses, an allow either is

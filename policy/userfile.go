@@ -7,6 +7,12 @@ package policy
 // compare case-insensitively, country codes in any case, IPv6 addresses by
 // value rather than by spelling, a line with more than one "|" is refused
 // (PHP would have used the second field), and "#" lines are comments.
+//
+// The file the old project ships is a PHP file so that a web request for
+// it prints nothing: a "<?php" line, "##" comments, the entries inside a
+// "/*" ... "*/ " block, then "?>". In a file whose first line starts with
+// "<?php", the "/*", "*/" and "?>" lines are that wrapper and are skipped
+// silently (PHP's script skipped them too: they have no "|").
 
 import (
 	"bytes"
@@ -47,6 +53,10 @@ type UserFile struct {
 	Path     string
 	Entries  []UserEntry
 	Warnings []LineWarning
+	// Printed are the line numbers of entries that PHP prints to anyone
+	// who requests the file: in a PHP-wrapped file, those after its "?>"
+	// (as an older mailgate allow wrote them).
+	Printed []int
 }
 
 // stripLegacy removes what the PHP script removed: " ", "\t", "\r", "\0".
@@ -74,6 +84,7 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 	// A UTF-8 byte order mark, as some Windows editors write, is not part
 	// of the first user name or guard.
 	data = bytes.TrimPrefix(data, []byte(bom))
+	wrapped := phpWrapped(data)
 	n := 0
 	for len(data) > 0 {
 		var raw []byte
@@ -83,7 +94,7 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 			raw, data = data, nil
 		}
 		n++
-		e, skip, err := parseUserLine(raw, n)
+		e, skip, err := parseUserLine(raw, n, wrapped)
 		if err != nil {
 			warnings = append(warnings, LineWarning{Line: n, Msg: err.Error()})
 			continue
@@ -95,14 +106,72 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 	return entries, warnings
 }
 
-// parseUserLine reads one line; skip is true for blank, comment and guard
-// lines.
-func parseUserLine(raw []byte, n int) (e UserEntry, skip bool, err error) {
+// phpWrapped reports whether data (without a byte order mark) starts with
+// a "<?php" line, the PHP wrapper of the old project's file.
+func phpWrapped(data []byte) bool {
+	first, _, _ := bytes.Cut(bytes.TrimPrefix(data, []byte(bom)), []byte("\n"))
+	return bytes.HasPrefix(stripLegacy(first), []byte("<?php"))
+}
+
+// phpPrinted returns the line numbers of the entries PHP would print:
+// in a file whose first line starts with "<?php", those after the line
+// that leaves PHP ("?>" alone, or the first line itself when it closes
+// PHP without exit or die).
+func phpPrinted(data []byte, entries []UserEntry) []int {
+	if !phpWrapped(data) {
+		return nil
+	}
+	first, rest, _ := bytes.Cut(bytes.TrimPrefix(data, []byte(bom)), []byte("\n"))
+	l := strings.ToLower(string(stripLegacy(first)))
+	closedAt := 0 // line after which PHP prints
+	if strings.Contains(l, "?>") {
+		if strings.Contains(l, "exit") || strings.Contains(l, "die") {
+			return nil
+		}
+		closedAt = 1
+	} else {
+		for n := 2; len(rest) > 0; n++ {
+			var line []byte
+			line, rest, _ = bytes.Cut(rest, []byte("\n"))
+			if string(stripLegacy(line)) == "?>" {
+				closedAt = n
+				break
+			}
+		}
+	}
+	if closedAt == 0 {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		if e.Line > closedAt {
+			out = append(out, e.Line)
+		}
+	}
+	return out
+}
+
+// isWrapperLine reports whether a stripped line is one of the PHP
+// wrapper's own lines after the first: a comment block's "/*" or "*/", or
+// the closing "?>".
+func isWrapperLine(line []byte) bool {
+	switch string(line) {
+	case "/*", "*/", "?>":
+		return true
+	}
+	return false
+}
+
+// parseUserLine reads one line; skip is true for blank, comment, guard and
+// (in a PHP-wrapped file) wrapper lines.
+func parseUserLine(raw []byte, n int, wrapped bool) (e UserEntry, skip bool, err error) {
 	line := stripLegacy(raw)
 	switch {
 	case len(line) == 0, line[0] == '#':
 		return e, true, nil
 	case n == 1 && bytes.HasPrefix(line, []byte("<?php")):
+		return e, true, nil
+	case wrapped && n > 1 && isWrapperLine(line):
 		return e, true, nil
 	}
 	user, rest, ok := bytes.Cut(line, []byte("|"))
@@ -148,6 +217,7 @@ func readUserFile(path string) (*UserFile, error) {
 	}
 	uf := &UserFile{Path: path}
 	uf.Entries, uf.Warnings = ParseUserFile(data)
+	uf.Printed = phpPrinted(data, uf.Entries)
 	return uf, nil
 }
 

@@ -395,6 +395,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	for _, info := range st.geo.Info() {
 		fmt.Fprintf(stdout, "geo database: %s\n", info)
 	}
+	warnSMTPRelay(st, stderr)
 	fmt.Fprintf(stdout, "%s: OK (%d listeners)\n", *path, len(cfg.Listeners))
 	return 0
 }
