@@ -15,9 +15,11 @@ package main
 //
 // Implementation notes: the user name is the client's text. A name such
 // as "x : AUTHFAILED|imap 192.0.2.1|" could make a loose filter ban an
-// innocent address, so every field is stripped of spaces, '|' and control
-// characters before it is written (the country name keeps its spaces: it
-// comes from the database and is last on the line). Lines go through a
+// innocent address, so every field is made one token of printable ASCII
+// before it is written: spaces, '|' and controls become '?', other
+// non-ASCII runes are escaped, as Python's \S (fail2ban) would not treat
+// a Unicode space as part of a token (the country name keeps its spaces:
+// it comes from the database and is last on the line). Lines go through a
 // bounded queue to one writer goroutine: a stuck syslog daemon must not
 // stall logins; lines that do not fit are dropped and counted.
 
@@ -32,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // syslogQueue bounds the lines waiting for the syslog socket: a few
@@ -240,25 +244,38 @@ func legacyLine(event string, f legacyFields) string {
 		legacyField(f.remote), legacyField(cc), legacyName(name))
 }
 
-// legacyField makes a field one token: no spaces, '|' or controls; "-"
-// when empty, so the line keeps its shape.
+// legacyField makes a field one token of printable ASCII: spaces, '|'
+// and ASCII controls become '?', every other non-ASCII rune is escaped
+// (\u00a0), so no Unicode space or separator splits the field for a
+// fail2ban regex (Python's \S knows Unicode spaces); "-" when empty, so
+// the line keeps its shape. The proxy has escaped user names already;
+// this also covers names the guard's events carry.
 func legacyField(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return strings.Map(func(r rune) rune {
-		if r <= ' ' || r == 0x7f || r == '|' || r == 0xfffd {
-			return '?'
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r <= ' ' || r == 0x7f || r == '|' || r == utf8.RuneError:
+			b.WriteByte('?')
+		case r < 0x7f:
+			b.WriteRune(r)
+		case r <= 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			fmt.Fprintf(&b, `\U%08x`, r)
 		}
-		return r
-	}, s)
+	}
+	return b.String()
 }
 
-// legacyName keeps spaces (country names have them) but no '|', ':' or
-// controls, so the line keeps exactly one " : ".
+// legacyName keeps spaces (country names have them) but no '|', ':',
+// controls or other Unicode spaces and separators, so the line keeps
+// exactly one " : " and stays one line.
 func legacyName(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || r == '|' || r == ':' {
+		if r == '|' || r == ':' || (r != ' ' && !unicode.IsPrint(r)) {
 			return '?'
 		}
 		return r
