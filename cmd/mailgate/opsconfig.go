@@ -42,6 +42,11 @@ type SyslogConfig struct {
 	// Tag is the syslog tag (program name) fail2ban filters match on;
 	// default NGINXMAILAUTH, as the PHP script used.
 	Tag string `yaml:"tag"`
+	// FailureSeverity is the severity of AUTHFAILED, COUNTRYFAILED,
+	// BANNED and LOCKED lines: "info" (default, as the PHP script, so
+	// rsyslog rules such as local0.=info keep them) or "warning".
+	// AUTHPASS is always info.
+	FailureSeverity string `yaml:"failure_severity"`
 }
 
 // GeoUpdateConfig is the `geo_update:` section used by `mailgate geo
@@ -93,6 +98,9 @@ func (c *Config) applyOpsDefaults() {
 	if c.Syslog.Tag == "" {
 		c.Syslog.Tag = defaultSyslogTag
 	}
+	if c.Syslog.FailureSeverity == "" {
+		c.Syslog.FailureSeverity = severityInfo
+	}
 	u := &c.GeoUpdate
 	if u.Provider == "" && u.URL != "" {
 		u.Provider = "url"
@@ -133,6 +141,9 @@ func (c *Config) validateOps() error {
 	}
 	if strings.ContainsAny(c.Syslog.Tag, " :[]\r\n") || len(c.Syslog.Tag) > 48 {
 		errs = append(errs, fmt.Errorf("syslog.tag: %q must be at most 48 characters without spaces, ':' or brackets", c.Syslog.Tag))
+	}
+	if s := c.Syslog.FailureSeverity; s != severityInfo && s != severityWarning {
+		errs = append(errs, fmt.Errorf("syslog.failure_severity: %q is not one of info, warning", s))
 	}
 	u := c.GeoUpdate
 	switch u.Provider {

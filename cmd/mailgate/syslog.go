@@ -92,14 +92,21 @@ type syslogLine struct {
 	text string
 }
 
+// Values of syslog.failure_severity.
+const (
+	severityInfo    = "info"    // the PHP script's syslog(LOG_INFO, ...)
+	severityWarning = "warning" // mailgate before issue #22
+)
+
 // syslogSink owns the syslog connection and its writer goroutine.
 type syslogSink struct {
-	w       *syslog.Writer
-	ch      chan syslogLine
-	done    chan struct{}
-	dropped atomic.Int64 // lines lost to a full queue
-	errs    atomic.Int64 // failed writes (log/syslog redials on the next)
-	once    sync.Once
+	w        *syslog.Writer
+	ch       chan syslogLine
+	done     chan struct{}
+	failWarn bool         // failures at LOG_WARNING (syslog.failure_severity)
+	dropped  atomic.Int64 // lines lost to a full queue
+	errs     atomic.Int64 // failed writes (log/syslog redials on the next)
+	once     sync.Once
 }
 
 // dialSyslog connects as c says and starts the writer.
@@ -116,7 +123,8 @@ func dialSyslog(c SyslogConfig) (*syslogSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("syslog: %w", err)
 	}
-	s := &syslogSink{w: w, ch: make(chan syslogLine, syslogQueue), done: make(chan struct{})}
+	s := &syslogSink{w: w, ch: make(chan syslogLine, syslogQueue), done: make(chan struct{}),
+		failWarn: c.FailureSeverity == severityWarning}
 	go s.run()
 	return s, nil
 }
@@ -206,7 +214,7 @@ func (h *syslogHandler) Handle(ctx context.Context, r slog.Record) error {
 	if !h.group && legacyEvents[r.Message] && r.Level >= slog.LevelInfo {
 		f := h.attrs
 		r.Attrs(func(a slog.Attr) bool { f.set(a); return true })
-		h.sink.send(syslogLine{warn: r.Message != "AUTHPASS", text: legacyLine(r.Message, f)})
+		h.sink.send(syslogLine{warn: h.sink.failWarn && r.Message != "AUTHPASS", text: legacyLine(r.Message, f)})
 	}
 	if h.next.Enabled(ctx, r.Level) {
 		return h.next.Handle(ctx, r)
@@ -237,11 +245,23 @@ func (h *syslogHandler) WithGroup(name string) slog.Handler {
 // line has the banned prefix where the country would be.
 func legacyLine(event string, f legacyFields) string {
 	cc, name := f.country, f.countryName
+	if !isCountryCode(cc) {
+		// As the PHP script wrote what IP2Location answered for an
+		// address it did not place: "-" for code and name. The label
+		// (loopback, private, ...) stays in the structured log.
+		cc, name = "-", "-"
+	}
 	if event == "BANNED" || event == "LOCKED" {
 		cc, name = f.prefix, ""
 	}
 	return fmt.Sprintf("%s : %s|%s %s|%s|%s", legacyField(f.user), event, legacyField(f.proto),
 		legacyField(f.remote), legacyField(cc), legacyName(name))
+}
+
+// isCountryCode reports whether s is an ISO 3166-1 alpha-2 code as the
+// proxy logs it (upper case); labels of unplaced addresses are lower case.
+func isCountryCode(s string) bool {
+	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
 }
 
 // legacyField makes a field one token of printable ASCII: spaces, '|'
