@@ -146,6 +146,7 @@ func runServe(args []string, stderr io.Writer) int {
 		printErrors(stderr, "mailgate", err)
 		return 1
 	}
+	registerSyslogMetrics(g.ops.reg, log)
 	load := func() (*Config, error) { return loadConfig(*path) }
 	stopOps, err := startOps(g, cfg.Admin, load)
 	if err != nil {
@@ -388,6 +389,12 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = guard.New(cfg.Guard, guard.Options{}) // reads the fingerprint secret
 	errs = append(errs, err)
+	if cfg.Syslog.Enabled {
+		// serve runs without the socket, but fail2ban would see nothing.
+		if err := probeSyslog(cfg.Syslog); err != nil {
+			errs = append(errs, fmt.Errorf("syslog.address: %w (serve would start, but send no lines for fail2ban until it is there)", err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		printErrors(stderr, *path, err)
 		return 1

@@ -21,7 +21,8 @@ package main
 // a Unicode space as part of a token (the country name keeps its spaces:
 // it comes from the database and is last on the line). Lines go through a
 // bounded queue to one writer goroutine: a stuck syslog daemon must not
-// stall logins; lines that do not fit are dropped and counted.
+// stall logins; lines that do not fit are dropped and counted. A missing
+// or failing socket does not stop mailgate either (see syslogSink).
 
 import (
 	"context"
@@ -36,6 +37,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // syslogQueue bounds the lines waiting for the syslog socket: a few
@@ -98,19 +101,44 @@ const (
 	severityWarning = "warning" // mailgate before issue #22
 )
 
-// syslogSink owns the syslog connection and its writer goroutine.
+// syslogRedialInterval spaces the attempts to reach a syslog socket that
+// is missing or failed: a dial per line would cost a flood of failures a
+// system call each, and syslog coming back is noticed within a second.
+const syslogRedialInterval = time.Second
+
+// syslogSink owns the syslog connection and its writer goroutine. A
+// syslog socket that is missing at start-up or goes away later does not
+// stop mailgate: lines are dropped and counted until it is back, an ERROR
+// on standard error names the socket, and the writer dials again at most
+// once per syslogRedialInterval when there is a line to send.
 type syslogSink struct {
-	w        *syslog.Writer
+	cfg      SyslogConfig
+	target   string       // the socket, in words, for messages
+	log      *slog.Logger // standard error only, never this sink
+	failWarn bool         // failures at LOG_WARNING (syslog.failure_severity)
 	ch       chan syslogLine
 	done     chan struct{}
-	failWarn bool         // failures at LOG_WARNING (syslog.failure_severity)
 	dropped  atomic.Int64 // lines lost to a full queue
-	errs     atomic.Int64 // failed writes (log/syslog redials on the next)
+	lost     atomic.Int64 // lines lost because syslog was unreachable
+	up       atomic.Bool  // connected now
 	once     sync.Once
+
+	// Only the writer goroutine (and Close, once it ended) use these.
+	w        *syslog.Writer // nil while syslog is unreachable
+	nextDial time.Time      // no dial before this
 }
 
-// dialSyslog connects as c says and starts the writer.
-func dialSyslog(c SyslogConfig) (*syslogSink, error) {
+// syslogTargetName describes syslog.address for messages, naming the
+// socket a mail admin has to look at.
+func syslogTargetName(addr string) string {
+	if addr == "" {
+		return "the local syslog socket /dev/log (also tried: /var/run/syslog, /var/run/log)"
+	}
+	return addr
+}
+
+// dialSyslogWriter connects once as c says.
+func dialSyslogWriter(c SyslogConfig) (*syslog.Writer, error) {
 	network, raddr, err := syslogTarget(c.Address)
 	if err != nil {
 		return nil, err
@@ -121,10 +149,42 @@ func dialSyslog(c SyslogConfig) (*syslogSink, error) {
 	}
 	w, err := syslog.Dial(network, raddr, fac|syslog.LOG_INFO, c.Tag)
 	if err != nil {
-		return nil, fmt.Errorf("syslog: %w", err)
+		return nil, fmt.Errorf("syslog: cannot connect to %s: %w", syslogTargetName(c.Address), err)
 	}
-	s := &syslogSink{w: w, ch: make(chan syslogLine, syslogQueue), done: make(chan struct{}),
-		failWarn: c.FailureSeverity == severityWarning}
+	return w, nil
+}
+
+// probeSyslog connects to syslog as c says and hangs up: check-config's
+// test that serve's lines would reach the socket.
+func probeSyslog(c SyslogConfig) error {
+	w, err := dialSyslogWriter(c)
+	if err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// dialSyslog starts the sink and its writer. Only a config error fails
+// it; an unreachable socket is logged on log and retried.
+func dialSyslog(c SyslogConfig, log *slog.Logger) (*syslogSink, error) {
+	if _, _, err := syslogTarget(c.Address); err != nil {
+		return nil, err
+	}
+	if _, err := syslogFacility(c.Facility); err != nil {
+		return nil, err
+	}
+	s := &syslogSink{cfg: c, target: syslogTargetName(c.Address), log: log,
+		failWarn: c.FailureSeverity == severityWarning,
+		ch:       make(chan syslogLine, syslogQueue), done: make(chan struct{})}
+	w, err := dialSyslogWriter(c)
+	if err != nil {
+		log.Error("syslog: not connected; mail is served, the fail2ban lines are dropped and counted (mailgate_syslog_lines_dropped_total) until the socket is there; retrying",
+			"address", s.target, "err", err)
+		s.nextDial = time.Now().Add(syslogRedialInterval)
+	} else {
+		s.w = w
+		s.up.Store(true)
+	}
 	go s.run()
 	return s, nil
 }
@@ -132,6 +192,10 @@ func dialSyslog(c SyslogConfig) (*syslogSink, error) {
 func (s *syslogSink) run() {
 	defer close(s.done)
 	for l := range s.ch {
+		if s.w == nil && !s.redial() {
+			s.lost.Add(1)
+			continue
+		}
 		var err error
 		if l.warn {
 			err = s.w.Warning(l.text)
@@ -139,9 +203,33 @@ func (s *syslogSink) run() {
 			err = s.w.Info(l.text)
 		}
 		if err != nil {
-			s.errs.Add(1)
+			// log/syslog has already redialled once for this line.
+			s.lost.Add(1)
+			_ = s.w.Close()
+			s.w = nil
+			s.up.Store(false)
+			s.nextDial = time.Now().Add(syslogRedialInterval)
+			s.log.Error("syslog: write failed; mail is served, the fail2ban lines are dropped and counted (mailgate_syslog_lines_dropped_total) until the socket is back; retrying",
+				"address", s.target, "err", err)
 		}
 	}
+}
+
+// redial tries to reconnect when the last attempt is long enough ago.
+func (s *syslogSink) redial() bool {
+	now := time.Now()
+	if now.Before(s.nextDial) {
+		return false
+	}
+	w, err := dialSyslogWriter(s.cfg)
+	if err != nil {
+		s.nextDial = now.Add(syslogRedialInterval)
+		return false
+	}
+	s.w = w
+	s.up.Store(true)
+	s.log.Info("syslog: connected", "address", s.target, "lines_dropped", s.lost.Load())
+	return true
 }
 
 // send queues a line, or drops it when the queue is full.
@@ -161,11 +249,45 @@ func (s *syslogSink) Close() error {
 		close(s.ch)
 		select {
 		case <-s.done:
+			if s.w != nil {
+				err = s.w.Close()
+			}
 		case <-time.After(syslogFlushTimeout):
+			// The writer is stuck on the socket; the process is ending.
 		}
-		err = s.w.Close()
 	})
 	return err
+}
+
+var (
+	descSyslogDropped = prometheus.NewDesc("mailgate_syslog_lines_dropped_total",
+		"Legacy syslog lines not sent: reason queue_full (syslog too slow) or unreachable (socket missing or failing).",
+		[]string{"reason"}, nil)
+	descSyslogConnected = prometheus.NewDesc("mailgate_syslog_connected",
+		"1 while the syslog socket for the legacy lines is connected.", nil, nil)
+)
+
+// Describe and Collect make the sink's counters a Prometheus collector.
+func (s *syslogSink) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSyslogDropped
+	ch <- descSyslogConnected
+}
+
+func (s *syslogSink) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descSyslogDropped, prometheus.CounterValue, float64(s.dropped.Load()), "queue_full")
+	ch <- prometheus.MustNewConstMetric(descSyslogDropped, prometheus.CounterValue, float64(s.lost.Load()), "unreachable")
+	up := 0.0
+	if s.up.Load() {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descSyslogConnected, prometheus.GaugeValue, up)
+}
+
+// registerSyslogMetrics registers the sink behind log, if any, on reg.
+func registerSyslogMetrics(reg prometheus.Registerer, log *slog.Logger) {
+	if h, ok := log.Handler().(*syslogHandler); ok {
+		reg.MustRegister(h.sink)
+	}
 }
 
 // syslogHandler passes every record to next and sends the legacy line of
@@ -309,14 +431,17 @@ func newServeLogger(cfg *Config, stderr io.Writer) (*slog.Logger, func(), error)
 	if !cfg.Syslog.Enabled {
 		return log, func() {}, nil
 	}
-	sink, err := dialSyslog(cfg.Syslog)
+	sink, err := dialSyslog(cfg.Syslog, log.With("component", "syslog"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("syslog: %w", err)
 	}
 	return slog.New(newSyslogHandler(log.Handler(), sink)), func() {
+		_ = sink.Close()
 		if n := sink.dropped.Load(); n > 0 {
 			log.Warn("syslog: lines dropped because the syslog socket was too slow", "lines", n)
 		}
-		_ = sink.Close()
+		if n := sink.lost.Load(); n > 0 {
+			log.Warn("syslog: lines dropped because the syslog socket was unreachable", "lines", n, "address", sink.target)
+		}
 	}, nil
 }

@@ -241,7 +241,7 @@ func BenchmarkSyslogHandler(b *testing.B) {
 			}
 		}
 	}()
-	sink, err := dialSyslog(SyslogConfig{Address: "udp:" + pc.LocalAddr().String(), Facility: "LOCAL0", Tag: "NGINXMAILAUTH"})
+	sink, err := dialSyslog(SyslogConfig{Address: "udp:" + pc.LocalAddr().String(), Facility: "LOCAL0", Tag: "NGINXMAILAUTH"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
