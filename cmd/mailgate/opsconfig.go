@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -21,8 +23,13 @@ type AdminConfig struct {
 	Address string `yaml:"address"`
 	// TokenFile holds the bearer token mutating endpoints require (the
 	// brute-force guard's); read-only endpoints need none. Empty: no
-	// mutating endpoint is served.
+	// mutating endpoint is served. The file must not be readable by
+	// others (mode o-rwx).
 	TokenFile string `yaml:"token_file"`
+	// AllowInsecure accepts, with a warning at start-up, what is refused
+	// otherwise: a listener on a non-loopback address without a token
+	// file, and a token file others may read.
+	AllowInsecure bool `yaml:"allow_insecure"`
 }
 
 // defaultAdminAddress is where /metrics listens without config.
@@ -131,6 +138,11 @@ func (c *Config) validateOps() error {
 			errs = append(errs, fmt.Errorf("admin.address: %q is not host:port or \"off\": %v", a, err))
 		}
 	}
+	if !c.Admin.AllowInsecure {
+		for _, p := range adminInsecurities(c.Admin) {
+			errs = append(errs, fmt.Errorf("%s (admin.allow_insecure: true accepts it)", p))
+		}
+	}
 	if c.Syslog.Enabled {
 		if _, _, err := syslogTarget(c.Syslog.Address); err != nil {
 			errs = append(errs, fmt.Errorf("syslog.address: %w", err))
@@ -163,4 +175,38 @@ func (c *Config) validateOps() error {
 		errs = append(errs, errors.New("geo_update: max_age, timeout and max_size must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// adminInsecurities lists what makes the admin listener reachable or its
+// token readable beyond this host's administrators: a non-loopback
+// address without a token, and a token file others may read. Each is an
+// error unless admin.allow_insecure, then a warning at start-up.
+func adminInsecurities(c AdminConfig) []string {
+	var out []string
+	if c.Address != "off" && c.TokenFile == "" && !isLoopbackHostPort(c.Address) {
+		out = append(out, fmt.Sprintf("admin.address: %q is reachable from other hosts and admin.token_file is not set: "+
+			"metrics, readiness and rule names are served to the network", c.Address))
+	}
+	if c.TokenFile != "" {
+		// A missing file is readAdminToken's error (serve, check-config).
+		if fi, err := os.Stat(c.TokenFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			out = append(out, fmt.Sprintf("admin.token_file: %s is accessible to all users (mode %04o); chmod o-rwx it", c.TokenFile, fi.Mode().Perm()))
+		}
+	}
+	return out
+}
+
+// isLoopbackHostPort reports whether host:port names only loopback: an
+// IP literal in 127.0.0.0/8 or ::1, or "localhost". A wildcard ("",
+// 0.0.0.0, ::) or any other name is not.
+func isLoopbackHostPort(hp string) bool {
+	host, _, err := net.SplitHostPort(hp)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

@@ -389,6 +389,8 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = guard.New(cfg.Guard, guard.Options{}) // reads the fingerprint secret
 	errs = append(errs, err)
+	_, err = readAdminToken(cfg.Admin)
+	errs = append(errs, err)
 	if cfg.Syslog.Enabled {
 		// serve runs without the socket, but fail2ban would see nothing.
 		if err := probeSyslog(cfg.Syslog); err != nil {
