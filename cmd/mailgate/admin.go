@@ -69,11 +69,6 @@ func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), 
 	if a.token, err = readAdminToken(c); err != nil {
 		return nil, err
 	}
-	if c.AllowInsecure {
-		for _, p := range adminInsecurities(c) {
-			a.log.Warn("admin.allow_insecure: " + p)
-		}
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go a.watchGeoAge(ctx)
 	if c.Address == "off" {
