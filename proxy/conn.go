@@ -272,8 +272,52 @@ func (c *conn) recovering(f func() string) (reason string) {
 	return f()
 }
 
+// Lingering close: a client that pipelined more than mailgate read (a
+// line over the limit, commands after a fatal one) still has input
+// queued when the session ends. Closing a TCP socket with unread input
+// sends a reset, and a reset makes the client's kernel discard the
+// goodbye it has not read yet. So, like net/http's closeWriteAndWait, the
+// write side is shut down first (the goodbye and a FIN are on their way)
+// and the input is read and discarded until the client closes, for a
+// short bounded time and amount.
+const (
+	// lingerTimeout bounds the wait for the client to close: a client
+	// reads the goodbye and closes within a round trip or two.
+	lingerTimeout = 2 * time.Second
+	// lingerMaxBytes bounds what is read and discarded: more than any
+	// client pipelines by mistake; beyond it the reset is its own doing.
+	lingerMaxBytes = 256 << 10
+	// lingerProbe is how long finish looks for unread input in the
+	// socket when its reader holds none.
+	lingerProbe = time.Millisecond
+)
+
+// lingerClose shuts down the write side and drains the input when the
+// client sent more than was read; see lingerTimeout.
+func (c *conn) lingerClose(reason string) {
+	// Only sessions that ran their protocol: a connection refused before
+	// (guard, PROXY header, TLS handshake) got no goodbye to protect and
+	// must stay cheap to refuse.
+	if reason == "client closed" || connState(c.state.Load()) != statePreAuth {
+		return
+	}
+	unread := c.br != nil && c.br.Buffered() > 0
+	if !unread {
+		var b [1]byte
+		c.raw.SetReadDeadline(time.Now().Add(lingerProbe))
+		n, _ := c.raw.Read(b[:])
+		unread = n > 0
+	}
+	if !unread || c.raw.CloseWrite() != nil {
+		return
+	}
+	c.raw.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.CopyN(io.Discard, c.raw, lingerMaxBytes)
+}
+
 // finish releases everything the session holds and logs its end.
 func (c *conn) finish(reason string) {
+	c.lingerClose(reason)
 	c.dropReader()
 	c.stop()
 	c.raw.Close()
