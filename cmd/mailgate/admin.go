@@ -168,7 +168,7 @@ func (a *adminServer) logRefusal(r *http.Request) {
 	quiet := a.refusedQuiet
 	a.refusedLog, a.refusedQuiet = now, 0
 	a.refusedMu.Unlock()
-	a.log.Warn("admin request refused: bad or missing token", "method", r.Method, "path", r.URL.Path,
+	a.log.Warn("admin request refused: bad or missing token", "method", r.Method, "path", r.URL.EscapedPath(),
 		"remote", r.RemoteAddr, "not_logged_before", quiet)
 }
 
