@@ -272,8 +272,52 @@ func (c *conn) recovering(f func() string) (reason string) {
 	return f()
 }
 
+// Lingering close: a client that pipelined more than mailgate read (a
+// line over the limit, commands after a fatal one) still has input
+// queued when the session ends. Closing a TCP socket with unread input
+// sends a reset, and a reset makes the client's kernel discard the
+// goodbye it has not read yet. So, like net/http's closeWriteAndWait, the
+// write side is shut down first (the goodbye and a FIN are on their way)
+// and the input is read and discarded until the client closes, for a
+// short bounded time and amount.
+const (
+	// lingerTimeout bounds the wait for the client to close: a client
+	// reads the goodbye and closes within a round trip or two.
+	lingerTimeout = 2 * time.Second
+	// lingerMaxBytes bounds what is read and discarded: more than any
+	// client pipelines by mistake; beyond it the reset is its own doing.
+	lingerMaxBytes = 256 << 10
+	// lingerProbe is how long finish looks for unread input in the
+	// socket when its reader holds none.
+	lingerProbe = time.Millisecond
+)
+
+// lingerClose shuts down the write side and drains the input when the
+// client sent more than was read; see lingerTimeout.
+func (c *conn) lingerClose(reason string) {
+	// Only sessions that ran their protocol: a connection refused before
+	// (guard, PROXY header, TLS handshake) got no goodbye to protect and
+	// must stay cheap to refuse.
+	if reason == "client closed" || connState(c.state.Load()) != statePreAuth {
+		return
+	}
+	unread := c.br != nil && c.br.Buffered() > 0
+	if !unread {
+		var b [1]byte
+		c.raw.SetReadDeadline(time.Now().Add(lingerProbe))
+		n, _ := c.raw.Read(b[:])
+		unread = n > 0
+	}
+	if !unread || c.raw.CloseWrite() != nil {
+		return
+	}
+	c.raw.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.CopyN(io.Discard, c.raw, lingerMaxBytes)
+}
+
 // finish releases everything the session holds and logs its end.
 func (c *conn) finish(reason string) {
+	c.lingerClose(reason)
 	c.dropReader()
 	c.stop()
 	c.raw.Close()
@@ -734,23 +778,53 @@ func (c *conn) logDecision(event, reason string, d policy.Decision, attrs ...any
 		"client_id", c.clientID}, attrs...)...)
 }
 
-// sanitizeLog makes client text safe and short for a log field: valid
-// UTF-8, control characters replaced, at most max octets.
+// sanitizeLog makes client text safe and short for a log field. Printable
+// ASCII stays as it is, so a name stays recognisable; every other rune is
+// escaped as Go writes it (\u00a0, \U0001f600), invalid UTF-8 as \xff and
+// the backslash as \\. So no Unicode space, line or paragraph separator,
+// control or format character reaches a log line, where a syslog daemon,
+// journald or a fail2ban regex (Python's \s and \S know Unicode) would
+// read it differently from us. The result is at most max octets and never
+// ends inside an escape.
 func sanitizeLog(s string, max int) string {
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-	if len(s) > max {
-		s = s[:max]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
+	clean := len(s) <= max
+	for i := 0; clean && i < len(s); i++ {
+		clean = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\'
 	}
-	return s
+	if clean {
+		return s
+	}
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, min(max, 2*len(s)))
+	var esc [10]byte
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		var p []byte
+		switch {
+		case r == utf8.RuneError && n == 1:
+			p = append(esc[:0], '\\', 'x', hex[s[i]>>4], hex[s[i]&15])
+		case r == '\\':
+			p = append(esc[:0], '\\', '\\')
+		case r >= 0x20 && r < 0x7f:
+			p = append(esc[:0], byte(r))
+		case r <= 0xffff:
+			p = append(esc[:0], '\\', 'u')
+			for sh := 12; sh >= 0; sh -= 4 {
+				p = append(p, hex[r>>sh&15])
+			}
+		default:
+			p = append(esc[:0], '\\', 'U')
+			for sh := 28; sh >= 0; sh -= 4 {
+				p = append(p, hex[r>>sh&15])
+			}
+		}
+		if len(b)+len(p) > max {
+			break
+		}
+		b = append(b, p...)
+		i += n
+	}
+	return string(b)
 }
 
 // countingConn counts wire bytes each way for the "session closed" line.

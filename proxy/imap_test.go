@@ -299,7 +299,7 @@ func TestClientIDIsLoggedSanitized(t *testing.T) {
 	c.expect("d BAD ")
 	c.send("e LOGIN alice secret\r\n")
 	c.expect("e OK")
-	waitFor(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "client_id=Thunder?bird/115.0") })
+	waitFor(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "client_id=Thunder\\u0001bird/115.0") })
 }
 
 // Every refusal waits the same AuthFailureDelay before its reply, whatever

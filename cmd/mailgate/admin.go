@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -36,6 +37,10 @@ const (
 	adminMaxHeaderBytes    = 8 << 10
 	// geoAgeCheckInterval: how often the database age is logged again.
 	geoAgeCheckInterval = 24 * time.Hour
+	// adminRefusalLogInterval: requests with a bad or missing token are
+	// logged at most this often (with the count of the ones not logged),
+	// so a script hammering the port cannot fill the log.
+	adminRefusalLogInterval = 10 * time.Second
 )
 
 // adminServer serves the admin endpoints of one gateway.
@@ -48,6 +53,10 @@ type adminServer struct {
 	mu        sync.Mutex // guards the readiness cache
 	readyAt   time.Time
 	readyErrs []string
+
+	refusedMu    sync.Mutex // guards the two below
+	refusedLog   time.Time  // when the last refusal was logged
+	refusedQuiet int        // refusals since then, not logged
 }
 
 // startOps starts the admin listener (unless admin.address is "off") and
@@ -56,15 +65,9 @@ type adminServer struct {
 // returned func stops both.
 func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), error) {
 	a := &adminServer{g: g, log: g.log.With("component", "admin"), load: load}
-	if c.TokenFile != "" {
-		b, err := os.ReadFile(c.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("admin.token_file: %w", err)
-		}
-		a.token = strings.TrimSpace(string(b))
-		if len(a.token) < 16 {
-			return nil, errors.New("admin.token_file: token must be at least 16 characters")
-		}
+	var err error
+	if a.token, err = readAdminToken(c); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go a.watchGeoAge(ctx)
@@ -98,6 +101,23 @@ func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), 
 	}, nil
 }
 
+// readAdminToken reads admin.token_file; "" when none is configured.
+// check-config reads it the same way serve does.
+func readAdminToken(c AdminConfig) (string, error) {
+	if c.TokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if len(token) < 16 {
+		return "", errors.New("admin.token_file: token must be at least 16 characters")
+	}
+	return token, nil
+}
+
 func (a *adminServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.g.ops.reg, promhttp.HandlerOpts{
@@ -109,9 +129,47 @@ func (a *adminServer) handler() http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.HandleFunc("POST /reload", a.requireToken(a.reload))
 	if a.g.guard != nil {
-		mux.Handle(guardAdminPrefix+"/", a.g.guard.adminHandler(a.token))
+		// The token is checked here first, so that refusals are logged
+		// with the rate limit; the guard's handler checks it again.
+		gh := a.g.guard.adminHandler(a.token)
+		mux.Handle(guardAdminPrefix+"/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !a.tokenOK(r) {
+				a.logRefusal(r)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				fmt.Fprintln(w, `{"error":"missing or wrong bearer token"}`)
+				return
+			}
+			gh.ServeHTTP(w, r)
+		}))
 	}
 	return mux
+}
+
+// tokenOK reports whether r carries "Authorization: Bearer <token>". The
+// hashes are compared, in constant time whatever the lengths.
+func (a *adminServer) tokenOK(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(a.token))
+	return a.token != "" && ok && subtle.ConstantTimeCompare(g[:], w[:]) == 1
+}
+
+// logRefusal writes the WARN for a request with a bad or missing token,
+// at most once per adminRefusalLogInterval; the line counts the refusals
+// not logged since the last one.
+func (a *adminServer) logRefusal(r *http.Request) {
+	a.refusedMu.Lock()
+	now := time.Now()
+	if !a.refusedLog.IsZero() && now.Sub(a.refusedLog) < adminRefusalLogInterval {
+		a.refusedQuiet++
+		a.refusedMu.Unlock()
+		return
+	}
+	quiet := a.refusedQuiet
+	a.refusedLog, a.refusedQuiet = now, 0
+	a.refusedMu.Unlock()
+	a.log.Warn("admin request refused: bad or missing token", "method", r.Method, "path", r.URL.EscapedPath(),
+		"remote", r.RemoteAddr, "not_logged_before", quiet)
 }
 
 // requireToken lets a request through only with "Authorization: Bearer
@@ -122,8 +180,8 @@ func (a *adminServer) requireToken(h http.HandlerFunc) http.HandlerFunc {
 			http.Error(w, "no admin.token_file configured", http.StatusNotFound)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+		if !a.tokenOK(r) {
+			a.logRefusal(r)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}
@@ -144,7 +202,10 @@ func (a *adminServer) reload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *adminServer) readyz(w http.ResponseWriter, r *http.Request) {
-	errs := a.readiness(r.Context())
+	// The result is cached for every caller: it must not depend on this
+	// caller staying (a probe that hangs up would cache its "canceled"
+	// as a 503). Each dial is bounded by readyDialTimeout.
+	errs := a.readiness(context.WithoutCancel(r.Context()))
 	if len(errs) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		for _, e := range errs {

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -21,8 +23,13 @@ type AdminConfig struct {
 	Address string `yaml:"address"`
 	// TokenFile holds the bearer token mutating endpoints require (the
 	// brute-force guard's); read-only endpoints need none. Empty: no
-	// mutating endpoint is served.
+	// mutating endpoint is served. The file must not be readable by
+	// others (mode o-rwx).
 	TokenFile string `yaml:"token_file"`
+	// AllowInsecure accepts, with a warning at start-up, what is refused
+	// otherwise: a listener on a non-loopback address without a token
+	// file, and a token file others may read.
+	AllowInsecure bool `yaml:"allow_insecure"`
 }
 
 // defaultAdminAddress is where /metrics listens without config.
@@ -42,6 +49,11 @@ type SyslogConfig struct {
 	// Tag is the syslog tag (program name) fail2ban filters match on;
 	// default NGINXMAILAUTH, as the PHP script used.
 	Tag string `yaml:"tag"`
+	// FailureSeverity is the severity of AUTHFAILED, COUNTRYFAILED,
+	// BANNED and LOCKED lines: "info" (default, as the PHP script, so
+	// rsyslog rules such as local0.=info keep them) or "warning".
+	// AUTHPASS is always info.
+	FailureSeverity string `yaml:"failure_severity"`
 }
 
 // GeoUpdateConfig is the `geo_update:` section used by `mailgate geo
@@ -93,6 +105,9 @@ func (c *Config) applyOpsDefaults() {
 	if c.Syslog.Tag == "" {
 		c.Syslog.Tag = defaultSyslogTag
 	}
+	if c.Syslog.FailureSeverity == "" {
+		c.Syslog.FailureSeverity = severityInfo
+	}
 	u := &c.GeoUpdate
 	if u.Provider == "" && u.URL != "" {
 		u.Provider = "url"
@@ -123,6 +138,11 @@ func (c *Config) validateOps() error {
 			errs = append(errs, fmt.Errorf("admin.address: %q is not host:port or \"off\": %v", a, err))
 		}
 	}
+	if !c.Admin.AllowInsecure {
+		for _, p := range adminInsecurities(c.Admin) {
+			errs = append(errs, fmt.Errorf("%s (admin.allow_insecure: true accepts it)", p))
+		}
+	}
 	if c.Syslog.Enabled {
 		if _, _, err := syslogTarget(c.Syslog.Address); err != nil {
 			errs = append(errs, fmt.Errorf("syslog.address: %w", err))
@@ -133,6 +153,9 @@ func (c *Config) validateOps() error {
 	}
 	if strings.ContainsAny(c.Syslog.Tag, " :[]\r\n") || len(c.Syslog.Tag) > 48 {
 		errs = append(errs, fmt.Errorf("syslog.tag: %q must be at most 48 characters without spaces, ':' or brackets", c.Syslog.Tag))
+	}
+	if s := c.Syslog.FailureSeverity; s != severityInfo && s != severityWarning {
+		errs = append(errs, fmt.Errorf("syslog.failure_severity: %q is not one of info, warning", s))
 	}
 	u := c.GeoUpdate
 	switch u.Provider {
@@ -152,4 +175,38 @@ func (c *Config) validateOps() error {
 		errs = append(errs, errors.New("geo_update: max_age, timeout and max_size must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// adminInsecurities lists what makes the admin listener reachable or its
+// token readable beyond this host's administrators: a non-loopback
+// address without a token, and a token file others may read. Each is an
+// error unless admin.allow_insecure, then a warning at start-up.
+func adminInsecurities(c AdminConfig) []string {
+	var out []string
+	if c.Address != "off" && c.TokenFile == "" && !isLoopbackHostPort(c.Address) {
+		out = append(out, fmt.Sprintf("admin.address: %q is reachable from other hosts and admin.token_file is not set: "+
+			"metrics, readiness and rule names are served to the network", c.Address))
+	}
+	if c.TokenFile != "" {
+		// A missing file is readAdminToken's error (serve, check-config).
+		if fi, err := os.Stat(c.TokenFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			out = append(out, fmt.Sprintf("admin.token_file: %s is accessible to all users (mode %04o); chmod o-rwx it", c.TokenFile, fi.Mode().Perm()))
+		}
+	}
+	return out
+}
+
+// isLoopbackHostPort reports whether host:port names only loopback: an
+// IP literal in 127.0.0.0/8 or ::1, or "localhost". A wildcard ("",
+// 0.0.0.0, ::) or any other name is not.
+func isLoopbackHostPort(hp string) bool {
+	host, _, err := net.SplitHostPort(hp)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"reflect"
@@ -146,6 +145,7 @@ func runServe(args []string, stderr io.Writer) int {
 		printErrors(stderr, "mailgate", err)
 		return 1
 	}
+	registerSyslogMetrics(g.ops.reg, log)
 	load := func() (*Config, error) { return loadConfig(*path) }
 	stopOps, err := startOps(g, cfg.Admin, load)
 	if err != nil {
@@ -193,7 +193,6 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		return nil, err
 	}
 	st.opts.Guard = g.guard.g
-	warnStaleGeo(log, st)
 	g.srv = proxy.NewServer(st.opts)
 
 	var ls []proxy.Listener
@@ -214,7 +213,7 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		g.lns = append(g.lns, ln)
 		ls = append(ls, l)
 	}
-	warnIPv4Only(log, st.geo, g.lns)
+	startWarnings(log, cfg, st)
 
 	go func() {
 		if err := tm.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -257,25 +256,6 @@ func proxyListener(lc ListenerConfig, tm *tlsconf.Manager) (proxy.Listener, erro
 		l.TLSConfig = tm.ServerConfig(lc.Protocol)
 	}
 	return l, nil
-}
-
-// warnIPv4Only repeats the original setup's mistake out loud: an
-// IPv4-only database refuses every IPv6 client as "wrong country".
-func warnIPv4Only(log *slog.Logger, g *geo.DB, lns []net.Listener) {
-	v6 := false
-	for _, ln := range lns {
-		ap, err := netip.ParseAddrPort(ln.Addr().String())
-		if err == nil && (ap.Addr().Is6() && !ap.Addr().Is4In6() || ap.Addr().IsUnspecified()) {
-			v6 = true
-		}
-	}
-	if !v6 {
-		return
-	}
-	for _, f := range g.IPv4Only() {
-		log.Warn("geo database has no IPv6 data but mailgate listens on IPv6: IPv6 clients will not be placed in a country",
-			"file", f)
-	}
 }
 
 func (g *gateway) closeListeners() {
@@ -388,10 +368,21 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = guard.New(cfg.Guard, guard.Options{}) // reads the fingerprint secret
 	errs = append(errs, err)
+	_, err = readAdminToken(cfg.Admin)
+	errs = append(errs, err)
+	if cfg.Syslog.Enabled {
+		// serve runs without the socket, but fail2ban would see nothing.
+		if err := probeSyslog(cfg.Syslog); err != nil {
+			errs = append(errs, fmt.Errorf("syslog.address: %w (serve would start, but send no lines for fail2ban until it is there)", err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		printErrors(stderr, *path, err)
 		return 1
 	}
+	// Every warning serve would log at start, on the same logger
+	// (standard error, level warn).
+	startWarnings(log, cfg, st)
 	for _, info := range st.geo.Info() {
 		fmt.Fprintf(stdout, "geo database: %s\n", info)
 	}

@@ -109,12 +109,12 @@ func TestSyslogLegacyLines(t *testing.T) {
 	imap.Info("session closed", "user", "alice") // not a decision: no line
 	logDecision(imap, "AUTHFAILED", "", "", "")  // empty name keeps the shape
 
-	// LOCAL0 (16) * 8 + severity: warning 4, info 6.
+	// LOCAL0 (16) * 8 + severity info (6), as the PHP script sent all.
 	want := []struct{ pri, msg string }{
-		{"<132>", "NGINXMAILAUTH[%d]: bob@example.org : COUNTRYFAILED|imap 203.0.113.7|RU|Russia"},
-		{"<132>", "NGINXMAILAUTH[%d]: carol : AUTHFAILED|smtp 2001:db8::1|DE|Germany"},
+		{"<134>", "NGINXMAILAUTH[%d]: bob@example.org : COUNTRYFAILED|imap 203.0.113.7|RU|Russia"},
+		{"<134>", "NGINXMAILAUTH[%d]: carol : AUTHFAILED|smtp 2001:db8::1|DE|Germany"},
 		{"<134>", "NGINXMAILAUTH[%d]: alice : AUTHPASS|imap 203.0.113.7|US|United States of America"},
-		{"<132>", "NGINXMAILAUTH[%d]: - : AUTHFAILED|imap 203.0.113.7|-|"},
+		{"<134>", "NGINXMAILAUTH[%d]: - : AUTHFAILED|imap 203.0.113.7|-|-"},
 	}
 	for _, w := range want {
 		got := r.next(t)
@@ -241,7 +241,7 @@ func BenchmarkSyslogHandler(b *testing.B) {
 			}
 		}
 	}()
-	sink, err := dialSyslog(SyslogConfig{Address: "udp:" + pc.LocalAddr().String(), Facility: "LOCAL0", Tag: "NGINXMAILAUTH"})
+	sink, err := dialSyslog(SyslogConfig{Address: "udp:" + pc.LocalAddr().String(), Facility: "LOCAL0", Tag: "NGINXMAILAUTH"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
