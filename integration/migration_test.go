@@ -490,10 +490,21 @@ func TestMigrationEndToEnd(t *testing.T) {
 	sl.wait(t, "NGINXMAILAUTH", bob+" : AUTHPASS|imap "+migUS+"|US|")
 	sl.wait(t, "NGINXMAILAUTH", bob+" : COUNTRYFAILED|imap "+migRU+"|RU|")
 	sl.wait(t, "NGINXMAILAUTH", alice+" : AUTHPASS|imap "+migRU+"|RU|")
-	// An address without a country: its line still has the script's four
-	// fields, and the filter below counts it.
-	sl.wait(t, "NGINXMAILAUTH", carol+" : COUNTRYFAILED|imap "+migUnplaced+"|")
-	sl.wait(t, "NGINXMAILAUTH", bob+" : AUTHFAILED|imap "+migBadPass+"|US|")
+	// An address without a country: its line has the script's four
+	// fields with "-" for code and name, as the script wrote them, and the
+	// filter below counts it.
+	unplaced := sl.wait(t, "NGINXMAILAUTH", carol+" : COUNTRYFAILED|imap "+migUnplaced+"|")
+	if !strings.HasSuffix(strings.TrimRight(unplaced, "\r\n\x00"), "COUNTRYFAILED|imap "+migUnplaced+"|-|-") {
+		t.Errorf("unplaced address: %q, want it to end in COUNTRYFAILED|imap %s|-|-", unplaced, migUnplaced)
+	}
+	failed := sl.wait(t, "NGINXMAILAUTH", bob+" : AUTHFAILED|imap "+migBadPass+"|US|")
+	// LOCAL0.info, as the script logged every line: an rsyslog rule such
+	// as local0.=info still gets the failures.
+	for _, l := range []string{unplaced, failed} {
+		if !strings.HasPrefix(l, "<134>") {
+			t.Errorf("failure line %q: want priority <134> (local0.info)", l)
+		}
+	}
 
 	// The help desk: bob may travel to Russia, alice's exception ends.
 	reloads := strings.Count(m.Log(), "policy: reloaded after a file change")
