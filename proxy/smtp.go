@@ -257,7 +257,9 @@ func validEHLOLine(l string) bool {
 // transaction state; here there is none but the name.
 func (s *smtpSession) handleHelo(cmd smtpwire.Command) error {
 	c := s.c
-	name, err := smtpwire.ParseHelo(cmd.Arg)
+	// The backend gets the name in ASCII (A-labels for a UTF-8 name), so
+	// nothing about it can fail there after the login decision.
+	name, err := smtpwire.HeloASCII(cmd.Arg)
 	if err != nil {
 		return s.replyCounted("501 5.5.4 Syntax: " + cmd.Name + " hostname")
 	}
