@@ -22,6 +22,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mailgate/mailgate/policy"
 	"github.com/mailgate/mailgate/proxy/internal/smtpwire"
@@ -39,7 +40,6 @@ var errFilterClosed = errors.New("backend side closed while waiting for the repl
 type spliceFilter struct {
 	c       *conn
 	f       *smtpwire.Filter // used by the client→backend copy only
-	out     []byte           // its output buffer, reused
 	replies *smtpwire.Replies
 	finalFn func(n uint64, code int) // sf.final, bound once
 
@@ -98,20 +98,23 @@ type filterUp struct {
 	sf *spliceFilter
 }
 
+// The filter's output goes through a buffer borrowed from spliceBuffers
+// for the call only, so an idle session holds none (splice.go).
 func (u filterUp) Write(p []byte) (int, error) {
 	sf := u.sf
 	total := len(p)
+	bp := spliceBuffers.Get().(*[]byte)
+	defer spliceBuffers.Put(bp)
 	for len(p) > 0 {
-		var n int
-		sf.out, n = sf.f.Client(sf.out[:0], p)
+		out, n := sf.f.Client((*bp)[:0], p)
 		p = p[n:]
 		reply, waiting := sf.f.Waiting()
 		if waiting {
 			// Before DATA goes out: its reply may come at once.
 			sf.want.Store(reply)
 		}
-		if len(sf.out) > 0 {
-			if _, err := u.Conn.Write(sf.out); err != nil {
+		if len(out) > 0 {
+			if _, err := u.Conn.Write(out); err != nil {
 				return total - len(p), err
 			}
 		}
@@ -122,6 +125,8 @@ func (u filterUp) Write(p []byte) (int, error) {
 		case code := <-sf.code:
 			sf.want.Store(0)
 			sf.f.Resume(code)
+			// The wait may have used up the write deadline the copy set.
+			u.Conn.SetWriteDeadline(time.Now().Add(sf.c.lim.IdleTimeout))
 		case <-sf.done:
 			return total - len(p), errFilterClosed
 		}
