@@ -98,8 +98,10 @@ type filterUp struct {
 	sf *spliceFilter
 }
 
-// The filter's output goes through a buffer borrowed from spliceBuffers
-// for the call only, so an idle session holds none (splice.go).
+// Write sends what the filter makes of p, waiting for the reply to
+// DATA where p holds one. The filter's output goes through a buffer
+// borrowed from spliceBuffers for the call only, so an idle session
+// holds none (splice.go).
 func (u filterUp) Write(p []byte) (int, error) {
 	sf := u.sf
 	total := len(p)
