@@ -108,3 +108,34 @@ func TestSMTPXCLIENTAfterLoginRefused(t *testing.T) {
 		t.Fatalf("postfix took the client's XCLIENT/XFORWARD:\n%s", pf)
 	}
 }
+
+// TestSMTPBDATAfterLoginRefused: BDAT after login is renamed, so Postfix
+// refuses it without reading a chunk; the would-be chunk is then read as
+// commands by Postfix and by mailgate's filter alike, so an XCLIENT in it
+// is refused too. (Straight to Postfix, a BDAT it refuses for want of
+// MAIL has its chunk skipped; the test logs what Postfix does.)
+func TestSMTPBDATAfterLoginRefused(t *testing.T) {
+	hs := need(t)
+	const chunk = "XCLIENT LOGIN=bob\r\n" // 19 octets
+	direct := newLineConn(t, dialFrom(t, "", mailstack.Addr(hs.smtpPort)))
+	expectSMTP(t, direct, "greeting", "220")
+	direct.send("EHLO client.example.test\r\n")
+	expectSMTP(t, direct, "EHLO", "250")
+	direct.send("BDAT 19 LAST\r\n" + chunk + "NOOP\r\n")
+	first, second := direct.smtpReply(), direct.smtpReply()
+	t.Logf("Postfix straight: BDAT without MAIL: %q, then %q", first, second)
+
+	m := startCfg(t, newCfg(t))
+	l := smtpDialog(t, mailstack.SenderLoginCheckAddr, m.Addr["smtps"], "", false)
+	if r := l.authPlain("alice@example.test", "alicepass"); !strings.HasPrefix(r, "235") {
+		t.Fatalf("AUTH = %q", r)
+	}
+	l.send("MAIL FROM:<alice@example.test>\r\nBDAT 19 LAST\r\n" + chunk + "NOOP\r\n")
+	expectSMTP(t, l, "MAIL", "250")
+	expectSMTP(t, l, "BDAT", "500 5.5.2")
+	expectSMTP(t, l, "XCLIENT in the would-be chunk", "500 5.5.2")
+	expectSMTP(t, l, "NOOP", "250")
+	l.send("QUIT\r\n")
+	expectSMTP(t, l, "QUIT", "221")
+	m.WaitLog(t, "command=BDAT")
+}
