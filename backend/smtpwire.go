@@ -78,7 +78,9 @@ func extParams(exts []string, keyword string) ([]string, bool) {
 
 // validHelo reports whether name can be replayed in an EHLO/HELO command:
 // 1 to 255 printable ASCII octets, no space (RFC 5321 4.1.1.1 Domain or
-// address literal; 4.5.3.1.2 limits a domain to 255 octets).
+// address literal; 4.5.3.1.2 limits a domain to 255 octets). The proxy
+// makes sure of the same before the login decision (smtpwire.HeloASCII),
+// so this is a last guard that never fires for a name it accepted.
 func validHelo(name string) bool {
 	if name == "" || len(name) > 255 {
 		return false

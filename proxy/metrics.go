@@ -38,6 +38,7 @@ type Metrics struct {
 	bytes       *prometheus.CounterVec   // protocol, direction
 	tlsFailures *prometheus.CounterVec   // listener
 	refused     *prometheus.CounterVec   // listener
+	filtered    *prometheus.CounterVec   // protocol, command
 	panics      prometheus.Counter
 }
 
@@ -84,13 +85,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mailgate_guard_refused_connections_total",
 			Help: "Connections the brute-force guard refused at accept (ban, deny list, connection limits), by listener; closed before TLS and greeting.",
 		}, []string{"listener"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_commands_refused_after_login_total",
+			Help: "Commands a logged-in client sent that mailgate rewrote so the backend refuses them (XCLIENT, XFORWARD, STARTTLS, AUTH, BDAT), by protocol and command.",
+		}, []string{"protocol", "command"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mailgate_session_panics_total",
 			Help: "Sessions ended by a recovered panic; anything but 0 is a bug.",
 		}),
 	}
 	reg.MustRegister(m.connections, m.logins, m.decisions, m.backendErrs, m.backendTime,
-		m.spliced, m.bytes, m.tlsFailures, m.refused, m.panics)
+		m.spliced, m.bytes, m.tlsFailures, m.refused, m.filtered, m.panics)
 	return m
 }
 
@@ -125,6 +130,15 @@ func (m *Metrics) refusedAtAccept(l Listener) {
 		return
 	}
 	m.refused.WithLabelValues(l.Name).Inc()
+}
+
+// refusedAfterLogin counts a command the splice filter rewrote; command
+// is one of smtpwire's fixed verbs.
+func (m *Metrics) refusedAfterLogin(p policy.Protocol, command string) {
+	if m == nil {
+		return
+	}
+	m.filtered.WithLabelValues(string(p), command).Inc()
 }
 
 func (m *Metrics) panicked() {

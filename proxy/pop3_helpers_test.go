@@ -37,6 +37,7 @@ type fakeLineBackend struct {
 	logins      []string         // "user\x00pass" per accepted login
 	clients     []backend.Client // backend.Client per login call
 	lines       chan string      // lines received after login
+	script      func(net.Conn)   // runs a logged-in session instead of echo, when set
 	ln          net.Listener     // backend side of logged-in sessions; see close
 }
 
@@ -82,7 +83,11 @@ func (f *fakeLineBackend) login(c backend.Client, user, pass string) (*backend.S
 		return nil, err
 	}
 	f.logins = append(f.logins, user+"\x00"+pass)
-	go f.echo(server)
+	if f.script != nil {
+		go f.script(server)
+	} else {
+		go f.echo(server)
+	}
 	var reply []byte
 	if f.reply != "" {
 		reply = []byte(f.reply)

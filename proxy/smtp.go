@@ -204,9 +204,11 @@ func (s *smtpSession) replyCounted(line string) error { return s.c.replyCounted(
 // smtpBackendExtensions are the EHLO keywords passed on from the backend:
 // those about the mail transaction that follows AUTH. The backend's AUTH,
 // STARTTLS, XCLIENT, ETRN, VRFY and the like are never repeated.
+// CHUNKING (and BINARYMIME, which needs BDAT, RFC 3030 3) are not
+// either: the splice filter refuses BDAT (smtpwire.SMTPRefusedAfterLogin).
 var smtpBackendExtensions = map[string]bool{
 	"SIZE": true, "8BITMIME": true, "SMTPUTF8": true, "PIPELINING": true, "ENHANCEDSTATUSCODES": true,
-	"DSN": true, "CHUNKING": true, "BINARYMIME": true,
+	"DSN": true,
 }
 
 // extensions lists the EHLO keywords to advertise (RFC 5321 4.1.1.1).
@@ -255,7 +257,9 @@ func validEHLOLine(l string) bool {
 // transaction state; here there is none but the name.
 func (s *smtpSession) handleHelo(cmd smtpwire.Command) error {
 	c := s.c
-	name, err := smtpwire.ParseHelo(cmd.Arg)
+	// The backend gets the name in ASCII (A-labels for a UTF-8 name), so
+	// nothing about it can fail there after the login decision.
+	name, err := smtpwire.HeloASCII(cmd.Arg)
 	if err != nil {
 		return s.replyCounted("501 5.5.4 Syntax: " + cmd.Name + " hostname")
 	}

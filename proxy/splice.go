@@ -50,24 +50,22 @@ func (c *conn) splice(sess *backend.Session) string {
 	c.state.Store(int32(stateSpliced))
 	c.log.Debug("splicing")
 
+	// SMTP and POP3 copy through a command filter (smtpfilter.go);
+	// IMAP copies straight.
+	upDst, downDst := be, c.nc
+	sf := c.newSpliceFilter()
+	var up filterUp
+	if sf != nil {
+		up = filterUp{be, sf}
+		upDst, downDst = up, filterDown{c.nc, sf}
+	}
+
 	if len(sess.Buffered) > 0 {
 		c.nc.SetWriteDeadline(time.Now().Add(c.lim.IdleTimeout))
-		if _, err := c.nc.Write(sess.Buffered); err != nil {
+		if _, err := downDst.Write(sess.Buffered); err != nil {
 			return "client write failed"
 		}
 	}
-	// The client's bytes pipelined after its login are still in c.br:
-	// they go first, then c.br goes back to the pool and the copy reads
-	// c.nc directly, so its 16 KiB buffer does not live as long as the
-	// session.
-	if n := c.br.Buffered(); n > 0 {
-		p, _ := c.br.Peek(n)
-		be.SetWriteDeadline(time.Now().Add(c.lim.IdleTimeout))
-		if _, err := be.Write(p); err != nil {
-			return "backend error"
-		}
-	}
-	c.dropReader()
 
 	// last is the time of the last traffic either way, in Unix
 	// nanoseconds; each direction's read deadline is derived from it so
@@ -79,9 +77,14 @@ func (c *conn) splice(sess *backend.Session) string {
 		err    error
 		source string // "client" or "backend": whose read or write ended it
 	}
+	// The backend→client copy starts first: the filter may wait for a
+	// reply while it sends the client's pipelined bytes below.
 	down := make(chan result, 1)
 	go func() {
-		src, err := c.pump(c.nc, be, be, &last, "backend")
+		src, err := c.pump(downDst, be, be, &last, "backend")
+		if sf != nil {
+			sf.backendDone()
+		}
 		if err == nil {
 			// Backend finished sending: pass the half-close on.
 			closeWrite(c.nc)
@@ -90,7 +93,27 @@ func (c *conn) splice(sess *backend.Session) string {
 		}
 		down <- result{err, src}
 	}()
-	upSrc, upErr := c.pump(be, c.nc, c.nc, &last, "client")
+
+	// The client's bytes pipelined after its login are still in c.br:
+	// they go first, then c.br goes back to the pool and the copy reads
+	// c.nc directly, so its 16 KiB buffer does not live as long as the
+	// session.
+	var upSrc string
+	var upErr error
+	if n := c.br.Buffered(); n > 0 {
+		p, _ := c.br.Peek(n)
+		be.SetWriteDeadline(time.Now().Add(c.lim.IdleTimeout))
+		if _, err := upDst.Write(p); err != nil {
+			upSrc, upErr = "backend", err
+		}
+	}
+	c.dropReader()
+	if upErr == nil {
+		upSrc, upErr = c.pump(upDst, c.nc, c.nc, &last, "client")
+	}
+	if upErr == nil && sf != nil {
+		upErr = up.flush()
+	}
 	if upErr == nil {
 		closeWrite(be)
 	} else {
@@ -102,6 +125,8 @@ func (c *conn) splice(sess *backend.Session) string {
 	switch {
 	case errors.Is(upErr, errSpliceIdle) || errors.Is(d.err, errSpliceIdle):
 		return "idle timeout"
+	case errors.Is(d.err, errBackendNotSMTP):
+		return "backend error"
 	case upErr == nil && d.err == nil:
 		return "closed"
 	case upErr != nil && c.srv.closing.Load():

@@ -678,6 +678,10 @@ func (s *Stack) startPostfix(ctx context.Context, opts Options) error {
 		"main.cf":   mainCf.String(),
 		"master.cf": masterCf.String(),
 		"vmailbox":  usersLines(opts.Users, "%s OK\n"),
+		// Each user owns its own address; only sessions whose client
+		// address is SenderLoginCheckAddr are held to it.
+		"sender_login":         usersLines(opts.Users, "%[1]s %[1]s\n"),
+		"sender_login_clients": SenderLoginCheckAddr + " sender_login_check\n",
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(s.PostfixConfDir(), name), []byte(body), 0o644); err != nil {
@@ -689,6 +693,13 @@ func (s *Stack) startPostfix(ctx context.Context, opts Options) error {
 	}
 	return waitAccepting(ctx, s.SMTP, s.Submission, s.SMTPS)
 }
+
+// SenderLoginCheckAddr is the one client address for which Postfix
+// applies reject_sender_login_mismatch (each user owns only its own
+// address), so a test can check who may send as whom without changing
+// what other tests may send. Postfix also authorizes XCLIENT and XFORWARD
+// from all of 127.0.0.0/8, clients included, as a careless site would.
+const SenderLoginCheckAddr = "127.0.0.29"
 
 var postfixMainCf = template.Must(template.New("main.cf").Parse(`compatibility_level = 3.6
 queue_directory = {{.Dir}}/spool
@@ -703,6 +714,11 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
+smtpd_authorized_xforward_hosts = 127.0.0.0/8
+smtpd_sender_login_maps = texthash:$config_directory/sender_login
+smtpd_restriction_classes = sender_login_check
+sender_login_check = reject_sender_login_mismatch
+smtpd_sender_restrictions = check_client_access texthash:$config_directory/sender_login_clients
 smtpd_banner = $myhostname ESMTP test-backend
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 virtual_mailbox_domains = example.test

@@ -76,7 +76,9 @@ func ParseCommand(line []byte) (Command, error) {
 	}
 	cmd.Arg = string(rest)
 	cmd.Args = strings.Split(cmd.Arg, " ")
-	if len(cmd.Args) > maxArgs {
+	// PASS takes the rest of the line as one password (RFC 1939 7), so
+	// its spaces are not arguments and not limited.
+	if len(cmd.Args) > maxArgs && cmd.Name != "PASS" {
 		return Command{}, &SyntaxError{Msg: "too many arguments"}
 	}
 	return cmd, nil

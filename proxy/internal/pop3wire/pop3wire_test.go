@@ -19,6 +19,9 @@ func TestParseCommand(t *testing.T) {
 		{"PASS correct horse battery", Command{Name: "PASS", Arg: "correct horse battery", Args: []string{"correct", "horse", "battery"}}},
 		{"PASS  leading space", Command{Name: "PASS", Arg: " leading space", Args: []string{"", "leading", "space"}}},
 		{"PASS pässwörd", Command{Name: "PASS", Arg: "pässwörd", Args: []string{"pässwörd"}}},
+		// Issue #14 finding 7: more spaces than any command has arguments.
+		{"PASS a b c d e f g h i j", Command{Name: "PASS", Arg: "a b c d e f g h i j", Args: strings.Split("a b c d e f g h i j", " ")}},
+		{"PASS          ", Command{Name: "PASS", Arg: "         ", Args: strings.Split("         ", " ")}},
 		{"AUTH PLAIN AGFsaWNlAHNlY3JldA==", Command{Name: "AUTH", Arg: "PLAIN AGFsaWNlAHNlY3JldA==", Args: []string{"PLAIN", "AGFsaWNlAHNlY3JldA=="}}},
 		{"AUTH PLAIN =", Command{Name: "AUTH", Arg: "PLAIN =", Args: []string{"PLAIN", "="}}},
 		{"TOP 1 10", Command{Name: "TOP", Arg: "1 10", Args: []string{"1", "10"}}},
