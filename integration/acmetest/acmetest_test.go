@@ -265,3 +265,34 @@ func TestHeld(t *testing.T) {
 		t.Fatal("Stop hangs on a held request")
 	}
 }
+
+// TestChallengePortsStayFree: the challenge ports Start picks are still
+// free for the client under test once Start returns, whatever Start and
+// other code bound meanwhile (issue #15: the DNS server, binding port 0,
+// was given the tls-alpn-01 port picked a moment before). They lie
+// outside the kernel's ephemeral range, where no port-0 bind goes.
+func TestChallengePortsStayFree(t *testing.T) {
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &lo, &hi)
+	}
+	for range 5 {
+		p := start(t, Options{Dir: t.TempDir()})
+		_, dnsPort, _ := net.SplitHostPort(p.DNSAddr)
+		for _, port := range []int{p.HTTPPort, p.TLSPort} {
+			if port >= lo && port <= hi {
+				t.Errorf("challenge port %d is in the ephemeral range %d-%d", port, lo, hi)
+			}
+			if fmt.Sprint(port) == dnsPort {
+				t.Errorf("challenge port %d is the DNS server's", port)
+			}
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				t.Errorf("challenge port %d taken after Start: %v", port, err)
+				continue
+			}
+			ln.Close()
+		}
+		p.Stop()
+	}
+}
