@@ -284,3 +284,71 @@ func Refused() (addr string, closeFn func() error, err error) {
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)), closeFn, nil
 }
+
+// Listens reports whether process pid holds a TCP socket listening on
+// port, read from Linux's /proc: a program started on a picked port is
+// only known to be up once it is the one listening there, since a
+// connection to the port proves nothing if another program took it. known
+// is false where /proc cannot tell (not Linux); callers then fall back to
+// connecting.
+func Listens(pid, port int) (listens, known bool) {
+	inodes := map[string]bool{}
+	read := false
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		read = true
+		for _, ino := range listenInodes(string(b), port) {
+			inodes[ino] = true
+		}
+	}
+	if !read {
+		return false, false
+	}
+	if len(inodes) == 0 {
+		return false, true
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false, true // gone, or not ours to look at
+	}
+	for _, fd := range fds {
+		l, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		if err != nil {
+			continue
+		}
+		if ino, ok := strings.CutPrefix(l, "socket:["); ok && inodes[strings.TrimSuffix(ino, "]")] {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// tcpListen is the state of a listening socket in /proc/net/tcp.
+const tcpListen = "0A"
+
+// listenInodes returns the inodes of the sockets a /proc/net/tcp (or
+// tcp6) table lists as listening on port.
+func listenInodes(table string, port int) []string {
+	var out []string
+	for _, line := range strings.Split(table, "\n") {
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != tcpListen {
+			continue
+		}
+		i := strings.LastIndexByte(f[1], ':')
+		if i < 0 {
+			continue
+		}
+		p, err := strconv.ParseUint(f[1][i+1:], 16, 16)
+		if err != nil || int(p) != port {
+			continue
+		}
+		out = append(out, f[9])
+	}
+	return out
+}

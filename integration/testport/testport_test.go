@@ -301,3 +301,69 @@ func TestInUse(t *testing.T) {
 		t.Error("InUse of an unrelated error")
 	}
 }
+
+func TestListens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	listens, known := Listens(os.Getpid(), port)
+	if !known {
+		t.Skip("/proc cannot tell here")
+	}
+	if !listens {
+		t.Errorf("Listens(self, %d) = false for our own listener", port)
+	}
+	// Another process does not hold it.
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if l, _ := Listens(cmd.Process.Pid, port); l {
+		t.Errorf("Listens(sleep, %d) = true", port)
+	}
+	// A refusing (bound, not listening) port is not listened on.
+	a, closeFn, err := Refused()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	_, rp, _ := net.SplitHostPort(a)
+	p, _ := strconv.Atoi(rp)
+	if l, _ := Listens(os.Getpid(), p); l {
+		t.Errorf("Listens(self, %d) = true for a socket that does not listen", p)
+	}
+}
+
+func TestListenInodes(t *testing.T) {
+	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:AA05 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 847094 1 00000000cc4ddf8e 100 0 0 10 0
+   1: 0100007F:AA05 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 847095 1 00000000cc4ddf8e 100 0 0 10 0
+   2: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1082 1 00000000bf0fbbb6 100 0 0 10 0
+   0: 00000000000000000000000001000000:AA05 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1
+`
+	if got := fmt.Sprint(listenInodes(table, 0xAA05)); got != "[847094 999]" {
+		t.Errorf("listenInodes(0xAA05) = %s, want the two listening sockets", got)
+	}
+	if got := listenInodes(table, 2024); len(got) != 1 || got[0] != "1082" {
+		t.Errorf("listenInodes(2024) = %v", got)
+	}
+	if got := listenInodes(table, 1); got != nil {
+		t.Errorf("listenInodes(1) = %v", got)
+	}
+}
+
+func FuzzListenInodes(f *testing.F) {
+	f.Add("   0: 0100007F:AA05 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 847094 1\n", 0xAA05)
+	f.Add("sl local_address rem_address st\n", 0)
+	f.Fuzz(func(t *testing.T, table string, port int) {
+		for _, ino := range listenInodes(table, port) {
+			if !strings.Contains(table, ino) {
+				t.Fatalf("inode %q not in the table", ino)
+			}
+		}
+	})
+}
