@@ -238,7 +238,11 @@ func (p *Pebble) gate(h http.Handler) http.Handler {
 			select {
 			case <-held:
 			case <-r.Context().Done():
-				return
+				// The client gave up (or the server is closing). Returning
+				// would send an empty 200, which a client whose timeout
+				// fires at this moment can still read as the answer:
+				// close the connection without any.
+				panic(http.ErrAbortHandler)
 			}
 		}
 		h.ServeHTTP(w, r)

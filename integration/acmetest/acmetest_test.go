@@ -296,3 +296,35 @@ func TestChallengePortsStayFree(t *testing.T) {
 		p.Stop()
 	}
 }
+
+// TestHeldAbandonedGetsNoAnswer: a held request whose client goes away
+// gets no answer at all. An empty 200 written as the handler gave up was
+// read as the directory's answer by a client whose timeout fired at that
+// moment (TestHeld failed a few runs in a hundred on a busy machine).
+func TestHeldAbandonedGetsNoAnswer(t *testing.T) {
+	p := start(t, Options{Held: true})
+	pemData, err := os.ReadFile(p.DirectoryCAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemData)
+	host := strings.TrimPrefix(strings.TrimSuffix(p.DirectoryURL, "/dir"), "https://")
+	c, err := tls.Dial("tcp", host, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /dir HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the request reach the gate
+	// The client is done sending: the server sees it leave.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Errorf("abandoned held request answered %q, want nothing", b)
+	}
+}
