@@ -177,18 +177,6 @@ var testClient = Client{
 	HeloCmd: "EHLO",
 }
 
-// closedAddr returns a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // wantErr fails unless err wraps want.
 func wantErr(t *testing.T, err, want error) {
 	t.Helper()

@@ -74,12 +74,19 @@ func startACME(t *testing.T, opts acmetest.Options, renewBefore time.Duration, c
 		renew = "\n    renew_before: " + renewBefore.String()
 	}
 	cacheDir := filepath.Join(t.TempDir(), "acme")
-	for attempt := 1; ; attempt++ {
+	// The challenge ports are Pebble's (picked by acmetest with testport);
+	// the IMAPS port is picked here, again when mailgate reports it taken.
+	var port int
+	pick := func() {
 		ports, err := freePorts(1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := launch(t, fmt.Sprintf(`hostname: %s
+		port = ports[0]
+	}
+	pick()
+	s.mg = launchRetrying(t, func() string {
+		return fmt.Sprintf(`hostname: %s
 log: {level: debug, format: text}
 listeners:
   - {name: imaps, protocol: imap, address: "127.0.0.1:%d", tls: implicit}
@@ -100,18 +107,11 @@ geo:
   overrides: {"127.0.0.1/32": GB}
 policy:
   allow_countries: [GB]
-`, acmeDomain, ports[0], hs.imapPort, acmeDomain, cacheDir, p.DirectoryURL, p.DirectoryCAFile,
-			strings.Join(challenges, ", "), p.HTTPPort, p.TLSPort, renew))
-		if err == nil {
-			s.mg, s.port = m, fmt.Sprint(ports[0])
-			return s
-		}
-		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
-			t.Logf("the IMAPS port was taken; picking another: %v", err)
-			continue
-		}
-		t.Fatal(err)
-	}
+`, acmeDomain, port, hs.imapPort, acmeDomain, cacheDir, p.DirectoryURL, p.DirectoryCAFile,
+			strings.Join(challenges, ", "), p.HTTPPort, p.TLSPort, renew)
+	}, pick)
+	s.port = fmt.Sprint(port)
+	return s
 }
 
 // waitLog waits up to acmeWait for mailgate to log substr n times, and

@@ -4,43 +4,99 @@ package integration
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/integration/testport"
 )
 
 // demoOffsets are the listener ports of `mailgate demo` relative to
 // -port-base: IMAPS, IMAP, SMTPS, submission.
 var demoOffsets = []int{993, 143, 465, 587}
 
-// demoPortBase finds a base whose four demo ports are free now.
+// demoPortBase finds a base whose four demo ports testport hands out
+// (outside the ephemeral range, not handed out before, free now): the
+// demo binds them itself, so they cannot be passed as listeners.
 func demoPortBase(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		base := 20000 + rand.IntN(30000)
-		var ls []net.Listener
-		ok := true
-		for _, off := range demoOffsets {
-			l, err := net.Listen("tcp4", addr(base+off))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
+	for range 100 {
+		ports, err := freePorts(1)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, l := range ls {
-			l.Close()
+		base := ports[0] - demoOffsets[0]
+		var rest []int
+		for _, off := range demoOffsets[1:] {
+			rest = append(rest, base+off)
 		}
-		if ok {
+		if testport.Claim(rest...) == nil {
 			return base
 		}
 	}
 	t.Fatal("no free port base for the demo")
 	return 0
+}
+
+// startDemo runs `mailgate demo` on a fresh port base until its IMAPS and
+// submission listeners accept and it has printed its instructions; when
+// it reports a port taken (by a program outside the tests), it starts
+// again on another base. It returns the base and the demo's output.
+func startDemo(t *testing.T, bin string) (base int, out, errLog *syncBuffer) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		base = demoPortBase(t)
+		out, errLog = &syncBuffer{}, &syncBuffer{}
+		cmd := exec.Command(bin, "demo", "-port-base", fmt.Sprint(base))
+		cmd.Stdout, cmd.Stderr = out, errLog
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+			if t.Failed() {
+				t.Logf("demo (port base %d) stdout:\n%s\ndemo stderr:\n%s", base, out, errLog)
+			}
+		})
+		exited := func() bool {
+			select {
+			case <-done:
+				return true
+			default:
+				return false
+			}
+		}
+		imaps, sub := addr(base+993), addr(base+587)
+		up := func() bool {
+			pid := cmd.Process.Pid
+			return procListening(pid, imaps) && procListening(pid, sub) && accepting(imaps) && accepting(sub)
+		}
+		waitFor(func() bool { return exited() || up() }, 20*time.Second)
+		if exited() {
+			if attempt < testport.Attempts && testport.InUse(errLog.String()) {
+				t.Logf("a demo port was taken (port base %d); trying another base", base)
+				continue
+			}
+			t.Fatalf("demo exited during start-up; stderr:\n%s", errLog)
+		}
+		if !up() {
+			t.Fatalf("demo listeners never accepted; stderr:\n%s", errLog)
+		}
+		if !waitFor(func() bool { return strings.Contains(out.String(), "Ctrl-C stops") }, 10*time.Second) {
+			t.Fatalf("demo instructions not printed; stdout:\n%s", out)
+		}
+		return base, out, errLog
+	}
 }
 
 // TestDemo runs `mailgate demo` and follows the instructions it prints:
@@ -51,34 +107,8 @@ func TestDemo(t *testing.T) {
 	if hs.buildErr != nil {
 		t.Fatalf("mailgate binary unavailable: %v", hs.buildErr)
 	}
-	base := demoPortBase(t)
-	out, errLog := &syncBuffer{}, &syncBuffer{}
-	cmd := exec.Command(hs.mailgateBin, "demo", "-port-base", fmt.Sprint(base))
-	cmd.Stdout, cmd.Stderr = out, errLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("demo stdout:\n%s\ndemo stderr:\n%s", out, errLog)
-		}
-	})
+	base, out, errLog := startDemo(t, hs.mailgateBin)
 	imaps, sub := addr(base+993), addr(base+587)
-	if !waitFor(func() bool { return accepting(imaps) && accepting(sub) }, 20*time.Second) {
-		t.Fatalf("demo listeners never accepted; stderr:\n%s", errLog)
-	}
-	if !waitFor(func() bool { return strings.Contains(out.String(), "Ctrl-C stops") }, 10*time.Second) {
-		t.Fatalf("demo instructions not printed; stdout:\n%s", out)
-	}
 	for _, want := range []string{"imaps://" + imaps + "/INBOX", "--interface 127.0.0.2", "smtp://" + sub} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo instructions lack %q", want)

@@ -16,12 +16,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mailgate/mailgate/integration/mailstack"
+	"github.com/mailgate/mailgate/integration/testport"
 )
 
 // Users in Dovecot's passwd-file; Postfix accepts mail for each of them.
@@ -115,7 +116,11 @@ func run(m *testing.M) int {
 // runner's PATH.
 func lookPath(name string) (string, error) { return mailstack.LookPath(name) }
 
-// freePorts picks n distinct loopback ports that are free now.
+// freePorts picks n distinct loopback ports for mailgate (or another
+// program the test starts) to bind: outside the kernel's ephemeral range,
+// where no port-0 bind can take them, never handed out twice, and free
+// now (mailstack.FreePorts, testport.Take). A listener the test process
+// serves itself needs none: listen on 127.0.0.1:0 and use the listener.
 func freePorts(n int) ([]int, error) { return mailstack.FreePorts(n) }
 
 // need returns the harness or skips (fails in CI) the test.
@@ -189,23 +194,22 @@ func (hs *harness) dovecotLog() string { return hs.stack.DovecotLog() }
 func (hs *harness) postfixLog() string { return hs.stack.PostfixLog() }
 
 // closedPort returns a loopback port that refuses connections for the
-// rest of the test: a TCP socket bound to it but never listening. A port
-// that was merely free could be taken by another process meanwhile.
+// rest of the test: a TCP socket bound to it but never listening
+// (testport.Refused). A port that was merely free could be taken by
+// another process meanwhile.
 func closedPort(t testing.TB) int {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	a, closeFn, err := testport.Refused()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
+	t.Cleanup(func() { closeFn() })
+	_, p, _ := net.SplitHostPort(a)
+	port, err := strconv.Atoi(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sa.(*syscall.SockaddrInet4).Port
+	return port
 }
 
 // waitFor polls cond until it is true or timeout passes.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/integration/testport"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -115,43 +116,49 @@ func (m *Mailgate) WaitCount(t testing.TB, substr string, n int) {
 	}
 }
 
-// startMailgate picks a free loopback port, writes render(port) to a
-// file, runs `mailgate serve -config` with it, waits until every listener
-// accepts, and stops the process when the test ends. A process that
-// exits early fails the test with its log. Other test processes pick
-// ports too: when the port was taken meanwhile, it picks another.
+// startMailgate picks a loopback port (freePorts), writes render(port) to
+// a file, runs `mailgate serve -config` with it, waits until every
+// listener accepts, and stops the process when the test ends. A process
+// that exits early fails the test with its log; one that reports its
+// port taken is started again on a new one (launchRetrying).
 func startMailgate(t testing.TB, render func(port int) string) *Mailgate {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
+	var port int
+	pick := func() {
 		ports, err := freePorts(1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := launch(t, render(ports[0]))
-		if err == nil {
-			return m
-		}
-		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
-			t.Logf("the listener port was taken; picking another: %v", err)
-			continue
-		}
-		t.Fatal(err)
+		port = ports[0]
 	}
+	pick()
+	return launchRetrying(t, func() string { return render(port) }, pick)
 }
 
-// startCfg is startMailgate for a cfg. Its listener ports were free when
-// picked, but other test processes pick ports too: when one was taken
-// meanwhile, it picks new ones and tries again.
+// startCfg is startMailgate for a cfg, on the ports newCfg picked; when
+// mailgate reports one taken, it picks new ones and tries again.
 func startCfg(t testing.TB, c *cfg) *Mailgate {
 	t.Helper()
+	return launchRetrying(t, c.YAML, func() { c.pickPorts(t) })
+}
+
+// launchRetrying launches mailgate with the config cfgYAML renders. Its
+// ports come from freePorts: outside the kernel's ephemeral range, so no
+// port-0 bind anywhere can take them, and never handed out twice, in this
+// process or (through testport's lock file) another test process. Only a
+// program outside the tests can have bound one first; when mailgate
+// reports a port taken, repick chooses new ones for cfgYAML and it is
+// launched again, testport.Attempts times in all.
+func launchRetrying(t testing.TB, cfgYAML func() string, repick func()) *Mailgate {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		m, err := launch(t, c.YAML())
+		m, err := launch(t, cfgYAML())
 		if err == nil {
 			return m
 		}
-		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
-			t.Logf("a listener port was taken; picking new ones: %v", err)
-			c.pickPorts(t)
+		if attempt < testport.Attempts && testport.InUse(err.Error()) {
+			t.Logf("a port was taken (attempt %d of %d); picking new ones: %v", attempt, testport.Attempts, err)
+			repick()
 			continue
 		}
 		t.Fatal(err)
@@ -211,7 +218,7 @@ func launch(t testing.TB, cfgYAML string) (*Mailgate, error) {
 				return true
 			default:
 			}
-			return accepting(a)
+			return m.listening(a) && accepting(a)
 		}, 15*time.Second)
 		select {
 		case <-m.done:
@@ -286,7 +293,7 @@ func (m *Mailgate) stop() {
 
 // cfg describes a mailgate config for the tests; Config renders it.
 type cfg struct {
-	// Ports of mailgate's own listeners, chosen free by newCfg.
+	// Ports of mailgate's own listeners, chosen by newCfg (freePorts).
 	IMAPS, IMAP, IMAPSLB, POP3S, POP3SLB, SMTPS, SMTPSLB, Submission int
 	// Backend ports; default to the harness's Dovecot and Postfix.
 	BackendIMAP, BackendPOP3, BackendSMTP int
@@ -298,8 +305,8 @@ type cfg struct {
 	Extra string
 }
 
-// newCfg picks free ports for every listener and points the backends at
-// the harness's daemons.
+// newCfg picks ports (freePorts) for every listener and points the
+// backends at the harness's daemons.
 func newCfg(t testing.TB) *cfg {
 	t.Helper()
 	hs := need(t)
@@ -311,7 +318,7 @@ func newCfg(t testing.TB) *cfg {
 	return c
 }
 
-// pickPorts chooses free ports for every listener.
+// pickPorts chooses new ports (freePorts) for every listener.
 func (c *cfg) pickPorts(t testing.TB) {
 	t.Helper()
 	p, err := freePorts(8)

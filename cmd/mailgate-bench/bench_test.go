@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/integration/mailstack"
+	"github.com/mailgate/mailgate/integration/testport"
 )
 
 // fakeServer accepts TLS connections on loopback and runs handle on
@@ -181,13 +182,14 @@ func TestLoginOncePOP3AndSMTP(t *testing.T) {
 }
 
 func TestErrorKinds(t *testing.T) {
-	// Nothing listens on a port we bound and closed: dial error.
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	// Nothing listens on a port held bound without listening: dial
+	// error. (A port bound and closed again could be given to any port-0
+	// bind meanwhile and then accept.)
+	addr, closeFn, err := testport.Refused()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	defer closeFn()
 	tg := target{addr: addr, tls: true, user: "u", pass: "p", step: 2 * time.Second}
 	if err := loginOnce(context.Background(), "imap", tg); errKind(err) != kindDial {
 		t.Errorf("closed port: kind %q (%v), want dial", errKind(err), err)

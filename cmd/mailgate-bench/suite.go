@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/integration/mailstack"
+	"github.com/mailgate/mailgate/integration/testport"
 )
 
 // Target names in the suite's tables: (a) the backend alone, (b) the
@@ -233,19 +234,27 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		env.addrs[tDirect]["smtp"] = mailstack.Addr(st.SMTPS)
 	}
 
-	ports, err := mailstack.FreePorts(8)
-	if err != nil {
-		return env, err
-	}
-	env.mgPorts = mailgatePorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2], Admin: ports[3], Pprof: ports[4]}
-	np := nginxPorts{IMAPS: ports[5], POP3S: ports[6], SMTPS: ports[7]}
-
 	authPorts := map[string]int{"imap": st.IMAP, "pop3": st.POP3, "smtp": st.SMTP}
 	authAddr, err := serveAuthHTTP(ctx, &authHTTP{ports: authPorts})
 	if err != nil {
 		return env, err
 	}
-	if env.nginx, env.nginxErr = startNginx(env.workDir, authAddr, st, np); env.nginxErr != nil {
+	// nginx and mailgate bind their ports themselves, so the ports come
+	// from mailstack.FreePorts (outside the ephemeral range, never handed
+	// out twice); when one was taken anyway, each starts again on new ones.
+	var np nginxPorts
+	for attempt := 1; ; attempt++ {
+		ports, err := mailstack.FreePorts(3)
+		if err != nil {
+			return env, err
+		}
+		np = nginxPorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2]}
+		env.nginx, env.nginxErr = startNginx(env.workDir, authAddr, st, np)
+		if env.nginxErr == nil || attempt == testport.Attempts || !testport.InUse(env.nginxErr.Error()) {
+			break
+		}
+	}
+	if env.nginxErr != nil {
 		warnf("nginx not measured: %v", env.nginxErr)
 	} else {
 		env.addrs[tNginx] = map[string]string{"imap": mailstack.Addr(np.IMAPS), "pop3": mailstack.Addr(np.POP3S)}
@@ -254,9 +263,19 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		}
 		env.pids[tNginx] = env.nginx.pid()
 	}
-	env.mg, env.guard, err = startMailgate(ctx, env.mgBin, env.workDir, st, env.mgPorts, o.mgEnv)
-	if err != nil {
-		return env, err
+	for attempt := 1; ; attempt++ {
+		ports, err := mailstack.FreePorts(5)
+		if err != nil {
+			return env, err
+		}
+		env.mgPorts = mailgatePorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2], Admin: ports[3], Pprof: ports[4]}
+		env.mg, env.guard, err = startMailgate(ctx, env.mgBin, env.workDir, st, env.mgPorts, o.mgEnv)
+		if err == nil {
+			break
+		}
+		if attempt == testport.Attempts || !testport.InUse(err.Error()) {
+			return env, err
+		}
 	}
 	env.addrs[tMailgate] = map[string]string{"imap": mailstack.Addr(env.mgPorts.IMAPS), "pop3": mailstack.Addr(env.mgPorts.POP3S)}
 	if st.Submission != 0 {

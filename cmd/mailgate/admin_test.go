@@ -270,18 +270,6 @@ func TestCheckReadyCertificates(t *testing.T) {
 	}
 }
 
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
-
 func TestAdminTokenFile(t *testing.T) {
 	dir := t.TempDir()
 	short := filepath.Join(dir, "short")

@@ -10,8 +10,8 @@
 // process, which reaches the directory through DirectoryURL and trusts its
 // HTTPS through DirectoryCAFile).
 //
-// This package must not import anything of mailgate: tlsconf's tests
-// import it.
+// This package must not import anything of mailgate (but testport, which
+// imports nothing of it): tlsconf's tests import it.
 package acmetest
 
 import (
@@ -33,6 +33,7 @@ import (
 	"github.com/letsencrypt/pebble/v2/db"
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
+	"github.com/mailgate/mailgate/integration/testport"
 	"github.com/miekg/dns"
 )
 
@@ -50,10 +51,11 @@ var ErrOptions = errors.New("acmetest: bad options")
 // Options say how to run Pebble.
 type Options struct {
 	// HTTPPort is where the VA sends http-01 validation requests, on
-	// 127.0.0.1; 0 picks a free port.
+	// 127.0.0.1; 0 picks one with testport.Take (outside the ephemeral
+	// range, so nothing binding port 0 takes it before the client does).
 	HTTPPort int
 	// TLSPort is where the VA sends tls-alpn-01 validation handshakes,
-	// on 127.0.0.1; 0 picks a free port.
+	// on 127.0.0.1; 0 picks one as for HTTPPort.
 	TLSPort int
 	// Validity is the lifetime of issued certificates, in whole seconds
 	// (Pebble's unit), at least one; 0 means DefaultValidity. Short
@@ -143,11 +145,18 @@ func Start(opts Options) (p *Pebble, err error) {
 			p = nil
 		}
 	}()
+	// The challenge ports are bound later by the client under test (a
+	// separate process, or a component configured by address), so they
+	// cannot be handed over as listeners: they come from testport, outside
+	// the ephemeral range, where the port-0 binds below (the DNS server,
+	// the directory) and anywhere else cannot take them meanwhile.
 	for _, port := range []*int{&p.HTTPPort, &p.TLSPort} {
 		if *port == 0 {
-			if *port, err = freePort(); err != nil {
-				return p, err
+			ports, err := testport.Take(1)
+			if err != nil {
+				return p, fmt.Errorf("acmetest: %w", err)
 			}
+			*port = ports[0]
 		}
 	}
 
@@ -229,7 +238,11 @@ func (p *Pebble) gate(h http.Handler) http.Handler {
 			select {
 			case <-held:
 			case <-r.Context().Done():
-				return
+				// The client gave up (or the server is closing). Returning
+				// would send an empty 200, which a client whose timeout
+				// fires at this moment can still read as the answer:
+				// close the connection without any.
+				panic(http.ErrAbortHandler)
 			}
 		}
 		h.ServeHTTP(w, r)
@@ -299,16 +312,6 @@ func (p *Pebble) startDNS() (string, error) {
 		return ln.Addr().String(), nil
 	}
 	return "", fmt.Errorf("acmetest: dns: no loopback port free for both TCP and UDP after %d tries", portAttempts)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("acmetest: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // setEnv sets vars and returns a function restoring what was there.

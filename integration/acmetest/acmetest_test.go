@@ -265,3 +265,66 @@ func TestHeld(t *testing.T) {
 		t.Fatal("Stop hangs on a held request")
 	}
 }
+
+// TestChallengePortsStayFree: the challenge ports Start picks are still
+// free for the client under test once Start returns, whatever Start and
+// other code bound meanwhile (issue #15: the DNS server, binding port 0,
+// was given the tls-alpn-01 port picked a moment before). They lie
+// outside the kernel's ephemeral range, where no port-0 bind goes.
+func TestChallengePortsStayFree(t *testing.T) {
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &lo, &hi)
+	}
+	for range 5 {
+		p := start(t, Options{Dir: t.TempDir()})
+		_, dnsPort, _ := net.SplitHostPort(p.DNSAddr)
+		for _, port := range []int{p.HTTPPort, p.TLSPort} {
+			if port >= lo && port <= hi {
+				t.Errorf("challenge port %d is in the ephemeral range %d-%d", port, lo, hi)
+			}
+			if fmt.Sprint(port) == dnsPort {
+				t.Errorf("challenge port %d is the DNS server's", port)
+			}
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				t.Errorf("challenge port %d taken after Start: %v", port, err)
+				continue
+			}
+			ln.Close()
+		}
+		p.Stop()
+	}
+}
+
+// TestHeldAbandonedGetsNoAnswer: a held request whose client goes away
+// gets no answer at all. An empty 200 written as the handler gave up was
+// read as the directory's answer by a client whose timeout fired at that
+// moment (TestHeld failed a few runs in a hundred on a busy machine).
+func TestHeldAbandonedGetsNoAnswer(t *testing.T) {
+	p := start(t, Options{Held: true})
+	pemData, err := os.ReadFile(p.DirectoryCAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemData)
+	host := strings.TrimPrefix(strings.TrimSuffix(p.DirectoryURL, "/dir"), "https://")
+	c, err := tls.Dial("tcp", host, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /dir HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the request reach the gate
+	// The client is done sending: the server sees it leave.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Errorf("abandoned held request answered %q, want nothing", b)
+	}
+}

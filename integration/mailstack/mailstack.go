@@ -11,8 +11,8 @@
 // (daemons keep inherited descriptors, so a pipe never sees EOF), and
 // maillog_file_prefixes for Postfix logging without syslog.
 //
-// This package must not import anything of mailgate: backend's tests
-// import it.
+// This package must not import anything of mailgate (but testport, which
+// imports nothing of it): backend's tests import it.
 package mailstack
 
 import (
@@ -37,17 +37,17 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/mailgate/mailgate/integration/testport"
 )
 
 // ErrMissing means a daemon binary is not installed.
 var ErrMissing = errors.New("mailstack: not installed")
 
-// errPortBusy means a daemon could not bind a port picked as free: another
-// process took it in between. Start retries with fresh ports.
+// errPortBusy means a daemon could not bind a port picked as free: a
+// program outside the tests took it in between. Start retries with fresh
+// ports, testport.Attempts times in all.
 var errPortBusy = errors.New("mailstack: a picked port was taken meanwhile")
-
-// startAttempts bounds the free-port retries of Start.
-const startAttempts = 3
 
 // defaultMessageSize is Postfix's message_size_limit unless
 // Options.MessageSizeLimit says otherwise: room for the 25 MB test
@@ -184,7 +184,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		}
 	}
 	var err error
-	for range startAttempts {
+	for range testport.Attempts {
 		if err = s.start(ctx, opts); !errors.Is(err, errPortBusy) {
 			break
 		}
@@ -226,7 +226,7 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 // could not bind.
 func (s *Stack) busy(err error) error {
 	for _, l := range []string{s.DovecotLog(), s.PostfixLog(), s.StartLog()} {
-		if strings.Contains(l, "Address already in use") {
+		if testport.InUse(l) {
 			return fmt.Errorf("%w: %w", errPortBusy, err)
 		}
 	}
@@ -314,27 +314,13 @@ func WaitLog(ctx context.Context, log func() string, parts ...string) error {
 // Addr is "127.0.0.1:port".
 func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// FreePorts picks n distinct loopback ports that are free now. Another
-// process could take one meanwhile; Start retries with fresh ports when a
-// daemon cannot bind.
-func FreePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+// FreePorts picks n distinct loopback ports, for programs that bind them
+// later: outside the kernel's ephemeral range, so no port-0 bind can take
+// them meanwhile, and never the same port twice (testport.Take). An
+// unrelated program could still, rarely, bind one first: Start retries
+// with fresh ports when a daemon cannot bind. An in-process listener
+// needs no picked port: listen on 127.0.0.1:0 and pass the listener.
+func FreePorts(n int) ([]int, error) { return testport.Take(n) }
 
 // SelfSigned writes a fresh ECDSA P-256 certificate for the given names
 // to certFile and keyFile (PEM, mode 0644: daemons read them as other users).

@@ -316,3 +316,34 @@ func TestHasLine(t *testing.T) {
 		t.Errorf("WaitLog for a missing line = %v, want the deadline", err)
 	}
 }
+
+// TestFreePortsOutsideEphemeral: the ports the daemons are configured
+// with lie outside the kernel's ephemeral range, where a port-0 bind
+// elsewhere (another test, Pebble's DNS server) cannot take them before
+// the daemon binds, and are not handed out twice.
+func TestFreePortsOutsideEphemeral(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Skip(err)
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		t.Fatalf("ip_local_port_range %q: %v", b, err)
+	}
+	seen := map[int]bool{}
+	for range 5 {
+		ports, err := FreePorts(9)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ports {
+			if p >= lo && p <= hi {
+				t.Errorf("port %d is in the ephemeral range %d-%d", p, lo, hi)
+			}
+			if seen[p] {
+				t.Errorf("port %d handed out twice", p)
+			}
+			seen[p] = true
+		}
+	}
+}
