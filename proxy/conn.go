@@ -597,10 +597,11 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 	c.mech = a.mech
 	c.user = sanitizeLog(a.user, maxLoginName)
 
+	floor := c.guardFailureDelay(o.Limits.AuthFailureDelay)
 	fail := func(event, reason string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
 		c.logDecision(event, reason, d, attrs...)
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, strings.ToLower(event), d.Location.Code())
-		c.failureDelay(start, o.Limits.AuthFailureDelay)
+		c.failureDelay(start, floor)
 		return nil, loginFailed
 	}
 	if reason := checkCredentials(a); reason != "" {
@@ -612,6 +613,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 	// verdict, so a tarpitted wrong password (tarpit + backend) and a
 	// refusal (tarpit alone) still end at the same time.
 	start = time.Now()
+	floor = c.guardFailureDelay(o.Limits.AuthFailureDelay)
 	if reason != "" {
 		return fail("AUTHFAILED", reason, policy.Decision{})
 	}
@@ -656,6 +658,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 			sess.Conn.Close()
 		}
 	}
+	c.guardBackendError(a.user)
 	c.log.Error("backend unavailable", "user", c.user, "mech", c.mech, "err", err)
 	o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
 	return nil, loginUnavailable

@@ -94,6 +94,10 @@ type Verdict struct {
 	// Delay is the tarpit: the proxy waits this long before going on,
 	// whether the attempt is allowed or not.
 	Delay time.Duration
+	// Waited: refused only because attempts in flight used the
+	// source's budget (Begin), or a wait for them ran out (BeginWait).
+	// Such a refusal is not a failure and must not be counted (Denied).
+	Waited bool
 }
 
 // Options are the Guard's collaborators. Zero values are usable.
@@ -135,19 +139,21 @@ type Guard struct {
 	// fpSecret keys Fingerprint; nil when not configured.
 	fpSecret []byte
 
-	// backendSem holds one token per backend login in progress; nil: no cap.
-	backendSem chan struct{}
-	// backendWaiting counts logins queued for a token.
-	backendWaiting atomic.Int64
+	// slots are the backend login slots (static.Backend).
+	slots backendSlots
 
 	connMu  sync.Mutex
 	total   int                     // open connections
 	preauth int                     // open connections not logged in
 	perIP   map[netip.Addr]*ipConns // untrusted sources only
-	perNet  map[netip.Prefix]int    // untrusted sources only
-	mu      sync.Mutex              // covers everything below
-	ipFail  *table[netip.Addr, window]
-	netFail *table[netip.Prefix, window]
+	// cappedTotal, cappedPre, perNet and perNetPre count the
+	// connections of untrusted, unproven sources (Conn.capped).
+	cappedTotal, cappedPre int
+	perNet                 map[netip.Prefix]int
+	perNetPre              map[netip.Prefix]int
+	mu                     sync.Mutex // covers everything below
+	ipFail                 *table[netip.Addr, window]
+	netFail                *table[netip.Prefix, window]
 	// loginFail counts wrong passwords per login (lockout.window).
 	loginFail *table[string, window]
 	// pairFail counts wrong passwords per (login, address).
@@ -166,6 +172,11 @@ type Guard struct {
 	countries *table[string, []seen[string]]
 	// flight counts attempts admitted by Begin and not yet released.
 	flight flights
+	// flightWake is closed (and cleared) when an attempt in flight
+	// ends, waking BeginWait; nil while nobody waits.
+	flightWake chan struct{}
+	// pen counts each source's recent failures for FailureDelay.
+	pen *table[netip.Prefix, penalty]
 }
 
 // rules is the reloadable part of the configuration, compiled. Each
@@ -272,13 +283,14 @@ func New(c Config, o Options) (*Guard, error) {
 		return nil, err
 	}
 	g := &Guard{
-		static:  c,
-		now:     o.Now,
-		log:     o.Logger,
-		country: o.Country,
-		perIP:   map[netip.Addr]*ipConns{},
-		perNet:  map[netip.Prefix]int{},
-		banLens: map[banLen]int{},
+		static:    c,
+		now:       o.Now,
+		log:       o.Logger,
+		country:   o.Country,
+		perIP:     map[netip.Addr]*ipConns{},
+		perNet:    map[netip.Prefix]int{},
+		perNetPre: map[netip.Prefix]int{},
+		banLens:   map[banLen]int{},
 	}
 	if g.now == nil {
 		g.now = time.Now
@@ -303,9 +315,7 @@ func New(c Config, o Options) (*Guard, error) {
 		}
 		g.fpSecret = s
 	}
-	if c.Backend.MaxConcurrent > 0 {
-		g.backendSem = make(chan struct{}, c.Backend.MaxConcurrent)
-	}
+	g.slots.perSrc = map[netip.Addr]int{}
 	n := c.MaxTracked
 	g.ipFail = newTable[netip.Addr, window](n)
 	g.netFail = newTable[netip.Prefix, window](n)
@@ -319,6 +329,7 @@ func New(c Config, o Options) (*Guard, error) {
 	g.known = newTable[string, []seen[netip.Prefix]](n)
 	g.countries = newTable[string, []seen[string]](n)
 	g.flight = newFlights()
+	g.pen = newTable[netip.Prefix, penalty](n)
 	return g, nil
 }
 
@@ -483,6 +494,7 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.addPenalty(r, addr, now)
 	g.pairFail.update(pairKey{login, addr}).add(h, now, c.Window, r.keep.pair)
 	if trusted {
 		return nil // trusted networks are slowed down, never banned or locked
@@ -517,12 +529,19 @@ func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
 	addr = normAddr(addr)
 	login = normLogin(login)
 	r := g.rules.Load()
-	if !addr.IsValid() || r.isTrusted(addr) {
+	if !addr.IsValid() {
+		return nil
+	}
+	if r.isTrusted(addr) {
+		g.mu.Lock()
+		g.addPenalty(r, addr, now) // the failure floor holds for everyone
+		g.mu.Unlock()
 		return nil
 	}
 	h := g.hash(login, password)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.addPenalty(r, addr, now)
 	return g.countSource(r, addr, h, now)
 }
 
@@ -764,6 +783,7 @@ func (g *Guard) Sweep() {
 	sweepWindows(g.netFail, now, c.Window)
 	sweepWindows(g.pairFail, now, c.Window)
 	sweepWindows(g.loginFail, now, c.Lockout.Window)
+	g.pen.each(func(_ netip.Prefix, p *penalty) bool { return now.Sub(p.Last) >= c.FailurePenalty.memory() })
 	g.bans.each(func(p netip.Prefix, b *Ban) bool {
 		if now.Before(b.Until) {
 			return false
