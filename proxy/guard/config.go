@@ -136,7 +136,8 @@ type ConnectionsConfig struct {
 	MaxPreAuthPerNetwork int `yaml:"max_preauth_per_network"`
 	// ProvenMaxPerIP and ProvenMaxPreAuthPerIP replace MaxPerIP and
 	// MaxPreAuthPerIP for a proven source: an address with a recent
-	// successful login (exemption.duration).
+	// successful login (exemption.duration). A proven source never gets
+	// less room than the plain limit.
 	ProvenMaxPerIP        int `yaml:"proven_max_per_ip"`
 	ProvenMaxPreAuthPerIP int `yaml:"proven_max_preauth_per_ip"`
 }

@@ -98,7 +98,7 @@ func (g *Guard) Accept(addr netip.Addr) (*Conn, error) {
 	conn := &Conn{g: g, addr: addr, net: r.homeNet(addr), limited: !trusted, capped: !trusted && !proven, preauth: true}
 	maxIP, maxPreIP := c.MaxPerIP, c.MaxPreAuthPerIP
 	if proven {
-		maxIP, maxPreIP = c.ProvenMaxPerIP, c.ProvenMaxPreAuthPerIP
+		maxIP, maxPreIP = roomier(maxIP, c.ProvenMaxPerIP), roomier(maxPreIP, c.ProvenMaxPreAuthPerIP)
 	}
 	g.connMu.Lock()
 	defer g.connMu.Unlock()
@@ -139,6 +139,15 @@ func (g *Guard) Accept(addr netip.Addr) (*Conn, error) {
 	g.total++
 	g.preauth++
 	return conn, nil
+}
+
+// roomier is the larger of two limits where 0 means none: a proven
+// source never gets less room than any other.
+func roomier(a, b int) int {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	return max(a, b)
 }
 
 func provenKey(proven bool, key string) string {
