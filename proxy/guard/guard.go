@@ -14,15 +14,17 @@
 //  1. At accept, after any PROXY header and before TLS: Accept. A refused
 //     connection is closed at once and costs no handshake. Conn.LoggedIn
 //     after a successful login, Conn.Close when the connection ends.
-//  2. For each login attempt, before the backend is contacted: Conn.Begin
-//     (or Guard.Begin), which also reserves the attempt so concurrent
-//     attempts cannot overshoot a threshold; Check is the same verdict
-//     without the reservation. The proxy waits Verdict.Delay, whatever
-//     the verdict, and answers a refusal exactly like a wrong password.
-//     Then BackendSlot around the backend login.
+//  2. For each login attempt, before the backend is contacted:
+//     Conn.BeginWait (or Guard.BeginWait, Begin), which also reserves the
+//     attempt so concurrent attempts cannot overshoot a threshold, and
+//     waits while attempts in flight hold the source's budget; Check is
+//     the same verdict without the reservation. The proxy waits
+//     Verdict.Delay, whatever the verdict, and answers a refusal exactly
+//     like a wrong password, padded to FailureDelay. Then BackendSlotFor
+//     around the backend login.
 //  3. After the attempt: Failure (wrong password), Denied (any other
-//     refusal: policy, or a Check verdict) or Success. A backend that is
-//     down is none of these and is not reported. Then the reservation is
+//     refusal: policy, or a Check verdict; not a Waited one), Success,
+//     or BackendError (the backend was down or timed out). Then the reservation is
 //     released (Conn.EndAttempt, Attempt.Release); Conn.Close releases a
 //     forgotten one. The returned events are
 //     logged with Event.Log; a COMPROMISED event with Refuse set means
