@@ -652,10 +652,11 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		failed = loginUnavailable
 	}
 
+	floor := c.guardFailureDelay(o.Limits.AuthFailureDelay)
 	fail := func(event, reason string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
 		c.logDecision(event, reason, d, attrs...)
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, strings.ToLower(event), d.Location.Code())
-		c.failureDelay(start, o.Limits.AuthFailureDelay)
+		c.failureDelay(start, floor)
 		return nil, failed
 	}
 	// backendFailed ends an allowed attempt the backend did not decide:
@@ -664,7 +665,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		c.log.Error(msg, append([]any{"user", c.user, "mech", c.mech}, attrs...)...)
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
 		c.guardEndAttempt()
-		c.failureDelay(start, o.Limits.AuthFailureDelay)
+		c.failureDelay(start, floor)
 		return nil, failed
 	}
 	if reason := checkCredentials(a); reason != "" {
@@ -676,6 +677,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 	// verdict, so a tarpitted wrong password (tarpit + backend) and a
 	// refusal (tarpit alone) still end at the same time.
 	start = time.Now()
+	floor = c.guardFailureDelay(o.Limits.AuthFailureDelay)
 	if reason != "" {
 		return fail("AUTHFAILED", reason, policy.Decision{})
 	}

@@ -53,13 +53,18 @@ func (c *conn) guardCheck(user, pass string) string {
 	if c.guard == nil {
 		return ""
 	}
-	// Begin reserves the attempt, so concurrent attempts on other
-	// connections cannot all pass before the first failure is counted.
-	// The reservation ends with the outcome (guardDenied, guardFailure,
-	// guardSuccess), the connection's next attempt or its close.
+	// BeginWait reserves the attempt, so concurrent attempts on other
+	// connections cannot all pass before the first failure is counted;
+	// an attempt over a threshold only because of attempts in flight
+	// waits for them (at most until the login deadline) instead of being
+	// refused. The reservation ends with the outcome (guardDenied,
+	// guardFailure, guardSuccess, guardBackendError), the connection's
+	// next attempt or its close.
 	var v guard.Verdict
 	if c.gconn != nil {
-		v = c.gconn.Begin(user)
+		ctx, cancel := context.WithDeadline(c.ctx, c.loginDeadline)
+		v = c.gconn.BeginWait(ctx, user)
+		cancel()
 	} else {
 		v = c.guard.Check(user, c.remote.Addr())
 	}
@@ -68,11 +73,37 @@ func (c *conn) guardCheck(user, pass string) string {
 		return ""
 	}
 	c.guardEndAttempt()
+	if v.Waited {
+		// Not a failure: the attempts it waited for were in flight.
+		return "guard: " + v.Reason
+	}
 	if !v.Allow {
 		c.guardDenied(user, pass)
 		return "guard: " + v.Reason
 	}
 	return "guard: tarpit outlasted the login deadline"
+}
+
+// guardFailureDelay is the least time a failed attempt from this source
+// takes: base plus the backend's penalty for the source's recent
+// failures (docs/bruteforce.md), read before the outcome is known so a
+// wrong password and a refusal end at the same time.
+func (c *conn) guardFailureDelay(base time.Duration) time.Duration {
+	if c.guard == nil {
+		return base
+	}
+	return c.guard.FailureDelay(c.remote.Addr(), base)
+}
+
+// guardBackendError counts an attempt that ended in a backend error or
+// timeout after the decision against its source (not the login's
+// lockout), so it cannot be repeated for free; trusted and proven
+// sources are not counted. It ends the attempt's reservation.
+func (c *conn) guardBackendError(user string) {
+	if c.guard != nil {
+		c.logGuardEvents(c.guard.BackendError(user, c.remote.Addr()))
+	}
+	c.guardEndAttempt()
 }
 
 // sleep waits d, at most until the login deadline or the session's end.
@@ -145,8 +176,11 @@ func (c *conn) guardBackendSlot(ctx context.Context) (release func(), ok bool) {
 	if c.guard == nil {
 		return func() {}, true
 	}
-	release, err := c.guard.BackendSlot(ctx)
+	release, err := c.guard.BackendSlotFor(ctx, c.remote.Addr())
 	if err != nil {
+		// The attempt never reached the backend: its reservation must
+		// not keep the source's other attempts waiting.
+		c.guardEndAttempt()
 		if errors.Is(err, guard.ErrBackendBusy) {
 			c.log.Warn("backend login slots busy; temporary failure", "user", c.user, "err", err)
 		}

@@ -40,6 +40,9 @@ type Config struct {
 	Connections ConnectionsConfig `yaml:"connections"`
 	Backend     BackendConfig     `yaml:"backend"`
 	Compromise  CompromiseConfig  `yaml:"compromise"`
+	// FailurePenalty is the backend's per-source penalty that failure
+	// replies are padded to (docs/bruteforce.md, "No oracle").
+	FailurePenalty PenaltyConfig `yaml:"failure_penalty"`
 
 	// StateFile keeps bans, lockouts, escalation history, exemptions and
 	// where each login last succeeded across restarts. Empty: memory only.
@@ -127,12 +130,29 @@ type ConnectionsConfig struct {
 	MaxPreAuth int `yaml:"max_preauth"`
 	// MaxPreAuthPerIP connections from one address not logged in yet.
 	MaxPreAuthPerIP int `yaml:"max_preauth_per_ip"`
+	// MaxPreAuthPerNetwork connections from one network (ipv4_prefix,
+	// the longest ipv6 prefix) not logged in yet; untrusted, unproven
+	// sources only.
+	MaxPreAuthPerNetwork int `yaml:"max_preauth_per_network"`
+	// ProvenMaxPerIP and ProvenMaxPreAuthPerIP replace MaxPerIP and
+	// MaxPreAuthPerIP for a proven source: an address with a recent
+	// successful login (exemption.duration). A proven source never gets
+	// less room than the plain limit.
+	ProvenMaxPerIP        int `yaml:"proven_max_per_ip"`
+	ProvenMaxPreAuthPerIP int `yaml:"proven_max_preauth_per_ip"`
 }
 
 // BackendConfig is `guard.backend`: a cap on concurrent backend logins.
 type BackendConfig struct {
 	// MaxConcurrent backend logins at once. 0: no cap.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// Reserved of them are kept for trusted networks and proven sources
+	// (a recent successful login): the rest may use at most
+	// MaxConcurrent - Reserved.
+	Reserved int `yaml:"reserved"`
+	// MaxPerSource backend logins at once from one untrusted, unproven
+	// address. 0: no cap.
+	MaxPerSource int `yaml:"max_per_source"`
 	// Queue is how many logins may wait for a slot; more are refused
 	// at once with the protocol's temporary error.
 	Queue int `yaml:"queue"`
@@ -183,11 +203,16 @@ func Defaults() Config {
 		Exemption: ExemptionConfig{Duration: 24 * time.Hour, MaxFailures: 50},
 		Connections: ConnectionsConfig{
 			MaxTotal: 10000, MaxPerIP: 50, MaxPerNetwork: 200,
-			MaxPreAuth: 1000, MaxPreAuthPerIP: 10,
+			MaxPreAuth: 1000, MaxPreAuthPerIP: 10, MaxPreAuthPerNetwork: 100,
+			ProvenMaxPerIP: 200, ProvenMaxPreAuthPerIP: 50,
 		},
-		Backend:    BackendConfig{MaxConcurrent: 32, Queue: 64, QueueWait: 2 * time.Second},
-		Compromise: CompromiseConfig{Countries: 3, Window: 24 * time.Hour},
-		MaxTracked: 100_000,
+		Backend: BackendConfig{
+			MaxConcurrent: 32, Reserved: 8, MaxPerSource: 4,
+			Queue: 64, QueueWait: 2 * time.Second,
+		},
+		Compromise:     CompromiseConfig{Countries: 3, Window: 24 * time.Hour},
+		FailurePenalty: PenaltyConfig{Init: 2 * time.Second, Max: 15 * time.Second},
+		MaxTracked:     100_000,
 	}
 }
 
@@ -274,9 +299,17 @@ func (c *Config) Validate() error {
 	count("connections.max_per_network", c.Connections.MaxPerNetwork, maxConns)
 	count("connections.max_preauth", c.Connections.MaxPreAuth, maxConns)
 	count("connections.max_preauth_per_ip", c.Connections.MaxPreAuthPerIP, maxConns)
+	count("connections.max_preauth_per_network", c.Connections.MaxPreAuthPerNetwork, maxConns)
+	count("connections.proven_max_per_ip", c.Connections.ProvenMaxPerIP, maxConns)
+	count("connections.proven_max_preauth_per_ip", c.Connections.ProvenMaxPreAuthPerIP, maxConns)
 
 	count("backend.max_concurrent", c.Backend.MaxConcurrent, maxConns)
 	count("backend.queue", c.Backend.Queue, maxConns)
+	count("backend.max_per_source", c.Backend.MaxPerSource, maxConns)
+	if c.Backend.Reserved < 0 || (c.Backend.MaxConcurrent > 0 && c.Backend.Reserved >= c.Backend.MaxConcurrent) {
+		// Equal would leave no slot for a source to prove itself in.
+		bad("backend.reserved", "must be at least 0 and below backend.max_concurrent (%d), got %d", c.Backend.MaxConcurrent, c.Backend.Reserved)
+	}
 	nonNeg("backend.queue_wait", c.Backend.QueueWait)
 
 	count("compromise.countries", c.Compromise.Countries, 250)
@@ -285,6 +318,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Compromise.Deny && c.Compromise.Countries == 0 {
 		bad("compromise.deny", "needs compromise.countries above 0")
+	}
+	nonNeg("failure_penalty.init", c.FailurePenalty.Init)
+	if c.FailurePenalty.Init > 0 && (c.FailurePenalty.Max < c.FailurePenalty.Init || c.FailurePenalty.Max > time.Hour) {
+		bad("failure_penalty.max", "must be between failure_penalty.init (%v) and 1h, got %v", c.FailurePenalty.Init, c.FailurePenalty.Max)
 	}
 	if c.MaxTracked < minTracked || c.MaxTracked > maxConns {
 		bad("max_tracked", "must be between %d and %d, got %d", minTracked, maxConns, c.MaxTracked)

@@ -104,7 +104,7 @@ func TestReload(t *testing.T) {
 	c := Defaults()
 	c.TrustedNetworks = []string{"192.0.2.0/24"}
 	c.Ban.IPAfter = 3
-	c.Backend.MaxConcurrent = 1 // needs a restart: ignored
+	c.Backend.MaxConcurrent, c.Backend.Reserved = 1, 0 // need a restart: ignored
 	if err := g.Reload(c); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestReload(t *testing.T) {
 	if len(g.Bans()) != 2 {
 		t.Fatalf("bans after reload = %v, want the old and the new one", g.Bans())
 	}
-	if cap(g.backendSem) != 32 {
-		t.Fatalf("backend cap changed by reload to %d", cap(g.backendSem))
+	if g.static.Backend.MaxConcurrent != 32 {
+		t.Fatalf("backend cap changed by reload to %d", g.static.Backend.MaxConcurrent)
 	}
 }

@@ -28,7 +28,7 @@ func TestBackendSlot(t *testing.T) {
 		r3, err = g.BackendSlot(ctx)
 		got <- err
 	}()
-	for g.backendWaiting.Load() != 1 {
+	for g.slotsQueued() != 1 {
 		time.Sleep(time.Millisecond)
 	}
 	// The queue (1) is full: a fourth is refused at once.
@@ -48,7 +48,7 @@ func TestBackendSlot(t *testing.T) {
 	}
 	r2()
 	r3()
-	if n := len(g.backendSem); n != 0 {
+	if n := g.slotsInUse(); n != 0 {
 		t.Fatalf("%d slots held after all released", n)
 	}
 }
@@ -65,7 +65,7 @@ func TestBackendSlotWaitEnds(t *testing.T) {
 	if _, err := g.BackendSlot(t.Context()); !errors.Is(err, ErrBackendBusy) {
 		t.Fatalf("BackendSlot past backend.queue_wait = %v, want ErrBackendBusy", err)
 	}
-	if n := g.backendWaiting.Load(); n != 0 {
+	if n := g.slotsQueued(); n != 0 {
 		t.Fatalf("%d still counted as waiting", n)
 	}
 }
@@ -77,4 +77,16 @@ func TestBackendSlotUncapped(t *testing.T) {
 			t.Fatalf("uncapped BackendSlot = %v", err)
 		}
 	}
+}
+
+func (g *Guard) slotsQueued() int {
+	g.slots.mu.Lock()
+	defer g.slots.mu.Unlock()
+	return g.slots.queued
+}
+
+func (g *Guard) slotsInUse() int {
+	g.slots.mu.Lock()
+	defer g.slots.mu.Unlock()
+	return g.slots.inUse
 }

@@ -14,15 +14,17 @@
 //  1. At accept, after any PROXY header and before TLS: Accept. A refused
 //     connection is closed at once and costs no handshake. Conn.LoggedIn
 //     after a successful login, Conn.Close when the connection ends.
-//  2. For each login attempt, before the backend is contacted: Conn.Begin
-//     (or Guard.Begin), which also reserves the attempt so concurrent
-//     attempts cannot overshoot a threshold; Check is the same verdict
-//     without the reservation. The proxy waits Verdict.Delay, whatever
-//     the verdict, and answers a refusal exactly like a wrong password.
-//     Then BackendSlot around the backend login.
+//  2. For each login attempt, before the backend is contacted:
+//     Conn.BeginWait (or Guard.BeginWait, Begin), which also reserves the
+//     attempt so concurrent attempts cannot overshoot a threshold, and
+//     waits while attempts in flight hold the source's budget; Check is
+//     the same verdict without the reservation. The proxy waits
+//     Verdict.Delay, whatever the verdict, and answers a refusal exactly
+//     like a wrong password, padded to FailureDelay. Then BackendSlotFor
+//     around the backend login.
 //  3. After the attempt: Failure (wrong password), Denied (any other
-//     refusal: policy, or a Check verdict) or Success. A backend that is
-//     down is none of these and is not reported. Then the reservation is
+//     refusal: policy, or a Check verdict; not a Waited one), Success,
+//     or BackendError (the backend was down or timed out). Then the reservation is
 //     released (Conn.EndAttempt, Attempt.Release); Conn.Close releases a
 //     forgotten one. The returned events are
 //     logged with Event.Log; a COMPROMISED event with Refuse set means
@@ -94,6 +96,10 @@ type Verdict struct {
 	// Delay is the tarpit: the proxy waits this long before going on,
 	// whether the attempt is allowed or not.
 	Delay time.Duration
+	// Waited: refused only because attempts in flight used the
+	// source's budget (Begin), or a wait for them ran out (BeginWait).
+	// Such a refusal is not a failure and must not be counted (Denied).
+	Waited bool
 }
 
 // Options are the Guard's collaborators. Zero values are usable.
@@ -135,19 +141,21 @@ type Guard struct {
 	// fpSecret keys Fingerprint; nil when not configured.
 	fpSecret []byte
 
-	// backendSem holds one token per backend login in progress; nil: no cap.
-	backendSem chan struct{}
-	// backendWaiting counts logins queued for a token.
-	backendWaiting atomic.Int64
+	// slots are the backend login slots (static.Backend).
+	slots backendSlots
 
 	connMu  sync.Mutex
 	total   int                     // open connections
 	preauth int                     // open connections not logged in
 	perIP   map[netip.Addr]*ipConns // untrusted sources only
-	perNet  map[netip.Prefix]int    // untrusted sources only
-	mu      sync.Mutex              // covers everything below
-	ipFail  *table[netip.Addr, window]
-	netFail *table[netip.Prefix, window]
+	// cappedTotal, cappedPre, perNet and perNetPre count the
+	// connections of untrusted, unproven sources (Conn.capped).
+	cappedTotal, cappedPre int
+	perNet                 map[netip.Prefix]int
+	perNetPre              map[netip.Prefix]int
+	mu                     sync.Mutex // covers everything below
+	ipFail                 *table[netip.Addr, window]
+	netFail                *table[netip.Prefix, window]
 	// loginFail counts wrong passwords per login (lockout.window).
 	loginFail *table[string, window]
 	// pairFail counts wrong passwords per (login, address).
@@ -166,6 +174,11 @@ type Guard struct {
 	countries *table[string, []seen[string]]
 	// flight counts attempts admitted by Begin and not yet released.
 	flight flights
+	// flightWake is closed (and cleared) when an attempt in flight
+	// ends, waking BeginWait; nil while nobody waits.
+	flightWake chan struct{}
+	// pen counts each source's recent failures for FailureDelay.
+	pen *table[netip.Prefix, penalty]
 }
 
 // rules is the reloadable part of the configuration, compiled. Each
@@ -272,13 +285,14 @@ func New(c Config, o Options) (*Guard, error) {
 		return nil, err
 	}
 	g := &Guard{
-		static:  c,
-		now:     o.Now,
-		log:     o.Logger,
-		country: o.Country,
-		perIP:   map[netip.Addr]*ipConns{},
-		perNet:  map[netip.Prefix]int{},
-		banLens: map[banLen]int{},
+		static:    c,
+		now:       o.Now,
+		log:       o.Logger,
+		country:   o.Country,
+		perIP:     map[netip.Addr]*ipConns{},
+		perNet:    map[netip.Prefix]int{},
+		perNetPre: map[netip.Prefix]int{},
+		banLens:   map[banLen]int{},
 	}
 	if g.now == nil {
 		g.now = time.Now
@@ -303,9 +317,7 @@ func New(c Config, o Options) (*Guard, error) {
 		}
 		g.fpSecret = s
 	}
-	if c.Backend.MaxConcurrent > 0 {
-		g.backendSem = make(chan struct{}, c.Backend.MaxConcurrent)
-	}
+	g.slots.perSrc = map[netip.Addr]int{}
 	n := c.MaxTracked
 	g.ipFail = newTable[netip.Addr, window](n)
 	g.netFail = newTable[netip.Prefix, window](n)
@@ -319,6 +331,7 @@ func New(c Config, o Options) (*Guard, error) {
 	g.known = newTable[string, []seen[netip.Prefix]](n)
 	g.countries = newTable[string, []seen[string]](n)
 	g.flight = newFlights()
+	g.pen = newTable[netip.Prefix, penalty](n)
 	return g, nil
 }
 
@@ -483,6 +496,7 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.addPenalty(r, addr, now)
 	g.pairFail.update(pairKey{login, addr}).add(h, now, c.Window, r.keep.pair)
 	if trusted {
 		return nil // trusted networks are slowed down, never banned or locked
@@ -517,12 +531,19 @@ func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
 	addr = normAddr(addr)
 	login = normLogin(login)
 	r := g.rules.Load()
-	if !addr.IsValid() || r.isTrusted(addr) {
+	if !addr.IsValid() {
+		return nil
+	}
+	if r.isTrusted(addr) {
+		g.mu.Lock()
+		g.addPenalty(r, addr, now) // the failure floor holds for everyone
+		g.mu.Unlock()
 		return nil
 	}
 	h := g.hash(login, password)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.addPenalty(r, addr, now)
 	return g.countSource(r, addr, h, now)
 }
 
@@ -764,6 +785,7 @@ func (g *Guard) Sweep() {
 	sweepWindows(g.netFail, now, c.Window)
 	sweepWindows(g.pairFail, now, c.Window)
 	sweepWindows(g.loginFail, now, c.Lockout.Window)
+	g.pen.each(func(_ netip.Prefix, p *penalty) bool { return now.Sub(p.Last) >= c.FailurePenalty.memory() })
 	g.bans.each(func(p netip.Prefix, b *Ban) bool {
 		if now.Before(b.Until) {
 			return false

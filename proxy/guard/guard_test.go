@@ -561,12 +561,13 @@ func TestConnectionLimits(t *testing.T) {
 	b1 := accept(addr2)
 	refuse(netip.MustParseAddr("192.0.2.3"), "max_per_network")
 	f1 := accept(addrFar)
-	t1 := accept(trustedA) // 6 open: trusted are held to the totals
-	refuse(trustedA, "max_total")
-	if s := g.ConnStats(); s.Total != 6 || s.PreAuth != 4 {
-		t.Fatalf("ConnStats = %+v, want 6 total, 4 pre-auth", s)
+	f2 := accept(netip.MustParseAddr("198.51.99.7")) // 6 open from untrusted sources
+	refuse(netip.MustParseAddr("198.51.98.7"), "max_total")
+	t1 := accept(trustedA) // trusted: not held to the totals
+	if s := g.ConnStats(); s.Total != 7 || s.PreAuth != 5 {
+		t.Fatalf("ConnStats = %+v, want 7 total, 5 pre-auth", s)
 	}
-	for _, c := range []*Conn{a1, a2, a3, b1, f1, t1} {
+	for _, c := range []*Conn{a1, a2, a3, b1, f1, f2, t1} {
 		c.Close()
 		c.Close() // idempotent
 	}
@@ -574,7 +575,7 @@ func TestConnectionLimits(t *testing.T) {
 		t.Fatalf("ConnStats after closing all = %+v, want zero", s)
 	}
 	g.connMu.Lock()
-	left := len(g.perIP) + len(g.perNet)
+	left := len(g.perIP) + len(g.perNet) + len(g.perNetPre) + g.cappedTotal + g.cappedPre
 	g.connMu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d per-source entries left after all closed", left)
