@@ -27,7 +27,7 @@ type opsMetrics struct {
 }
 
 // newOpsMetrics registers every metric on a fresh registry. g.cur must
-// be set: the state collector reads it at each scrape.
+// be set before the first scrape: the state collector reads it at each.
 func newOpsMetrics(g *gateway) *opsMetrics {
 	reg := prometheus.NewRegistry()
 	m := &opsMetrics{
@@ -132,11 +132,4 @@ func warnStaleGeo(log *slog.Logger, st *state) {
 				"age", now.Sub(in.Built).Round(time.Hour), "max_age", st.cfg.GeoUpdate.MaxAge)
 		}
 	}
-}
-
-// current returns the state in use.
-func (g *gateway) current() *state {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cur
 }
