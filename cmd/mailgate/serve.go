@@ -86,7 +86,9 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 // backendOptions completes one backend's options with its TLS config.
 func backendOptions(bc *BackendConfig, path string, log *slog.Logger) (backend.Options, error) {
 	o := bc.Options
-	o.Logger = log.With("component", "backend", "backend", path)
+	// The backend package names the backend (backend=imap) on its lines;
+	// a second backend= here gave every line two values for one key.
+	o.Logger = log.With("component", "backend")
 	if o.TLS != "none" {
 		v := bc.TLSVerify
 		if v.ServerName == "" {
