@@ -10,10 +10,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"sync"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is the release, set at build time with -ldflags
+// "-X main.version=1.0.0"; left at "dev", currentBuild takes the module
+// version Go recorded, if any.
 var version = "dev"
 
 const usage = `mailgate: a mail edge proxy that admits logins by country and network
@@ -31,7 +35,7 @@ Usage:
   mailgate lockouts                      list logins locked by the guard
   mailgate unlock USER                   unlock a login locked by the guard
   mailgate health [-config FILE]         exit 0 when the admin listener says ready (HEALTHCHECK)
-  mailgate version                       print the version
+  mailgate version                       print the version and commit
 
 Run "mailgate COMMAND -h" for a command's flags.
 `
@@ -72,7 +76,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "health":
 		return runHealth(rest, stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, versionString())
+		fmt.Fprintln(stdout, currentBuild())
 		return 0
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
@@ -82,29 +86,70 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// versionString names the release and, for builds from a checkout, the
-// commit, so a bug report says exactly what ran.
-func versionString() string {
-	s := "mailgate " + version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		var rev, dirty string
+// buildInfo is what `mailgate version` and mailgate_build_info say about
+// the running binary.
+type buildInfo struct {
+	// Version is -X main.version when set, else the main module's version
+	// Go recorded (a tag for `go install ...@v1.2.3`, a pseudo-version
+	// for a build in a git clone), else "dev".
+	Version   string
+	Revision  string // vcs.revision: the commit, "" when none was recorded
+	Time      string // vcs.time: the commit's time (RFC 3339), or ""
+	Modified  bool   // vcs.modified: built with uncommitted changes
+	GoVersion string
+}
+
+// currentBuild reads the running binary's build info once.
+var currentBuild = sync.OnceValue(func() buildInfo {
+	bi, ok := debug.ReadBuildInfo()
+	return readBuild(version, bi, ok)
+})
+
+// readBuild combines the -X version with the build info Go embeds (go
+// build stamps the vcs.* settings in a git clone unless -buildvcs=false).
+func readBuild(ldVersion string, bi *debug.BuildInfo, ok bool) buildInfo {
+	b := buildInfo{Version: ldVersion, GoVersion: runtime.Version()}
+	if ok {
+		b.GoVersion = bi.GoVersion
+		if (b.Version == "" || b.Version == "dev") && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			b.Version = bi.Main.Version
+		}
 		for _, kv := range bi.Settings {
 			switch kv.Key {
 			case "vcs.revision":
-				rev = kv.Value
+				b.Revision = kv.Value
+			case "vcs.time":
+				b.Time = kv.Value
 			case "vcs.modified":
-				if kv.Value == "true" {
-					dirty = "+dirty"
-				}
+				b.Modified = kv.Value == "true"
 			}
 		}
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if rev != "" {
-			s += " (" + rev + dirty + ")"
-		}
-		s += " " + bi.GoVersion
 	}
-	return s
+	if b.Version == "" {
+		b.Version = "dev"
+	}
+	return b
+}
+
+// String is the line `mailgate version` prints, so a bug report says
+// exactly what ran:
+//
+//	mailgate 1.0.0 (0123456789ab, 2026-12-06T14:36:19Z) go1.26.8
+//	mailgate dev (0123456789ab+dirty, 2026-12-06T14:36:19Z) go1.26.8
+//	mailgate 1.0.0 (commit unknown) go1.26.8
+func (b buildInfo) String() string {
+	commit := "commit unknown"
+	if b.Revision != "" {
+		commit = b.Revision
+		if len(commit) > 12 {
+			commit = commit[:12]
+		}
+		if b.Modified {
+			commit += "+dirty"
+		}
+		if b.Time != "" {
+			commit += ", " + b.Time
+		}
+	}
+	return fmt.Sprintf("mailgate %s (%s) %s", b.Version, commit, b.GoVersion)
 }

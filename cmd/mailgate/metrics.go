@@ -8,7 +8,6 @@ package main
 
 import (
 	"log/slog"
-	"runtime"
 	"time"
 
 	"github.com/mailgate/mailgate/geo"
@@ -27,7 +26,7 @@ type opsMetrics struct {
 }
 
 // newOpsMetrics registers every metric on a fresh registry. g.cur must
-// be set: the state collector reads it at each scrape.
+// be set before the first scrape: the state collector reads it at each.
 func newOpsMetrics(g *gateway) *opsMetrics {
 	reg := prometheus.NewRegistry()
 	m := &opsMetrics{
@@ -80,7 +79,7 @@ var (
 	descCertExpiry = prometheus.NewDesc("mailgate_certificate_expiry_timestamp_seconds",
 		"NotAfter of each served certificate, as Unix time.", []string{"certificate"}, nil)
 	descBuildInfo = prometheus.NewDesc("mailgate_build_info",
-		"Always 1; labels name the running build.", []string{"version", "goversion"}, nil)
+		"Always 1; labels name the running build.", []string{"version", "revision", "goversion"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -108,7 +107,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, t := range c.g.tm.Expiry() {
 		ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(t.Unix()), name)
 	}
-	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, version, runtime.Version())
+	b := currentBuild()
+	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, b.Version, b.Revision, b.GoVersion)
 }
 
 // isStale reports whether a database built at built is older than maxAge.
@@ -132,11 +132,4 @@ func warnStaleGeo(log *slog.Logger, st *state) {
 				"age", now.Sub(in.Built).Round(time.Hour), "max_age", st.cfg.GeoUpdate.MaxAge)
 		}
 	}
-}
-
-// current returns the state in use.
-func (g *gateway) current() *state {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cur
 }

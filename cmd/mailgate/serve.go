@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/mailgate/mailgate/backend"
@@ -84,7 +85,9 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 // backendOptions completes one backend's options with its TLS config.
 func backendOptions(bc *BackendConfig, path string, log *slog.Logger) (backend.Options, error) {
 	o := bc.Options
-	o.Logger = log.With("component", "backend", "backend", path)
+	// The backend package names the backend (backend=imap) on its lines;
+	// a second backend= here gave every line two values for one key.
+	o.Logger = log.With("component", "backend")
 	if o.TLS != "none" {
 		v := bc.TLSVerify
 		if v.ServerName == "" {
@@ -165,13 +168,21 @@ type gateway struct {
 	tm     *tlsconf.Manager
 	ctx    context.Context
 	cancel context.CancelFunc
-	mu     sync.Mutex // guards cur during reloads
-	cur    *state
-	lns    []net.Listener
-	done   chan struct{} // closed when every Serve has returned
-	ops    *opsMetrics   // registry and metrics; survive reloads
-	guard  *guardRunner  // brute-force guard; survives reloads
+	// cur is the state in use. Readers (the signals loop, /metrics, the
+	// admin handlers) load it without a lock and never wait for a
+	// reload; a state is not changed once stored.
+	cur atomic.Pointer[state]
+	// reloadMu serializes reloads (SIGHUP and POST /reload); it is held
+	// while a reload opens files, which readers must not wait for.
+	reloadMu sync.Mutex
+	lns      []net.Listener
+	done     chan struct{} // closed when every Serve has returned
+	ops      *opsMetrics   // registry and metrics; survive reloads
+	guard    *guardRunner  // brute-force guard; survives reloads
 }
+
+// current returns the state in use.
+func (g *gateway) current() *state { return g.cur.Load() }
 
 // startGateway opens everything cfg names and starts serving. Any error
 // (unreadable database, bad certificate, port in use) stops start-up.
@@ -185,7 +196,7 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &gateway{log: log, tm: tm, ctx: ctx, cancel: cancel, cur: st, done: make(chan struct{})}
+	g := &gateway{log: log, tm: tm, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	g.ops = newOpsMetrics(g)
 	st.opts.Metrics = g.ops.proxy
 	if g.guard, err = startGuard(ctx, cfg, st.geo, log); err != nil {
@@ -221,6 +232,7 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		}
 	}()
 	st.startWatchers(ctx)
+	g.cur.Store(st) // complete now; before anything that reads it runs
 
 	var wg sync.WaitGroup
 	for i, ln := range g.lns {
@@ -266,9 +278,12 @@ func (g *gateway) closeListeners() {
 
 // reload builds a complete new state from a freshly read config and swaps
 // it in; on any error the running state stays and every error is logged.
+// Reloads run one at a time; while one reads files, everything else keeps
+// using the running state.
 func (g *gateway) reload(load func() (*Config, error)) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	old := g.current() // only reloads store, and they hold reloadMu
 	cfg, err := load()
 	if err == nil {
 		var st *state
@@ -283,15 +298,15 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			}
 		}
 		if err == nil {
-			if !reflect.DeepEqual(cfg.Listeners, g.cur.cfg.Listeners) || !reflect.DeepEqual(cfg.TLS, g.cur.cfg.TLS) {
+			if !reflect.DeepEqual(cfg.Listeners, old.cfg.Listeners) || !reflect.DeepEqual(cfg.TLS, old.cfg.TLS) {
 				g.log.Warn("reload: listener and tls settings changed; they take effect after a restart")
 			}
-			g.cur.stop()
+			old.stop()
 			st.startWatchers(g.ctx)
 			st.opts.Metrics = g.ops.proxy
 			st.opts.Guard = g.guard.g
 			g.guard.reload(cfg, st.geo, g.log)
-			g.cur = st
+			g.cur.Store(st) // complete: nothing writes st after this
 			g.srv.Update(st.opts)
 			g.ops.reloaded(nil)
 			g.log.Info("reload: new config, policy and databases in use")
@@ -318,8 +333,9 @@ func (g *gateway) waitSignals(load func() (*Config, error)) int {
 			_ = g.reload(load)
 			continue
 		}
-		g.log.Info("stopping: draining sessions", "signal", s.String(), "drain_timeout", g.cur.cfg.DrainTimeout)
-		ctx, cancel := context.WithTimeout(context.Background(), g.cur.cfg.DrainTimeout)
+		drain := g.current().cfg.DrainTimeout
+		g.log.Info("stopping: draining sessions", "signal", s.String(), "drain_timeout", drain)
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		go func() {
 			for s := range sig {
 				if s != syscall.SIGHUP {
