@@ -202,7 +202,7 @@ func TestDocsCommandsExist(t *testing.T) {
 			var out, errb bytes.Buffer
 			run(append(slices.Clone(words), "-h"), strings.NewReader(""), &out, &errb)
 			help := out.String() + errb.String()
-			if strings.Contains(help, "unknown") {
+			if strings.Contains(help, "unknown command") || strings.Contains(help, "unknown subcommand") {
 				t.Errorf("%s: `mailgate %s`: %s", page, m[1], firstLine(help))
 				continue
 			}
