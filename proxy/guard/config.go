@@ -148,7 +148,9 @@ type BackendConfig struct {
 	MaxConcurrent int `yaml:"max_concurrent"`
 	// Reserved of them are kept for trusted networks and proven sources
 	// (a recent successful login): the rest may use at most
-	// MaxConcurrent - Reserved.
+	// MaxConcurrent - Reserved. At most half of MaxConcurrent is kept
+	// (see reserve), so a config that only lowers max_concurrent keeps
+	// working with the default reserve.
 	Reserved int `yaml:"reserved"`
 	// MaxPerSource backend logins at once from one untrusted, unproven
 	// address. 0: no cap.
@@ -306,9 +308,8 @@ func (c *Config) Validate() error {
 	count("backend.max_concurrent", c.Backend.MaxConcurrent, maxConns)
 	count("backend.queue", c.Backend.Queue, maxConns)
 	count("backend.max_per_source", c.Backend.MaxPerSource, maxConns)
-	if c.Backend.Reserved < 0 || (c.Backend.MaxConcurrent > 0 && c.Backend.Reserved >= c.Backend.MaxConcurrent) {
-		// Equal would leave no slot for a source to prove itself in.
-		bad("backend.reserved", "must be at least 0 and below backend.max_concurrent (%d), got %d", c.Backend.MaxConcurrent, c.Backend.Reserved)
+	if c.Backend.Reserved < 0 {
+		bad("backend.reserved", "must be at least 0, got %d", c.Backend.Reserved)
 	}
 	nonNeg("backend.queue_wait", c.Backend.QueueWait)
 
@@ -369,4 +370,11 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 func isCountryCode(s string) bool {
 	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
+}
+
+// reserve is how many backend slots only trusted and proven sources may
+// take: Reserved, but never more than half of MaxConcurrent, so that
+// unproven sources always keep slots of their own.
+func (b BackendConfig) reserve() int {
+	return min(b.Reserved, b.MaxConcurrent/2)
 }

@@ -298,7 +298,7 @@ func (g *Guard) BackendSlotFor(ctx context.Context, addr netip.Addr) (release fu
 			s.mu.Unlock()
 			return g.slotRelease(netip.Addr{}), nil
 		}
-		if !priv && s.inUse < b.MaxConcurrent-b.Reserved &&
+		if !priv && s.inUse < b.MaxConcurrent-b.reserve() &&
 			(b.MaxPerSource == 0 || !addr.IsValid() || s.perSrc[addr] < b.MaxPerSource) {
 			s.inUse++
 			if addr.IsValid() {

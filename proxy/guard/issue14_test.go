@@ -286,9 +286,23 @@ func TestBackendSlotReserve(t *testing.T) {
 
 func TestReservedValidated(t *testing.T) {
 	c := Defaults()
-	c.Backend.Reserved = c.Backend.MaxConcurrent
+	c.Backend.Reserved = -1
 	if err := c.Validate(); err == nil {
-		t.Fatal("backend.reserved = max_concurrent accepted; no source could ever prove itself")
+		t.Fatal("backend.reserved -1 accepted")
+	}
+	// A config that only lowers max_concurrent below the default reserve
+	// must still start, and unproven sources must keep slots of their own.
+	for _, tc := range []struct{ max, reserved, want int }{
+		{32, 8, 8}, {4, 8, 2}, {4, 4, 2}, {1, 8, 0}, {0, 8, 0},
+	} {
+		c := Defaults()
+		c.Backend.MaxConcurrent, c.Backend.Reserved = tc.max, tc.reserved
+		if err := c.Validate(); err != nil {
+			t.Fatalf("max_concurrent %d, reserved %d: %v", tc.max, tc.reserved, err)
+		}
+		if got := c.Backend.reserve(); got != tc.want {
+			t.Errorf("max_concurrent %d, reserved %d: reserve %d, want %d", tc.max, tc.reserved, got, tc.want)
+		}
 	}
 }
 
