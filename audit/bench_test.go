@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ func BenchmarkRecord(b *testing.B) {
 	s := open(b, Config{Queue: 1 << 20}, Options{})
 	e := ev("alice", "192.0.2.1", ResultFailed, time.Now())
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			s.Record(e)
@@ -79,6 +81,9 @@ func BenchmarkHistory1M(b *testing.B) {
 		if err != nil || len(rows) != 1000 {
 			b.Fatalf("%d rows, %v", len(rows), err)
 		}
+	}
+	if fi, err := os.Stat(path); err == nil {
+		b.ReportMetric(float64(fi.Size())/1e6, "db-MB")
 	}
 }
 
