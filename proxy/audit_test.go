@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +81,42 @@ func TestAuditRecordsEveryOutcome(t *testing.T) {
 	bob, err := st.History(context.Background(), audit.Query{Account: "bob"})
 	if err != nil || len(bob) != 1 || bob[0].Result != audit.ResultDenied || bob[0].Cause != "test:1: country RU not allowed" || bob[0].Country != "RU" {
 		t.Errorf("bob: %+v, %v", bob, err)
+	}
+}
+
+// A guard refusal is recorded as result guard with the guard's reason,
+// from the address the trusted PROXY header named.
+func TestAuditRecordsGuardRefusal(t *testing.T) {
+	cfg := quietGuard()
+	cfg.Lockout.PerIPAfter = 2
+	e, _, _ := startGuarded(t, cfg)
+	st := withAudit(t, e)
+	c := e.dialFrom("203.0.113.9")
+	c.expect("* OK [CAPABILITY")
+	for _, p := range []string{"wrong1", "wrong2", "secret"} {
+		c.send("a LOGIN alice " + p + "\r\n")
+		c.line()
+	}
+	var rows []audit.Row
+	waitFor(t, "three decisions in the history", func() bool {
+		st.Flush()
+		rows, _ = st.History(context.Background(), audit.Query{Account: "alice"})
+		n := int64(0)
+		for _, r := range rows {
+			n += r.Count
+		}
+		return n == 3
+	})
+	var guarded bool
+	for _, r := range rows {
+		if r.Addr != "203.0.113.9" || r.TLS != "" {
+			t.Errorf("row %+v", r)
+		}
+		if r.Result == audit.ResultGuard {
+			guarded = r.Cause != "" && !strings.HasPrefix(r.Cause, "guard:")
+		}
+	}
+	if !guarded {
+		t.Errorf("no guard row with the guard's reason as cause: %+v", rows)
 	}
 }
