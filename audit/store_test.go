@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -320,5 +321,54 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (Config{}).WithDefaults().Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// While the database is locked (a stalled disk, a long backup), Record
+// still returns at once: the queue fills, further decisions are dropped
+// and counted, and once the lock goes the writer catches up with what
+// was queued.
+func TestRecordNeverBlocks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	reg := prometheus.NewRegistry()
+	s := open(t, Config{Path: path, Queue: 10, BatchRows: 1, BatchInterval: time.Millisecond}, Options{Registerer: reg})
+	other, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	const total = 1000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range total {
+			s.Record(ev("alice", fmt.Sprintf("192.0.2.%d", i%250), ResultPass, time.Now()))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Record blocked while the database was locked")
+	}
+	dropped := int64(testutil.ToFloat64(s.m.dropped))
+	if dropped < total-12 { // the queue, and the one event the writer holds
+		t.Errorf("%d dropped while locked, want at least %d", dropped, total-12)
+	}
+	if _, err := conn.ExecContext(context.Background(), `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	s.Flush()
+	st := stats(t, s)
+	lost := int64(testutil.ToFloat64(s.m.writeErrors))
+	if st.Events+dropped+lost != total { // a batch is one decision here
+		t.Errorf("written %d + dropped %d + lost %d, want %d", st.Events, dropped, lost, total)
 	}
 }
