@@ -108,4 +108,24 @@ func TestAuditHistory(t *testing.T) {
 	if out := audit(user, "--failed"); strings.Contains(out, " pass ") || !strings.Contains(out, auditSrc) || !strings.Contains(out, ruLocal) {
 		t.Errorf("--failed:\n%s", out)
 	}
+
+	// After a SIGHUP reload the same store goes on recording.
+	if !m.Reload(t, c.YAML()) {
+		t.Fatal("reload refused")
+	}
+	if out, err := python(t, imaplibAudit, "127.0.0.1", itoa(c.IMAPS), user, users[user]); err != nil || strings.TrimSpace(out) != "OK" {
+		t.Fatalf("imaplib after the reload: %q, %v", out, err)
+	}
+	if !waitFor(func() bool {
+		rows = nil
+		json.Unmarshal([]byte(audit(user, "--json")), &rows)
+		for _, r := range rows {
+			if r.Result == "pass" && r.Count == 2 {
+				return true
+			}
+		}
+		return false
+	}, 15*time.Second) {
+		t.Errorf("the pass after the reload was not counted: %+v", rows)
+	}
 }
