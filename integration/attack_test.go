@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -289,7 +290,8 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	t.Helper()
 	hs := need(t)
 	relay := startRelay(t, addr(hs.imapPort))
-	m := startMailgate(t, func(port int) string { return attackConfig(p, port, relay.port()) })
+	db := filepath.Join(t.TempDir(), "audit.db") // the login history is on (audit_attack_test.go)
+	m := startMailgate(t, func(port int) string { return attackConfig(p, port, relay.port()) + auditSection(db) })
 	lb := m.Addr["imap-lb"]
 
 	src := pickSources(t, 8, max(p.Allowed/2, p.Denied, p.Refused), netip.MustParsePrefix(legitNet), "GB", "US", "RU", "CN")
@@ -353,6 +355,8 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	time.Sleep(200 * time.Millisecond) // let the relay count the last logins
 	res.backendConns = relay.conns.Load()
 	res.backendLogins, res.bySrc, res.byUser = relay.counts()
+	m.stop() // writes the last audit batch
+	t.Log(attackAuditFigures(t, db))
 	return res
 }
 

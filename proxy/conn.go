@@ -663,6 +663,7 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 	// logged as what it is, answered as any failure.
 	backendFailed := func(msg string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
 		c.log.Error(msg, append([]any{"user", c.user, "mech", c.mech}, attrs...)...)
+		c.audit("", msg, d)
 		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
 		c.guardEndAttempt()
 		c.failureDelay(start, floor)
@@ -778,6 +779,7 @@ func (c *conn) logDecision(event, reason string, d policy.Decision, attrs ...any
 	c.log.Log(c.ctx, level, event, append([]any{"event", event, "user", c.user, "country", d.Location.Code(),
 		"country_name", d.Location.Name, "rule", d.Rule, "reason", reason, "mech", c.mech,
 		"client_id", c.clientID}, attrs...)...)
+	c.audit(event, reason, d)
 }
 
 // sanitizeLog makes client text safe and short for a log field. Printable

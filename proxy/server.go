@@ -41,6 +41,8 @@ type Options struct {
 	// every Update (the guard reloads its own config): its bans and
 	// counters belong to the process, not to one config.
 	Guard *guard.Guard
+	// Auditor records every login decision (audit.go); nil: none.
+	Auditor Auditor
 }
 
 // Server accepts connections on any number of listeners and runs one

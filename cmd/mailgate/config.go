@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/policy"
@@ -44,6 +45,8 @@ type Config struct {
 	GeoUpdate GeoUpdateConfig `yaml:"geo_update"`
 	// Guard is the brute-force guard (docs/bruteforce.md).
 	Guard guard.Config `yaml:"guard"`
+	// Audit is the login history (docs/audit.md).
+	Audit audit.Config `yaml:"audit"`
 }
 
 // LogConfig is the `log:` section.
@@ -267,6 +270,7 @@ func (c *Config) Validate() error {
 	add(c.Limits.Validate())
 	add(c.validateOps())
 	add(c.Guard.Validate())
+	add(c.Audit.Validate())
 	return errors.Join(errs...)
 }
 

@@ -34,6 +34,7 @@ Usage:
   mailgate bans list|add|remove ...      show, add or lift brute-force bans
   mailgate lockouts                      list logins locked by the guard
   mailgate unlock USER                   unlock a login locked by the guard
+  mailgate audit USER | --top WHAT       an account's login history, or what is refused most
   mailgate health [-config FILE]         exit 0 when the admin listener says ready (HEALTHCHECK)
   mailgate version                       print the version and commit
 
@@ -73,6 +74,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runLockouts(rest, stdout, stderr)
 	case "unlock":
 		return runUnlock(rest, stdout, stderr)
+	case "audit":
+		return runAudit(rest, stdout, stderr)
 	case "health":
 		return runHealth(rest, stdout, stderr)
 	case "version", "-version", "--version":

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/policy"
@@ -157,6 +158,9 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer stopOps()
+	if g.audit != nil {
+		defer g.audit.Close() // after the drain: the last decisions are written
+	}
 	return g.waitSignals(load)
 }
 
@@ -179,6 +183,7 @@ type gateway struct {
 	done     chan struct{} // closed when every Serve has returned
 	ops      *opsMetrics   // registry and metrics; survive reloads
 	guard    *guardRunner  // brute-force guard; survives reloads
+	audit    *audit.Store  // login history; nil: off; survives reloads
 }
 
 // current returns the state in use.
@@ -204,6 +209,11 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		return nil, err
 	}
 	st.opts.Guard = g.guard.g
+	if g.audit, err = openAudit(cfg, g.ops.reg, log); err != nil {
+		cancel()
+		return nil, err
+	}
+	st.opts.Auditor = auditor(g.audit)
 	g.srv = proxy.NewServer(st.opts)
 
 	var ls []proxy.Listener
@@ -305,6 +315,7 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			st.startWatchers(g.ctx)
 			st.opts.Metrics = g.ops.proxy
 			st.opts.Guard = g.guard.g
+			st.opts.Auditor = auditor(g.audit)
 			g.guard.reload(cfg, st.geo, g.log)
 			g.cur.Store(st) // complete: nothing writes st after this
 			g.srv.Update(st.opts)
