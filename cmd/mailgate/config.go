@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -242,9 +241,9 @@ func (c *Config) Validate() error {
 			add(fmt.Errorf("%s.address: %q is used twice", p, l.Address))
 		}
 		addrs[l.Address] = true
-		_, err := parsePrefixes(l.ProxyFrom, p+".proxy_protocol_from")
+		_, err := geo.ParseNetworks(l.ProxyFrom, p+".proxy_protocol_from")
 		add(err)
-		_, err = parsePrefixes(l.PlaintextFrom, p+".plaintext_from")
+		_, err = geo.ParseNetworks(l.PlaintextFrom, p+".plaintext_from")
 		add(err)
 	}
 	for path, b := range map[string]*BackendConfig{
@@ -280,23 +279,4 @@ func unjoin(err error) []error {
 		return out
 	}
 	return []error{err}
-}
-
-// parsePrefixes turns CIDRs (or bare addresses, as /32 or /128) into
-// prefixes, naming the key path of each bad entry.
-func parsePrefixes(in []string, path string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	var errs []error
-	for i, s := range in {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%s[%d]: %q is neither a CIDR nor an address", path, i, s))
-	}
-	return out, errors.Join(errs...)
 }

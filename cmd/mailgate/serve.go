@@ -240,8 +240,8 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 }
 
 func proxyListener(lc ListenerConfig, tm *tlsconf.Manager) (proxy.Listener, error) {
-	pf, err1 := parsePrefixes(lc.ProxyFrom, "proxy_protocol_from")
-	tf, err2 := parsePrefixes(lc.PlaintextFrom, "plaintext_from")
+	pf, err1 := geo.ParseNetworks(lc.ProxyFrom, "proxy_protocol_from")
+	tf, err2 := geo.ParseNetworks(lc.PlaintextFrom, "plaintext_from")
 	if err := errors.Join(err1, err2); err != nil {
 		return proxy.Listener{}, err
 	}
