@@ -70,12 +70,31 @@ const (
 	DefaultLoginTimeout = 10 * time.Second
 )
 
-// TLS modes for Options.TLS.
+// TLSMode says how a connection gets to TLS. It is one vocabulary for
+// both ends of mailgate: the `tls:` key of a listener (proxy.Listener.TLS,
+// listeners[].tls) and of a backend (Options.TLS, backends.*.tls) take
+// the same three words. It lives here because every package that uses
+// it (backend, proxy, cmd) imports backend, and backend imports none of
+// them; tlsconf, which builds the *tls.Config, is imported by neither
+// proxy nor backend.
+type TLSMode string
+
+// The TLS modes.
 const (
-	TLSNone     = "none"     // plaintext (a backend on loopback or a trusted LAN)
-	TLSImplicit = "implicit" // TLS from the first byte (993, 995, 465)
-	TLSStartTLS = "starttls" // STARTTLS (IMAP, SMTP) or STLS (POP3) before login
+	TLSNone     TLSMode = "none"     // plaintext (a backend on loopback or a trusted LAN; a listener for plaintext_from)
+	TLSImplicit TLSMode = "implicit" // TLS from the first byte (993, 995, 465)
+	TLSStartTLS TLSMode = "starttls" // STARTTLS (IMAP, SMTP) or STLS (POP3) before login
 )
+
+// Valid reports whether m is one of the three modes; the empty mode,
+// which configs use for "the default", is not.
+func (m TLSMode) Valid() bool {
+	switch m {
+	case TLSNone, TLSImplicit, TLSStartTLS:
+		return true
+	}
+	return false
+}
 
 // Client describes the end user's connection as mailgate saw it.
 type Client struct {
@@ -90,7 +109,7 @@ type Client struct {
 // Zero durations and an empty TLS mean the defaults (see Defaults).
 type Options struct {
 	Address        string        `yaml:"address"`         // host:port
-	TLS            string        `yaml:"tls"`             // none | implicit | starttls
+	TLS            TLSMode       `yaml:"tls"`             // none | implicit | starttls
 	ConnectTimeout time.Duration `yaml:"connect_timeout"` // dial and TLS
 	Timeout        time.Duration `yaml:"timeout"`         // each login step
 	LoginTimeout   time.Duration `yaml:"login_timeout"`   // the whole login
@@ -134,9 +153,7 @@ func (o *Options) Validate(path string) error {
 	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		errs = append(errs, fmt.Errorf("%s.address: %q has no valid port", path, o.Address))
 	}
-	switch o.TLS {
-	case "", TLSNone, TLSImplicit, TLSStartTLS:
-	default:
+	if o.TLS != "" && !o.TLS.Valid() {
 		errs = append(errs, fmt.Errorf("%s.tls: %q is not one of none, implicit, starttls", path, o.TLS))
 	}
 	if o.ConnectTimeout < 0 {

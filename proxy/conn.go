@@ -66,11 +66,11 @@ import (
 	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
 )
 
-// Listener.TLS values.
+// Listener.TLS values, short names for the backend.TLSMode constants.
 const (
-	tlsImplicit = "implicit"
-	tlsStartTLS = "starttls"
-	tlsNone     = "none"
+	tlsImplicit = backend.TLSImplicit
+	tlsStartTLS = backend.TLSStartTLS
+	tlsNone     = backend.TLSNone
 )
 
 const (

@@ -53,12 +53,12 @@ type LogConfig struct {
 
 // ListenerConfig is one entry of `listeners:`.
 type ListenerConfig struct {
-	Name          string   `yaml:"name"`
-	Protocol      string   `yaml:"protocol"` // imap, pop3, smtp
-	Address       string   `yaml:"address"`  // host:port
-	TLS           string   `yaml:"tls"`      // implicit, starttls, none
-	ProxyFrom     []string `yaml:"proxy_protocol_from"`
-	PlaintextFrom []string `yaml:"plaintext_from"`
+	Name          string          `yaml:"name"`
+	Protocol      string          `yaml:"protocol"` // imap, pop3, smtp
+	Address       string          `yaml:"address"`  // host:port
+	TLS           backend.TLSMode `yaml:"tls"`      // implicit, starttls, none
+	ProxyFrom     []string        `yaml:"proxy_protocol_from"`
+	PlaintextFrom []string        `yaml:"plaintext_from"`
 }
 
 // BackendsConfig is the `backends:` section: one server per protocol.
@@ -106,10 +106,10 @@ func defaultBackends() BackendsConfig {
 // ports of the issue, all with implicit TLS or STARTTLS.
 func defaultListeners() []ListenerConfig {
 	return []ListenerConfig{
-		{Name: "imaps", Protocol: "imap", Address: ":993", TLS: "implicit"},
-		{Name: "pop3s", Protocol: "pop3", Address: ":995", TLS: "implicit"},
-		{Name: "smtps", Protocol: "smtp", Address: ":465", TLS: "implicit"},
-		{Name: "submission", Protocol: "smtp", Address: ":587", TLS: "starttls"},
+		{Name: "imaps", Protocol: "imap", Address: ":993", TLS: backend.TLSImplicit},
+		{Name: "pop3s", Protocol: "pop3", Address: ":995", TLS: backend.TLSImplicit},
+		{Name: "smtps", Protocol: "smtp", Address: ":465", TLS: backend.TLSImplicit},
+		{Name: "submission", Protocol: "smtp", Address: ":587", TLS: backend.TLSStartTLS},
 	}
 }
 
@@ -174,7 +174,7 @@ func (c *Config) applyDefaults() {
 			l.Name = fmt.Sprintf("%s-%d", l.Protocol, i)
 		}
 		if l.TLS == "" {
-			l.TLS = "implicit"
+			l.TLS = backend.TLSImplicit
 		}
 	}
 	d := defaultBackends()
@@ -192,7 +192,7 @@ func (c *Config) applyDefaults() {
 	}
 	for _, b := range []*backend.Options{&c.Backends.IMAP.Options, &c.Backends.POP3.Options, &c.Backends.SMTP.Options} {
 		if b.TLS == "" {
-			b.TLS = "none"
+			b.TLS = backend.TLSNone
 		}
 	}
 	c.Limits = c.Limits.WithDefaults()
@@ -232,7 +232,7 @@ func (c *Config) Validate() error {
 		if !slices.Contains([]string{"imap", "pop3", "smtp"}, l.Protocol) {
 			add(fmt.Errorf("%s.protocol: %q is not one of imap, pop3, smtp", p, l.Protocol))
 		}
-		if !slices.Contains([]string{"implicit", "starttls", "none"}, l.TLS) {
+		if !l.TLS.Valid() {
 			add(fmt.Errorf("%s.tls: %q is not one of implicit, starttls, none", p, l.TLS))
 		}
 		if _, _, err := net.SplitHostPort(l.Address); err != nil {
@@ -250,7 +250,7 @@ func (c *Config) Validate() error {
 		"backends.imap": c.Backends.IMAP, "backends.pop3": c.Backends.POP3, "backends.smtp": &c.Backends.SMTP.BackendConfig,
 	} {
 		add(b.Options.Validate(path))
-		if b.Options.TLS != "none" {
+		if b.Options.TLS != backend.TLSNone {
 			add(b.TLSVerify.Validate(path + ".tls_verify"))
 		}
 	}

@@ -85,7 +85,7 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 func backendOptions(bc *BackendConfig, path string, log *slog.Logger) (backend.Options, error) {
 	o := bc.Options
 	o.Logger = log.With("component", "backend", "backend", path)
-	if o.TLS != "none" {
+	if o.TLS != backend.TLSNone {
 		v := bc.TLSVerify
 		if v.ServerName == "" {
 			v.ServerName, _, _ = net.SplitHostPort(o.Address)
@@ -252,7 +252,7 @@ func proxyListener(lc ListenerConfig, tm *tlsconf.Manager) (proxy.Listener, erro
 		ProxyFrom:     pf,
 		PlaintextFrom: tf,
 	}
-	if lc.TLS != "none" {
+	if lc.TLS != backend.TLSNone {
 		l.TLSConfig = tm.ServerConfig(lc.Protocol)
 	}
 	return l, nil
