@@ -3,8 +3,9 @@
 // accepted, passing the client's real address on (IMAP ID, POP3 and SMTP
 // XCLIENT), and hands back the authenticated connection for splicing.
 //
-// backend imports no other mailgate package. Credentials are re-encoded
-// here; raw client bytes never reach a backend before login.
+// backend imports no other mailgate package but internal/authlimit, the
+// constants-only source of the credential limits it shares with the
+// proxy. Credentials are re-encoded here; raw client bytes never reach a backend before login.
 //
 // # Implementation notes
 //
@@ -19,8 +20,9 @@
 //     at once.
 //   - Backend lines are read into a bounded buffer (maxLineLen); a longer
 //     line is a protocol error, never unbounded growth.
-//   - Credentials containing CR, LF or NUL are refused before dialing: no
-//     server accepts them and they only serve command injection.
+//   - Credentials containing CR, LF or NUL, or longer than the SASL
+//     limits (authlimit), are refused before dialing: no server accepts
+//     them and they only serve command injection.
 //   - Errors wrap ErrAuthFailed (permanent: the backend said no to these
 //     credentials) or ErrUnavailable (anything else, temporary). Error text
 //     may quote backend replies, truncated, and never contains a password.
@@ -40,6 +42,8 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/authlimit"
 )
 
 // Errors a login returns, wrapped with detail for the log.
@@ -203,13 +207,14 @@ func checkCredentials(user, pass string) error {
 			}
 		}
 	}
-	if len(user) > maxCredentialLen || len(pass) > maxCredentialLen {
-		return fmt.Errorf("%w: user name or password longer than %d octets; not sent", ErrAuthFailed, maxCredentialLen)
+	// The SASL limits, from their one source (internal/authlimit): the
+	// proxy accepts nothing longer, and the PLAIN message of both,
+	// base64-encoded, fits a SASL line (RFC 4954 4).
+	if len(user) > authlimit.MaxUsername {
+		return fmt.Errorf("%w: user name longer than %d octets; not sent", ErrAuthFailed, authlimit.MaxUsername)
+	}
+	if len(pass) > authlimit.MaxPassword {
+		return fmt.Errorf("%w: password longer than %d octets; not sent", ErrAuthFailed, authlimit.MaxPassword)
 	}
 	return nil
 }
-
-// maxCredentialLen caps user name and password. The SASL PLAIN message of
-// both, base64-encoded, must fit a 12288-octet SASL line (RFC 4954 4), and
-// Dovecot's own limit on an authentication request is in the same range.
-const maxCredentialLen = 4096
