@@ -3,8 +3,9 @@
 // accepted, passing the client's real address on (IMAP ID, POP3 and SMTP
 // XCLIENT), and hands back the authenticated connection for splicing.
 //
-// backend imports no other mailgate package. Credentials are re-encoded
-// here; raw client bytes never reach a backend before login.
+// backend imports no other mailgate package but internal/authlimit, the
+// constants-only source of the credential limits it shares with the
+// proxy. Credentials are re-encoded here; raw client bytes never reach a backend before login.
 //
 // # Implementation notes
 //
@@ -19,8 +20,9 @@
 //     at once.
 //   - Backend lines are read into a bounded buffer (maxLineLen); a longer
 //     line is a protocol error, never unbounded growth.
-//   - Credentials containing CR, LF or NUL are refused before dialing: no
-//     server accepts them and they only serve command injection.
+//   - Credentials containing CR, LF or NUL, or longer than the SASL
+//     limits (authlimit), are refused before dialing: no server accepts
+//     them and they only serve command injection.
 //   - Errors wrap ErrAuthFailed (permanent: the backend said no to these
 //     credentials) or ErrUnavailable (anything else, temporary). Error text
 //     may quote backend replies, truncated, and never contains a password.
@@ -40,6 +42,8 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/authlimit"
 )
 
 // Errors a login returns, wrapped with detail for the log.
@@ -70,12 +74,31 @@ const (
 	DefaultLoginTimeout = 10 * time.Second
 )
 
-// TLS modes for Options.TLS.
+// TLSMode says how a connection gets to TLS. It is one vocabulary for
+// both ends of mailgate: the `tls:` key of a listener (proxy.Listener.TLS,
+// listeners[].tls) and of a backend (Options.TLS, backends.*.tls) take
+// the same three words. It lives here because every package that uses
+// it (backend, proxy, cmd) imports backend, and backend imports none of
+// them; tlsconf, which builds the *tls.Config, is imported by neither
+// proxy nor backend.
+type TLSMode string
+
+// The TLS modes.
 const (
-	TLSNone     = "none"     // plaintext (a backend on loopback or a trusted LAN)
-	TLSImplicit = "implicit" // TLS from the first byte (993, 995, 465)
-	TLSStartTLS = "starttls" // STARTTLS (IMAP, SMTP) or STLS (POP3) before login
+	TLSNone     TLSMode = "none"     // plaintext (a backend on loopback or a trusted LAN; a listener for plaintext_from)
+	TLSImplicit TLSMode = "implicit" // TLS from the first byte (993, 995, 465)
+	TLSStartTLS TLSMode = "starttls" // STARTTLS (IMAP, SMTP) or STLS (POP3) before login
 )
+
+// Valid reports whether m is one of the three modes; the empty mode,
+// which configs use for "the default", is not.
+func (m TLSMode) Valid() bool {
+	switch m {
+	case TLSNone, TLSImplicit, TLSStartTLS:
+		return true
+	}
+	return false
+}
 
 // Client describes the end user's connection as mailgate saw it.
 type Client struct {
@@ -90,7 +113,7 @@ type Client struct {
 // Zero durations and an empty TLS mean the defaults (see Defaults).
 type Options struct {
 	Address        string        `yaml:"address"`         // host:port
-	TLS            string        `yaml:"tls"`             // none | implicit | starttls
+	TLS            TLSMode       `yaml:"tls"`             // none | implicit | starttls
 	ConnectTimeout time.Duration `yaml:"connect_timeout"` // dial and TLS
 	Timeout        time.Duration `yaml:"timeout"`         // each login step
 	LoginTimeout   time.Duration `yaml:"login_timeout"`   // the whole login
@@ -134,9 +157,7 @@ func (o *Options) Validate(path string) error {
 	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		errs = append(errs, fmt.Errorf("%s.address: %q has no valid port", path, o.Address))
 	}
-	switch o.TLS {
-	case "", TLSNone, TLSImplicit, TLSStartTLS:
-	default:
+	if o.TLS != "" && !o.TLS.Valid() {
 		errs = append(errs, fmt.Errorf("%s.tls: %q is not one of none, implicit, starttls", path, o.TLS))
 	}
 	if o.ConnectTimeout < 0 {
@@ -186,13 +207,14 @@ func checkCredentials(user, pass string) error {
 			}
 		}
 	}
-	if len(user) > maxCredentialLen || len(pass) > maxCredentialLen {
-		return fmt.Errorf("%w: user name or password longer than %d octets; not sent", ErrAuthFailed, maxCredentialLen)
+	// The SASL limits, from their one source (internal/authlimit): the
+	// proxy accepts nothing longer, and the PLAIN message of both,
+	// base64-encoded, fits a SASL line (RFC 4954 4).
+	if len(user) > authlimit.MaxUsername {
+		return fmt.Errorf("%w: user name longer than %d octets; not sent", ErrAuthFailed, authlimit.MaxUsername)
+	}
+	if len(pass) > authlimit.MaxPassword {
+		return fmt.Errorf("%w: password longer than %d octets; not sent", ErrAuthFailed, authlimit.MaxPassword)
 	}
 	return nil
 }
-
-// maxCredentialLen caps user name and password. The SASL PLAIN message of
-// both, base64-encoded, must fit a 12288-octet SASL line (RFC 4954 4), and
-// Dovecot's own limit on an authentication request is in the same range.
-const maxCredentialLen = 4096

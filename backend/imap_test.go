@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/authlimit"
 )
 
 // imapFake is a scripted IMAP server with failure knobs. Zero fields
@@ -239,7 +241,8 @@ func TestIMAPRefusesInjection(t *testing.T) {
 		{"al\x00ice", "x"},
 		{"alice", "p\x00w"},
 		{"", "x"},
-		{strings.Repeat("u", maxCredentialLen+1), "x"},
+		{strings.Repeat("u", authlimit.MaxUsername+1), "x"},
+		{"alice", strings.Repeat("p", authlimit.MaxPassword+1)},
 	} {
 		f := &imapFake{}
 		srv, b := startIMAP(t, f)

@@ -9,6 +9,10 @@
 // IANA registries, then each database in order. Lookups read one immutable
 // snapshot through an atomic pointer: a reload never blocks or fails them.
 //
+// geo also holds the one parser for the network lists an admin writes
+// (ParseNetwork, netlist.go), so that policy, the guard, proxy and cmd
+// read them by one rule.
+//
 // geo imports no other mailgate package.
 package geo
 

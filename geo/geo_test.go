@@ -214,7 +214,7 @@ func TestValidate(t *testing.T) {
 	}
 	for _, want := range []string{
 		"geo.databases[1]: empty path", "geo.databases[2]:",
-		"geo.overrides[10.0.0.0/33]:", "geo.overrides[10.0.0.1/8]: host bits set; did you mean 10.0.0.0/8?",
+		"geo.overrides[10.0.0.0/33]:", "geo.overrides[10.0.0.1/8]: \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8?",
 		"geo.overrides[nonsense]:", "geo.overrides[192.0.2.0/24]:", "the United Kingdom is GB",
 		"geo.overrides[198.51.100.0/24]:", "geo.overrides[203.0.113.0/24]:", "geo.overrides[fe80::1%eth0]:",
 	} {

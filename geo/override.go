@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 )
 
 // override is one compiled Config.Overrides entry.
@@ -18,38 +17,14 @@ type override struct {
 // label values, which must stay short.
 const maxLabelLen = 32
 
-// parseOverride compiles one override. The key is a CIDR in canonical form
-// or a single address; the value is an ISO 3166-1 alpha-2 code (any case)
+// parseOverride compiles one override. The key is a network as
+// ParseNetwork reads it (a canonical CIDR or an address); the value is an ISO 3166-1 alpha-2 code (any case)
 // or a label: a lower-case word of letters, digits and '-' that is not two
 // letters long, so it can never be mistaken for a country.
 func parseOverride(key, value string) (override, error) {
-	var p netip.Prefix
-	var err error
-	if strings.Contains(key, "/") {
-		p, err = netip.ParsePrefix(key)
-		if err != nil {
-			return override{}, fmt.Errorf("not a CIDR: %w", err)
-		}
-		if p != p.Masked() {
-			return override{}, fmt.Errorf("host bits set; did you mean %s?", p.Masked())
-		}
-	} else {
-		a, aerr := netip.ParseAddr(key)
-		if aerr != nil {
-			return override{}, fmt.Errorf("not an address or CIDR: %w", aerr)
-		}
-		if a.Zone() != "" {
-			return override{}, fmt.Errorf("an address with a zone cannot be matched")
-		}
-		p = netip.PrefixFrom(a, a.BitLen())
-	}
-	if p.Addr().Is4In6() {
-		// Lookups unmap ::ffff:a.b.c.d; so must overrides.
-		bits := p.Bits() - 96
-		if bits < 0 {
-			return override{}, fmt.Errorf("an IPv4-mapped prefix shorter than /96 spans non-IPv4 space")
-		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), bits)
+	p, err := ParseNetwork(key) // one rule for every network list (netlist.go)
+	if err != nil {
+		return override{}, err
 	}
 	o := override{p: p, c: compilePrefix(p), loc: Location{Source: "override"}}
 	switch {

@@ -148,7 +148,11 @@ func compileConfig(c *Config) (*compiled, error) {
 	for i, s := range c.AlwaysAllow {
 		key := fmt.Sprintf("policy.always_allow[%d]", i)
 		t, err := parseTarget(s)
-		if err != nil || t.kind != targetNetwork {
+		switch {
+		case err != nil && strings.Contains(s, "/"):
+			bad(key, "%v", err) // names the network a CIDR with host bits meant
+			continue
+		case err != nil || t.kind != targetNetwork:
 			bad(key, "%q is not an IP address or CIDR", s)
 			continue
 		}

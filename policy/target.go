@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mailgate/mailgate/geo"
 )
 
 // maxLogin bounds a login we look up: RFC 5321 4.5.3.1.1 (local part 64
@@ -42,33 +44,22 @@ type target struct {
 var errTarget = errors.New("is not a country code, label, IP address, CIDR or \"any\"")
 
 // parseTarget reads one "where": "any", a two-letter country code (any
-// case), a geo label such as "private", an IP address or a CIDR. A CIDR
-// with host bits set is refused: "10.1.2.3/8" is more likely a typo than a
-// wish for 10.0.0.0/8.
+// case), a geo label such as "private", an IP address or a CIDR, read
+// by geo.ParseNetwork: a CIDR with host bits set is refused, as
+// "10.1.2.3/8" is more likely a typo than a wish for 10.0.0.0/8.
 func parseTarget(s string) (target, error) {
 	s = strings.TrimSpace(s)
 	switch {
 	case s == "any" || s == "*":
 		return target{kind: targetAny}, nil
-	case strings.Contains(s, "/"):
-		p, err := netip.ParsePrefix(s)
+	case strings.Contains(s, "/") || strings.ContainsAny(s, ":."):
+		// One rule for every network list (geo.ParseNetwork): canonical
+		// CIDRs only, IPv4-mapped forms become IPv4.
+		p, err := geo.ParseNetwork(s)
 		if err != nil {
-			return target{}, fmt.Errorf("%q is not a CIDR", s)
-		}
-		if p.Addr().Is4In6() {
-			return target{}, fmt.Errorf("%q: write IPv4-mapped networks as IPv4", s)
-		}
-		if p.Masked() != p {
-			return target{}, fmt.Errorf("%q has host bits set; the network is %s", s, p.Masked())
+			return target{}, err
 		}
 		return target{kind: targetNetwork, net: p}, nil
-	case strings.ContainsAny(s, ":."):
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" {
-			return target{}, fmt.Errorf("%q is not an IP address", s)
-		}
-		a = a.Unmap()
-		return target{kind: targetNetwork, net: netip.PrefixFrom(a, a.BitLen())}, nil
 	case len(s) == 2 && isLetter(s[0]) && isLetter(s[1]):
 		return target{kind: targetCode, code: strings.ToUpper(s)}, nil
 	case isLabel(s):

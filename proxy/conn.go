@@ -66,11 +66,11 @@ import (
 	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
 )
 
-// Listener.TLS values.
+// Listener.TLS values, short names for the backend.TLSMode constants.
 const (
-	tlsImplicit = "implicit"
-	tlsStartTLS = "starttls"
-	tlsNone     = "none"
+	tlsImplicit = backend.TLSImplicit
+	tlsStartTLS = backend.TLSStartTLS
+	tlsNone     = backend.TLSNone
 )
 
 const (
@@ -78,17 +78,9 @@ const (
 	// longest line any protocol accepts (SASL responses, 12288 octets,
 	// RFC 4954 4) and a whole PROXY v2 header (536 octets).
 	readBufferSize = 16 << 10
-	// maxSASLLine bounds one SASL response line: RFC 4954 4 lets SMTP
-	// AUTH lines reach 12288 octets; IMAP and POP3 use the same bound.
-	maxSASLLine = 12288
 	// proxyHeaderTimeout bounds the wait for a PROXY header from a
 	// trusted balancer, which sends it with the first packet.
 	proxyHeaderTimeout = 5 * time.Second
-	// maxLoginName: RFC 5321 4.5.3.1 allows 64 octets of local part and
-	// 255 of domain, so an address is at most 320 octets.
-	maxLoginName = 320
-	// maxPassword bounds a password; longer is an attack, not a user.
-	maxPassword = 1024
 	// maxClientIDLog bounds the client's ID string in logs.
 	maxClientIDLog = 64
 )

@@ -340,7 +340,7 @@ func benchAccept(b *testing.B, banned bool) {
 func TestGuardPOP3RefusalLooksLikeWrongPassword(t *testing.T) {
 	lim := fastLimits()
 	lim.MaxLoginAttempts = 5
-	e := startLineServer(t, Listener{Protocol: pop3Proto}, lim)
+	e := startServer(t, Listener{Protocol: pop3Proto}, lim)
 	cfg := quietGuard()
 	cfg.Lockout.PerIPAfter = 1
 	g, err := guard.New(cfg, guard.Options{})

@@ -180,12 +180,17 @@ func (f *fakeIMAP) loginList() []string {
 	return append([]string(nil), f.logins...)
 }
 
-// testEnv is a running server with fakes.
+// testEnv is the one test fixture for every protocol: a running Server
+// with one listener on 127.0.0.1 and in-process fakes for all three
+// backends (fakeIMAP here, fakePOP3 and fakeSMTP in pop3_helpers_test.go)
+// and for the policy (fakeAuth, which denies bob).
 type testEnv struct {
 	t     testing.TB
 	srv   *Server
 	auth  *fakeAuth
 	imap  *fakeIMAP
+	pop3  fakePOP3
+	smtp  fakeSMTP
 	logs  *syncBuffer
 	addr  string
 	lst   Listener
@@ -198,10 +203,22 @@ func fastLimits() Limits {
 		LoginTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second, TLSHandshakeTimeout: 5 * time.Second}
 }
 
-// startServer runs a Server with one listener on 127.0.0.1.
+// startServer runs a Server with one listener on 127.0.0.1. An empty
+// l.Protocol means IMAP; an empty l.TLS means "none" with plaintext
+// logins allowed from loopback. t may be a *testing.F (fuzz targets).
 func startServer(t testing.TB, l Listener, lim Limits) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, auth: &fakeAuth{deny: map[string]bool{"bob": true}}, imap: newFakeIMAP(t), logs: &syncBuffer{}, errCh: make(chan error, 1)}
+	e := &testEnv{
+		t:    t,
+		auth: &fakeAuth{deny: map[string]bool{"bob": true}},
+		imap: newFakeIMAP(t),
+		pop3: fakePOP3{newFakeLineBackend("+OK Logged in, 2 messages\r\n", "+OK echo ",
+			[]string{"TOP", "UIDL", "RESP-CODES", "STLS", "SASL PLAIN", "USER", "IMPLEMENTATION Dovecot", "EXPIRE NEVER", "UTF8", "LANG", "bad\x01line", ".dot", "TOP\r\n.\r\n+OK"})},
+		smtp: fakeSMTP{newFakeLineBackend("", "250 echo ",
+			[]string{"PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS", "AUTH PLAIN LOGIN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "XCLIENT NAME ADDR"})},
+		logs:  &syncBuffer{},
+		errCh: make(chan error, 1),
+	}
 	if l.Name == "" {
 		l.Name = "test"
 	}
@@ -221,6 +238,8 @@ func startServer(t testing.TB, l Listener, lim Limits) *testEnv {
 		Hostname:   "mx.test",
 		Authorizer: e.auth,
 		IMAP:       e.imap,
+		POP3:       e.pop3,
+		SMTP:       e.smtp,
 		Limits:     lim,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -231,10 +250,17 @@ func startServer(t testing.TB, l Listener, lim Limits) *testEnv {
 	go func() { e.errCh <- e.srv.Serve(ln, l) }()
 	t.Cleanup(func() {
 		e.srv.Close()
+		e.pop3.close()
+		e.smtp.close()
 		if err := <-e.errCh; !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
-		waitFor(t, "sessions to end", func() bool { return e.srv.Sessions() == 0 })
+		for deadline := time.Now().Add(10 * time.Second); e.srv.Sessions() > 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("%d sessions still open", e.srv.Sessions())
+				break
+			}
+		}
 		totalPanics.Add(e.srv.Panics())
 		if t.Failed() {
 			t.Logf("server log:\n%s", e.logs.String())
@@ -273,10 +299,19 @@ func (e *testEnv) dial() *client {
 	return &client{t: e.t, nc: nc, br: bufio.NewReader(nc)}
 }
 
-// dialGreeted connects and reads the greeting.
+// greetings are the first line of each protocol's greeting, as the
+// fixture's listener sends it.
+var greetings = map[policy.Protocol]string{
+	policy.IMAP: "* OK [CAPABILITY ",
+	policy.POP3: "+OK mx.test mailgate POP3 ready",
+	policy.SMTP: "220 mx.test ESMTP",
+}
+
+// dialGreeted connects and reads the listener's protocol greeting.
 func (e *testEnv) dialGreeted() *client {
+	e.t.Helper()
 	c := e.dial()
-	c.expect("* OK [CAPABILITY ")
+	c.expect(greetings[e.lst.Protocol])
 	return c
 }
 

@@ -4,6 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mailgate/mailgate/proxy/internal/sasl"
+)
+
+// Credential and SASL line limits: short names for the SASL limits
+// (sasl, from internal/authlimit), the one source the backend client
+// shares. They are not configurable.
+const (
+	// maxSASLLine bounds one SASL line: RFC 4954 4 lets SMTP AUTH lines
+	// reach 12288 octets; IMAP and POP3 use the same bound.
+	maxSASLLine = sasl.MaxLine
+	// maxLoginName bounds a login name: a mail address is at most 320
+	// octets (RFC 5321 4.5.3.1).
+	maxLoginName = sasl.MaxUsername
+	// maxPassword bounds a password; longer is an attack, not a user.
+	maxPassword = sasl.MaxPassword
 )
 
 // Default limits. Each says why; the `limits:` table in docs/imap.md

@@ -38,18 +38,6 @@ func TestLimitsDefaultsAndValidate(t *testing.T) {
 	}
 }
 
-func TestLineTooLong(t *testing.T) {
-	e := startServer(t, Listener{}, fastLimits())
-	c := e.dialGreeted()
-	c.send("a NOOP " + strings.Repeat("x", imapwire.MaxLine) + "\r\n")
-	c.expect("* BYE Command line too long")
-	c.expectClosed()
-	// A line that exactly fits is still served.
-	c = e.dialGreeted()
-	c.send("a " + strings.Repeat("x", imapwire.MaxLine-4) + "\r\n")
-	c.expect("a BAD ")
-}
-
 func TestLiteralTooBig(t *testing.T) {
 	e := startServer(t, Listener{}, fastLimits())
 	c := e.dialGreeted()
@@ -74,83 +62,22 @@ func TestLiteralTooBig(t *testing.T) {
 	}
 }
 
-func TestTooManyCommands(t *testing.T) {
-	lim := fastLimits()
-	lim.MaxCommands = 3
-	e := startServer(t, Listener{}, lim)
-	c := e.dialGreeted()
-	c.send("a NOOP\r\nb NOOP\r\nc NOOP\r\nd NOOP\r\n")
-	c.expect("a OK")
-	c.expect("b OK")
-	c.expect("c OK")
-	c.expect("* BYE Too many commands")
-	c.expectClosed()
-}
-
-func TestTooManyErrors(t *testing.T) {
-	lim := fastLimits()
-	lim.MaxErrors = 3
-	e := startServer(t, Listener{}, lim)
-	c := e.dialGreeted()
-	c.send("a SELECT INBOX\r\n\r\n")
-	c.expect("a BAD ")
-	c.expect("* BAD ")
-	c.send("GET / HTTP/1.1\r\n")
-	c.expect("GET BAD ")
-	c.expect("* BYE Too many invalid commands")
-	c.expectClosed()
-}
-
-func TestTooManyLoginAttempts(t *testing.T) {
-	lim := fastLimits()
-	lim.MaxLoginAttempts = 2
-	e := startServer(t, Listener{}, lim)
-	c := e.dialGreeted()
-	c.send("a LOGIN alice x\r\n")
-	c.expect("a NO [AUTHENTICATIONFAILED]")
-	c.send("b LOGIN bob y\r\n") // denied by policy: counts the same
-	c.expect("b NO [AUTHENTICATIONFAILED]")
-	c.expect("* BYE Too many login failures")
-	c.expectClosed()
-}
-
-func TestPreAuthIdleTimeout(t *testing.T) {
+// A literal announced but never sent is bounded by the idle timeout
+// (the timeouts themselves are in TestLimitsEndSessions).
+func TestLiteralNeverSentIsBounded(t *testing.T) {
 	lim := fastLimits()
 	lim.PreAuthIdleTimeout = 50 * time.Millisecond
 	e := startServer(t, Listener{}, lim)
 	c := e.dialGreeted()
-	c.expect("* BYE Autologout; idle for too long")
-	c.expectClosed()
-	// A literal announced but never sent is also bounded.
-	c = e.dialGreeted()
 	c.send("a LOGIN {5}\r\n")
 	c.expect("+ ")
 	c.expect("* BYE Autologout")
 	c.expectClosed()
 }
 
-func TestLoginTimeout(t *testing.T) {
-	lim := fastLimits()
-	lim.PreAuthIdleTimeout = time.Hour
-	lim.LoginTimeout = 200 * time.Millisecond
-	e := startServer(t, Listener{}, lim)
-	c := e.dialGreeted()
-	c.send("a NOOP\r\n")
-	c.expect("a OK")
-	// The idle timeout is an hour; only the login deadline can end this.
-	c.expect("* BYE Autologout; idle for too long")
-	c.expectClosed()
-	waitFor(t, "close log", func() bool { return strings.Contains(e.logs.String(), `reason="login timeout"`) })
-}
-
-// The shared line reader's SASL bound is the one each wire package
-// documents for its protocol.
-func TestSASLLineBoundsAgree(t *testing.T) {
-	for name, n := range map[string]int{"pop3wire": pop3wire.MaxSASLLine, "smtpwire": smtpwire.MaxSASLLine} {
-		if n != maxSASLLine {
-			t.Errorf("%s.MaxSASLLine %d, shared reader reads %d", name, n, maxSASLLine)
-		}
-	}
+// The shared read buffer holds the longest line any protocol reads (the
+// SASL limit comes from one place, sasl.MaxLine).
+func TestReadBufferHoldsEveryLine(t *testing.T) {
 	for _, n := range []int{maxSASLLine, imapwire.MaxLine, pop3wire.MaxLine, smtpwire.MaxLine} {
 		if n > readBufferSize {
 			t.Errorf("read buffer %d cannot hold a %d-octet line", readBufferSize, n)

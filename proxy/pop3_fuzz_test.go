@@ -51,7 +51,7 @@ func FuzzPOP3Session(f *testing.F) {
 	lim := fastLimits()
 	lim.PreAuthIdleTimeout = 5 * time.Second
 	// One server for all inputs; sessions are independent.
-	e := startLineServer(f, Listener{Protocol: pop3Proto, TLS: tlsStartTLS, PlaintextFrom: loopbackPrefixes()}, lim)
+	e := startServer(f, Listener{Protocol: pop3Proto, TLS: tlsStartTLS, PlaintextFrom: loopbackPrefixes()}, lim)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out := fuzzSession(t, e.addr, in)
 		if !bytes.HasPrefix(out, []byte("+OK mx.test mailgate POP3 ready\r\n")) {
@@ -77,7 +77,7 @@ func FuzzPOP3Session(f *testing.F) {
 // greeting, USER/PASS, decision, fake backend login, one spliced command,
 // close. AuthFailureDelay does not apply (the login succeeds).
 func BenchmarkPOP3Login(b *testing.B) {
-	e := startLineServer(b, Listener{Protocol: pop3Proto}, fastLimits())
+	e := startServer(b, Listener{Protocol: pop3Proto}, fastLimits())
 	in := []byte("USER alice\r\nPASS secret\r\nQUIT\r\n")
 	b.ReportAllocs()
 	for b.Loop() {

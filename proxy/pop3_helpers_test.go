@@ -1,22 +1,17 @@
 package proxy
 
-// Test fakes and an environment for the POP3 and SMTP edges. They build
-// on the shared helpers in helpers_test.go (client, fakeAuth, syncBuffer,
-// waitFor, serverTLSConfig).
+// Test fakes for the POP3 and SMTP backends. The one fixture that runs
+// them (testEnv, startServer) is in helpers_test.go.
 
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
-	"testing"
-	"time"
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/policy"
@@ -179,88 +174,6 @@ func (f fakeSMTP) Login(_ context.Context, c backend.Client, user, pass string) 
 }
 
 func (f fakeSMTP) Extensions(context.Context) ([]string, error) { return f.getCaps() }
-
-// lineEnv is a running server with POP3 and SMTP fakes.
-type lineEnv struct {
-	t    testing.TB
-	srv  *Server
-	auth *fakeAuth
-	pop3 fakePOP3
-	smtp fakeSMTP
-	logs *syncBuffer
-	addr string
-}
-
-// startLineServer runs a Server with one POP3 or SMTP listener on
-// 127.0.0.1. An empty l.TLS means "none" with plaintext allowed from
-// loopback.
-func startLineServer(t testing.TB, l Listener, lim Limits) *lineEnv {
-	t.Helper()
-	e := &lineEnv{
-		t:    t,
-		auth: &fakeAuth{deny: map[string]bool{"bob": true}},
-		pop3: fakePOP3{newFakeLineBackend("+OK Logged in, 2 messages\r\n", "+OK echo ",
-			[]string{"TOP", "UIDL", "RESP-CODES", "STLS", "SASL PLAIN", "USER", "IMPLEMENTATION Dovecot", "EXPIRE NEVER", "UTF8", "LANG", "bad\x01line", ".dot", "TOP\r\n.\r\n+OK"})},
-		smtp: fakeSMTP{newFakeLineBackend("", "250 echo ",
-			[]string{"PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS", "AUTH PLAIN LOGIN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "XCLIENT NAME ADDR"})},
-		logs: &syncBuffer{},
-	}
-	if l.Name == "" {
-		l.Name = "test"
-	}
-	if l.TLS == "" {
-		l.TLS = tlsNone
-		l.PlaintextFrom = append(l.PlaintextFrom, netip.MustParsePrefix("127.0.0.0/8"))
-	}
-	if l.TLS != tlsNone && l.TLSConfig == nil {
-		l.TLSConfig = serverTLSConfig(nil) // t unused; fuzz targets pass a *testing.F
-	}
-	e.srv = NewServer(Options{
-		Logger:     slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Hostname:   "mx.test",
-		Authorizer: e.auth,
-		POP3:       e.pop3,
-		SMTP:       e.smtp,
-		Limits:     lim,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = ln.Addr().String()
-	errCh := make(chan error, 1)
-	go func() { errCh <- e.srv.Serve(ln, l) }()
-	t.Cleanup(func() {
-		e.srv.Close()
-		e.pop3.close()
-		e.smtp.close()
-		if err := <-errCh; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-		for deadline := time.Now().Add(10 * time.Second); e.srv.Sessions() > 0; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Errorf("%d sessions still open", e.srv.Sessions())
-				break
-			}
-		}
-		totalPanics.Add(e.srv.Panics())
-		if t.Failed() {
-			t.Logf("server log:\n%s", e.logs.String())
-		}
-	})
-	return e
-}
-
-func (e *lineEnv) dial() *client {
-	t := e.t.(*testing.T)
-	t.Helper()
-	nc, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
 
 func loopbackPrefixes() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
 

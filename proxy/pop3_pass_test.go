@@ -6,7 +6,7 @@ import "testing"
 // has arguments is still the whole rest of the PASS line (RFC 1939 7;
 // issue #14 finding 7: it got "-ERR Syntax error").
 func TestPOP3PassManySpaces(t *testing.T) {
-	e := startLineServer(t, Listener{Protocol: pop3Proto}, fastLimits())
+	e := startServer(t, Listener{Protocol: pop3Proto}, fastLimits())
 	const pass = "a b c d e f g h i j k"
 	e.pop3.mu.Lock()
 	e.pop3.users["dave"] = pass

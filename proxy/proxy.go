@@ -67,9 +67,10 @@ type Limits struct {
 type Listener struct {
 	Name     string          // e.g. "imaps"; used in logs
 	Protocol policy.Protocol // imap, pop3 or smtp
-	// TLS is "implicit", "starttls" or "none".
-	TLS       string
-	TLSConfig *tls.Config // required unless TLS is "none"
+	// TLS is backend.TLSImplicit, TLSStartTLS or TLSNone: the same
+	// three words as a backend's TLS.
+	TLS       backend.TLSMode
+	TLSConfig *tls.Config // required unless TLS is backend.TLSNone
 	// ProxyFrom lists networks whose PROXY v1/v2 header is trusted. Empty:
 	// nobody; a header from anyone else closes the connection.
 	ProxyFrom []netip.Prefix

@@ -26,7 +26,7 @@ func FuzzSMTPSession(f *testing.F) {
 	}
 	lim := smtpLimits()
 	// One server for all inputs; sessions are independent.
-	e := startLineServer(f, Listener{Protocol: smtpProto, TLS: tlsStartTLS, PlaintextFrom: loopbackPrefixes()}, lim)
+	e := startServer(f, Listener{Protocol: smtpProto, TLS: tlsStartTLS, PlaintextFrom: loopbackPrefixes()}, lim)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out := fuzzSession(t, e.addr, in)
 		if !bytes.HasPrefix(out, []byte("220 mx.test ESMTP mailgate\r\n")) {
@@ -55,7 +55,7 @@ func FuzzSMTPSession(f *testing.F) {
 // loopback: greeting (no delay), EHLO, AUTH PLAIN, decision, fake backend
 // login, one spliced command, close.
 func BenchmarkSMTPLogin(b *testing.B) {
-	e := startLineServer(b, Listener{Protocol: smtpProto}, smtpLimits())
+	e := startServer(b, Listener{Protocol: smtpProto}, smtpLimits())
 	in := []byte("EHLO bench\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nQUIT\r\n")
 	b.ReportAllocs()
 	for b.Loop() {

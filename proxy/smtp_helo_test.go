@@ -9,7 +9,7 @@ import (
 // backend as A-labels, which it can always send (issue #14 finding 3:
 // the backend code refused it after the login decision, 454).
 func TestSMTPEHLOUTF8(t *testing.T) {
-	e := startLineServer(t, Listener{Protocol: smtpProto}, smtpLimits())
+	e := startServer(t, Listener{Protocol: smtpProto}, smtpLimits())
 	c := e.dialSMTP()
 	c.ehlo("Bücher.example")
 	c.send("AUTH PLAIN " + enc64("\x00alice\x00secret") + "\r\n")
@@ -22,7 +22,7 @@ func TestSMTPEHLOUTF8(t *testing.T) {
 // TestSMTPEHLOGarbage: names that cannot become a sane ASCII name are
 // refused at EHLO time with 501, before any login.
 func TestSMTPEHLOGarbage(t *testing.T) {
-	e := startLineServer(t, Listener{Protocol: smtpProto}, smtpLimits())
+	e := startServer(t, Listener{Protocol: smtpProto}, smtpLimits())
 	c := e.dialSMTP()
 	for _, name := range []string{"evil\u202eexample", "a\xffb", "ü" + strings.Repeat("a", 250)} {
 		c.send("EHLO " + name + "\r\n")

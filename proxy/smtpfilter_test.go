@@ -14,7 +14,7 @@ import (
 // across packets, reach the backend only as a verb it refuses; one WARN
 // per session names the command and nothing the client chose.
 func TestSMTPFilterRefusesAfterLogin(t *testing.T) {
-	e := startLineServer(t, Listener{Protocol: smtpProto}, smtpLimits())
+	e := startServer(t, Listener{Protocol: smtpProto}, smtpLimits())
 	c := e.dialSMTP()
 	c.send("EHLO client.example\r\nAUTH PLAIN " + enc64("\x00alice\x00secret") + "\r\nXCLIENT LOGIN=bob ADDR=203.0.113.50\r\n")
 	c.expect("250-mx.test")
@@ -47,7 +47,7 @@ func TestSMTPFilterRefusesAfterLogin(t *testing.T) {
 // scriptSMTPBackend replaces the fake SMTP backend's session with a tiny
 // Postfix: 250 to commands, 354 to DATA, 250 after the message's ".";
 // every line it reads as a command is sent on cmds.
-func scriptSMTPBackend(t *testing.T, e *lineEnv) chan string {
+func scriptSMTPBackend(t *testing.T, e *testEnv) chan string {
 	cmds := make(chan string, 100)
 	e.smtp.script = func(nc net.Conn) {
 		defer nc.Close()
@@ -88,7 +88,7 @@ func scriptSMTPBackend(t *testing.T, e *lineEnv) chan string {
 // message (which RFC 2920 forbids, but a client may do) still works:
 // the message waits for the 354.
 func TestSMTPFilterDataContent(t *testing.T) {
-	e := startLineServer(t, Listener{Protocol: smtpProto}, smtpLimits())
+	e := startServer(t, Listener{Protocol: smtpProto}, smtpLimits())
 	cmds := scriptSMTPBackend(t, e)
 	c := e.dialSMTP()
 	c.ehlo("client.example")
@@ -117,7 +117,7 @@ func TestSMTPFilterDataContent(t *testing.T) {
 // TestSMTPFilterBackendGarbage: a backend that answers with something
 // that is not an SMTP reply ends the session (fail closed).
 func TestSMTPFilterBackendGarbage(t *testing.T) {
-	e := startLineServer(t, Listener{Protocol: smtpProto}, smtpLimits())
+	e := startServer(t, Listener{Protocol: smtpProto}, smtpLimits())
 	e.smtp.script = func(nc net.Conn) {
 		defer nc.Close()
 		bufio.NewReader(nc).ReadString('\n')
@@ -135,7 +135,7 @@ func TestSMTPFilterBackendGarbage(t *testing.T) {
 // TestPOP3FilterRefusesXCLIENT: POP3 XCLIENT after login reaches the
 // backend only as a verb it refuses.
 func TestPOP3FilterRefusesXCLIENT(t *testing.T) {
-	e := startLineServer(t, Listener{Protocol: pop3Proto}, fastLimits())
+	e := startServer(t, Listener{Protocol: pop3Proto}, fastLimits())
 	c := e.dialPOP3()
 	c.send("USER alice\r\nPASS secret\r\nXCLIENT ADDR=203.0.113.50\r\n")
 	c.expect("+OK")
@@ -148,7 +148,7 @@ func TestPOP3FilterRefusesXCLIENT(t *testing.T) {
 // BenchmarkSMTPFilterSplice: a message's content through a spliced SMTP
 // session (compare BenchmarkSpliceThroughput, IMAP without a filter).
 func BenchmarkSMTPFilterSplice(b *testing.B) {
-	e := startLineServer(b, Listener{Protocol: smtpProto}, smtpLimits())
+	e := startServer(b, Listener{Protocol: smtpProto}, smtpLimits())
 	got := make(chan int64, 1)
 	e.smtp.script = func(nc net.Conn) {
 		defer nc.Close()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -57,12 +56,12 @@ type LogConfig struct {
 
 // ListenerConfig is one entry of `listeners:`.
 type ListenerConfig struct {
-	Name          string   `yaml:"name"`
-	Protocol      string   `yaml:"protocol"` // imap, pop3, smtp
-	Address       string   `yaml:"address"`  // host:port
-	TLS           string   `yaml:"tls"`      // implicit, starttls, none
-	ProxyFrom     []string `yaml:"proxy_protocol_from"`
-	PlaintextFrom []string `yaml:"plaintext_from"`
+	Name          string          `yaml:"name"`
+	Protocol      string          `yaml:"protocol"` // imap, pop3, smtp
+	Address       string          `yaml:"address"`  // host:port
+	TLS           backend.TLSMode `yaml:"tls"`      // implicit, starttls, none
+	ProxyFrom     []string        `yaml:"proxy_protocol_from"`
+	PlaintextFrom []string        `yaml:"plaintext_from"`
 }
 
 // BackendsConfig is the `backends:` section: one server per protocol.
@@ -110,10 +109,10 @@ func defaultBackends() BackendsConfig {
 // ports of the issue, all with implicit TLS or STARTTLS.
 func defaultListeners() []ListenerConfig {
 	return []ListenerConfig{
-		{Name: "imaps", Protocol: "imap", Address: ":993", TLS: "implicit"},
-		{Name: "pop3s", Protocol: "pop3", Address: ":995", TLS: "implicit"},
-		{Name: "smtps", Protocol: "smtp", Address: ":465", TLS: "implicit"},
-		{Name: "submission", Protocol: "smtp", Address: ":587", TLS: "starttls"},
+		{Name: "imaps", Protocol: "imap", Address: ":993", TLS: backend.TLSImplicit},
+		{Name: "pop3s", Protocol: "pop3", Address: ":995", TLS: backend.TLSImplicit},
+		{Name: "smtps", Protocol: "smtp", Address: ":465", TLS: backend.TLSImplicit},
+		{Name: "submission", Protocol: "smtp", Address: ":587", TLS: backend.TLSStartTLS},
 	}
 }
 
@@ -178,7 +177,7 @@ func (c *Config) applyDefaults() {
 			l.Name = fmt.Sprintf("%s-%d", l.Protocol, i)
 		}
 		if l.TLS == "" {
-			l.TLS = "implicit"
+			l.TLS = backend.TLSImplicit
 		}
 	}
 	d := defaultBackends()
@@ -196,7 +195,7 @@ func (c *Config) applyDefaults() {
 	}
 	for _, b := range []*backend.Options{&c.Backends.IMAP.Options, &c.Backends.POP3.Options, &c.Backends.SMTP.Options} {
 		if b.TLS == "" {
-			b.TLS = "none"
+			b.TLS = backend.TLSNone
 		}
 	}
 	c.Limits = c.Limits.WithDefaults()
@@ -236,7 +235,7 @@ func (c *Config) Validate() error {
 		if !slices.Contains([]string{"imap", "pop3", "smtp"}, l.Protocol) {
 			add(fmt.Errorf("%s.protocol: %q is not one of imap, pop3, smtp", p, l.Protocol))
 		}
-		if !slices.Contains([]string{"implicit", "starttls", "none"}, l.TLS) {
+		if !l.TLS.Valid() {
 			add(fmt.Errorf("%s.tls: %q is not one of implicit, starttls, none", p, l.TLS))
 		}
 		if _, _, err := net.SplitHostPort(l.Address); err != nil {
@@ -245,16 +244,16 @@ func (c *Config) Validate() error {
 			add(fmt.Errorf("%s.address: %q is used twice", p, l.Address))
 		}
 		addrs[l.Address] = true
-		_, err := parsePrefixes(l.ProxyFrom, p+".proxy_protocol_from")
+		_, err := geo.ParseNetworks(l.ProxyFrom, p+".proxy_protocol_from")
 		add(err)
-		_, err = parsePrefixes(l.PlaintextFrom, p+".plaintext_from")
+		_, err = geo.ParseNetworks(l.PlaintextFrom, p+".plaintext_from")
 		add(err)
 	}
 	for path, b := range map[string]*BackendConfig{
 		"backends.imap": c.Backends.IMAP, "backends.pop3": c.Backends.POP3, "backends.smtp": &c.Backends.SMTP.BackendConfig,
 	} {
 		add(b.Options.Validate(path))
-		if b.Options.TLS != "none" {
+		if b.Options.TLS != backend.TLSNone {
 			add(b.TLSVerify.Validate(path + ".tls_verify"))
 		}
 	}
@@ -284,23 +283,4 @@ func unjoin(err error) []error {
 		return out
 	}
 	return []error{err}
-}
-
-// parsePrefixes turns CIDRs (or bare addresses, as /32 or /128) into
-// prefixes, naming the key path of each bad entry.
-func parsePrefixes(in []string, path string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	var errs []error
-	for i, s := range in {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%s[%d]: %q is neither a CIDR nor an address", path, i, s))
-	}
-	return out, errors.Join(errs...)
 }

@@ -34,10 +34,10 @@ func demoConfig(host string, port int, b *demo.Backends) *Config {
 		Hostname: "mailgate.demo",
 		Log:      LogConfig{Level: "info", Format: "text"},
 		Listeners: []ListenerConfig{
-			{Name: "imaps", Protocol: "imap", Address: addr(993), TLS: "implicit"},
-			{Name: "imap", Protocol: "imap", Address: addr(143), TLS: "starttls"},
-			{Name: "smtps", Protocol: "smtp", Address: addr(465), TLS: "implicit"},
-			{Name: "submission", Protocol: "smtp", Address: addr(587), TLS: "starttls"},
+			{Name: "imaps", Protocol: "imap", Address: addr(993), TLS: backend.TLSImplicit},
+			{Name: "imap", Protocol: "imap", Address: addr(143), TLS: backend.TLSStartTLS},
+			{Name: "smtps", Protocol: "smtp", Address: addr(465), TLS: backend.TLSImplicit},
+			{Name: "submission", Protocol: "smtp", Address: addr(587), TLS: backend.TLSStartTLS},
 		},
 		Backends: BackendsConfig{
 			IMAP: &BackendConfig{Options: backend.Options{Address: b.IMAPAddr}},

@@ -89,7 +89,7 @@ func backendOptions(bc *BackendConfig, path string, log *slog.Logger) (backend.O
 	// The backend package names the backend (backend=imap) on its lines;
 	// a second backend= here gave every line two values for one key.
 	o.Logger = log.With("component", "backend")
-	if o.TLS != "none" {
+	if o.TLS != backend.TLSNone {
 		v := bc.TLSVerify
 		if v.ServerName == "" {
 			v.ServerName, _, _ = net.SplitHostPort(o.Address)
@@ -262,8 +262,8 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 }
 
 func proxyListener(lc ListenerConfig, tm *tlsconf.Manager) (proxy.Listener, error) {
-	pf, err1 := parsePrefixes(lc.ProxyFrom, "proxy_protocol_from")
-	tf, err2 := parsePrefixes(lc.PlaintextFrom, "plaintext_from")
+	pf, err1 := geo.ParseNetworks(lc.ProxyFrom, "proxy_protocol_from")
+	tf, err2 := geo.ParseNetworks(lc.PlaintextFrom, "plaintext_from")
 	if err := errors.Join(err1, err2); err != nil {
 		return proxy.Listener{}, err
 	}
@@ -274,7 +274,7 @@ func proxyListener(lc ListenerConfig, tm *tlsconf.Manager) (proxy.Listener, erro
 		ProxyFrom:     pf,
 		PlaintextFrom: tf,
 	}
-	if lc.TLS != "none" {
+	if lc.TLS != backend.TLSNone {
 		l.TLSConfig = tm.ServerConfig(lc.Protocol)
 	}
 	return l, nil

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/mailgate/mailgate/geo"
 )
 
 // Config is the `guard:` section of mailgate's config file. Start from
@@ -330,43 +332,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ParsePrefixes turns CIDRs or bare addresses (as /32 or /128) into
-// masked prefixes; each bad entry is reported as path[i].
+// ParsePrefixes reads a network list with the one rule every list
+// follows (geo.ParseNetworks): canonical CIDRs or bare addresses,
+// IPv4-mapped forms as IPv4; each bad entry is reported as path[i].
 func ParsePrefixes(in []string, path string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	var errs []error
-	for i, s := range in {
-		p, err := parsePrefix(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s[%d]: %q is neither a CIDR nor an address", path, i, s))
-			continue
-		}
-		out = append(out, p)
-	}
-	return out, errors.Join(errs...)
+	return geo.ParseNetworks(in, path)
 }
 
-// parsePrefix accepts "192.0.2.0/24", "2001:db8::/48" or a bare address.
-// IPv4-mapped IPv6 forms are turned into IPv4 so that one rule matches
-// however the kernel reports the peer.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		a := p.Addr()
-		if a.Zone() != "" {
-			return netip.Prefix{}, errors.New("guard: zones are not allowed")
-		}
-		if a.Is4In6() && p.Bits() >= 96 {
-			return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("guard: %q is neither a CIDR nor an address", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
+// parsePrefix reads one network with the same rule (geo.ParseNetwork).
+func parsePrefix(s string) (netip.Prefix, error) { return geo.ParseNetwork(s) }
 
 func isCountryCode(s string) bool {
 	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'

@@ -72,18 +72,24 @@ func TestZeroDisablesActions(t *testing.T) {
 
 func TestParsePrefixes(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{"192.0.2.7/24", "192.0.2.0/24"},
+		{"192.0.2.0/24", "192.0.2.0/24"},
 		{"192.0.2.7", "192.0.2.7/32"},
 		{"::ffff:192.0.2.7", "192.0.2.7/32"},
 		{"::ffff:192.0.2.0/120", "192.0.2.0/24"},
-		{"2001:db8::1/48", "2001:db8::/48"},
+		{"2001:db8::/48", "2001:db8::/48"},
 	} {
 		got, err := ParsePrefixes([]string{tc.in}, "x")
 		if err != nil || len(got) != 1 || got[0].String() != tc.want {
 			t.Errorf("ParsePrefixes(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "x", "10.0.0.0/33", "fe80::1%eth0", "fe80::1%eth0/64"} {
+	// Host bits set is an error, as in every network list (no silent
+	// masking that would widen a trust list).
+	if _, err := ParsePrefixes([]string{"192.0.2.7/24"}, "guard.trusted_networks"); err == nil ||
+		err.Error() != `guard.trusted_networks[0]: "192.0.2.7/24" has host bits set; did you mean 192.0.2.0/24?` {
+		t.Errorf("ParsePrefixes(192.0.2.7/24) error = %v", err)
+	}
+	for _, bad := range []string{"", "x", "10.0.0.0/33", "fe80::1%eth0", "fe80::1%eth0/64", "2001:db8::1/48", "::ffff:192.0.2.7/120"} {
 		if _, err := ParsePrefixes([]string{bad}, "x"); err == nil {
 			t.Errorf("ParsePrefixes(%q) accepted", bad)
 		}

@@ -16,13 +16,10 @@ import (
 const (
 	// MaxLine bounds an ordinary command line, CRLF included: RFC 2449 4
 	// raises RFC 1939's limits to 255 octets per command line.
+	// An AUTH command with an initial response and each SASL client
+	// response are exempt (RFC 5034 4): they are bounded by the SASL
+	// line limit (sasl.MaxLine), which the caller reads them with.
 	MaxLine = 255
-	// MaxSASLLine bounds an AUTH command with an initial response and
-	// each SASL client response, CRLF included. RFC 5034 4 exempts them
-	// from the 255-octet limit; 12288 is the minimum RFC 4954 4 asks of
-	// SMTP servers for the same base64 data, ample for PLAIN with our
-	// credential limits (sasl.MaxUsername, sasl.MaxPassword).
-	MaxSASLLine = 12288
 	// maxKeyword: RFC 1939 3 keywords are three or four characters;
 	// RFC 2449 extension keywords are not longer. STLS, CAPA, AUTH,
 	// USER, PASS, NOOP, QUIT, APOP: all four.

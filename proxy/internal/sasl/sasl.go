@@ -10,7 +10,8 @@
 //
 // The shape of Server follows github.com/emersion/go-sasl; the LOGIN
 // server there was removed upstream, so both mechanisms are written here,
-// small and fuzzed, which also keeps the limits in one place.
+// small and fuzzed. The credential and SASL line limits are re-exported
+// here from internal/authlimit, their one source.
 package sasl
 
 import (
@@ -20,6 +21,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mailgate/mailgate/internal/authlimit"
 )
 
 // Errors. Each rejection wraps one of them; callers map them to replies.
@@ -34,18 +37,17 @@ var (
 	ErrUnsupported = errors.New("sasl: unsupported mechanism")
 )
 
-// Field limits. RFC 4616 2 lets each PLAIN field be up to 255 octets of
-// UTF-8 but real deployments use longer passwords (generated tokens,
-// passphrases); these bounds are generous for people and small enough
-// that a client cannot make us carry large blobs to the backend.
+// Field limits: the SASL limits, from their one source
+// (internal/authlimit), which the proxy's other login commands and the
+// backend client share.
 const (
-	// MaxUsername bounds the user name (and the PLAIN authzid), octets:
-	// a mail address is at most 64 + 1 + 255 = 320 octets (RFC 5321
-	// 4.5.3.1), the same bound the proxy applies to IMAP LOGIN and POP3
-	// USER, so a name works with every mechanism or with none.
-	MaxUsername = 320
+	// MaxUsername bounds the user name and the PLAIN authzid, octets.
+	MaxUsername = authlimit.MaxUsername
 	// MaxPassword bounds the password, octets.
-	MaxPassword = 1024
+	MaxPassword = authlimit.MaxPassword
+	// MaxLine bounds one SASL line (command with initial response, or
+	// client response), CRLF included.
+	MaxLine = authlimit.MaxSASLLine
 )
 
 // Credentials is what a finished exchange yields.

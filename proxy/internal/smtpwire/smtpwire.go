@@ -13,11 +13,10 @@ import (
 // Line limits.
 const (
 	// MaxLine bounds a command line, CRLF included (RFC 5321 4.5.3.1.4).
+	// An AUTH command with its initial response and each SASL response
+	// line may be longer (RFC 4954 4): they are bounded by the SASL line
+	// limit (sasl.MaxLine), which the caller reads them with.
 	MaxLine = 512
-	// MaxSASLLine bounds an AUTH command with its initial response and
-	// each SASL response line, CRLF included: RFC 4954 4 requires servers
-	// to accept at least 12288 octets there.
-	MaxSASLLine = 12288
 	// maxVerb: the longest verb we know is STARTTLS (8).
 	maxVerb = 8
 	// maxDomain: RFC 5321 4.5.3.1.2, a domain is at most 255 octets; an
