@@ -282,7 +282,11 @@ const maxDBSize = 4 << 30
 // openOne reads and opens one database; errors name the file.
 func openOne(file, name string, log *slog.Logger) (reader, fileStamp, error) {
 	if file == EmbeddedName {
-		db, err := openBytes(embeddedMMDB, name, file, log)
+		b, err := embeddedMMDB()
+		if err != nil {
+			return nil, fileStamp{}, fmt.Errorf("geo: embedded database: %w", err)
+		}
+		db, err := openBytes(b, name, file, log)
 		if err != nil {
 			return nil, fileStamp{}, fmt.Errorf("geo: embedded database: %w", err)
 		}

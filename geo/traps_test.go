@@ -90,7 +90,7 @@ func TestTrapIP2LocationPanicHeader(t *testing.T) {
 // TestTrapMaxMindMapped: maxminddb looks ::ffff:a.b.c.d up in the IPv6
 // tree as given; geo unmaps first, so the IPv4 answer comes back.
 func TestTrapMaxMindMapped(t *testing.T) {
-	r, err := maxminddb.OpenBytes(embeddedMMDB)
+	r, err := maxminddb.OpenBytes(mustEmbedded(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestTrapMaxMindMapped(t *testing.T) {
 // documentation ranges in countries (the premise of classifying them
 // first); geo labels them.
 func TestTrapDataPlacesReserved(t *testing.T) {
-	r, err := maxminddb.OpenBytes(embeddedMMDB)
+	r, err := maxminddb.OpenBytes(mustEmbedded(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,4 +133,14 @@ func TestTrapDataPlacesReserved(t *testing.T) {
 			t.Errorf("Lookup(%s) = %+v (raw data says %q), want a reserved label", s, loc, raw.Code)
 		}
 	}
+}
+
+// mustEmbedded is the decompressed embedded database.
+func mustEmbedded(t *testing.T) []byte {
+	t.Helper()
+	b, err := embeddedMMDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

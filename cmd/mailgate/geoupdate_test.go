@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,7 +19,15 @@ import (
 // testMMDB is the repository's embedded default database, a real MMDB.
 func testMMDB(t *testing.T) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "geo", "data", "geo-whois-asn-country.mmdb"))
+	gz, err := os.ReadFile(filepath.Join("..", "..", "geo", "data", "geo-whois-asn-country.mmdb.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
 	if err != nil {
 		t.Fatal(err)
 	}
