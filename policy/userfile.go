@@ -223,6 +223,13 @@ func readUserFile(path string) (*UserFile, error) {
 
 // readCapped reads a whole policy file, refusing one over maxPolicyFile.
 func readCapped(path string) ([]byte, error) {
+	// Refuse anything but a regular file before opening it: opening a
+	// FIFO blocks until a writer comes, and a reload must never hang.
+	if fi, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("policy: %s: not a regular file (%s): %w", path, fi.Mode().Type(), ErrInvalid)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
