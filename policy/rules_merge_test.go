@@ -1,0 +1,65 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+// Anchors, aliases and merge keys (<<) work in the rules file as in any
+// YAML an admin writes: a rule can take its places and protocols from an
+// earlier one, keys it writes itself winning.
+func TestRulesAnchorAliasAndMerge(t *testing.T) {
+	in := `always_deny: &blocked [KP, 203.0.113.0/24]
+rules:
+  - &travel
+    users: alice@example.com
+    allow: [FR, DE]
+    protocols: imap
+    note: travel
+  - <<: *travel
+    users: bob@example.com
+  - users: carol@example.com
+    deny: *blocked
+`
+	rf, err := ParseRules("rules.yaml", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rf.Rules) != 3 {
+		t.Fatalf("rules = %+v", rf.Rules)
+	}
+	bob := rf.Rules[1]
+	if strings.Join(bob.Users, ",") != "bob@example.com" || !bob.Allow ||
+		strings.Join(bob.Targets, ",") != "FR,DE" || strings.Join(bob.Protocols, ",") != "imap" || bob.Note != "travel" {
+		t.Errorf("merged rule = %+v", bob)
+	}
+	if carol := rf.Rules[2]; carol.Allow || strings.Join(carol.Targets, ",") != "KP,203.0.113.0/24" {
+		t.Errorf("aliased places = %+v", carol)
+	}
+}
+
+func TestRulesMergeProblems(t *testing.T) {
+	in := `rules:
+  - &base
+    users: a@example.com
+    allow: FR
+  - <<: *base
+    users: b@example.com
+    deny: RU
+  - <<: FR
+    users: c@example.com
+  - users: d@example.com
+    allow: FR
+    allow: DE
+`
+	_, err := ParseRules("rules.yaml", []byte(in))
+	for _, want := range []string{
+		"rules.yaml:5: rules[1]: has both allow and deny; write two rules",
+		"rules.yaml:8: rules[2].<<: a merge takes a mapping or a list of mappings (like <<: *defaults)",
+		"rules.yaml:12: rules[3].allow: written twice (first on line 11)",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v\nwant %q", err, want)
+		}
+	}
+}
