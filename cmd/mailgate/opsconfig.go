@@ -13,6 +13,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/mailgate/mailgate/cmd/mailgate/internal/legacysyslog"
 )
 
 // AdminConfig is the `admin:` section: the HTTP listener for /metrics,
@@ -35,26 +37,9 @@ type AdminConfig struct {
 // defaultAdminAddress is where /metrics listens without config.
 const defaultAdminAddress = "127.0.0.1:9100"
 
-// SyslogConfig is the `syslog:` section: legacy auth_http lines.
-type SyslogConfig struct {
-	// Enabled turns the syslog lines on.
-	Enabled bool `yaml:"enabled"`
-	// Address is "" for the local syslog socket (/dev/log), or
-	// "udp:host:port", "tcp:host:port", "unixgram:/path" or "unix:/path";
-	// a bare "host:port" means UDP.
-	Address string `yaml:"address"`
-	// Facility is a syslog facility name (LOCAL0 ... LOCAL7, MAIL, AUTH,
-	// AUTHPRIV, DAEMON, USER); default LOCAL0 as the PHP script used.
-	Facility string `yaml:"facility"`
-	// Tag is the syslog tag (program name) fail2ban filters match on;
-	// default NGINXMAILAUTH, as the PHP script used.
-	Tag string `yaml:"tag"`
-	// FailureSeverity is the severity of AUTHFAILED, COUNTRYFAILED,
-	// BANNED and LOCKED lines: "info" (default, as the PHP script, so
-	// rsyslog rules such as local0.=info keep them) or "warning".
-	// AUTHPASS is always info.
-	FailureSeverity string `yaml:"failure_severity"`
-}
+// SyslogConfig is the `syslog:` section: legacy auth_http lines
+// (cmd/mailgate/internal/legacysyslog).
+type SyslogConfig = legacysyslog.Config
 
 // GeoUpdateConfig is the `geo_update:` section used by `mailgate geo
 // update` and by the database-age warning.
@@ -106,7 +91,7 @@ func (c *Config) applyOpsDefaults() {
 		c.Syslog.Tag = defaultSyslogTag
 	}
 	if c.Syslog.FailureSeverity == "" {
-		c.Syslog.FailureSeverity = severityInfo
+		c.Syslog.FailureSeverity = legacysyslog.SeverityInfo
 	}
 	u := &c.GeoUpdate
 	if u.Provider == "" && u.URL != "" {
@@ -144,17 +129,17 @@ func (c *Config) validateOps() error {
 		}
 	}
 	if c.Syslog.Enabled {
-		if _, _, err := syslogTarget(c.Syslog.Address); err != nil {
+		if _, _, err := legacysyslog.ParseAddress(c.Syslog.Address); err != nil {
 			errs = append(errs, fmt.Errorf("syslog.address: %w", err))
 		}
 	}
-	if _, err := syslogFacility(c.Syslog.Facility); err != nil {
+	if _, err := legacysyslog.ParseFacility(c.Syslog.Facility); err != nil {
 		errs = append(errs, fmt.Errorf("syslog.facility: %w", err))
 	}
 	if strings.ContainsAny(c.Syslog.Tag, " :[]\r\n") || len(c.Syslog.Tag) > 48 {
 		errs = append(errs, fmt.Errorf("syslog.tag: %q must be at most 48 characters without spaces, ':' or brackets", c.Syslog.Tag))
 	}
-	if s := c.Syslog.FailureSeverity; s != severityInfo && s != severityWarning {
+	if s := c.Syslog.FailureSeverity; s != legacysyslog.SeverityInfo && s != legacysyslog.SeverityWarning {
 		errs = append(errs, fmt.Errorf("syslog.failure_severity: %q is not one of info, warning", s))
 	}
 	u := c.GeoUpdate
