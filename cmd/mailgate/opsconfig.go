@@ -12,8 +12,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"time"
 
+	"github.com/mailgate/mailgate/cmd/mailgate/internal/geoupdate"
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/legacysyslog"
 )
 
@@ -41,41 +41,12 @@ const defaultAdminAddress = "127.0.0.1:9100"
 // (cmd/mailgate/internal/legacysyslog).
 type SyslogConfig = legacysyslog.Config
 
-// GeoUpdateConfig is the `geo_update:` section used by `mailgate geo
-// update` and by the database-age warning.
-type GeoUpdateConfig struct {
-	// Provider is "ip2location", "maxmind" or "url" (URL taken as is).
-	// Empty: "url" when URL is set.
-	Provider string `yaml:"provider"`
-	// URL overrides the provider's download address. For "ip2location"
-	// and "maxmind" the default is the vendor's download endpoint.
-	URL string `yaml:"url"`
-	// Token is the IP2Location download token.
-	Token string `yaml:"token"`
-	// AccountID and LicenseKey are MaxMind's credentials (HTTP basic).
-	AccountID  string `yaml:"account_id"`
-	LicenseKey string `yaml:"license_key"`
-	// Edition is the database code: "DB1LITEBINIPV6" (IP2Location) or
-	// "GeoLite2-Country" (MaxMind).
-	Edition string `yaml:"edition"`
-	// File is the database file to replace; default the first entry of
-	// geo.databases that is not "embedded".
-	File string `yaml:"file"`
-	// MaxAge: a loaded database built longer ago than this is reported
-	// stale (log warning, mailgate_geo_database_stale). Default 720h.
-	MaxAge time.Duration `yaml:"max_age"`
-	// Timeout bounds the whole download. Default 10m.
-	Timeout time.Duration `yaml:"timeout"`
-	// MaxSize bounds the download in octets. Default 1 GiB: the largest
-	// IP2Location BIN files are a few hundred MB.
-	MaxSize int64 `yaml:"max_size"`
-}
+// GeoUpdateConfig is the `geo_update:` section
+// (cmd/mailgate/internal/geoupdate).
+type GeoUpdateConfig = geoupdate.Config
 
-// Geo update defaults.
+// Syslog defaults.
 const (
-	defaultGeoMaxAge      = 720 * time.Hour
-	defaultGeoTimeout     = 10 * time.Minute
-	defaultGeoMaxSize     = 1 << 30
 	defaultSyslogFacility = "LOCAL0"
 	defaultSyslogTag      = "NGINXMAILAUTH"
 )
@@ -93,27 +64,7 @@ func (c *Config) applyOpsDefaults() {
 	if c.Syslog.FailureSeverity == "" {
 		c.Syslog.FailureSeverity = legacysyslog.SeverityInfo
 	}
-	u := &c.GeoUpdate
-	if u.Provider == "" && u.URL != "" {
-		u.Provider = "url"
-	}
-	if u.MaxAge == 0 {
-		u.MaxAge = defaultGeoMaxAge
-	}
-	if u.Timeout == 0 {
-		u.Timeout = defaultGeoTimeout
-	}
-	if u.MaxSize == 0 {
-		u.MaxSize = defaultGeoMaxSize
-	}
-	if u.Edition == "" {
-		switch u.Provider {
-		case "ip2location":
-			u.Edition = "DB1LITEBINIPV6"
-		case "maxmind":
-			u.Edition = "GeoLite2-Country"
-		}
-	}
+	c.GeoUpdate.ApplyDefaults()
 }
 
 func (c *Config) validateOps() error {
