@@ -88,7 +88,9 @@ func ParseRules(name string, data []byte) (rf *RulesFile, err error) {
 	if root == nil {
 		return rf, nil // empty or only comments: no rules
 	}
-	p := &rulesParser{file: name, rf: rf}
+	// Aliases and merge keys may name one list or mapping many times;
+	// the work is bounded by the file's size (see strictyaml.Limit).
+	p := &rulesParser{file: name, rf: rf, limit: strictyaml.Limit(2*len(data) + 100_000)}
 	p.top(root)
 	if n := len(p.errs); n > maxFileErrors {
 		p.errs = append(p.errs[:maxFileErrors], &Error{File: name, Line: 1,
@@ -115,9 +117,10 @@ func yamlError(file string, err error) error {
 }
 
 type rulesParser struct {
-	file string
-	rf   *RulesFile
-	errs []error
+	file  string
+	rf    *RulesFile
+	errs  []error
+	limit strictyaml.Limit // keys and list items left to read
 }
 
 func (p *rulesParser) errf(n *yaml.Node, key, format string, args ...any) {
@@ -127,7 +130,7 @@ func (p *rulesParser) errf(n *yaml.Node, key, format string, args ...any) {
 // pairs is strictyaml.Pairs (merge keys expanded, keys written twice
 // refused) with its problems reported under key.
 func (p *rulesParser) pairs(n *yaml.Node, key string) []strictyaml.Pair {
-	ps, errs := strictyaml.Pairs(n)
+	ps, errs := p.limit.Pairs(n)
 	for _, e := range errs {
 		p.errs = append(p.errs, &Error{File: p.file, Line: e.Line, Key: strictyaml.Join(key, e.Path), Msg: e.Msg})
 	}
@@ -164,6 +167,10 @@ func (p *rulesParser) scalars(n *yaml.Node, key string) []*yaml.Node {
 	case n.Kind == yaml.ScalarNode:
 		return []*yaml.Node{n}
 	case n.Kind == yaml.SequenceNode:
+		if !p.limit.Spend(len(n.Content)) {
+			p.errf(n, key, "aliases repeat lists too often")
+			return nil
+		}
 		out := make([]*yaml.Node, 0, len(n.Content))
 		for i, c := range n.Content {
 			c = strictyaml.Resolve(c)

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -61,5 +62,23 @@ func TestRulesMergeProblems(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("err = %v\nwant %q", err, want)
 		}
+	}
+}
+
+// A list named by an alias in every rule is read within a bound set by
+// the file's size, not rules × items.
+func TestRulesAliasRepetitionBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("always_deny: &l [")
+	for i := range 20000 {
+		fmt.Fprintf(&b, "10.%d.%d.0/24, ", i/256, i%256)
+	}
+	b.WriteString("]\nrules:\n")
+	for range 20000 {
+		b.WriteString("  - {users: a@example.com, deny: *l}\n")
+	}
+	_, err := ParseRules("rules.yaml", []byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "aliases repeat lists too often") {
+		t.Fatalf("err = %.300v", err)
 	}
 }

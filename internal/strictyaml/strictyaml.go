@@ -126,24 +126,45 @@ const (
 	maxMergeNodes = 10_000
 )
 
+// A Limit bounds the work of reading one document with Pairs: each key
+// looked at, merged ones included, costs one. Without a shared limit,
+// many small mappings that each merge one large anchor would cost their
+// product. A reader of a whole file makes one Limit and calls its Pairs.
+type Limit int
+
+// Spend charges n to l and reports whether l still covered it; a reader
+// that follows an alias to a list charges the list's length.
+func (l *Limit) Spend(n int) bool {
+	*l -= Limit(n)
+	return *l >= 0
+}
+
+// Pairs is the package's Pairs, charged to l; once l is spent, the
+// mapping is cut short and an *Error with Path "<<" says so (once).
+func (l *Limit) Pairs(n *yaml.Node) ([]Pair, []*Error) {
+	m := merger{budget: l, seen: map[string]*yaml.Node{}}
+	m.add(Resolve(n), 0)
+	return m.out, m.errs
+}
+
 // Pairs returns the pairs of mapping n with merge keys expanded: first the
 // keys written in n, in order, then each merged key that n does not write
 // itself, the earlier merged mapping winning. A key written twice in n
 // (yaml.v3 itself refuses that when it decodes into values) is reported
 // as an *Error with the key as Path, and only the first is returned; a
 // merge whose value is not a mapping or a list of mappings is reported
-// with Path "<<". The rest of the mapping is still returned.
+// with Path "<<". The rest of the mapping is still returned. Its work is
+// bounded (see Limit).
 func Pairs(n *yaml.Node) ([]Pair, []*Error) {
-	m := merger{budget: maxMergeNodes, seen: map[string]*yaml.Node{}}
-	m.add(Resolve(n), 0)
-	return m.out, m.errs
+	l := Limit(maxMergeNodes)
+	return l.Pairs(n)
 }
 
 type merger struct {
 	out    []Pair
 	errs   []*Error
 	seen   map[string]*yaml.Node // scalar key → where it was written
-	budget int
+	budget *Limit
 }
 
 func isMerge(k *yaml.Node) bool {
@@ -155,8 +176,8 @@ func (m *merger) add(n *yaml.Node, depth int) {
 	var merges []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if m.budget--; m.budget < 0 {
-			if m.budget == -1 {
+		if *m.budget--; *m.budget < 0 {
+			if *m.budget == -1 {
 				m.errs = append(m.errs, &Error{Path: "<<", Line: k.Line, Msg: "merges expand too far"})
 			}
 			return
@@ -237,7 +258,7 @@ func Decode(data []byte, out any) error {
 
 type walker struct {
 	errs   []error
-	budget int // nodes left to visit
+	budget Limit // nodes and keys left to visit
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
@@ -312,7 +333,7 @@ func (w *walker) walk(n *yaml.Node, v reflect.Value, path string, depth int) {
 
 // pairs is Pairs with its problems reported under path.
 func (w *walker) pairs(n *yaml.Node, path string) []Pair {
-	ps, errs := Pairs(n)
+	ps, errs := w.budget.Pairs(n)
 	for _, e := range errs {
 		w.errs = append(w.errs, &Error{Path: Join(path, e.Path), Line: e.Line, Msg: e.Msg})
 	}

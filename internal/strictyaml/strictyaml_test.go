@@ -216,3 +216,28 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Many small mappings that each merge one large anchor share one limit:
+// the work is bounded by the document, not by their product.
+func TestDecodeMergesShareOneLimit(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a: &a {")
+	for i := range 5000 {
+		b.WriteString("k" + itoa(i) + ": v, ")
+	}
+	b.WriteString("}\nm:\n")
+	for range 1000 {
+		b.WriteString("  - {<<: *a}\n")
+	}
+	var c struct {
+		A map[string]string   `yaml:"a"`
+		M []map[string]string `yaml:"m"`
+	}
+	err := Decode([]byte(b.String()), &c)
+	if err == nil || !strings.Contains(err.Error(), "expand") {
+		t.Fatalf("err = %.200v", err)
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n > 2 {
+		t.Errorf("%d errors, want the limit reported once", n)
+	}
+}
