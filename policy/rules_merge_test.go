@@ -82,3 +82,36 @@ func TestRulesAliasRepetitionBounded(t *testing.T) {
 		t.Fatalf("err = %.300v", err)
 	}
 }
+
+// `mailgate allow` and `revoke` edit a rules file that uses anchors and
+// merges: an edit that keeps the file's meaning is written (the alias
+// still resolves), one that would leave an alias without its anchor is
+// refused and the file left as it was.
+func TestEditRulesWithAnchors(t *testing.T) {
+	in := `rules:
+  - &travel
+    users: alice@example.com
+    allow: [FR, DE]
+    protocols: imap
+  - <<: *travel
+    users: bob@example.com
+`
+	c, _, rules := editSetup(t, "", in)
+	c.UserFile = ""
+	if _, err := Revoke(c, Change{User: "bob", All: true}); err != nil {
+		t.Fatalf("revoke of the merged rule: %v", err)
+	}
+	rf, err := ParseRules("rules.yaml", []byte(rules()))
+	if err != nil || len(rf.Rules) != 1 || rf.Rules[0].Users[0] != "alice@example.com" {
+		t.Fatalf("after revoking bob: %v\n%s", err, rules())
+	}
+
+	writeFile(t, c.RulesFile, in)
+	_, err = Revoke(c, Change{User: "alice", All: true})
+	if err == nil || !strings.Contains(err.Error(), "not written") {
+		t.Errorf("revoke of the anchored rule = %v, want a refusal", err)
+	}
+	if rules() != in {
+		t.Errorf("refused edit changed the file:\n%s", rules())
+	}
+}
