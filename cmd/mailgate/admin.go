@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -43,9 +44,14 @@ func readAdminToken(c AdminConfig) (string, error) {
 // newAdminServer is the admin listener of gateway g.
 func newAdminServer(g *gateway, token string, load func() (*Config, error)) *admin.Server {
 	c := admin.Config{
-		Token:   token,
-		Log:     g.log.With("component", "admin"),
-		Reload:  func() error { return g.reload(load) },
+		Token: token,
+		Log:   g.log.With("component", "admin"),
+		Reload: func() error {
+			if load == nil { // tests without a config file
+				return errors.New("reload: no config loader")
+			}
+			return g.reload(load)
+		},
 		Ready:   func(ctx context.Context) []string { return checkReady(ctx, g.current().cfg, g.tm.Expiry(), time.Now()) },
 		Metrics: g.ops.reg,
 	}

@@ -67,7 +67,7 @@ type Config struct {
 	// Metrics is served on /metrics.
 	Metrics prometheus.Gatherer
 	// Reload runs POST /reload; each part of a joined error is one line
-	// of the reply.
+	// of the reply. nil: no /reload.
 	Reload func() error
 	// Ready lists what is not ready (CheckReady); /readyz caches it for
 	// ReadyCacheTTL.
@@ -155,7 +155,9 @@ func (s *Server) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("POST /reload", s.protect(http.HandlerFunc(s.reload)))
+	if s.c.Reload != nil {
+		mux.Handle("POST /reload", s.protect(http.HandlerFunc(s.reload)))
+	}
 	if s.c.Guard != nil {
 		mux.Handle(GuardPrefix+"/", s.protect(http.StripPrefix(GuardPrefix, guardHandler(s.c.Guard))))
 	}
