@@ -21,7 +21,7 @@
 // it decodes into values: keys written in the mapping win over merged
 // ones, and of several merged mappings the earlier wins. Policy's rules
 // parser, which reads its own shapes rather than a struct, uses the same
-// Parse, Pairs and Resolve.
+// Parse, Resolve and Pairs (charged to one Limit per file).
 package strictyaml
 
 import (
