@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/strictyaml"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -366,14 +367,14 @@ func loadRulesDoc(path string) (*yaml.Node, *RulesFile, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("policy: %s does not parse; fix it first:\n%w", path, err)
 	}
-	var doc yaml.Node
-	if err := safeUnmarshal(data, &doc); err != nil {
+	doc, err := strictyaml.ParseDocument(data)
+	if err != nil {
 		return nil, nil, yamlError(path, err)
 	}
 	if len(doc.Content) == 0 {
-		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode}}}
+		doc = &yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode}}}
 	}
-	return &doc, rf, nil
+	return doc, rf, nil
 }
 
 // rulesSeq returns the `rules:` sequence node, creating it if needed.

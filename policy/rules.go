@@ -3,17 +3,17 @@ package policy
 // The YAML rules file: what the legacy user file cannot say. Decoding is
 // strict (unknown keys are errors) and walks yaml.v3 nodes by hand so that
 // every error names file:line and the key path, and every problem in the
-// file is reported at once.
+// file is reported at once. Parsing, aliases and merge keys (<<) are
+// internal/strictyaml's, shared with the config file.
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/strictyaml"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -81,15 +81,17 @@ type RulesFile struct {
 // problems are returned at once, joined, each an *Error.
 func ParseRules(name string, data []byte) (rf *RulesFile, err error) {
 	rf = &RulesFile{Path: name}
-	var doc yaml.Node
-	if err := safeUnmarshal(data, &doc); err != nil {
+	root, err := strictyaml.Parse(data)
+	if err != nil {
 		return nil, yamlError(name, err)
 	}
-	if len(doc.Content) == 0 {
+	if root == nil {
 		return rf, nil // empty or only comments: no rules
 	}
-	p := &rulesParser{file: name, rf: rf}
-	p.top(doc.Content[0])
+	// Aliases and merge keys may name one list or mapping many times;
+	// the work is bounded by the file's size (see strictyaml.Limit).
+	p := &rulesParser{file: name, rf: rf, limit: strictyaml.Limit(2*len(data) + 100_000)}
+	p.top(root)
 	if n := len(p.errs); n > maxFileErrors {
 		p.errs = append(p.errs[:maxFileErrors], &Error{File: name, Line: 1,
 			Msg: fmt.Sprintf("%d more errors not shown; is this a rules file?", n-maxFileErrors)})
@@ -104,46 +106,45 @@ func ParseRules(name string, data []byte) (rf *RulesFile, err error) {
 // file in one go, without flooding the log when a wrong file is named.
 const maxFileErrors = 100
 
-// safeUnmarshal turns a panic inside the YAML library into an error: a
-// corrupt file must never take mailgate down.
-func safeUnmarshal(data []byte, n *yaml.Node) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("yaml: cannot parse: %v", r)
-		}
-	}()
-	return yaml.Unmarshal(data, n)
-}
-
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// yamlError rewrites yaml.v3's "yaml: line N: msg" as "file:N: msg".
+// yamlError turns a syntax error from strictyaml.Parse into an *Error
+// naming file:line.
 func yamlError(file string, err error) error {
-	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		return &Error{File: file, Line: n, Msg: m[2]}
+	var se *strictyaml.SyntaxError
+	if errors.As(err, &se) {
+		return &Error{File: file, Line: max(se.Line, 1), Msg: se.Msg}
 	}
-	return &Error{File: file, Line: 1, Msg: strings.TrimPrefix(msg, "yaml: ")}
+	return &Error{File: file, Line: 1, Msg: err.Error()}
 }
 
 type rulesParser struct {
-	file string
-	rf   *RulesFile
-	errs []error
+	file  string
+	rf    *RulesFile
+	errs  []error
+	limit strictyaml.Limit // keys and list items left to read
 }
 
 func (p *rulesParser) errf(n *yaml.Node, key, format string, args ...any) {
 	p.errs = append(p.errs, &Error{File: p.file, Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
+// pairs is strictyaml.Pairs (merge keys expanded, keys written twice
+// refused) with its problems reported under key.
+func (p *rulesParser) pairs(n *yaml.Node, key string) []strictyaml.Pair {
+	ps, errs := p.limit.Pairs(n)
+	for _, e := range errs {
+		p.errs = append(p.errs, &Error{File: p.file, Line: e.Line, Key: strictyaml.Join(key, e.Path), Msg: e.Msg})
+	}
+	return ps
+}
+
 func (p *rulesParser) top(n *yaml.Node) {
+	n = strictyaml.Resolve(n)
 	if n.Kind != yaml.MappingNode {
 		p.errf(n, "", "expected a mapping with always_allow, always_deny and rules")
 		return
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+	for _, kv := range p.pairs(n, "") {
+		k, v := kv.Key, strictyaml.Resolve(kv.Value)
 		switch k.Value {
 		case "always_allow":
 			p.rf.AlwaysAllow = p.list(v, k.Value, false)
@@ -159,14 +160,20 @@ func (p *rulesParser) top(n *yaml.Node) {
 
 // scalars reads a list of strings, or a single string as a list of one.
 func (p *rulesParser) scalars(n *yaml.Node, key string) []*yaml.Node {
+	n = strictyaml.Resolve(n)
 	switch {
 	case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
 		return nil
 	case n.Kind == yaml.ScalarNode:
 		return []*yaml.Node{n}
 	case n.Kind == yaml.SequenceNode:
+		if !p.limit.Spend(len(n.Content)) {
+			p.errf(n, key, "aliases repeat lists too often")
+			return nil
+		}
 		out := make([]*yaml.Node, 0, len(n.Content))
 		for i, c := range n.Content {
+			c = strictyaml.Resolve(c)
 			if c.Kind != yaml.ScalarNode {
 				p.errf(c, fmt.Sprintf("%s[%d]", key, i), "expected a single value")
 				continue
@@ -203,6 +210,7 @@ func (p *rulesParser) list(n *yaml.Node, key string, codes bool) []ListItem {
 }
 
 func (p *rulesParser) rules(n *yaml.Node) {
+	n = strictyaml.Resolve(n)
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return
 	}
@@ -218,6 +226,7 @@ func (p *rulesParser) rules(n *yaml.Node) {
 }
 
 func (p *rulesParser) rule(n *yaml.Node, key string) (Rule, bool) {
+	n = strictyaml.Resolve(n)
 	r := Rule{Line: n.Line}
 	if n.Kind != yaml.MappingNode {
 		p.errf(n, key, "expected a mapping with users and allow or deny")
@@ -225,8 +234,8 @@ func (p *rulesParser) rule(n *yaml.Node, key string) (Rule, bool) {
 	}
 	before := len(p.errs)
 	var haveUsers, haveAllow, haveDeny bool
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+	for _, kv := range p.pairs(n, key) {
+		k, v := kv.Key, strictyaml.Resolve(kv.Value)
 		kk := key + "." + k.Value
 		switch k.Value {
 		case "users", "user":

@@ -82,8 +82,8 @@ func TestAdminBadTokenLogRateLimited(t *testing.T) {
 		defer scancel()
 		_ = g.shutdown(sctx)
 	})
-	e := &opsEnv{g: g, admin: &adminServer{g: g, log: log.With("component", "admin"), token: "0123456789abcdef-token"}}
-	h := e.admin.handler()
+	e := &opsEnv{g: g, admin: newAdminServer(g, testAdminToken, nil)}
+	h := e.admin.Handler()
 	paths := []string{"/reload"}
 	if e.g.guard != nil {
 		paths = append(paths, "/guard/bans")
@@ -106,7 +106,7 @@ func TestAdminBadTokenLogRateLimited(t *testing.T) {
 	}
 	if e.g.guard != nil {
 		req := httptest.NewRequest("GET", "/guard/bans", nil)
-		req.Header.Set("Authorization", "Bearer "+e.admin.token)
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {
@@ -119,7 +119,7 @@ func TestAdminBadTokenLogRateLimited(t *testing.T) {
 // that hung up must not leave a 503 (its cancelled dials) in the cache.
 func TestReadyzIgnoresCallerHangingUp(t *testing.T) {
 	e := startOpsEnv(t)
-	h := e.admin.handler()
+	h := e.admin.Handler()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	rec := httptest.NewRecorder()

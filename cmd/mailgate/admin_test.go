@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/demo"
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/policy"
@@ -31,7 +32,7 @@ type opsEnv struct {
 	cfg   *Config
 	imap  string       // mailgate's IMAP listener
 	pop3  net.Listener // stand-in POP3 backend (accepts only)
-	admin *adminServer
+	admin *admin.Server
 }
 
 func startOpsEnv(t *testing.T) *opsEnv {
@@ -60,9 +61,11 @@ func startOpsEnv(t *testing.T) *opsEnv {
 		_ = g.shutdown(sctx)
 	})
 	return &opsEnv{g: g, cfg: cfg, imap: g.lns[0].Addr().String(), pop3: pop3,
-		admin: &adminServer{g: g, log: log, token: "0123456789abcdef-token",
-			load: func() (*Config, error) { return opsConfig(b, pop3.Addr().String()), nil }}}
+		admin: newAdminServer(g, testAdminToken, func() (*Config, error) { return opsConfig(b, pop3.Addr().String()), nil })}
 }
+
+// testAdminToken is the admin token of the tests' admin servers.
+const testAdminToken = "0123456789abcdef-token"
 
 // opsConfig: 127.0.0.1 is US (allowed), 127.0.0.2 is RU (denied).
 func opsConfig(b *demo.Backends, pop3 string) *Config {
@@ -119,7 +122,7 @@ func imapLogin(t *testing.T, addr, from, user, pass string) string {
 func (e *opsEnv) get(t *testing.T, path string) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	e.admin.handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	e.admin.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 	return rec.Code, rec.Body.String()
 }
 
@@ -195,13 +198,13 @@ func TestReloadGaugeFollowsReloads(t *testing.T) {
 	for _, tc := range []struct {
 		auth string
 		code int
-	}{{"", http.StatusUnauthorized}, {"Bearer wrong", http.StatusUnauthorized}, {"Bearer " + e.admin.token, http.StatusOK}} {
+	}{{"", http.StatusUnauthorized}, {"Bearer wrong", http.StatusUnauthorized}, {"Bearer " + testAdminToken, http.StatusOK}} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("POST", "/reload", nil)
 		if tc.auth != "" {
 			req.Header.Set("Authorization", tc.auth)
 		}
-		e.admin.handler().ServeHTTP(rec, req)
+		e.admin.Handler().ServeHTTP(rec, req)
 		if rec.Code != tc.code {
 			t.Errorf("POST /reload with %q: %d, want %d (%s)", tc.auth, rec.Code, tc.code, rec.Body)
 		}
@@ -222,18 +225,21 @@ func TestHealthAndReadiness(t *testing.T) {
 		t.Errorf("/readyz with every backend up = %d %q", code, body)
 	}
 	// A backend that went away makes /readyz fail and name it (after
-	// the cache, which a fresh adminServer does not have).
+	// the cache, which a fresh admin server does not have).
 	e.pop3.Close()
-	e.admin = &adminServer{g: e.g, log: e.admin.log}
+	e.admin = newAdminServer(e.g, "", nil)
 	code, body := e.get(t, "/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "backends.pop3") {
 		t.Errorf("/readyz with POP3 down = %d %q", code, body)
 	}
-	// Without a token, POST /reload does not exist.
+	// Without a token file, POST /reload refuses every request, with
+	// the answer of a wrong token.
 	rec := httptest.NewRecorder()
-	e.admin.handler().ServeHTTP(rec, httptest.NewRequest("POST", "/reload", nil))
-	if rec.Code != http.StatusNotFound {
-		t.Errorf("POST /reload without token_file = %d, want 404", rec.Code)
+	req := httptest.NewRequest("POST", "/reload", nil)
+	req.Header.Set("Authorization", "Bearer ")
+	e.admin.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized || rec.Header().Get("WWW-Authenticate") == "" {
+		t.Errorf("POST /reload without token_file = %d %v, want 401 with WWW-Authenticate", rec.Code, rec.Header())
 	}
 }
 

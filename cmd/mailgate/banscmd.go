@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
 	"github.com/mailgate/mailgate/proxy/guard"
 )
 
@@ -102,7 +103,7 @@ func adminURL(addr string) (string, error) {
 func (a *adminClient) call(method, path string, body, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
 	defer cancel()
-	data, err := guard.AdminRequest(ctx, a.base, a.token, method, guardAdminPrefix+path, body)
+	data, err := admin.Request(ctx, a.base, a.token, method, admin.GuardPrefix+path, body)
 	if err != nil {
 		return err
 	}

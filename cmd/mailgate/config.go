@@ -14,6 +14,7 @@ import (
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
+	"github.com/mailgate/mailgate/internal/strictyaml"
 	"github.com/mailgate/mailgate/policy"
 	"github.com/mailgate/mailgate/proxy"
 	"github.com/mailgate/mailgate/proxy/guard"
@@ -150,6 +151,18 @@ func parseConfig(data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// decodeStrict decodes the config file into c: every unknown key and
+// type problem at once, each with its key path and line; aliases and
+// merge keys (<<) are followed (see internal/strictyaml).
+func decodeStrict(data []byte, c *Config) error {
+	err := strictyaml.Decode(data, c)
+	var se *strictyaml.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("config: %w", err)
+	}
+	return err
 }
 
 func (c *Config) applyDefaults() {

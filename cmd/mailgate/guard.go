@@ -3,13 +3,12 @@ package main
 // The brute-force guard's life in the process (docs/bruteforce.md): made
 // once at start-up, loaded from its state file, swept and saved in the
 // background, reconfigured on reload, served on the admin listener under
-// /guard/. Its bans and counters belong to the process, not to one
-// config, so a reload keeps them.
+// /guard/ (cmd/mailgate/internal/admin). Its bans and counters belong to
+// the process, not to one config, so a reload keeps them.
 
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -22,9 +21,6 @@ const (
 	// guardMaintainEvery: sweep expired entries and save the state file
 	// this often; a crash loses at most this much of the ban list.
 	guardMaintainEvery = time.Minute
-	// guardAdminPrefix is where the guard's admin API is mounted on the
-	// admin listener.
-	guardAdminPrefix = "/guard"
 )
 
 // guardRunner owns the process's guard and what it needs from the
@@ -83,9 +79,3 @@ func (r *guardRunner) reload(cfg *Config, gdb *geo.DB, log *slog.Logger) {
 
 // wait blocks until the final save after the maintenance context ended.
 func (r *guardRunner) wait() { <-r.done }
-
-// adminHandler is the guard's admin API for the admin listener, under
-// guardAdminPrefix; without a token it refuses every request.
-func (r *guardRunner) adminHandler(token string) http.Handler {
-	return http.StripPrefix(guardAdminPrefix, r.g.AdminHandler(token))
-}

@@ -101,8 +101,7 @@ func startGuardEnv(t *testing.T) *guardEnv {
 		t.Fatal(err)
 	}
 	e.imap = e.g.lns[0].Addr().String()
-	a := &adminServer{g: e.g, log: log, token: token}
-	e.admin = httptest.NewServer(a.handler())
+	e.admin = httptest.NewServer(newAdminServer(e.g, token, nil).Handler())
 	t.Cleanup(e.admin.Close)
 	t.Cleanup(func() { e.shutdown(t) })
 	return e

@@ -26,7 +26,7 @@ func runHealthArgs(t *testing.T, args ...string) (int, string, string) {
 func TestHealthCommand(t *testing.T) {
 	e := startOpsEnv(t)
 	var handler atomic.Value // http.Handler: the admin server of the moment
-	handler.Store(e.admin.handler())
+	handler.Store(e.admin.Handler())
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		handler.Load().(http.Handler).ServeHTTP(w, r)
 	}))
@@ -36,8 +36,8 @@ func TestHealthCommand(t *testing.T) {
 		t.Errorf("health while ready = %d %q %q, want 0 \"ready\"", code, out, errs)
 	}
 	e.pop3.Close()
-	e.admin = &adminServer{g: e.g, log: e.admin.log} // no cached readiness
-	handler.Store(e.admin.handler())
+	e.admin = newAdminServer(e.g, "", nil) // no cached readiness
+	handler.Store(e.admin.Handler())
 	code, out, errs := runHealthArgs(t, "-url", srv.URL+"/readyz")
 	if code != 1 || !strings.Contains(out, "backends.pop3") || !strings.Contains(errs, "503") {
 		t.Errorf("health with POP3 down = %d %q %q, want 1 naming backends.pop3", code, out, errs)

@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"time"
+
+	"github.com/mailgate/mailgate/cmd/mailgate/internal/geoupdate"
+	"github.com/mailgate/mailgate/cmd/mailgate/internal/legacysyslog"
 )
 
 // AdminConfig is the `admin:` section: the HTTP listener for /metrics,
@@ -35,62 +37,16 @@ type AdminConfig struct {
 // defaultAdminAddress is where /metrics listens without config.
 const defaultAdminAddress = "127.0.0.1:9100"
 
-// SyslogConfig is the `syslog:` section: legacy auth_http lines.
-type SyslogConfig struct {
-	// Enabled turns the syslog lines on.
-	Enabled bool `yaml:"enabled"`
-	// Address is "" for the local syslog socket (/dev/log), or
-	// "udp:host:port", "tcp:host:port", "unixgram:/path" or "unix:/path";
-	// a bare "host:port" means UDP.
-	Address string `yaml:"address"`
-	// Facility is a syslog facility name (LOCAL0 ... LOCAL7, MAIL, AUTH,
-	// AUTHPRIV, DAEMON, USER); default LOCAL0 as the PHP script used.
-	Facility string `yaml:"facility"`
-	// Tag is the syslog tag (program name) fail2ban filters match on;
-	// default NGINXMAILAUTH, as the PHP script used.
-	Tag string `yaml:"tag"`
-	// FailureSeverity is the severity of AUTHFAILED, COUNTRYFAILED,
-	// BANNED and LOCKED lines: "info" (default, as the PHP script, so
-	// rsyslog rules such as local0.=info keep them) or "warning".
-	// AUTHPASS is always info.
-	FailureSeverity string `yaml:"failure_severity"`
-}
+// SyslogConfig is the `syslog:` section: legacy auth_http lines
+// (cmd/mailgate/internal/legacysyslog).
+type SyslogConfig = legacysyslog.Config
 
-// GeoUpdateConfig is the `geo_update:` section used by `mailgate geo
-// update` and by the database-age warning.
-type GeoUpdateConfig struct {
-	// Provider is "ip2location", "maxmind" or "url" (URL taken as is).
-	// Empty: "url" when URL is set.
-	Provider string `yaml:"provider"`
-	// URL overrides the provider's download address. For "ip2location"
-	// and "maxmind" the default is the vendor's download endpoint.
-	URL string `yaml:"url"`
-	// Token is the IP2Location download token.
-	Token string `yaml:"token"`
-	// AccountID and LicenseKey are MaxMind's credentials (HTTP basic).
-	AccountID  string `yaml:"account_id"`
-	LicenseKey string `yaml:"license_key"`
-	// Edition is the database code: "DB1LITEBINIPV6" (IP2Location) or
-	// "GeoLite2-Country" (MaxMind).
-	Edition string `yaml:"edition"`
-	// File is the database file to replace; default the first entry of
-	// geo.databases that is not "embedded".
-	File string `yaml:"file"`
-	// MaxAge: a loaded database built longer ago than this is reported
-	// stale (log warning, mailgate_geo_database_stale). Default 720h.
-	MaxAge time.Duration `yaml:"max_age"`
-	// Timeout bounds the whole download. Default 10m.
-	Timeout time.Duration `yaml:"timeout"`
-	// MaxSize bounds the download in octets. Default 1 GiB: the largest
-	// IP2Location BIN files are a few hundred MB.
-	MaxSize int64 `yaml:"max_size"`
-}
+// GeoUpdateConfig is the `geo_update:` section
+// (cmd/mailgate/internal/geoupdate).
+type GeoUpdateConfig = geoupdate.Config
 
-// Geo update defaults.
+// Syslog defaults.
 const (
-	defaultGeoMaxAge      = 720 * time.Hour
-	defaultGeoTimeout     = 10 * time.Minute
-	defaultGeoMaxSize     = 1 << 30
 	defaultSyslogFacility = "LOCAL0"
 	defaultSyslogTag      = "NGINXMAILAUTH"
 )
@@ -106,29 +62,9 @@ func (c *Config) applyOpsDefaults() {
 		c.Syslog.Tag = defaultSyslogTag
 	}
 	if c.Syslog.FailureSeverity == "" {
-		c.Syslog.FailureSeverity = severityInfo
+		c.Syslog.FailureSeverity = legacysyslog.SeverityInfo
 	}
-	u := &c.GeoUpdate
-	if u.Provider == "" && u.URL != "" {
-		u.Provider = "url"
-	}
-	if u.MaxAge == 0 {
-		u.MaxAge = defaultGeoMaxAge
-	}
-	if u.Timeout == 0 {
-		u.Timeout = defaultGeoTimeout
-	}
-	if u.MaxSize == 0 {
-		u.MaxSize = defaultGeoMaxSize
-	}
-	if u.Edition == "" {
-		switch u.Provider {
-		case "ip2location":
-			u.Edition = "DB1LITEBINIPV6"
-		case "maxmind":
-			u.Edition = "GeoLite2-Country"
-		}
-	}
+	c.GeoUpdate.ApplyDefaults()
 }
 
 func (c *Config) validateOps() error {
@@ -144,17 +80,17 @@ func (c *Config) validateOps() error {
 		}
 	}
 	if c.Syslog.Enabled {
-		if _, _, err := syslogTarget(c.Syslog.Address); err != nil {
+		if _, _, err := legacysyslog.ParseAddress(c.Syslog.Address); err != nil {
 			errs = append(errs, fmt.Errorf("syslog.address: %w", err))
 		}
 	}
-	if _, err := syslogFacility(c.Syslog.Facility); err != nil {
+	if _, err := legacysyslog.ParseFacility(c.Syslog.Facility); err != nil {
 		errs = append(errs, fmt.Errorf("syslog.facility: %w", err))
 	}
 	if strings.ContainsAny(c.Syslog.Tag, " :[]\r\n") || len(c.Syslog.Tag) > 48 {
 		errs = append(errs, fmt.Errorf("syslog.tag: %q must be at most 48 characters without spaces, ':' or brackets", c.Syslog.Tag))
 	}
-	if s := c.Syslog.FailureSeverity; s != severityInfo && s != severityWarning {
+	if s := c.Syslog.FailureSeverity; s != legacysyslog.SeverityInfo && s != legacysyslog.SeverityWarning {
 		errs = append(errs, fmt.Errorf("syslog.failure_severity: %q is not one of info, warning", s))
 	}
 	u := c.GeoUpdate

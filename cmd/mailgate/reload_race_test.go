@@ -190,7 +190,7 @@ func TestReloadRacesNothing(t *testing.T) {
 	}
 	loop("GET /metrics", get("/metrics", http.StatusOK))
 	loop("GET /readyz", get("/readyz", http.StatusOK))
-	loop("GET /guard/bans", get(guardAdminPrefix+"/bans", http.StatusOK))
+	loop("GET /guard/bans", get("/guard/bans", http.StatusOK))
 	stopLogins := make(chan struct{})
 	logins := make(chan struct{})
 	go func() {
@@ -316,7 +316,7 @@ func TestScrapeDuringSlowReload(t *testing.T) {
 	// The bound only ends a test that would otherwise hang: a reader
 	// that waits for the reload waits until release.
 	const hang = 20 * time.Second
-	for _, path := range []string{"/metrics", "/readyz", guardAdminPrefix + "/bans"} {
+	for _, path := range []string{"/metrics", "/readyz", "/guard/bans"} {
 		done := make(chan result, 1)
 		go func() {
 			code, body, err := e.do("GET", path)

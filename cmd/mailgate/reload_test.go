@@ -77,7 +77,7 @@ func TestReloadWithBrokenCertificateKeepsEverything(t *testing.T) {
 		defer scancel()
 		g.shutdown(sctx)
 	}()
-	e := &opsEnv{g: g, imap: g.lns[0].Addr().String(), admin: &adminServer{g: g, log: log}}
+	e := &opsEnv{g: g, imap: g.lns[0].Addr().String(), admin: newAdminServer(g, "", nil)}
 
 	os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n"), 0o600)
 	if err := g.reload(func() (*Config, error) { return mk("DE"), nil }); err == nil || !strings.Contains(err.Error(), "tls") {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/cmd/mailgate/internal/legacysyslog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -108,15 +109,15 @@ func TestSyslogSocketMissingThenBack(t *testing.T) {
 		}
 		t.Fatalf("no line for %s reached the socket", user)
 	}
-	sink := log.Handler().(*syslogHandler).sink
+	sink := log.Handler().(*legacysyslog.Handler).Sink()
 	logDecision(s, "AUTHFAILED", "early", "RU", "Russia")
-	waitForT(t, "a dropped line counted", func() bool { return sink.lost.Load() >= 1 })
+	waitForT(t, "a dropped line counted", func() bool { return sink.Lost() >= 1 })
 	u := listenUnixSyslog(t, path)
 	sendUntil(u, "first")
 	u.gone(t, path)
-	n := sink.lost.Load()
+	n := sink.Lost()
 	logDecision(s, "AUTHFAILED", "lost", "RU", "Russia")
-	waitForT(t, "the line to a removed socket counted", func() bool { return sink.lost.Load() > n })
+	waitForT(t, "the line to a removed socket counted", func() bool { return sink.Lost() > n })
 	u = listenUnixSyslog(t, path)
 	defer u.gone(t, path)
 	sendUntil(u, "again")
@@ -130,8 +131,8 @@ mailgate_syslog_connected 1
 `), "mailgate_syslog_connected"); err != nil {
 		t.Error(err)
 	}
-	if sink.lost.Load() < 2 {
-		t.Errorf("lines lost to the missing socket: %d, want at least 2", sink.lost.Load())
+	if sink.Lost() < 2 {
+		t.Errorf("lines lost to the missing socket: %d, want at least 2", sink.Lost())
 	}
 }
 

@@ -5,9 +5,10 @@
 // owner; connection limits; a cap on concurrent backend logins; and a
 // signal for logins that succeed from too many countries.
 //
-// It is pure logic plus a JSON state file and a small admin HTTP API. It
-// imports only the standard library; the proxy calls it and logs the
-// events it returns.
+// It is pure logic plus a JSON state file; the admin listener serves its
+// bans and lockouts over HTTP (cmd/mailgate/internal/admin) through the
+// exported methods. It imports only the standard library; the proxy calls
+// it and logs the events it returns.
 //
 // # Call points
 //

@@ -1,4 +1,4 @@
-package main
+package geoupdate
 
 import (
 	"archive/tar"
@@ -19,7 +19,7 @@ import (
 // testMMDB is the repository's embedded default database, a real MMDB.
 func testMMDB(t *testing.T) []byte {
 	t.Helper()
-	gz, err := os.ReadFile(filepath.Join("..", "..", "geo", "data", "geo-whois-asn-country.mmdb.gz"))
+	gz, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "geo", "data", "geo-whois-asn-country.mmdb.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,10 +92,9 @@ func geoServer(t *testing.T, db []byte) *httptest.Server {
 	return srv
 }
 
-func geoUpdateConfig(u GeoUpdateConfig) GeoUpdateConfig {
-	c := Config{GeoUpdate: u}
-	c.applyOpsDefaults()
-	return c.GeoUpdate
+func geoUpdateConfig(u Config) Config {
+	u.ApplyDefaults()
+	return u
 }
 
 func TestGeoUpdateProviders(t *testing.T) {
@@ -103,18 +102,18 @@ func TestGeoUpdateProviders(t *testing.T) {
 	srv := geoServer(t, db)
 	for _, tc := range []struct {
 		name string
-		u    GeoUpdateConfig
+		u    Config
 	}{
-		{"url", GeoUpdateConfig{URL: srv.URL + "/raw"}},
-		{"ip2location zip", GeoUpdateConfig{Provider: "ip2location", URL: srv.URL + "/download/", Token: "t0ken"}},
-		{"maxmind tar.gz", GeoUpdateConfig{Provider: "maxmind", URL: srv.URL + "/geoip/databases/GeoLite2-Country/download?suffix=tar.gz",
+		{"url", Config{URL: srv.URL + "/raw"}},
+		{"ip2location zip", Config{Provider: "ip2location", URL: srv.URL + "/download/", Token: "t0ken"}},
+		{"maxmind tar.gz", Config{Provider: "maxmind", URL: srv.URL + "/geoip/databases/GeoLite2-Country/download?suffix=tar.gz",
 			AccountID: "12345", LicenseKey: "lic-key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			u := geoUpdateConfig(tc.u)
 			u.File = filepath.Join(dir, "country.mmdb")
-			info, err := updateGeo(context.Background(), u, srv.Client())
+			info, err := Update(context.Background(), u, srv.Client(), "mailgate/test")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +129,7 @@ func TestGeoUpdateProviders(t *testing.T) {
 				t.Errorf("directory holds %d entries, want 1", len(ents))
 			}
 			// A second run over the existing file (same build) works.
-			if _, err := updateGeo(context.Background(), u, srv.Client()); err != nil {
+			if _, err := Update(context.Background(), u, srv.Client(), "mailgate/test"); err != nil {
 				t.Errorf("update over an equal database: %v", err)
 			}
 		})
@@ -143,15 +142,15 @@ func TestGeoUpdateFailuresKeepTheOldFile(t *testing.T) {
 	srv := geoServer(t, db)
 	for _, tc := range []struct {
 		name, want string
-		u          GeoUpdateConfig
+		u          Config
 	}{
-		{"not a database", "not a usable database", GeoUpdateConfig{URL: srv.URL + "/garbage"}},
-		{"wrong token", "403", GeoUpdateConfig{Provider: "ip2location", URL: srv.URL + "/download/", Token: "secret-wrong"}},
-		{"wrong licence", "401", GeoUpdateConfig{Provider: "maxmind", URL: srv.URL + "/geoip/databases/GeoLite2-Country/download?suffix=tar.gz",
+		{"not a database", "not a usable database", Config{URL: srv.URL + "/garbage"}},
+		{"wrong token", "403", Config{Provider: "ip2location", URL: srv.URL + "/download/", Token: "secret-wrong"}},
+		{"wrong licence", "401", Config{Provider: "maxmind", URL: srv.URL + "/geoip/databases/GeoLite2-Country/download?suffix=tar.gz",
 			AccountID: "12345", LicenseKey: "secret-wrong"}},
-		{"too large", "max_size", GeoUpdateConfig{URL: srv.URL + "/raw", MaxSize: 1000}},
-		{"unreachable", "GET", GeoUpdateConfig{URL: "http://127.0.0.1:1/x?token=secret-wrong"}},
-		{"no token", "token is needed", GeoUpdateConfig{Provider: "ip2location"}},
+		{"too large", "max_size", Config{URL: srv.URL + "/raw", MaxSize: 1000}},
+		{"unreachable", "GET", Config{URL: "http://127.0.0.1:1/x?token=secret-wrong"}},
+		{"no token", "token is needed", Config{Provider: "ip2location"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -159,9 +158,9 @@ func TestGeoUpdateFailuresKeepTheOldFile(t *testing.T) {
 			u.File = filepath.Join(dir, "country.mmdb")
 			old := []byte("old database stands in here")
 			os.WriteFile(u.File, old, 0o644)
-			_, err := updateGeo(context.Background(), u, srv.Client())
-			if !errors.Is(err, ErrGeoDownload) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want ErrGeoDownload mentioning %q", err, tc.want)
+			_, err := Update(context.Background(), u, srv.Client(), "mailgate/test")
+			if !errors.Is(err, ErrDownload) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrDownload mentioning %q", err, tc.want)
 			}
 			if strings.Contains(err.Error(), "secret-wrong") {
 				t.Errorf("error shows the credential: %v", err)
@@ -190,37 +189,13 @@ func TestUnpackBombIsBounded(t *testing.T) {
 	f.Write(buf.Bytes())
 	var out bytes.Buffer
 	err = unpack(f, &out, 64<<10)
-	if !errors.Is(err, ErrGeoDownload) || out.Len() > 64<<10+1 {
+	if !errors.Is(err, ErrDownload) || out.Len() > 64<<10+1 {
 		t.Errorf("unpack of a 1 MiB gzip with a 64 KiB bound: err %v, wrote %d", err, out.Len())
 	}
 }
 
-func TestRunGeoUpdateCommand(t *testing.T) {
-	srv := geoServer(t, testMMDB(t))
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "country.mmdb")
-	cfgPath := filepath.Join(dir, "mailgate.yaml")
-	cfg := "tls: {self_signed: true}\ngeo: {databases: [" + dbPath + "]}\ngeo_update: {url: \"" + srv.URL + "/raw\"}\n"
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr bytes.Buffer
-	if code := runGeo([]string{"update", "-config", cfgPath}, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr.String())
-	}
-	if !strings.Contains(stdout.String(), "updated:") {
-		t.Errorf("stdout %q", stdout.String())
-	}
-	if _, err := os.Stat(dbPath); err != nil {
-		t.Errorf("database not installed: %v", err)
-	}
-	if code := runGeo([]string{"bogus"}, &stdout, &stderr); code != 2 {
-		t.Errorf("unknown geo subcommand exit %d, want 2", code)
-	}
-}
-
 // FuzzUnpack feeds arbitrary downloads to the archive unpacker: it must
-// return the database, or an ErrGeoDownload, within its size bound.
+// return the database, or an ErrDownload, within its size bound.
 func FuzzUnpack(f *testing.F) {
 	small := []byte("\xab\xcd\xefMaxMind.com fake metadata")
 	f.Add(small)
@@ -238,8 +213,8 @@ func FuzzUnpack(f *testing.F) {
 		fh.Write(data)
 		var out bytes.Buffer
 		err = unpack(fh, &out, max)
-		if err != nil && !errors.Is(err, ErrGeoDownload) {
-			t.Errorf("error %v does not wrap ErrGeoDownload", err)
+		if err != nil && !errors.Is(err, ErrDownload) {
+			t.Errorf("error %v does not wrap ErrDownload", err)
 		}
 		if out.Len() > max+1 {
 			t.Errorf("wrote %d octets, bound %d", out.Len(), max)

@@ -1,70 +1,50 @@
-package guard
+package admin
 
 import (
 	"encoding/json"
-	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/proxy/guard"
 )
 
 const testToken = "s3cret-admin-token"
 
-// newAdminServer serves g's admin API on a loopback port.
-func newAdminServer(t *testing.T, g *Guard, token string) *httptest.Server {
+// newGuard is a real guard with default settings changed by mod.
+func newGuard(t *testing.T, mod func(*guard.Config)) *guard.Guard {
 	t.Helper()
-	srv := httptest.NewServer(g.AdminHandler(token))
+	c := guard.Defaults()
+	if mod != nil {
+		mod(&c)
+	}
+	g, err := guard.New(c, guard.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// newGuardServer serves g's API on the admin handler on a loopback port.
+func newGuardServer(t *testing.T, g *guard.Guard, token string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(New(Config{Token: token, Guard: g, Reload: func() error { return nil }}).Handler())
 	t.Cleanup(srv.Close)
 	return srv
 }
 
-func TestAdminAuth(t *testing.T) {
-	g, _ := newTestGuard(t, nil)
-	for _, tc := range []struct {
-		name, serverToken, header string
-	}{
-		{"no header", testToken, ""},
-		{"wrong token", testToken, "Bearer wrong"},
-		{"token prefix", testToken, "Bearer " + testToken[:5]},
-		{"token with suffix", testToken, "Bearer " + testToken + "x"},
-		{"basic scheme", testToken, "Basic " + testToken},
-		{"empty server token", "", "Bearer "},
-	} {
-		srv := newAdminServer(t, g, tc.serverToken)
-		for _, ep := range []struct{ method, path string }{
-			{"GET", "/bans"}, {"POST", "/bans"}, {"DELETE", "/bans?prefix=192.0.2.1"},
-			{"GET", "/lockouts"}, {"POST", "/unlock?user=alice"},
-		} {
-			req, _ := http.NewRequest(ep.method, srv.URL+ep.path, strings.NewReader(`{"prefix":"192.0.2.1","duration":"1h"}`))
-			if tc.header != "" {
-				req.Header.Set("Authorization", tc.header)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusUnauthorized {
-				t.Errorf("%s: %s %s = %d, want 401", tc.name, ep.method, ep.path, resp.StatusCode)
-			}
-		}
-	}
-	if b := g.Bans(); len(b) != 0 {
-		t.Fatalf("unauthorized requests added bans: %+v", b)
-	}
-}
-
-func TestAdminAPI(t *testing.T) {
-	g, _ := newTestGuard(t, func(c *Config) { c.TrustedNetworks = []string{"203.0.113.0/24"} })
-	srv := newAdminServer(t, g, testToken)
+func TestGuardAPI(t *testing.T) {
+	g := newGuard(t, func(c *guard.Config) { c.TrustedNetworks = []string{"203.0.113.0/24"} })
+	srv := newGuardServer(t, g, testToken)
 	ctx := t.Context()
 	do := func(method, path string, body any) ([]byte, error) {
-		return AdminRequest(ctx, srv.URL, testToken, method, path, body)
+		return Request(ctx, srv.URL, testToken, method, GuardPrefix+path, body)
 	}
 
 	out, err := do("GET", "/bans", nil)
@@ -75,18 +55,18 @@ func TestAdminAPI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("POST /bans: %v", err)
 	}
-	var b Ban
+	var b guard.Ban
 	if err := json.Unmarshal(out, &b); err != nil || b.Prefix.String() != "198.51.100.0/24" || !b.Manual || b.Reason != "scanner" {
 		t.Fatalf("POST /bans returned %s (%v)", out, err)
 	}
-	if _, err := g.Accept(netip.MustParseAddr("198.51.100.7")); err == nil {
-		t.Fatal("ban added over the API is not enforced")
+	if bans := g.Bans(); len(bans) != 1 || bans[0].Prefix != b.Prefix {
+		t.Fatalf("ban added over the API is not the guard's: %+v", bans)
 	}
 	if _, err := do("POST", "/bans", BanRequest{Prefix: "192.0.2.9", Duration: "30m"}); err != nil {
 		t.Fatalf("POST /bans with a bare address: %v", err)
 	}
 	out, _ = do("GET", "/bans", nil)
-	var bans []Ban
+	var bans []guard.Ban
 	if err := json.Unmarshal(out, &bans); err != nil || len(bans) != 2 || bans[0].Prefix.String() != "192.0.2.9/32" || bans[0].Reason != "admin" {
 		t.Fatalf("GET /bans = %s, want two bans, soonest first, default reason admin", out)
 	}
@@ -113,22 +93,26 @@ func TestAdminAPI(t *testing.T) {
 	if _, err := do("DELETE", "/bans?prefix=198.51.100.0/24", nil); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("second DELETE = %v, want 404", err)
 	}
-	if c, err := g.Accept(netip.MustParseAddr("198.51.100.7")); err != nil {
-		t.Fatalf("Accept after the ban was removed: %v", err)
-	} else {
-		c.Close()
+	if bans := g.Bans(); len(bans) != 1 {
+		t.Fatalf("bans after DELETE = %+v, want the other one", bans)
 	}
 
-	for i := range 10 {
-		g.Failure("alice@example.org", netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("g", i))
+	// A lockout, as the guard's state file brings it back after a
+	// restart.
+	state := filepath.Join(t.TempDir(), "guard.json")
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	os.WriteFile(state, []byte(`{"version":1,"lockouts":[{"login":"alice@example.org","until":"`+until+`","reason":"test"}]}`), 0o600)
+	if err := g.Load(state); err != nil {
+		t.Fatal(err)
 	}
 	out, err = do("GET", "/lockouts", nil)
-	var locks []Lockout
+	var locks []guard.Lockout
 	if err != nil || json.Unmarshal(out, &locks) != nil || len(locks) != 1 || locks[0].Login != "alice@example.org" {
 		t.Fatalf("GET /lockouts = %s, %v", out, err)
 	}
-	if _, err := do("POST", "/unlock?user=Alice@Example.org", nil); err != nil {
-		t.Fatalf("POST /unlock: %v", err)
+	out, err = do("POST", "/unlock?user=Alice@Example.org", nil)
+	if err != nil || !strings.Contains(string(out), `"unlocked":"alice@example.org"`) {
+		t.Fatalf("POST /unlock: %s, %v", out, err)
 	}
 	if _, err := do("POST", "/unlock?user=alice@example.org", nil); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("second unlock = %v, want 404", err)
@@ -136,37 +120,39 @@ func TestAdminAPI(t *testing.T) {
 	if _, err := do("POST", "/unlock", nil); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("unlock without user = %v, want 400", err)
 	}
-	if _, err := do("GET", "/nothing", nil); err == nil {
-		t.Fatal("GET /nothing succeeded")
+	if _, err := do("POST", "/unlock?user="+strings.Repeat("a", maxUser+1), nil); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("unlock with an overlong user = %v, want 400", err)
+	}
+	if _, err := do("GET", "/nothing", nil); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("GET /nothing = %v, want 404", err)
 	}
 }
 
-func TestAdminBodyTooLarge(t *testing.T) {
-	g, _ := newTestGuard(t, nil)
-	srv := newAdminServer(t, g, testToken)
-	big := BanRequest{Prefix: "10.0.0.0/8", Duration: "1h", Reason: strings.Repeat("x", maxAdminBody)}
-	if _, err := AdminRequest(t.Context(), srv.URL, testToken, "POST", "/bans", big); err == nil || !strings.Contains(err.Error(), "413") {
+func TestGuardAPIBodyTooLarge(t *testing.T) {
+	srv := newGuardServer(t, newGuard(t, nil), testToken)
+	big := BanRequest{Prefix: "10.0.0.0/8", Duration: "1h", Reason: strings.Repeat("x", maxBody)}
+	if _, err := Request(t.Context(), srv.URL, testToken, "POST", GuardPrefix+"/bans", big); err == nil || !strings.Contains(err.Error(), "413") {
 		t.Fatalf("oversized body = %v, want 413", err)
 	}
 }
 
-func TestAdminUnixSocket(t *testing.T) {
-	g, _ := newTestGuard(t, nil)
+func TestRequestUnixSocket(t *testing.T) {
+	g := newGuard(t, nil)
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Skipf("unix sockets unavailable: %v", err)
 	}
-	srv := &http.Server{Handler: g.AdminHandler(testToken), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: New(Config{Token: testToken, Guard: g}).Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	if _, err := AdminRequest(t.Context(), "unix:"+sock, testToken, "POST", "/bans", BanRequest{Prefix: "192.0.2.0/24", Duration: "1h"}); err != nil {
+	if _, err := Request(t.Context(), "unix:"+sock, testToken, "POST", GuardPrefix+"/bans", BanRequest{Prefix: "192.0.2.0/24", Duration: "1h"}); err != nil {
 		t.Fatalf("POST over a unix socket: %v", err)
 	}
 	if len(g.Bans()) != 1 {
 		t.Fatal("ban over the unix socket not added")
 	}
-	if _, err := AdminRequest(t.Context(), "unix:"+sock, "bad", "GET", "/bans", nil); err == nil || !strings.Contains(err.Error(), "401") {
+	if _, err := Request(t.Context(), "unix:"+sock, "bad", "GET", GuardPrefix+"/bans", nil); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("bad token over the unix socket = %v, want 401", err)
 	}
 }
@@ -185,7 +171,7 @@ func FuzzBanRequest(f *testing.F) {
 		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
 			t.Fatalf("accepted prefix %v", p)
 		}
-		if d <= 0 || d > maxAdminBan {
+		if d <= 0 || d > maxBan {
 			t.Fatalf("accepted duration %v", d)
 		}
 		if reason == "" || len(reason) > maxReason || strings.ContainsAny(reason, "\r\n\x00") {
