@@ -51,8 +51,12 @@ func TestRealRelayProbe(t *testing.T) {
 			}
 		})
 	}
-	// The probe never sends a message: Postfix saw no DATA from it.
-	if log := rs.PostfixLog(); strings.Contains(log, "relay-probe@example.net") && strings.Contains(log, "status=") {
-		t.Errorf("postfix queued mail for the probe address:\n%s", log)
+	// The probe never sends a message: no delivery line of Postfix's
+	// (to=<...>, status=...) names the probe address. The log is shared
+	// with the other tests' deliveries, so the check is per line.
+	for _, l := range strings.Split(rs.PostfixLog(), "\n") {
+		if strings.Contains(l, "relay-probe@example.net") && strings.Contains(l, "status=") {
+			t.Errorf("postfix delivered or queued mail for the probe address: %s", l)
+		}
 	}
 }
