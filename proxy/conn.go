@@ -61,8 +61,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/guard"
 	"github.com/mailgate/mailgate/policy"
-	"github.com/mailgate/mailgate/proxy/guard"
 	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
 )
 

@@ -2,7 +2,7 @@ package proxy
 
 // The brute-force guard's three call points (docs/bruteforce.md): at
 // accept, before each backend login, and after it. The guard itself
-// lives in proxy/guard; this file is only the glue, so conn.go keeps one
+// lives in guard; this file is only the glue, so conn.go keeps one
 // call per point.
 
 import (
@@ -10,8 +10,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/mailgate/mailgate/guard"
 	"github.com/mailgate/mailgate/policy"
-	"github.com/mailgate/mailgate/proxy/guard"
 )
 
 // guardAccept admits the connection with the guard, after a PROXY
