@@ -120,7 +120,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 
 	for i := range 10 {
-		g.Failure("alice@example.org", netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("g", i))
+		g.Attempt("alice@example.org", netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("g", i)).Finish(WrongPassword, "")
 	}
 	out, err = do("GET", "/lockouts", nil)
 	var locks []Lockout

@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// In-flight attempts. Check alone races: N connections can all pass
-// Check before the first of them fails at the backend, so a login could
-// reach the backend lockout.after + N times. Begin therefore reserves
-// the attempt under the same lock as its verdict, and each threshold is
+// In-flight attempts. A verdict alone races: N connections can all pass
+// it before the first of them fails at the backend, so a login could
+// reach the backend lockout.after + N times. Attempt.Begin therefore
+// reserves the attempt under the same lock as its verdict, and each threshold is
 // met by failures plus reservations, so at most the threshold's number
 // of attempts per key is ever past the guard at once.
 
@@ -41,25 +41,173 @@ func dec[K comparable](m map[K]int, k K) {
 	m[k]--
 }
 
-// Attempt is a login attempt admitted by Begin and on its way to the
-// backend. Release it once its outcome has been reported with Failure,
-// Success or Denied, or when the backend gave no verdict. The zero
-// Attempt holds nothing; releasing twice is harmless.
+// Outcome is how a login attempt ended, as the proxy reports it to
+// Attempt.Finish.
+type Outcome int
+
+const (
+	// Abandoned: nobody judged the password (the client left, the login
+	// deadline or shutdown came first, no backend slot, the backend was
+	// known down). Nothing is counted; the reservation is released.
+	Abandoned Outcome = iota
+	// Passed: the backend accepted the password. The source becomes
+	// exempt, the login's network known, and the compromise signal is
+	// checked (an EventCompromised with Refuse set means: drop the
+	// session).
+	Passed
+	// WrongPassword: the backend refused the password. It counts
+	// towards the source's ban and the login's lockout.
+	WrongPassword
+	// Refused: refused before the backend for any cause but a wrong
+	// password (unusable credentials, policy, the guard's own verdict).
+	// It counts towards the source's ban, never the login's lockout, so
+	// a refused source cannot lock the owner out. A refusal with
+	// Verdict.Waited set is not counted.
+	Refused
+	// BackendError: the backend failed or timed out after the decision.
+	// It counts against the source (not the login), so it cannot be
+	// repeated for free; trusted and proven sources are not counted.
+	BackendError
+)
+
+// Attempt is one login attempt: the one handle through which the proxy
+// asks the guard (Begin) and reports the outcome (Finish). Finish
+// records the outcome and releases the reservation in one call, once;
+// later calls do nothing, so the owner of an attempt can finish it as
+// Abandoned when its connection closes without caring whether the login
+// already finished it. A nil *Attempt (no guard) allows everything and
+// records nothing. An Attempt is used by one goroutine at a time.
 type Attempt struct {
-	g     *Guard
-	login string
-	addr  netip.Addr
-	nets  []netip.Prefix
-	lock  bool // counted against the login's lockout
+	g        *Guard
+	login    string // normalized
+	addr     netip.Addr
+	password string // hashed by Finish, never kept past it
+	waited   bool   // Begin refused it only for attempts in flight
+	finished bool
+	// The reservation made by an allowing Begin; reserved false: none.
+	reserved bool
+	nets     []netip.Prefix
+	lock     bool // counted against the login's lockout
 }
 
-// Release ends the reservation.
-func (a *Attempt) Release() {
-	g := a.g
+// Attempt starts the handle for one login attempt of login from addr
+// with password. It asks nothing and reserves nothing: Begin does. An
+// attempt refused before the question (unusable credentials) goes
+// straight to Finish(Refused). On a nil Guard it returns nil.
+func (g *Guard) Attempt(login string, addr netip.Addr, password string) *Attempt {
 	if g == nil {
+		return nil
+	}
+	return &Attempt{g: g, login: normLogin(login), addr: normAddr(addr), password: password}
+}
+
+// Begin is the one question to the guard about a login attempt: may it
+// go to the backend, and how long does the tarpit hold it first
+// (Verdict.Delay, whatever the answer). An allowed attempt is reserved
+// under the same lock as its verdict, and each threshold (ban.ip_after,
+// ban.network_after, lockout.after, lockout.per_ip_after) is met by
+// failures plus attempts in flight, so concurrent attempts cannot
+// overshoot it. Trusted sources reserve nothing (they are never banned
+// or locked); a network where the login recently succeeded does not
+// count against its lockout, and an exempt address only against
+// exemption.max_failures.
+//
+// An attempt over a threshold only because of attempts still in flight
+// (failures plus reservations reach it, failures alone do not) waits
+// until one of them ends and is then decided again, instead of being
+// refused: a busy webmail host whose parallel logins succeed must not be
+// refused, and refusals counted as failures must not ban it. When the
+// earlier attempts succeed, the source is exempt and the waiting ones go
+// on; when they fail, the failures count and the waiting ones meet the
+// ban or the lockout. A wait that ctx ends (the login deadline,
+// shutdown; an already cancelled ctx does not wait at all) returns a
+// refusal with Waited set, which Finish does not count.
+//
+// Call Begin once per attempt; a nil *Attempt allows at once.
+func (a *Attempt) Begin(ctx context.Context) Verdict {
+	if a == nil {
+		return Verdict{Allow: true}
+	}
+	if !a.addr.IsValid() {
+		return Verdict{Reason: "no client address"}
+	}
+	a.release() // a second Begin must not leak the first reservation
+	g := a.g
+	var start time.Time // of the first wait
+	for {
+		// The clock is read under mu, once a decision: the verdict and
+		// the reservation must see the same moment.
+		g.mu.Lock()
+		now := g.now()
+		v, wait := g.begin(g.rules.Load(), a, now)
+		if !wait {
+			g.mu.Unlock()
+			return v
+		}
+		if start.IsZero() {
+			start = now
+		}
+		if g.flightWake == nil {
+			g.flightWake = make(chan struct{})
+		}
+		ch := g.flightWake
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			a.waited = true
+			return Verdict{Waited: true, Reason: fmt.Sprintf("waited %v for attempts in flight (%s); not counted",
+				g.now().Sub(start).Round(time.Millisecond), v.Reason)}
+		}
+	}
+}
+
+// Finish records how the attempt ended and releases its reservation,
+// once: the outcome is counted first, so for a moment it is counted
+// both in flight and failed, which errs on the safe side, never the
+// reverse. It returns the bans, lockouts and compromise signals the
+// outcome raised. country is the ISO code the policy placed the client
+// in ("" when unknown); only Passed uses it.
+func (a *Attempt) Finish(o Outcome, country string) []Event {
+	if a == nil || a.finished {
+		return nil
+	}
+	a.finished = true
+	g, pw := a.g, a.password
+	a.password = ""
+	var evs []Event
+	switch o {
+	case Passed:
+		evs = g.success(a.login, a.addr, country)
+	case WrongPassword:
+		evs = g.failure(a.login, a.addr, pw)
+	case Refused:
+		if !a.waited {
+			evs = g.denied(a.login, a.addr, pw)
+		}
+	case BackendError:
+		evs = g.backendError(a.login, a.addr)
+	}
+	a.release()
+	return evs
+}
+
+// Fingerprint is Guard.Fingerprint of the attempt's password, for the
+// log line of a wrong password; "" once finished or without a guard.
+func (a *Attempt) Fingerprint() string {
+	if a == nil || a.finished {
+		return ""
+	}
+	return a.g.Fingerprint(a.password)
+}
+
+// release ends the reservation.
+func (a *Attempt) release() {
+	if !a.reserved {
 		return
 	}
-	a.g = nil
+	a.reserved = false
+	g := a.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	dec(g.flight.ip, a.addr)
@@ -70,92 +218,27 @@ func (a *Attempt) Release() {
 	if a.lock {
 		dec(g.flight.login, a.login)
 	}
-	// Attempts waiting in BeginWait decide again.
+	// Attempts waiting in Begin decide again.
 	if g.flightWake != nil {
 		close(g.flightWake)
 		g.flightWake = nil
 	}
 }
 
-// Begin is Check that also reserves the attempt when it is allowed: the
-// verdict counts failures plus attempts already in flight against
-// ban.ip_after, ban.network_after, lockout.after and lockout.per_ip_after,
-// so concurrent attempts cannot overshoot a threshold. Trusted sources
-// reserve nothing (they are never banned or locked); a network where
-// the login recently succeeded does not count against its lockout, and
-// an exempt address only against exemption.max_failures. A refused
-// verdict returns the zero Attempt. Begin does not wait: an attempt that
-// only attempts in flight keep from the backend is refused with Waited
-// set (see BeginWait, which the proxy uses).
-//
-// The verdict and the reservation are made under one hold of mu: between
-// them another attempt's failure could lock the login (and reset its
-// counter), and an attempt checked before that lock would then pass as
-// one more on a locked login.
-func (g *Guard) Begin(login string, addr netip.Addr) (Verdict, Attempt) {
-	addr = normAddr(addr)
-	login = normLogin(login)
-	if !addr.IsValid() {
-		return Verdict{Reason: "no client address"}, Attempt{}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	v, a, _ := g.begin(g.rules.Load(), login, addr, g.now())
-	return v, a
-}
-
-// BeginWait is Begin for the proxy: an attempt that is over a threshold
-// only because of attempts still in flight (failures plus reservations
-// reach it, failures alone do not) waits until one of them ends and is
-// then decided again, instead of being refused. Attempts in flight are
-// not failures: a busy webmail host whose parallel logins succeed must
-// not be refused, and refusals counted as failures must not ban it. The
-// guarantee of Begin stays: no more attempts per key than its threshold
-// are ever past the guard at once. When the earlier attempts succeed,
-// the source is exempt and the waiting ones go on; when they fail, the
-// failures count and the waiting ones meet the ban or the lockout.
-//
-// A wait that ctx ends (the login deadline, shutdown) returns a refusal
-// with Waited set: the proxy answers it as a failure but does not count
-// it against the source.
-func (g *Guard) BeginWait(ctx context.Context, login string, addr netip.Addr) (Verdict, Attempt) {
-	addr = normAddr(addr)
-	login = normLogin(login)
-	if !addr.IsValid() {
-		return Verdict{Reason: "no client address"}, Attempt{}
-	}
-	start := g.now()
-	for {
-		g.mu.Lock()
-		v, a, wait := g.begin(g.rules.Load(), login, addr, g.now())
-		if !wait {
-			g.mu.Unlock()
-			return v, a
-		}
-		if g.flightWake == nil {
-			g.flightWake = make(chan struct{})
-		}
-		ch := g.flightWake
-		g.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Verdict{Waited: true, Reason: fmt.Sprintf("waited %v for attempts in flight (%s); not counted",
-				g.now().Sub(start).Round(time.Millisecond), v.Reason)}, Attempt{}
-		}
-	}
-}
-
-// begin is Begin for a normalized, valid addr and login. wait reports
-// that the attempt was refused only because of attempts in flight. mu is
-// held.
-func (g *Guard) begin(r *rules, login string, addr netip.Addr, now time.Time) (v Verdict, a Attempt, wait bool) {
+// begin decides a (valid address) once and, when it is allowed, reserves
+// it. wait reports that the attempt was refused only because of attempts
+// in flight. mu is held. The verdict and the reservation are made under
+// one hold of mu: between them another attempt's failure could lock the
+// login (and reset its counter), and an attempt checked before that lock
+// would then pass as one more on a locked login.
+func (g *Guard) begin(r *rules, a *Attempt, now time.Time) (v Verdict, wait bool) {
+	login, addr := a.login, a.addr
 	nets := r.networks(addr)
 	c := &r.cfg
 	pk := pairKey{login, addr}
 	v = g.check(r, login, addr, now)
 	if !v.Allow || r.isTrusted(addr) {
-		return v, Attempt{}, false
+		return v, false
 	}
 	count := func(w *window, ok bool, span time.Duration) int {
 		if !ok {
@@ -175,8 +258,8 @@ func (g *Guard) begin(r *rules, login string, addr netip.Addr, now time.Time) (v
 		reason = fmt.Sprintf("%d failures and %d attempts in flight %s", fails, inFlight, what)
 		return true
 	}
-	deny := func() (Verdict, Attempt, bool) {
-		return Verdict{Delay: v.Delay, Reason: reason, Waited: wait}, Attempt{}, wait
+	deny := func() (Verdict, bool) {
+		return Verdict{Delay: v.Delay, Reason: reason, Waited: wait}, wait
 	}
 	if lim := c.Lockout.PerIPAfter; lim > 0 {
 		w, ok := g.pairFail.get(pk)
@@ -221,5 +304,6 @@ func (g *Guard) begin(r *rules, login string, addr netip.Addr, now time.Time) (v
 	if lock {
 		g.flight.login[login]++
 	}
-	return v, Attempt{g: g, login: login, addr: addr, nets: nets, lock: lock}, false
+	a.reserved, a.nets, a.lock = true, nets, lock
+	return v, false
 }
