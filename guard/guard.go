@@ -174,7 +174,7 @@ type Guard struct {
 	// flight counts attempts admitted by Begin and not yet released.
 	flight flights
 	// flightWake is closed (and cleared) when an attempt in flight
-	// ends, waking BeginWait; nil while nobody waits.
+	// ends, waking Attempt.Begin; nil while nobody waits.
 	flightWake chan struct{}
 	// pen counts each source's recent failures for FailureDelay.
 	pen *table[netip.Prefix, penalty]
