@@ -158,3 +158,36 @@ func TestLoginAttemptReleasedOnEveryExit(t *testing.T) {
 		t.Error("the second attempt waited for the first one's reservation")
 	}
 }
+
+// A guard refusal reads the source's failure floor before the refusal is
+// counted, like a wrong password does (docs/bruteforce.md: "read before
+// the outcome is known"), so from sources with the same recent failures
+// both end at the same time. Before, the refusal was counted first and
+// took one penalty step longer: here 2 s against 1 s.
+func TestGuardRefusalEndsWithWrongPassword(t *testing.T) {
+	cfg := quietGuard()
+	cfg.Lockout.PerIPAfter = 1
+	cfg.FailurePenalty = guard.PenaltyConfig{Init: 500 * time.Millisecond, Max: 8 * time.Second}
+	e, _, _ := startGuarded(t, cfg)
+	timed := func(c *client, tag, cmd string) time.Duration {
+		start := time.Now()
+		c.send(tag + " " + cmd + "\r\n")
+		c.expect(tag + " NO [AUTHENTICATIONFAILED]")
+		return time.Since(start)
+	}
+	wrong := e.dialFrom("203.0.113.90")
+	wrong.expect("* OK [CAPABILITY")
+	refused := e.dialFrom("203.0.113.91")
+	refused.expect("* OK [CAPABILITY")
+	timed(wrong, "a", "LOGIN dave wrong") // one recent failure each
+	timed(refused, "a", "LOGIN carol wrong")
+	tw := timed(wrong, "b", "LOGIN erin wrong")     // a wrong password
+	tr := timed(refused, "b", "LOGIN carol wrong2") // lockout.per_ip_after
+	if !strings.Contains(e.logs.String(), "guard: ") {
+		t.Fatal("the second attempt of carol was not refused by the guard")
+	}
+	// Both are padded to 1 s; one more penalty step would be 2 s.
+	if d := (tr - tw).Abs(); d > 500*time.Millisecond {
+		t.Errorf("guard refusal took %v, wrong password %v: not the same failure floor", tr, tw)
+	}
+}
