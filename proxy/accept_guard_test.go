@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 // serveGuarded runs a server that has guard g from its first accept, so

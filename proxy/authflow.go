@@ -1,15 +1,14 @@
 package proxy
 
-// Login steps that are the same in every protocol, written once: the
-// SASL challenge/response loop (only the framing of a challenge differs,
-// "+ " in IMAP and POP3, "334 " in SMTP) and answering a login outcome
-// (only the words differ). All three protocols use them.
+// The SASL challenge/response loop, the same in every protocol and
+// written once (only the framing of a challenge differs, "+ " in IMAP
+// and POP3, "334 " in SMTP). It collects a loginAttempt; login.go judges
+// it and answers the outcome in the protocol's words.
 
 import (
 	"errors"
 	"fmt"
 
-	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/proxy/internal/sasl"
 )
 
@@ -109,41 +108,4 @@ func (c *conn) replyCounted(line string) error {
 		return err
 	}
 	return c.countError()
-}
-
-// loginReplies are one protocol's answers to the outcomes of c.login.
-type loginReplies struct {
-	// passed writes the success reply (IMAP and POP3: the backend's own
-	// line; SMTP: 235).
-	passed func(sess *backend.Session) error
-	// failed is the one reply for every refusal (wrong password, denied
-	// place, unusable credentials) and unavailable the one for a backend
-	// outage; both end with the session id for support.
-	failed, unavailable string
-}
-
-// loginAndAnswer runs c.login and answers in the protocol's words. It
-// returns the session to splice, or nil and nil to go on reading
-// commands, or an error that ends the session (errTooManyAttempts after
-// the last allowed failure).
-func (c *conn) loginAndAnswer(a loginAttempt, dial dialFunc, r loginReplies) (*backend.Session, error) {
-	sess, outcome := c.login(a, dial)
-	line := r.failed
-	switch outcome {
-	case loginPassed:
-		if err := r.passed(sess); err != nil {
-			sess.Conn.Close()
-			return nil, err
-		}
-		return sess, nil
-	case loginUnavailable:
-		line = r.unavailable
-	}
-	if err := c.writeLine(fmt.Sprintf("%s (id %s)", line, c.cid)); err != nil {
-		return nil, err
-	}
-	if !c.attemptsLeft() {
-		return nil, errTooManyAttempts
-	}
-	return nil, nil
 }

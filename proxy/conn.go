@@ -24,15 +24,15 @@ package proxy
 //     c.countCommand() and c.countError() enforce MaxCommands/MaxErrors;
 //     c.loginAllowed() says whether credentials may be sent now (TLS or
 //     PlaintextFrom); c.startTLS() upgrades after the protocol's "go
-//     ahead" reply and drops pipelined bytes; c.login(attempt, dial) runs
-//     validation, policy, the failure delay and the backend login and
-//     logs AUTHPASS/AUTHFAILED/COUNTRYFAILED; c.attemptsLeft() says
-//     whether another try is allowed. authflow.go builds on these:
+//     ahead" reply and drops pipelined bytes; c.attemptsLeft() says
+//     whether another try is allowed.
+//   - its logins, through two steps written once: authflow.go's
 //     c.saslLogin decodes an initial response and runs a SASL
 //     PLAIN/LOGIN exchange (c.saslExchange) with the protocol's challenge
 //     prefix, answering cancel and malformed input in the protocol's
-//     words, and c.loginAndAnswer runs c.login and answers each outcome
-//     in the protocol's words (all three protocols use both).
+//     words; login.go's c.loginAndAnswer judges the attempt (validation,
+//     guard, policy, backend login), records it once (log line, metric,
+//     guard, failure delay) and answers in the protocol's words.
 //
 // A goodbye is written for any error serve returns; return "" from
 // goodbye for reasons that need none (EOF, logout already answered).
@@ -54,15 +54,13 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/mailgate/mailgate/backend"
-	"github.com/mailgate/mailgate/policy"
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
 )
 
@@ -165,6 +163,9 @@ type conn struct {
 
 	guard *guard.Guard // brute-force guard at connect time; nil: none
 	gconn *guard.Conn  // this connection's place in the guard's counts
+	// attempt: the login attempt in progress, finished by endLogin
+	// (login.go); finish ends one a panic left as Abandoned.
+	attempt *guard.Attempt
 	// guardDone: the accept loop already admitted the connection.
 	guardDone bool
 }
@@ -316,6 +317,7 @@ func (c *conn) finish(reason string) {
 	if bc := c.backendConn.Load(); bc != nil {
 		(*bc).Close()
 	}
+	c.attempt.Finish(guard.Abandoned, "")
 	c.guardClose()
 	c.srv.unregister(c)
 	c.log.Info("session closed", "user", c.user, "client_id", c.clientID, "duration", time.Since(c.start).Round(time.Millisecond),
@@ -600,179 +602,6 @@ func (c *conn) countError() error {
 
 // attemptsLeft reports whether another login attempt is allowed.
 func (c *conn) attemptsLeft() bool { return c.attempts < c.lim.MaxLoginAttempts }
-
-// loginOutcome is the result of one login attempt.
-type loginOutcome int
-
-const (
-	loginPassed      loginOutcome = iota // spliceable session returned
-	loginFailed                          // generic failure reply, same for every cause
-	loginUnavailable                     // backend known down before the decision: temporary failure reply
-)
-
-// loginAttempt is what a protocol collected from the client.
-type loginAttempt struct {
-	mech    string // "LOGIN" (IMAP command), "PLAIN", "LOGIN" (SASL), "USER" ...
-	authzid string // SASL authorization identity; empty or equal to user
-	user    string
-	pass    string // never logged
-}
-
-// dialFunc logs in to the protocol's backend with the options in force
-// for this attempt.
-type dialFunc func(ctx context.Context, o *Options, bc backend.Client, user, pass string) (*backend.Session, error)
-
-// login runs one attempt: validate, decide, then log in to the backend.
-// Denials and refused passwords return loginFailed at the same moment
-// (attempt start, after any tarpit, + AuthFailureDelay) so neither reply nor timing tells
-// them apart; only the log does.
-//
-// After an allowing decision nothing may fail differently: no backend
-// slot, a backend error or timeout get the same reply at the same moment
-// as a wrong password. The temporary-failure reply (loginUnavailable)
-// depends only on what is known before the decision, that the backend is
-// down (health.go), and then every attempt gets it, also after the delay.
-func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutcome) {
-	start := time.Now()
-	o := c.srv.options() // new attempts use reloaded options
-	c.attempts++
-	c.mech = a.mech
-	c.user = sanitizeLog(a.user, maxLoginName)
-	health := c.srv.health.of(c.ln.Protocol)
-	failed := loginFailed
-	if health.down() {
-		failed = loginUnavailable
-	}
-
-	floor := c.guardFailureDelay(o.Limits.AuthFailureDelay)
-	fail := func(event, reason string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
-		c.logDecision(event, reason, d, attrs...)
-		o.Metrics.loginResult(c.ln.Protocol, c.mech, strings.ToLower(event), d.Location.Code())
-		c.failureDelay(start, floor)
-		return nil, failed
-	}
-	// backendFailed ends an allowed attempt the backend did not decide:
-	// logged as what it is, answered as any failure.
-	backendFailed := func(msg string, d policy.Decision, attrs ...any) (*backend.Session, loginOutcome) {
-		c.log.Error(msg, append([]any{"user", c.user, "mech", c.mech}, attrs...)...)
-		c.audit("", msg, d)
-		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultUnavailable, d.Location.Code())
-		c.guardEndAttempt()
-		c.failureDelay(start, floor)
-		return nil, failed
-	}
-	if reason := checkCredentials(a); reason != "" {
-		c.guardDenied(c.user, a.pass)
-		return fail("AUTHFAILED", reason, policy.Decision{})
-	}
-	reason := c.guardCheck(a.user, a.pass)
-	// The failure delay counts from after the tarpit, whatever the
-	// verdict, so a tarpitted wrong password (tarpit + backend) and a
-	// refusal (tarpit alone) still end at the same time.
-	start = time.Now()
-	floor = c.guardFailureDelay(o.Limits.AuthFailureDelay)
-	if reason != "" {
-		return fail("AUTHFAILED", reason, policy.Decision{})
-	}
-	if o.Authorizer == nil {
-		c.log.Error("no authorizer configured; refusing login")
-		return nil, loginUnavailable
-	}
-	d := o.Authorizer.Decide(policy.Request{Login: a.user, Protocol: c.ln.Protocol, Addr: c.remote.Addr()})
-	o.Metrics.decision(d)
-	if !d.Allow {
-		c.guardDenied(a.user, a.pass)
-		return fail("COUNTRYFAILED", d.Reason, d)
-	}
-	if failed == loginUnavailable {
-		return backendFailed("backend down; not tried", d)
-	}
-	ctx, cancel := context.WithDeadline(c.ctx, c.loginDeadline)
-	defer cancel()
-	release, ok := c.guardBackendSlot(ctx)
-	if !ok {
-		return backendFailed("no backend login slot", d)
-	}
-	bc := backend.Client{Addr: c.remote, Local: c.local, Session: c.cid}
-	dialStart := time.Now()
-	sess, err := dial(ctx, o, bc, a.user, a.pass)
-	release()
-	o.Metrics.backendLogin(c.ln.Protocol, err, time.Since(dialStart))
-	switch {
-	case err == nil && sess != nil && sess.Conn != nil:
-		health.markUp()
-		if c.guardSuccess(a.user, d) {
-			sess.Conn.Close()
-			return fail("AUTHFAILED", "guard: login compromised", d)
-		}
-		c.guardLoggedIn()
-		c.logDecision("AUTHPASS", d.Reason, d)
-		o.Metrics.loginResult(c.ln.Protocol, c.mech, resultPass, d.Location.Code())
-		return sess, loginPassed
-	case errors.Is(err, backend.ErrAuthFailed):
-		health.markUp()
-		return fail("AUTHFAILED", "backend refused credentials", d, c.guardFailure(a.user, a.pass)...)
-	}
-	if err == nil {
-		err = errors.New("backend returned no session")
-		if sess != nil && sess.Conn != nil {
-			sess.Conn.Close()
-		}
-	}
-	if errors.Is(err, backend.ErrNoService) && c.ctx.Err() == nil {
-		health.markDown()
-	}
-	c.guardBackendError(a.user)
-	return backendFailed("backend unavailable", d, "err", err)
-}
-
-// checkCredentials returns why a login cannot be used, or "". Names and
-// passwords with CR, LF or NUL could inject a command into a backend.
-func checkCredentials(a loginAttempt) string {
-	switch {
-	case a.user == "":
-		return "empty login name"
-	case len(a.user) > maxLoginName:
-		return "login name too long"
-	case !utf8.ValidString(a.user) || strings.ContainsAny(a.user, "\r\n\x00"):
-		return "invalid login name"
-	case a.pass == "":
-		return "empty password"
-	case len(a.pass) > maxPassword || strings.ContainsAny(a.pass, "\r\n\x00"):
-		return "invalid password"
-	case a.authzid != "" && a.authzid != a.user:
-		return "authorization identity differs from login name"
-	}
-	return ""
-}
-
-// failureDelay waits until start+d, or until shutdown.
-func (c *conn) failureDelay(start time.Time, d time.Duration) {
-	wait := time.Until(start.Add(d))
-	if wait <= 0 {
-		return
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-c.ctx.Done():
-	}
-}
-
-// logDecision writes the one line per login decision. The message is the
-// event name so fail2ban filters written for the old auth_http script
-// (AUTHPASS, AUTHFAILED, COUNTRYFAILED) still match.
-func (c *conn) logDecision(event, reason string, d policy.Decision, attrs ...any) {
-	level := slog.LevelWarn
-	if event == "AUTHPASS" {
-		level = slog.LevelInfo
-	}
-	c.log.Log(c.ctx, level, event, append([]any{"event", event, "user", c.user, "country", d.Location.Code(),
-		"country_name", d.Location.Name, "rule", d.Rule, "reason", reason, "mech", c.mech,
-		"client_id", c.clientID}, attrs...)...)
-	c.audit(event, reason, d)
-}
 
 // sanitizeLog makes client text safe and short for a log field. Printable
 // ASCII stays as it is, so a name stays recognisable; every other rune is

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/backend"
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 // countingIMAP counts every backend login attempt, refused or not, and

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 // adminCallTimeout bounds one admin request; the guard answers from

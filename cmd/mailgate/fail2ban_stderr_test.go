@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 // The shipped structured-log filter, run by the real fail2ban-regex,

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/geo"
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 const (

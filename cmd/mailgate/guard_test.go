@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/demo"
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 func TestGuardConfigKeepsDefaultsAndZeroSwitchesOff(t *testing.T) {

@@ -17,9 +17,9 @@ import (
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
+	"github.com/mailgate/mailgate/guard"
 	"github.com/mailgate/mailgate/policy"
 	"github.com/mailgate/mailgate/proxy"
-	"github.com/mailgate/mailgate/proxy/guard"
 	"github.com/mailgate/mailgate/tlsconf"
 )
 

@@ -23,7 +23,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 // Guard API limits.

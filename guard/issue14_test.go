@@ -16,9 +16,9 @@ import (
 func waitFlight(ctx context.Context, g *Guard, login string, addr netip.Addr) <-chan Verdict {
 	ch := make(chan Verdict, 1)
 	go func() {
-		v, a := g.BeginWait(ctx, login, addr)
+		v, a := g.beginWait(ctx, login, addr)
 		if v.Allow {
-			defer a.Release()
+			defer a.Finish(Abandoned, "")
 		}
 		ch <- v
 	}()
@@ -38,7 +38,7 @@ func TestBeginWaitGoesOnWhenFlightSucceeds(t *testing.T) {
 	if len(admitted) != 10 {
 		t.Fatalf("%d admitted, want 10", len(admitted))
 	}
-	if v, _ := g.Begin("x@example.org", addr1); v.Allow || !v.Waited {
+	if v, _ := g.beginNow("x@example.org", addr1); v.Allow || !v.Waited {
 		t.Fatalf("Begin with the budget in flight = %+v, want refused with Waited", v)
 	}
 	got := waitFlight(t.Context(), g, "late@example.org", addr1)
@@ -51,14 +51,14 @@ func TestBeginWaitGoesOnWhenFlightSucceeds(t *testing.T) {
 	case <-time.After(20 * time.Millisecond):
 	}
 	// The first attempt succeeds: the address is proven, the waiter goes on.
-	g.Success(admitted[0].login, addr1, "")
-	admitted[0].Release()
+	g.success(admitted[0].login, addr1, "")
+	admitted[0].Finish(Abandoned, "")
 	if v := <-got; !v.Allow {
 		t.Fatalf("waiter after a success = %+v, want allowed", v)
 	}
 	for _, a := range admitted[1:] {
-		g.Success(a.login, addr1, "")
-		a.Release()
+		g.success(a.login, addr1, "")
+		a.Finish(Abandoned, "")
 	}
 	if b := g.Bans(); len(b) != 0 {
 		t.Fatalf("bans after successes only: %v", b)
@@ -73,8 +73,8 @@ func TestBeginWaitMeetsBanWhenFlightFails(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	for i, a := range admitted {
-		g.Failure(a.login, addr1, fmt.Sprint("guess", i))
-		a.Release()
+		g.failure(a.login, addr1, fmt.Sprint("guess", i))
+		a.Finish(Abandoned, "")
 	}
 	v := <-got
 	if v.Allow || v.Waited {
@@ -90,8 +90,8 @@ func TestBeginWaitTimeoutIsNotAFailure(t *testing.T) {
 	admitted := beginAll(g, 10, func(i int) (string, netip.Addr) { return fmt.Sprintf("u%d@example.org", i), addr1 })
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
 	defer cancel()
-	v, a := g.BeginWait(ctx, "late@example.org", addr1)
-	if v.Allow || !v.Waited || a.g != nil {
+	v, a := g.beginWait(ctx, "late@example.org", addr1)
+	if v.Allow || !v.Waited || a.reserved {
 		t.Fatalf("BeginWait past its context = %+v, want refused with Waited and no reservation", v)
 	}
 	g.mu.Lock()
@@ -101,7 +101,7 @@ func TestBeginWaitTimeoutIsNotAFailure(t *testing.T) {
 		t.Fatal("a wait that ran out was counted as a failure")
 	}
 	for _, a := range admitted {
-		a.Release()
+		a.Finish(Abandoned, "")
 	}
 }
 
@@ -117,15 +117,15 @@ func TestConcurrentSuccessesNeverRefused(t *testing.T) {
 			wg.Go(func() {
 				login := fmt.Sprintf("user%d@example.org", i%7) // some logins share the pair budget
 				for range 5 {
-					v, a := g.BeginWait(t.Context(), login, addrFar)
+					v, a := g.beginWait(t.Context(), login, addrFar)
 					if !v.Allow {
 						mu.Lock()
 						refused = append(refused, v.Reason)
 						mu.Unlock()
 						return
 					}
-					g.Success(login, addrFar, "")
-					a.Release()
+					g.success(login, addrFar, "")
+					a.Finish(Abandoned, "")
 				}
 			})
 		}
@@ -150,7 +150,7 @@ func TestPreAuthCapsSpareTrustedAndProven(t *testing.T) {
 		}
 	})
 	proven := netip.MustParseAddr("192.0.2.200")
-	g.Success("bob@example.org", proven, "")
+	g.success("bob@example.org", proven, "")
 	var held []*Conn
 	defer func() {
 		for _, c := range held {
@@ -207,7 +207,7 @@ func TestProvenSourceHasItsOwnPerIPCaps(t *testing.T) {
 	if err := accept(1); !errors.Is(err, ErrTooManyConns) {
 		t.Fatalf("third pre-auth connection of an unproven address = %v, want ErrTooManyConns", err)
 	}
-	g.Success("alice@example.org", addr1, "")
+	g.success("alice@example.org", addr1, "")
 	if err := accept(2); err != nil {
 		t.Fatalf("proven address within proven_max_preauth_per_ip: %v", err)
 	}
@@ -252,7 +252,7 @@ func TestBackendSlotReserve(t *testing.T) {
 	if err := take(trustedA); err != nil {
 		t.Fatalf("trusted login with the unreserved slots taken: %v", err)
 	}
-	g.Success("bob@example.org", addrFar, "")
+	g.success("bob@example.org", addrFar, "")
 	if err := take(addrFar); err != nil {
 		t.Fatalf("proven login with the unreserved slots taken: %v", err)
 	}
@@ -317,9 +317,9 @@ func TestFailureDelaySchedule(t *testing.T) {
 			t.Fatalf("after %d failures: FailureDelay = %v, want %v", i, got, w*time.Second)
 		}
 		if i%2 == 0 {
-			g.Failure("alice@example.org", addr1, fmt.Sprint("pw", i))
+			g.failure("alice@example.org", addr1, fmt.Sprint("pw", i))
 		} else {
-			g.Denied("alice@example.org", addr1, fmt.Sprint("pw", i))
+			g.denied("alice@example.org", addr1, fmt.Sprint("pw", i))
 		}
 		clk.Advance(5 * time.Second)
 	}
@@ -331,17 +331,17 @@ func TestFailureDelaySchedule(t *testing.T) {
 		t.Fatalf("a minute after the last failure: %v, want %v", got, base)
 	}
 	// Trusted networks reach the backend too: the floor holds for them.
-	g.Failure("alice@example.org", trustedA, "x")
+	g.failure("alice@example.org", trustedA, "x")
 	if got := g.FailureDelay(trustedA, base); got != 7*time.Second {
 		t.Fatalf("trusted source after one failure: %v, want 7s", got)
 	}
 	// IPv6: keyed by the /48, as Dovecot keys its penalty.
-	g.Denied("alice@example.org", netip.MustParseAddr("2001:db8:1:2::1"), "x")
+	g.denied("alice@example.org", netip.MustParseAddr("2001:db8:1:2::1"), "x")
 	if got := g.FailureDelay(netip.MustParseAddr("2001:db8:1:ffff::9"), base); got != 7*time.Second {
 		t.Fatalf("same /48: %v, want 7s", got)
 	}
 	off, _ := newTestGuard(t, func(c *Config) { c.FailurePenalty.Init = 0 })
-	off.Failure("alice@example.org", addr1, "x")
+	off.failure("alice@example.org", addr1, "x")
 	if got := off.FailureDelay(addr1, base); got != base {
 		t.Fatalf("failure_penalty off: %v, want %v", got, base)
 	}
@@ -351,7 +351,7 @@ func TestBackendErrorCountsAgainstSource(t *testing.T) {
 	g, _ := newTestGuard(t, func(c *Config) { c.TrustedNetworks = []string{"203.0.113.0/24"} })
 	var ev []Event
 	for range 10 {
-		ev = append(ev, g.BackendError("alice@example.org", addr1)...)
+		ev = append(ev, g.backendError("alice@example.org", addr1)...)
 	}
 	if _, ok := findEvent(ev, EventBanned, "192.0.2.1/32"); !ok {
 		t.Fatalf("10 backend errors from one address raised %v, want its ban", kinds(ev))
@@ -360,11 +360,11 @@ func TestBackendErrorCountsAgainstSource(t *testing.T) {
 		t.Fatalf("backend errors locked the login: %v", l)
 	}
 	for range 20 {
-		ev = g.BackendError("alice@example.org", trustedA)
+		ev = g.backendError("alice@example.org", trustedA)
 	}
-	g.Success("bob@example.org", addr2, "")
+	g.success("bob@example.org", addr2, "")
 	for range 20 {
-		ev = append(ev, g.BackendError("bob@example.org", addr2)...)
+		ev = append(ev, g.backendError("bob@example.org", addr2)...)
 	}
 	if len(ev) != 0 || len(g.Bans()) != 1 {
 		t.Fatalf("trusted or proven sources counted: %v, bans %v", kinds(ev), g.Bans())

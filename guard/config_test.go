@@ -60,12 +60,12 @@ func TestZeroDisablesActions(t *testing.T) {
 	}
 	ev := failMany(g, addr1, 200, "z")
 	for i := range 50 {
-		ev = append(ev, g.Failure("alice@example.org", addr1, string(rune('a'+i)))...)
+		ev = append(ev, g.failure("alice@example.org", addr1, string(rune('a'+i)))...)
 	}
 	if len(ev) != 0 {
 		t.Fatalf("with every action off, failures raised %v", kinds(ev))
 	}
-	if v := g.Check("alice@example.org", addr1); !v.Allow || v.Delay != 0 {
+	if v := g.checkNow("alice@example.org", addr1); !v.Allow || v.Delay != 0 {
 		t.Fatalf("Check with every action off = %+v", v)
 	}
 }

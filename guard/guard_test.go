@@ -73,7 +73,7 @@ var (
 func failMany(g *Guard, addr netip.Addr, n int, tag string) []Event {
 	var ev []Event
 	for i := range n {
-		ev = append(ev, g.Failure(fmt.Sprintf("%s%d@example.org", tag, i), addr, fmt.Sprintf("pw-%s-%d", tag, i))...)
+		ev = append(ev, g.failure(fmt.Sprintf("%s%d@example.org", tag, i), addr, fmt.Sprintf("pw-%s-%d", tag, i))...)
 	}
 	return ev
 }
@@ -99,12 +99,12 @@ func TestSamePasswordCountsOnce(t *testing.T) {
 	g, _ := newTestGuard(t, nil)
 	var ev []Event
 	for range 50 {
-		ev = append(ev, g.Failure("alice@example.org", addr1, "stale-password")...)
+		ev = append(ev, g.failure("alice@example.org", addr1, "stale-password")...)
 	}
 	if len(ev) != 0 {
 		t.Fatalf("one stale password retried 50 times raised %v, want nothing", kinds(ev))
 	}
-	if v := g.Check("alice@example.org", addr1); !v.Allow || v.Delay != 0 {
+	if v := g.checkNow("alice@example.org", addr1); !v.Allow || v.Delay != 0 {
 		t.Fatalf("Check after one distinct failure = %+v, want allowed without delay", v)
 	}
 	// The same password for another login is a different guess
@@ -135,14 +135,14 @@ func TestTarpitGrows(t *testing.T) {
 	g, _ := newTestGuard(t, func(c *Config) { c.Ban.IPAfter = 0; c.Lockout.PerIPAfter = 0 })
 	want := []time.Duration{0, 0, 0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 15 * time.Second, 15 * time.Second}
 	for i, w := range want {
-		v := g.Check("alice@example.org", addr1)
+		v := g.checkNow("alice@example.org", addr1)
 		if v.Delay != w || !v.Allow {
 			t.Fatalf("after %d failures Check = %+v, want allowed with delay %v", i, v, w)
 		}
-		g.Failure("alice@example.org", addr1, fmt.Sprintf("guess-%d", i))
+		g.failure("alice@example.org", addr1, fmt.Sprintf("guess-%d", i))
 	}
 	// Another address is not slowed down.
-	if v := g.Check("alice@example.org", addr2); v.Delay != 0 {
+	if v := g.checkNow("alice@example.org", addr2); v.Delay != 0 {
 		t.Fatalf("other address delay = %v, want 0", v.Delay)
 	}
 }
@@ -160,7 +160,7 @@ func TestBanAndExpiry(t *testing.T) {
 	if _, err := g.Accept(addr1); !errors.Is(err, ErrBanned) {
 		t.Fatalf("Accept(banned) = %v, want ErrBanned", err)
 	}
-	if v := g.Check("x@example.org", addr1); v.Allow {
+	if v := g.checkNow("x@example.org", addr1); v.Allow {
 		t.Fatalf("Check(banned) = %+v, want refused", v)
 	}
 	c, err := g.Accept(addr2)
@@ -252,8 +252,8 @@ func TestTrustedNeverBanned(t *testing.T) {
 	g, _ := newTestGuard(t, func(c *Config) { c.TrustedNetworks = []string{"203.0.113.0/24"} })
 	ev := failMany(g, trustedA, 60, "t")
 	for i := range 20 {
-		ev = append(ev, g.Failure("alice@example.org", trustedA, fmt.Sprint("guess", i))...)
-		ev = append(ev, g.Denied("bob@example.org", trustedA, fmt.Sprint("x", i))...)
+		ev = append(ev, g.failure("alice@example.org", trustedA, fmt.Sprint("guess", i))...)
+		ev = append(ev, g.denied("bob@example.org", trustedA, fmt.Sprint("x", i))...)
 	}
 	if len(ev) != 0 {
 		t.Fatalf("failures from a trusted network raised %v, want nothing", kinds(ev))
@@ -263,7 +263,7 @@ func TestTrustedNeverBanned(t *testing.T) {
 		t.Fatalf("Accept(trusted) = %v", err)
 	}
 	c.Close()
-	if v := g.Check("alice@example.org", trustedA); !v.Allow || v.Delay == 0 {
+	if v := g.checkNow("alice@example.org", trustedA); !v.Allow || v.Delay == 0 {
 		t.Fatalf("Check(trusted after failures) = %+v, want allowed but slowed down", v)
 	}
 	if _, err := g.AddBan(netip.MustParsePrefix("203.0.0.0/16"), time.Hour, "x"); !errors.Is(err, ErrTrusted) {
@@ -275,12 +275,12 @@ func TestLockoutDistributed(t *testing.T) {
 	g, clk := newTestGuard(t, func(c *Config) { c.TrustedNetworks = []string{"203.0.113.0/24"} })
 	const alice = "alice@example.org"
 	home := netip.MustParseAddr("198.51.100.20")
-	g.Success(alice, home, "DE")
+	g.success(alice, home, "DE")
 
 	// Failures from alice's own network do not count towards her
 	// lockout (her phone there); 9 stay below the address ban.
 	for i := range 9 {
-		if ev := g.Failure(alice, netip.MustParseAddr("198.51.100.21"), fmt.Sprint("old", i)); len(ev) != 0 {
+		if ev := g.failure(alice, netip.MustParseAddr("198.51.100.21"), fmt.Sprint("old", i)); len(ev) != 0 {
 			t.Fatalf("failure from alice's known network raised %v", kinds(ev))
 		}
 	}
@@ -288,7 +288,7 @@ func TestLockoutDistributed(t *testing.T) {
 	var ev []Event
 	for i := range 10 {
 		a := netip.AddrFrom4([4]byte{10, byte(i), 0, 1})
-		ev = append(ev, g.Failure(alice, a, fmt.Sprint("guess", i))...)
+		ev = append(ev, g.failure(alice, a, fmt.Sprint("guess", i))...)
 		if _, ok := findEvent(ev, EventLocked, alice); ok && i < 9 {
 			t.Fatalf("LOCKED after %d distributed guesses; failures from the known network counted", i+1)
 		}
@@ -297,23 +297,23 @@ func TestLockoutDistributed(t *testing.T) {
 	if !ok || e.Duration != time.Hour {
 		t.Fatalf("10 distributed guesses raised %v, want LOCKED %s for 1h", kinds(ev), alice)
 	}
-	if v := g.Check("Alice@Example.org", netip.MustParseAddr("10.200.0.1")); v.Allow {
+	if v := g.checkNow("Alice@Example.org", netip.MustParseAddr("10.200.0.1")); v.Allow {
 		t.Fatalf("Check(locked login, new untrusted source, other case) = %+v, want refused", v)
 	}
-	if v := g.Check(alice, trustedA); !v.Allow {
+	if v := g.checkNow(alice, trustedA); !v.Allow {
 		t.Fatalf("Check(locked login, trusted network) = %+v, want allowed", v)
 	}
-	if v := g.Check(alice, netip.MustParseAddr("198.51.100.99")); !v.Allow {
+	if v := g.checkNow(alice, netip.MustParseAddr("198.51.100.99")); !v.Allow {
 		t.Fatalf("Check(locked login, network of a recent success) = %+v, want allowed", v)
 	}
-	if v := g.Check("bob@example.org", netip.MustParseAddr("10.200.0.1")); !v.Allow {
+	if v := g.checkNow("bob@example.org", netip.MustParseAddr("10.200.0.1")); !v.Allow {
 		t.Fatalf("Check(other login) = %+v, want allowed", v)
 	}
 	if got := g.Lockouts(); len(got) != 1 || got[0].Login != alice {
 		t.Fatalf("Lockouts() = %+v, want alice", got)
 	}
 	clk.Advance(time.Hour + time.Second)
-	if v := g.Check(alice, netip.MustParseAddr("10.200.0.1")); !v.Allow {
+	if v := g.checkNow(alice, netip.MustParseAddr("10.200.0.1")); !v.Allow {
 		t.Fatalf("Check after lockout.duration = %+v, want allowed", v)
 	}
 }
@@ -322,12 +322,12 @@ func TestLockoutForgetsOldSuccess(t *testing.T) {
 	g, clk := newTestGuard(t, nil)
 	const alice = "alice@example.org"
 	home := netip.MustParseAddr("198.51.100.20")
-	g.Success(alice, home, "DE")
+	g.success(alice, home, "DE")
 	clk.Advance(31 * 24 * time.Hour) // past lockout.remember_success
 	for i := range 10 {
-		g.Failure(alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("guess", i))
+		g.failure(alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("guess", i))
 	}
-	if v := g.Check(alice, home); v.Allow {
+	if v := g.checkNow(alice, home); v.Allow {
 		t.Fatalf("Check from a network not used for 31 days = %+v, want refused", v)
 	}
 }
@@ -336,24 +336,24 @@ func TestUnlock(t *testing.T) {
 	g, _ := newTestGuard(t, nil)
 	const alice = "alice@example.org"
 	for i := range 10 {
-		g.Failure(alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("guess", i))
+		g.failure(alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("guess", i))
 	}
 	for i := range 5 { // and blocked from one address
-		g.Failure(alice, addr1, fmt.Sprint("more", i))
+		g.failure(alice, addr1, fmt.Sprint("more", i))
 	}
-	if v := g.Check(alice, addr1); v.Allow {
+	if v := g.checkNow(alice, addr1); v.Allow {
 		t.Fatalf("Check(blocked pair) = %+v", v)
 	}
 	if !g.Unlock("ALICE@example.org") {
 		t.Fatal("Unlock(locked login) = false")
 	}
-	if v := g.Check(alice, addr1); !v.Allow {
+	if v := g.checkNow(alice, addr1); !v.Allow {
 		t.Fatalf("Check(pair) after Unlock = %+v, want allowed", v)
 	}
 	if g.Unlock(alice) {
 		t.Fatal("second Unlock = true, want false")
 	}
-	if v := g.Check(alice, netip.MustParseAddr("10.200.0.1")); !v.Allow {
+	if v := g.checkNow(alice, netip.MustParseAddr("10.200.0.1")); !v.Allow {
 		t.Fatalf("Check after Unlock = %+v, want allowed", v)
 	}
 }
@@ -361,28 +361,28 @@ func TestUnlock(t *testing.T) {
 func TestPerIPBlock(t *testing.T) {
 	g, clk := newTestGuard(t, nil)
 	const alice = "alice@example.org"
-	g.Success("carol@example.org", addr1, "DE") // exempt: no IP bans
+	g.success("carol@example.org", addr1, "DE") // exempt: no IP bans
 	for i := range 5 {
-		g.Failure(alice, addr1, fmt.Sprint("guess", i))
+		g.failure(alice, addr1, fmt.Sprint("guess", i))
 	}
-	if v := g.Check(alice, addr1); v.Allow {
+	if v := g.checkNow(alice, addr1); v.Allow {
 		t.Fatalf("Check after 5 guesses on one login from one (exempt) address = %+v, want refused", v)
 	}
-	if v := g.Check("bob@example.org", addr1); !v.Allow {
+	if v := g.checkNow("bob@example.org", addr1); !v.Allow {
 		t.Fatalf("Check(other login, same address) = %+v, want allowed", v)
 	}
-	if v := g.Check(alice, addr2); !v.Allow {
+	if v := g.checkNow(alice, addr2); !v.Allow {
 		t.Fatalf("Check(same login, other address) = %+v, want allowed", v)
 	}
 	clk.Advance(16 * time.Minute)
-	if v := g.Check(alice, addr1); !v.Allow {
+	if v := g.checkNow(alice, addr1); !v.Allow {
 		t.Fatalf("Check after the window = %+v, want allowed", v)
 	}
 }
 
 func TestSuccessExemption(t *testing.T) {
 	g, clk := newTestGuard(t, nil)
-	g.Success("boss@example.org", addr1, "DE") // the office NAT
+	g.success("boss@example.org", addr1, "DE") // the office NAT
 	ev := failMany(g, addr1, 40, "phone")
 	if len(ev) != 0 {
 		t.Fatalf("failures from an exempt address raised %v, want nothing", kinds(ev))
@@ -403,7 +403,7 @@ func TestSuccessExemption(t *testing.T) {
 
 	// After exemption.duration the exemption is gone.
 	g2, clk2 := newTestGuard(t, nil)
-	g2.Success("boss@example.org", addr1, "DE")
+	g2.success("boss@example.org", addr1, "DE")
 	clk2.Advance(25 * time.Hour)
 	ev = failMany(g2, addr1, 10, "x")
 	if _, ok := findEvent(ev, EventBanned, "192.0.2.1/32"); !ok {
@@ -415,7 +415,7 @@ func TestSuccessExemption(t *testing.T) {
 func TestExemptAddressAndBans(t *testing.T) {
 	g, _ := newTestGuard(t, nil)
 	// An automatic network ban from neighbours does not shut the office out.
-	g.Success("boss@example.org", addr1, "DE")
+	g.success("boss@example.org", addr1, "DE")
 	for i := range 4 {
 		failMany(g, netip.AddrFrom4([4]byte{192, 0, 2, byte(50 + i)}), 8, fmt.Sprintf("n%d-", i))
 	}
@@ -437,7 +437,7 @@ func TestDeniedCountsForBansNotLockout(t *testing.T) {
 	g, _ := newTestGuard(t, nil)
 	var ev []Event
 	for i := range 10 {
-		ev = append(ev, g.Denied("alice@example.org", addr1, fmt.Sprint("pw", i))...)
+		ev = append(ev, g.denied("alice@example.org", addr1, fmt.Sprint("pw", i))...)
 	}
 	if _, ok := findEvent(ev, EventBanned, "192.0.2.1/32"); !ok {
 		t.Fatalf("10 policy denials raised %v, want BANNED", kinds(ev))
@@ -453,17 +453,17 @@ func TestCompromise(t *testing.T) {
 			g, clk := newTestGuard(t, func(c *Config) { c.Compromise.Deny = deny })
 			const alice = "alice@example.org"
 			for i, cc := range []string{"DE", "FR", "DE", "US", ""} {
-				if ev := g.Success(alice, netip.AddrFrom4([4]byte{10, 0, byte(i), 1}), cc); len(ev) != 0 {
+				if ev := g.success(alice, netip.AddrFrom4([4]byte{10, 0, byte(i), 1}), cc); len(ev) != 0 {
 					t.Fatalf("success %d (%q) raised %v; 3 countries is not more than 3", i, cc, kinds(ev))
 				}
 			}
 			clk.Advance(time.Hour)
-			ev := g.Success(alice, netip.MustParseAddr("10.9.9.9"), "RU")
+			ev := g.success(alice, netip.MustParseAddr("10.9.9.9"), "RU")
 			e, ok := findEvent(ev, EventCompromised, alice)
 			if !ok || len(e.Countries) != 4 || e.Refuse != deny {
 				t.Fatalf("4th country raised %v (%+v), want COMPROMISED with 4 countries, Refuse %v", kinds(ev), e, deny)
 			}
-			v := g.Check(alice, netip.AddrFrom4([4]byte{10, 0, 0, 1})) // a known network
+			v := g.checkNow(alice, netip.AddrFrom4([4]byte{10, 0, 0, 1})) // a known network
 			if v.Allow == deny {
 				t.Fatalf("Check after COMPROMISED with deny=%v = %+v", deny, v)
 			}
@@ -471,7 +471,7 @@ func TestCompromise(t *testing.T) {
 				if !g.Unlock(alice) {
 					t.Fatal("Unlock(compromised) = false")
 				}
-				if v := g.Check(alice, netip.AddrFrom4([4]byte{10, 0, 0, 1})); !v.Allow {
+				if v := g.checkNow(alice, netip.AddrFrom4([4]byte{10, 0, 0, 1})); !v.Allow {
 					t.Fatalf("Check after Unlock = %+v", v)
 				}
 			}
@@ -483,7 +483,7 @@ func TestCompromiseWindowSlides(t *testing.T) {
 	g, clk := newTestGuard(t, nil)
 	const alice = "alice@example.org"
 	for _, cc := range []string{"DE", "FR", "US", "RU", "JP"} {
-		if ev := g.Success(alice, addr1, cc); len(ev) != 0 {
+		if ev := g.success(alice, addr1, cc); len(ev) != 0 {
 			t.Fatalf("travel over days raised %v", kinds(ev))
 		}
 		clk.Advance(9 * time.Hour) // three per 24 hours at most
@@ -602,9 +602,9 @@ func TestPreAuthTotal(t *testing.T) {
 func TestCaseFolding(t *testing.T) {
 	g, _ := newTestGuard(t, nil)
 	for i, l := range []string{"Alice@x.org", "ALICE@X.ORG", "alice@x.org", "aLiCe@x.org", "alice@X.org"} {
-		g.Failure(l, addr1, fmt.Sprint("g", i))
+		g.failure(l, addr1, fmt.Sprint("g", i))
 	}
-	if v := g.Check("alice@x.org", addr1); v.Allow {
+	if v := g.checkNow("alice@x.org", addr1); v.Allow {
 		t.Fatalf("5 guesses under different cases = %+v, want the per-address block", v)
 	}
 }
@@ -614,7 +614,7 @@ func TestEventsNeverCarryPasswords(t *testing.T) {
 	g, _ := newTestGuard(t, nil)
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	for i := range 12 {
-		for _, e := range g.Failure("alice@example.org", addr1, fmt.Sprintf("Secret-%d", i)) {
+		for _, e := range g.failure("alice@example.org", addr1, fmt.Sprintf("Secret-%d", i)) {
 			e.Log(t.Context(), log)
 		}
 	}
@@ -660,8 +660,8 @@ func TestMemoryBounded(t *testing.T) {
 	g, _ := newTestGuard(t, func(c *Config) { c.MaxTracked = 100 })
 	for i := range 5000 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1})
-		g.Failure(fmt.Sprint("u", i), a, "pw")
-		g.Success(fmt.Sprint("s", i), a, "DE")
+		g.failure(fmt.Sprint("u", i), a, "pw")
+		g.success(fmt.Sprint("s", i), a, "DE")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -698,7 +698,7 @@ func TestBanTableEvictionKeepsLookupsRight(t *testing.T) {
 func TestSweep(t *testing.T) {
 	g, clk := newTestGuard(t, nil)
 	failMany(g, addr1, 10, "s")
-	g.Success("x@example.org", addr2, "DE")
+	g.success("x@example.org", addr2, "DE")
 	clk.Advance(8 * 24 * time.Hour)
 	g.Sweep()
 	g.mu.Lock()
@@ -730,11 +730,11 @@ func TestConcurrentLogins(t *testing.T) {
 				a := netip.AddrFrom4([4]byte{10, byte(w), byte(i % 7), byte(i % 3)})
 				login := fmt.Sprintf("user%d@example.org", i%5)
 				if c, err := g.Accept(a); err == nil {
-					if v := g.Check(login, a); v.Allow && i%4 == 0 {
-						g.Success(login, a, []string{"DE", "FR", "US", "RU"}[i%4])
+					if v := g.checkNow(login, a); v.Allow && i%4 == 0 {
+						g.success(login, a, []string{"DE", "FR", "US", "RU"}[i%4])
 						c.LoggedIn()
 					} else {
-						g.Failure(login, a, fmt.Sprint("pw", i))
+						g.failure(login, a, fmt.Sprint("pw", i))
 					}
 					c.Close()
 				}
@@ -773,7 +773,7 @@ func TestWindowKeepsOnlyWhatActionsNeed(t *testing.T) {
 		c.Lockout.After, c.Lockout.PerIPAfter = 0, 0
 	})
 	for i := range 500 {
-		g.Failure("alice@example.org", addr1, fmt.Sprint("pw", i))
+		g.failure("alice@example.org", addr1, fmt.Sprint("pw", i))
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -791,15 +791,15 @@ func TestInvalidAddress(t *testing.T) {
 	if _, err := g.Accept(zero); !errors.Is(err, ErrDenied) {
 		t.Fatalf("Accept(invalid) = %v, want ErrDenied", err)
 	}
-	if v := g.Check("alice", zero); v.Allow {
+	if v := g.checkNow("alice", zero); v.Allow {
 		t.Fatalf("Check(invalid) = %+v, want refused", v)
 	}
 	for i := range 20 {
-		if ev := append(g.Failure("alice", zero, fmt.Sprint(i)), g.Denied("alice", zero, fmt.Sprint(i))...); len(ev) != 0 {
+		if ev := append(g.failure("alice", zero, fmt.Sprint(i)), g.denied("alice", zero, fmt.Sprint(i))...); len(ev) != 0 {
 			t.Fatalf("failures without an address raised %v", kinds(ev))
 		}
 	}
-	if ev := g.Success("alice", zero, "DE"); len(ev) != 0 || len(g.Bans()) != 0 {
+	if ev := g.success("alice", zero, "DE"); len(ev) != 0 || len(g.Bans()) != 0 {
 		t.Fatalf("Success(invalid) = %v, bans %v", ev, g.Bans())
 	}
 }
@@ -827,12 +827,12 @@ func TestAttemptsWhileBannedDoNotEscalate(t *testing.T) {
 		t.Fatalf("10 failures raised %v, want a first BANNED", kinds(ev))
 	}
 	for i := range 20 {
-		if ev := g.Denied("alice@example.org", addr1, fmt.Sprint("late", i)); len(ev) != 0 {
+		if ev := g.denied("alice@example.org", addr1, fmt.Sprint("late", i)); len(ev) != 0 {
 			t.Fatalf("denied attempt %d while banned raised %v, want nothing", i, kinds(ev))
 		}
 		// The backend saw these guesses: they still count for bob's
 		// lockout, just not for the source's ban.
-		if ev := g.Failure("bob@example.org", addr1, fmt.Sprint("inflight", i)); len(ev) != 0 && (i != 9 || len(ev) != 1 || ev[0].Kind != EventLocked) {
+		if ev := g.failure("bob@example.org", addr1, fmt.Sprint("inflight", i)); len(ev) != 0 && (i != 9 || len(ev) != 1 || ev[0].Kind != EventLocked) {
 			t.Fatalf("in-flight failure %d while banned raised %v, want nothing (the 10th: LOCKED only)", i, kinds(ev))
 		}
 	}

@@ -22,32 +22,6 @@ type Conn struct {
 	// preauth and closed change under g.connMu.
 	preauth bool
 	closed  bool
-	// pending is the login attempt in flight on this connection, if
-	// any; attemptMu covers it.
-	attemptMu sync.Mutex
-	pending   Attempt
-}
-
-// Begin is Guard.Begin for this connection's address; the connection
-// keeps the reservation until EndAttempt, the next Begin or Close, so a
-// backend that gives no verdict cannot leak it.
-func (c *Conn) Begin(login string) Verdict {
-	c.EndAttempt()
-	v, a := c.g.Begin(login, c.addr)
-	c.attemptMu.Lock()
-	c.pending = a
-	c.attemptMu.Unlock()
-	return v
-}
-
-// EndAttempt releases the attempt reserved by Begin, after its outcome
-// was reported (Failure, Success, Denied) or the backend gave none.
-func (c *Conn) EndAttempt() {
-	c.attemptMu.Lock()
-	a := c.pending
-	c.pending = Attempt{}
-	c.attemptMu.Unlock()
-	a.Release()
 }
 
 // Accept admits or refuses a new connection from addr, after any PROXY
@@ -191,7 +165,6 @@ func decNet(m map[netip.Prefix]int, p netip.Prefix) {
 
 // Close releases c's place in the counts. Further calls do nothing.
 func (c *Conn) Close() {
-	c.EndAttempt()
 	g := c.g
 	g.connMu.Lock()
 	defer g.connMu.Unlock()
@@ -374,15 +347,4 @@ func (g *Guard) privileged(addr netip.Addr) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.isExempt(addr, now)
-}
-
-// BeginWait is Guard.BeginWait for this connection's address, keeping
-// the reservation like Begin.
-func (c *Conn) BeginWait(ctx context.Context, login string) Verdict {
-	c.EndAttempt()
-	v, a := c.g.BeginWait(ctx, login, c.addr)
-	c.attemptMu.Lock()
-	c.pending = a
-	c.attemptMu.Unlock()
-	return v
 }

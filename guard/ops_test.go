@@ -66,13 +66,13 @@ func FuzzOps(f *testing.F) {
 			var ev []Event
 			switch op % 11 {
 			case 0:
-				ev = g.Failure(login, a, pw)
+				ev = g.failure(login, a, pw)
 			case 1:
-				ev = g.Denied(login, a, pw)
+				ev = g.denied(login, a, pw)
 			case 2:
-				ev = g.Success(login, a, []string{"DE", "FR", "", "private"}[op>>4&3])
+				ev = g.success(login, a, []string{"DE", "FR", "", "private"}[op>>4&3])
 			case 3:
-				v := g.Check(login, a)
+				v := g.checkNow(login, a)
 				if trusted.Contains(a) && !v.Allow {
 					t.Fatalf("trusted %v refused: %+v", a, v)
 				}

@@ -35,13 +35,13 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "guard.json")
 	const alice = "alice@example.org"
 	home := netip.MustParseAddr("198.51.100.20")
-	g.Success(alice, home, "DE")
+	g.success(alice, home, "DE")
 	failMany(g, addr1, 10, "b") // auto ban of 192.0.2.1, offence 1
 	if _, err := g.AddBan(netip.MustParsePrefix("2001:db8::/32"), 48*time.Hour, "admin test"); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		g.Failure(alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("guess", i))
+		g.failure(alice, netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("guess", i))
 	}
 	if err := g.Save(path); err != nil {
 		t.Fatalf("Save: %v", err)
@@ -61,10 +61,10 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	if got, want := g2.Lockouts(), g.Lockouts(); !reflect.DeepEqual(got, want) || len(got) != 1 {
 		t.Fatalf("lockouts after restart = %+v, want %+v", got, want)
 	}
-	if v := g2.Check(alice, netip.MustParseAddr("10.200.0.1")); v.Allow {
+	if v := g2.checkNow(alice, netip.MustParseAddr("10.200.0.1")); v.Allow {
 		t.Fatalf("locked login allowed after restart: %+v", v)
 	}
-	if v := g2.Check(alice, home); !v.Allow {
+	if v := g2.checkNow(alice, home); !v.Allow {
 		t.Fatalf("owner's network forgotten after restart: %+v", v)
 	}
 	if _, err := g2.Accept(addr1); !errors.Is(err, ErrBanned) {
@@ -90,7 +90,7 @@ func TestLoadDropsExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		g.Failure("alice@example.org", netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("g", i)) // 1 hour
+		g.failure("alice@example.org", netip.AddrFrom4([4]byte{10, byte(i), 0, 1}), fmt.Sprint("g", i)) // 1 hour
 	}
 	if err := g.Save(path); err != nil {
 		t.Fatal(err)

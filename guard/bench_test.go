@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -26,8 +27,8 @@ func newBenchInputs(n int) benchInputs {
 	return in
 }
 
-// BenchmarkCheckFailure is one failed login: Check before the backend,
-// Failure after, round-robin over 4096 sources, a new password each
+// BenchmarkCheckFailure is one failed login: the check before the
+// backend, the failure after, round-robin over 4096 sources, a new password each
 // round, so sources go through the tarpit into bans (default config).
 func BenchmarkCheckFailure(b *testing.B) {
 	g, _ := newTestGuard(b, nil)
@@ -36,8 +37,8 @@ func BenchmarkCheckFailure(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		k := i % len(in.addrs)
-		g.Check(in.logins[k], in.addrs[k])
-		g.Failure(in.logins[k], in.addrs[k], in.pws[(i/len(in.addrs))%len(in.pws)])
+		g.checkNow(in.logins[k], in.addrs[k])
+		g.failure(in.logins[k], in.addrs[k], in.pws[(i/len(in.addrs))%len(in.pws)])
 		i++
 	}
 }
@@ -48,7 +49,7 @@ func guardWithFailures(b *testing.B) (*Guard, benchInputs) {
 	g, _ := newTestGuard(b, nil)
 	in := newBenchInputs(4096)
 	for i := range in.addrs {
-		g.Failure(in.logins[i], in.addrs[i], "x")
+		g.failure(in.logins[i], in.addrs[i], "x")
 	}
 	return g, in
 }
@@ -60,7 +61,7 @@ func BenchmarkCheck(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		k := i % len(in.addrs)
-		g.Check(in.logins[k], in.addrs[k])
+		g.checkNow(in.logins[k], in.addrs[k])
 		i++
 	}
 }
@@ -100,7 +101,7 @@ func BenchmarkFlood(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		g, _ := newTestGuard(b, nil)
 		for i := range n {
-			g.Failure(in.logins[i], in.addrs[i], in.pws[i])
+			g.failure(in.logins[i], in.addrs[i], in.pws[i])
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -111,16 +112,19 @@ func BenchmarkFlood(b *testing.B) {
 }
 
 // BenchmarkBeginRelease is what the proxy pays per login attempt since
-// attempts in flight are reserved: Begin before the backend, Release
-// after, 4096 sources with one failure each.
+// attempts in flight are reserved: Attempt and Begin before the backend,
+// Finish (Abandoned: only the release) after, 4096 sources with one
+// failure each.
 func BenchmarkBeginRelease(b *testing.B) {
 	g, in := guardWithFailures(b)
+	ctx := context.Background()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		k := i % len(in.addrs)
-		_, a := g.Begin(in.logins[k], in.addrs[k])
-		a.Release()
+		a := g.Attempt(in.logins[k], in.addrs[k], "")
+		a.Begin(ctx)
+		a.Finish(Abandoned, "")
 		i++
 	}
 }

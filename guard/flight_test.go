@@ -10,16 +10,16 @@ import (
 
 // beginAll runs n concurrent Begins (login and address from at(i)) before
 // any outcome is reported and returns the attempts admitted.
-func beginAll(g *Guard, n int, at func(i int) (string, netip.Addr)) []Attempt {
+func beginAll(g *Guard, n int, at func(i int) (string, netip.Addr)) []*Attempt {
 	var (
 		mu  sync.Mutex
-		got []Attempt
+		got []*Attempt
 		wg  sync.WaitGroup
 	)
 	for i := range n {
 		wg.Go(func() {
 			login, addr := at(i)
-			if v, a := g.Begin(login, addr); v.Allow {
+			if v, a := g.beginNow(login, addr); v.Allow {
 				mu.Lock()
 				got = append(got, a)
 				mu.Unlock()
@@ -42,8 +42,8 @@ func TestBeginHoldsLockoutUnderConcurrency(t *testing.T) {
 	// Each admitted attempt fails at the backend; then alice is locked.
 	var locked bool
 	for i, a := range admitted {
-		ev := g.Failure(alice, a.addr, fmt.Sprint("guess", i))
-		a.Release()
+		ev := g.failure(alice, a.addr, fmt.Sprint("guess", i))
+		a.Finish(Abandoned, "")
 		if _, ok := findEvent(ev, EventLocked, alice); ok {
 			locked = true
 		}
@@ -51,7 +51,7 @@ func TestBeginHoldsLockoutUnderConcurrency(t *testing.T) {
 	if !locked {
 		t.Fatal("10 failed admitted attempts did not lock the login")
 	}
-	if v, _ := g.Begin(alice, netip.MustParseAddr("10.250.0.1")); v.Allow {
+	if v, _ := g.beginNow(alice, netip.MustParseAddr("10.250.0.1")); v.Allow {
 		t.Fatalf("Begin after lockout = %+v, want refused", v)
 	}
 }
@@ -65,10 +65,10 @@ func TestBeginHoldsAddressBanUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d of 50 concurrent attempts from one address admitted, want ban.ip_after = 10", len(admitted))
 	}
 	for i, a := range admitted {
-		g.Failure(a.login, addr1, fmt.Sprint("pw", i))
-		a.Release()
+		g.failure(a.login, addr1, fmt.Sprint("pw", i))
+		a.Finish(Abandoned, "")
 	}
-	if v, _ := g.Begin("new@example.org", addr1); v.Allow {
+	if v, _ := g.beginNow("new@example.org", addr1); v.Allow {
 		t.Fatalf("Begin after ban.ip_after failures = %+v, want refused", v)
 	}
 }
@@ -80,18 +80,18 @@ func TestBeginReleaseWithoutVerdictFreesSlot(t *testing.T) {
 	if len(a) != 2 {
 		t.Fatalf("%d admitted, want lockout.after = 2", len(a))
 	}
-	if v, _ := g.Begin(bob, addrFar); v.Allow {
+	if v, _ := g.beginNow(bob, addrFar); v.Allow {
 		t.Fatal("third attempt admitted while two are in flight")
 	}
 	// The backend was down for both: no verdict, released.
-	a[0].Release()
-	a[0].Release() // twice is harmless
-	a[1].Release()
-	v, b := g.Begin(bob, addrFar)
+	a[0].Finish(Abandoned, "")
+	a[0].Finish(Abandoned, "") // twice is harmless
+	a[1].Finish(Abandoned, "")
+	v, b := g.beginNow(bob, addrFar)
 	if !v.Allow {
 		t.Fatalf("Begin after releases = %+v, want allowed", v)
 	}
-	b.Release()
+	b.Finish(Abandoned, "")
 	if n := len(g.flight.ip) + len(g.flight.net) + len(g.flight.login) + len(g.flight.pair); n != 0 {
 		t.Fatalf("%d in-flight keys left after every release, want 0", n)
 	}
@@ -114,27 +114,36 @@ func TestBeginTrustedNotCounted(t *testing.T) {
 	}
 }
 
-func TestConnBeginReleasedOnClose(t *testing.T) {
+// An attempt is finished once: a second Finish (the connection's close
+// after the login's own) neither counts again nor releases another
+// attempt's reservation, and Abandoned counts nothing.
+func TestAttemptFinishOnce(t *testing.T) {
 	g, _ := newTestGuard(t, func(c *Config) { c.Lockout.After = 1 })
 	const bob = "bob@example.org"
-	c1, err := g.Accept(addr1)
-	if err != nil {
-		t.Fatal(err)
+	v1, a1 := g.beginNow(bob, addr1)
+	if !v1.Allow {
+		t.Fatalf("first Begin = %+v, want allowed", v1)
 	}
-	if v := c1.Begin(bob); !v.Allow {
-		t.Fatalf("first Begin = %+v, want allowed", v)
+	if v, _ := g.beginNow(bob, addr2); v.Allow || !v.Waited {
+		t.Fatalf("second attempt while the first is in flight = %+v, want refused with Waited", v)
 	}
-	c2, err := g.Accept(addr2)
-	if err != nil {
-		t.Fatal(err)
+	a1.Finish(Abandoned, "") // backend never answered
+	a1.Finish(WrongPassword, "")
+	if _, counted := g.loginFail.get(normLogin(bob)); counted {
+		t.Fatal("Abandoned, or a second Finish, was counted as a failure")
 	}
-	defer c2.Close()
-	if v := c2.Begin(bob); v.Allow {
-		t.Fatal("second connection admitted past lockout.after = 1 while the first is in flight")
+	v2, a2 := g.beginNow(bob, addr2)
+	if !v2.Allow {
+		t.Fatalf("Begin after the first attempt finished = %+v, want allowed", v2)
 	}
-	c1.Close() // backend never answered; close releases
-	if v := c2.Begin(bob); !v.Allow {
-		t.Fatalf("Begin after the other connection closed = %+v, want allowed", v)
+	a1.Finish(Abandoned, "") // must not release a2's reservation
+	if v, _ := g.beginNow(bob, addr1); v.Allow {
+		t.Fatal("a repeated Finish released another attempt's reservation")
+	}
+	a2.Finish(Abandoned, "")
+	var nilAttempt *Attempt // no guard
+	if v := nilAttempt.Begin(t.Context()); !v.Allow || nilAttempt.Finish(WrongPassword, "") != nil {
+		t.Fatalf("nil Attempt: Begin = %+v, want allowed and nothing recorded", v)
 	}
 }
 
@@ -180,29 +189,29 @@ func TestBeginRacingLockout(t *testing.T) {
 	const alice = "alice@example.org"
 	at := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{10, i, 0, 1}) }
 	for i := range byte(2) { // two failures, each begun and ended
-		if v, a := g.Begin(alice, at(i)); !v.Allow {
+		if v, a := g.beginNow(alice, at(i)); !v.Allow {
 			t.Fatalf("attempt %d refused: %+v", i, v)
 		} else {
-			g.Failure(alice, at(i), fmt.Sprint("guess", i))
-			a.Release()
+			g.failure(alice, at(i), fmt.Sprint("guess", i))
+			a.Finish(Abandoned, "")
 		}
 	}
-	v, third := g.Begin(alice, at(2)) // in flight: the third and last
+	v, third := g.beginNow(alice, at(2)) // in flight: the third and last
 	if !v.Allow {
 		t.Fatalf("third attempt refused: %+v", v)
 	}
 	fired := false
 	fail := func() {
 		fired = true
-		if ev := g.Failure(alice, at(2), "guess2"); len(ev) == 0 || ev[0].Kind != EventLocked {
+		if ev := g.failure(alice, at(2), "guess2"); len(ev) == 0 || ev[0].Kind != EventLocked {
 			t.Errorf("third failure raised %v, want LOCKED", kinds(ev))
 		}
-		third.Release()
+		third.Finish(Abandoned, "")
 	}
 	clk.mu.Lock()
 	clk.calls, clk.fire = 2, fail
 	clk.mu.Unlock()
-	v, fourth := g.Begin(alice, at(3))
+	v, fourth := g.beginNow(alice, at(3))
 	clk.mu.Lock()
 	clk.calls, clk.fire = 0, nil
 	clk.mu.Unlock()
@@ -210,7 +219,7 @@ func TestBeginRacingLockout(t *testing.T) {
 		fail() // Begin read the clock once: the failure comes after it
 	}
 	if v.Allow {
-		fourth.Release()
+		fourth.Finish(Abandoned, "")
 		t.Fatalf("a fourth backend attempt on a login with lockout.after 3 was allowed: %+v", v)
 	}
 }

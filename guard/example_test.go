@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/mailgate/mailgate/proxy/guard"
+	"github.com/mailgate/mailgate/guard"
 )
 
 // The three call points as the proxy uses them, for one client that
@@ -25,23 +25,26 @@ func Example() {
 			fmt.Println("refused at accept:", err)
 			return
 		}
-		// 2. Before backend contact: wait v.Delay (respecting the
-		// connection's context), then refuse or try the backend.
+		// 2. Before backend contact: one handle per attempt; wait
+		// v.Delay (respecting the connection's context), then refuse
+		// or try the backend.
 		login, password := fmt.Sprintf("user%d@example.org", i), "wrong"
-		v := g.Check(login, client)
+		a := g.Attempt(login, client, password)
+		v := a.Begin(context.Background())
 		if !v.Allow {
-			g.Denied(login, client, password)
+			a.Finish(guard.Refused, "")
 		} else {
 			release, err := g.BackendSlot(context.Background())
 			if err != nil {
 				fmt.Println("temporary failure:", err)
+				a.Finish(guard.Abandoned, "")
 				conn.Close()
 				continue
 			}
 			// ... the backend says the password is wrong ...
 			release()
-			// 3. After the attempt.
-			for _, e := range g.Failure(login, client, password) {
+			// 3. After the attempt: record it and end it in one call.
+			for _, e := range a.Finish(guard.WrongPassword, "") {
 				fmt.Println(e.Kind, e.Prefix, e.Duration)
 			}
 		}

@@ -15,21 +15,20 @@
 //  1. At accept, after any PROXY header and before TLS: Accept. A refused
 //     connection is closed at once and costs no handshake. Conn.LoggedIn
 //     after a successful login, Conn.Close when the connection ends.
-//  2. For each login attempt, before the backend is contacted:
-//     Conn.BeginWait (or Guard.BeginWait, Begin), which also reserves the
-//     attempt so concurrent attempts cannot overshoot a threshold, and
-//     waits while attempts in flight hold the source's budget; Check is
-//     the same verdict without the reservation. The proxy waits
-//     Verdict.Delay, whatever the verdict, and answers a refusal exactly
-//     like a wrong password, padded to FailureDelay. Then BackendSlotFor
-//     around the backend login.
-//  3. After the attempt: Failure (wrong password), Denied (any other
-//     refusal: policy, or a Check verdict; not a Waited one), Success,
-//     or BackendError (the backend was down or timed out). Then the reservation is
-//     released (Conn.EndAttempt, Attempt.Release); Conn.Close releases a
-//     forgotten one. The returned events are
-//     logged with Event.Log; a COMPROMISED event with Refuse set means
-//     the session that just logged in is to be dropped.
+//  2. For each login attempt, one handle: Guard.Attempt makes it,
+//     Attempt.Begin is the one question before the backend is contacted.
+//     It reserves the attempt so concurrent attempts cannot overshoot a
+//     threshold, and waits (bounded by its context) while attempts in
+//     flight hold the source's budget. The proxy waits Verdict.Delay,
+//     whatever the verdict, and answers a refusal exactly like a wrong
+//     password, padded to FailureDelay. Then BackendSlotFor around the
+//     backend login.
+//  3. After the attempt: Attempt.Finish with its Outcome (Passed,
+//     WrongPassword, Refused, BackendError, Abandoned) records it and
+//     releases the reservation in one call, once; the proxy finishes an
+//     attempt its connection left unfinished as Abandoned. The returned
+//     events are logged with Event.Log; a COMPROMISED event with Refuse
+//     set means the session that just logged in is to be dropped.
 //
 // # Implementation notes
 //
@@ -87,7 +86,7 @@ type RefusedError struct {
 func (e *RefusedError) Error() string { return e.Err.Error() + ": " + e.Reason }
 func (e *RefusedError) Unwrap() error { return e.Err }
 
-// Verdict is Check's answer for one login attempt.
+// Verdict is Attempt.Begin's answer for one login attempt.
 type Verdict struct {
 	// Allow: the attempt may go to the backend.
 	Allow bool
@@ -97,9 +96,9 @@ type Verdict struct {
 	// Delay is the tarpit: the proxy waits this long before going on,
 	// whether the attempt is allowed or not.
 	Delay time.Duration
-	// Waited: refused only because attempts in flight used the
-	// source's budget (Begin), or a wait for them ran out (BeginWait).
-	// Such a refusal is not a failure and must not be counted (Denied).
+	// Waited: refused only because a wait for attempts in flight that
+	// used the source's budget ran out (Attempt.Begin). Such a refusal
+	// is not a failure; Finish(Refused) does not count it.
 	Waited bool
 }
 
@@ -176,7 +175,7 @@ type Guard struct {
 	// flight counts attempts admitted by Begin and not yet released.
 	flight flights
 	// flightWake is closed (and cleared) when an attempt in flight
-	// ends, waking BeginWait; nil while nobody waits.
+	// ends, waking Attempt.Begin; nil while nobody waits.
 	flightWake chan struct{}
 	// pen counts each source's recent failures for FailureDelay.
 	pen *table[netip.Prefix, penalty]
@@ -413,22 +412,9 @@ func (g *Guard) hash(login, password string) uint64 {
 	return binary.BigEndian.Uint64(sum[:8])
 }
 
-// Check decides, before backend contact, whether login from addr may be
-// tried, and how long the tarpit holds it first.
-func (g *Guard) Check(login string, addr netip.Addr) Verdict {
-	now := g.now()
-	addr = normAddr(addr)
-	login = normLogin(login)
-	if !addr.IsValid() {
-		return Verdict{Reason: "no client address"}
-	}
-	r := g.rules.Load()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.check(r, login, addr, now)
-}
-
-// check is Check for a normalized, valid addr and login. mu is held.
+// check decides, before backend contact, whether login (normalized)
+// from addr (normalized, valid) may be tried, and how long the tarpit
+// holds it first; Attempt.Begin asks it. mu is held.
 func (g *Guard) check(r *rules, login string, addr netip.Addr, now time.Time) Verdict {
 	trusted := r.isTrusted(addr)
 	c := &r.cfg
@@ -480,10 +466,10 @@ func (r *rules) tarpit(n int) time.Duration {
 	return min(t.Step<<shift, t.Max)
 }
 
-// Failure records a wrong password for login from addr and returns the
+// failure records a wrong password (Finish(WrongPassword)) for login from addr and returns the
 // bans and lockouts it triggered. The password is only hashed. Calls
-// with an invalid address (which Accept and Check refuse) are ignored.
-func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event {
+// with an invalid address (which Accept and Begin refuse) are ignored.
+func (g *Guard) failure(login string, addr netip.Addr, password string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
@@ -522,12 +508,12 @@ func (g *Guard) Failure(login string, addr netip.Addr, password string) []Event 
 	return append(events, g.countSource(r, addr, h, now)...)
 }
 
-// Denied records an attempt refused for any reason other than a wrong
+// denied records an attempt refused (Finish(Refused)) for any reason other than a wrong
 // password (policy, ban, lockout). It counts towards bans of the source,
 // so a source hammering a denied country rule or a locked account is
 // banned, but not towards the login's lockout: a denied source cannot
 // lock the owner out.
-func (g *Guard) Denied(login string, addr netip.Addr, password string) []Event {
+func (g *Guard) denied(login string, addr netip.Addr, password string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
@@ -697,11 +683,11 @@ func (g *Guard) isKnown(r *rules, login string, addr netip.Addr, now time.Time) 
 	return false
 }
 
-// Success records a successful login: addr becomes exempt from
+// success records a successful login (Finish(Passed)): addr becomes exempt from
 // automatic bans, its network is remembered for login's lockout, the
 // (login, addr) failures are forgiven, and the compromise signal is
 // checked. country is an ISO code or "" when unknown.
-func (g *Guard) Success(login string, addr netip.Addr, country string) []Event {
+func (g *Guard) success(login string, addr netip.Addr, country string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)

@@ -110,14 +110,15 @@ func (g *Guard) FailureDelay(addr netip.Addr, base time.Duration) time.Duration 
 // backendErrSeq makes each backend-error attempt a distinct failure.
 var backendErrSeq atomic.Uint64
 
-// BackendError counts an attempt that passed the decision and then ended
-// in a backend error or timeout (no verdict on the password) against its
-// source: the address and network windows, like Denied, but not the
+// backendError (Finish(BackendError)) counts an attempt that passed the
+// decision and then ended in a backend error or timeout (no verdict on
+// the password) against its source: the address and network windows,
+// like denied, but not the
 // login's lockout. Each one counts as a distinct failure, so an attacker
 // cannot repeat such attempts for free. Trusted sources and sources with
 // a recent successful login (exempt) are not counted: an outage must not
 // ban the users it hits.
-func (g *Guard) BackendError(login string, addr netip.Addr) []Event {
+func (g *Guard) backendError(login string, addr netip.Addr) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
