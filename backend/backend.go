@@ -69,9 +69,12 @@ const (
 	// default, more under penalty), so this stays well above that.
 	DefaultTimeout = 30 * time.Second
 	// DefaultLoginTimeout bounds a whole backend login, dial to verdict.
-	// Dovecot answers a wrong password after its auth_failure_delay (2s);
-	// a login still open after 10s holds a backend slot for nothing.
-	DefaultLoginTimeout = 10 * time.Second
+	// Dovecot answers a wrong password after its auth_failure_delay (2s)
+	// plus its per-address penalty (up to 15s after repeated failures):
+	// up to 17s. A shorter bound turns those verdicts into backend
+	// errors, which the login's lockout does not count, so a guessing
+	// source would get more tries at the backend than lockout.after.
+	DefaultLoginTimeout = 20 * time.Second
 )
 
 // TLSMode says how a connection gets to TLS. It is one vocabulary for
@@ -126,7 +129,7 @@ type Options struct {
 }
 
 // Defaults fills the zero fields with their defaults: TLS "none",
-// ConnectTimeout 5s, Timeout 30s, LoginTimeout 10s, a discarding Logger.
+// ConnectTimeout 5s, Timeout 30s, LoginTimeout 20s, a discarding Logger.
 func (o *Options) Defaults() {
 	if o.TLS == "" {
 		o.TLS = TLSNone
