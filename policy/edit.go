@@ -356,6 +356,20 @@ func userFileInsertAt(data []byte) (at, atLine int, err error) {
 	return at, atLine, nil
 }
 
+// lockRulesDoc takes the policy directory's edit lock and loads the rules
+// file under it (loadRulesDoc); the caller runs unlock when done. On an
+// error the lock is already released.
+func lockRulesDoc(path string) (unlock func(), doc *yaml.Node, rf *RulesFile, err error) {
+	if unlock, err = lockDir(filepath.Dir(path)); err != nil {
+		return nil, nil, nil, err
+	}
+	if doc, rf, err = loadRulesDoc(path); err != nil {
+		unlock()
+		return nil, nil, nil, err
+	}
+	return unlock, doc, rf, nil
+}
+
 // loadRulesDoc reads the rules file as both a node tree (to edit, keeping
 // comments) and parsed rules (to check). A missing file is an empty one.
 func loadRulesDoc(path string) (*yaml.Node, *RulesFile, error) {
@@ -396,15 +410,11 @@ func rulesSeq(doc *yaml.Node) *yaml.Node {
 
 func allowInRules(path, defDomain string, r Rule, now time.Time) (EditResult, error) {
 	res := EditResult{File: path}
-	unlock, err := lockDir(filepath.Dir(path))
+	unlock, doc, rf, err := lockRulesDoc(path)
 	if err != nil {
 		return res, err
 	}
 	defer unlock()
-	doc, rf, err := loadRulesDoc(path)
-	if err != nil {
-		return res, err
-	}
 	key := ruleUserKey(r.Users[0], defDomain)
 	for _, o := range rf.Rules {
 		if o.Allow && len(o.Users) == 1 && ruleUserKey(o.Users[0], defDomain) == key &&
@@ -440,15 +450,11 @@ func ruleExtras(r *Rule) string {
 
 func revokeInRules(path, defDomain, user string, t target, all bool) (EditResult, error) {
 	res := EditResult{File: path}
-	unlock, err := lockDir(filepath.Dir(path))
+	unlock, doc, rf, err := lockRulesDoc(path)
 	if err != nil {
 		return res, err
 	}
 	defer unlock()
-	doc, rf, err := loadRulesDoc(path)
-	if err != nil {
-		return res, err
-	}
 	key := ruleUserKey(user, defDomain)
 	seq := rulesSeq(doc)
 	if len(seq.Content) != len(rf.Rules) {
