@@ -719,7 +719,9 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 			sess.Conn.Close()
 		}
 	}
-	if errors.Is(err, backend.ErrNoService) && c.ctx.Err() == nil {
+	// ctx, not c.ctx: an attempt cut by the client's own login deadline
+	// (which the client times) says nothing about the backend.
+	if errors.Is(err, backend.ErrNoService) && ctx.Err() == nil {
 		health.markDown()
 	}
 	c.guardBackendError(a.user)
