@@ -48,10 +48,12 @@ func (c *conn) guardLoggedIn() {
 
 // guardCheck asks the guard whether this attempt may reach the backend
 // and holds it for the tarpit delay either way, so the delay says nothing
-// about the verdict. It returns the refusal reason, or "".
-func (c *conn) guardCheck(user, pass string) string {
+// about the verdict. It returns the refusal reason, or "", and whether
+// the refusal is a wait for attempts in flight that ran out (not a
+// failure: the caller must not log it as one).
+func (c *conn) guardCheck(user, pass string) (reason string, waited bool) {
 	if c.guard == nil {
-		return ""
+		return "", false
 	}
 	// BeginWait reserves the attempt, so concurrent attempts on other
 	// connections cannot all pass before the first failure is counted;
@@ -70,18 +72,18 @@ func (c *conn) guardCheck(user, pass string) string {
 	}
 	c.sleep(v.Delay)
 	if v.Allow && c.ctx.Err() == nil && time.Now().Before(c.loginDeadline) {
-		return ""
+		return "", false
 	}
 	c.guardEndAttempt()
 	if v.Waited {
 		// Not a failure: the attempts it waited for were in flight.
-		return "guard: " + v.Reason
+		return "guard: " + v.Reason, true
 	}
 	if !v.Allow {
 		c.guardDenied(user, pass)
-		return "guard: " + v.Reason
+		return "guard: " + v.Reason, false
 	}
-	return "guard: tarpit outlasted the login deadline"
+	return "guard: tarpit outlasted the login deadline", false
 }
 
 // guardFailureDelay is the least time a failed attempt from this source
