@@ -665,19 +665,19 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		c.guardDenied(c.user, a.pass)
 		return fail("AUTHFAILED", reason, policy.Decision{})
 	}
-	reason, waited := c.guardCheck(a.user, a.pass)
+	reason, event := c.guardCheck(a.user, a.pass)
 	// The failure delay counts from after the tarpit, whatever the
 	// verdict, so a tarpitted wrong password (tarpit + backend) and a
 	// refusal (tarpit alone) still end at the same time.
 	start = time.Now()
 	floor = c.guardFailureDelay(o.Limits.AuthFailureDelay)
-	if waited {
+	switch {
+	case reason != "" && event == "":
 		// Not counted, so not logged as AUTHFAILED either: fail2ban
 		// counts every AUTHFAILED line (docs/bruteforce.md).
 		return backendFailed("guard: waited out attempts in flight", policy.Decision{}, "reason", reason)
-	}
-	if reason != "" {
-		return fail("AUTHFAILED", reason, policy.Decision{})
+	case reason != "":
+		return fail(event, reason, policy.Decision{})
 	}
 	if o.Authorizer == nil {
 		c.log.Error("no authorizer configured; refusing login")

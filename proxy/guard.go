@@ -48,12 +48,14 @@ func (c *conn) guardLoggedIn() {
 
 // guardCheck asks the guard whether this attempt may reach the backend
 // and holds it for the tarpit delay either way, so the delay says nothing
-// about the verdict. It returns the refusal reason, or "", and whether
-// the refusal is a wait for attempts in flight that ran out (not a
-// failure: the caller must not log it as one).
-func (c *conn) guardCheck(user, pass string) (reason string, waited bool) {
+// about the verdict. It returns the refusal reason, or "", and the event
+// to log a refusal as: AUTHFAILED, AUTHLOCKED (the login is locked,
+// whoever asks: fail2ban must not count it against the address), or ""
+// for a wait for attempts in flight that ran out (not a failure: the
+// caller must not log it as one).
+func (c *conn) guardCheck(user, pass string) (reason, event string) {
 	if c.guard == nil {
-		return "", false
+		return "", ""
 	}
 	// BeginWait reserves the attempt, so concurrent attempts on other
 	// connections cannot all pass before the first failure is counted;
@@ -72,18 +74,21 @@ func (c *conn) guardCheck(user, pass string) (reason string, waited bool) {
 	}
 	c.sleep(v.Delay)
 	if v.Allow && c.ctx.Err() == nil && time.Now().Before(c.loginDeadline) {
-		return "", false
+		return "", ""
 	}
 	c.guardEndAttempt()
 	if v.Waited {
 		// Not a failure: the attempts it waited for were in flight.
-		return "guard: " + v.Reason, true
+		return "guard: " + v.Reason, ""
 	}
 	if !v.Allow {
 		c.guardDenied(user, pass)
-		return "guard: " + v.Reason, false
+		if v.Locked {
+			return "guard: " + v.Reason, "AUTHLOCKED"
+		}
+		return "guard: " + v.Reason, "AUTHFAILED"
 	}
-	return "guard: tarpit outlasted the login deadline", false
+	return "guard: tarpit outlasted the login deadline", "AUTHFAILED"
 }
 
 // guardFailureDelay is the least time a failed attempt from this source

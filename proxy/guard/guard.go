@@ -100,6 +100,9 @@ type Verdict struct {
 	// source's budget (Begin), or a wait for them ran out (BeginWait).
 	// Such a refusal is not a failure and must not be counted (Denied).
 	Waited bool
+	// Locked: refused because the login is locked (lockout or
+	// compromise), whoever asks, so it says nothing against the source.
+	Locked bool
 }
 
 // Options are the Guard's collaborators. Zero values are usable.
@@ -452,10 +455,10 @@ func (g *Guard) check(r *rules, login string, addr netip.Addr, now time.Time) Ve
 		case !l.active(now):
 			g.locks.delete(login)
 		case l.Compromised:
-			v.Allow, v.Reason = false, "login locked as compromised: "+l.Reason
+			v.Allow, v.Reason, v.Locked = false, "login locked as compromised: "+l.Reason, true
 			return v
 		case !g.isKnown(r, login, addr, now):
-			v.Allow, v.Reason = false, fmt.Sprintf("login locked until %s: %s", l.Until.UTC().Format(time.RFC3339), l.Reason)
+			v.Allow, v.Reason, v.Locked = false, fmt.Sprintf("login locked until %s: %s", l.Until.UTC().Format(time.RFC3339), l.Reason), true
 			return v
 		}
 	}
