@@ -26,8 +26,9 @@ type Config struct {
 	// written when this many decisions wait or this long after the first.
 	BatchRows     int           `yaml:"batch_rows"`
 	BatchInterval time.Duration `yaml:"batch_interval"`
-	// MaxFailedRows caps an account's rows of refused attempts per day;
-	// beyond it they are folded into one "(other)" address row.
+	// MaxFailedRows caps an account's rows of refused attempts per day,
+	// and likewise its pass rows; beyond it they are folded into one
+	// "(other)" address row.
 	MaxFailedRows int `yaml:"max_failed_rows"`
 	// MaxUnknownAccounts caps the distinct never-seen-to-pass accounts
 	// recorded per day; beyond it they are folded into account "(other)".

@@ -36,7 +36,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 		}),
 		folded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_audit_folded_total",
-			Help: "Audit rows folded into an (other) row by a cap: failed_rows (per account and day) or unknown_accounts (per day).",
+			Help: "Audit rows folded into an (other) row by a cap: failed_rows or pass_rows (per account and day) or unknown_accounts (per day).",
 		}, []string{"cap"}),
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "mailgate_audit_batch_seconds",

@@ -141,7 +141,8 @@ func (s *Store) writeRows(rows []*row) error {
 }
 
 // put writes one aggregate, applying the caps (docs/audit.md, "Bounds"):
-// a pass is always written and makes its account known; a refusal for an
+// a pass is always written and makes its account known (an account's
+// new pass rows on one day are capped like its refusals); a refusal for an
 // account never seen to pass counts against the day's unknown accounts
 // (beyond the cap it becomes account "(other)"); and an account's new
 // refusal rows on one day are capped (beyond it they fold into the
@@ -151,6 +152,20 @@ func (s *Store) put(ctx context.Context, tx *sql.Tx, r *row) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO known (account, last_pass) VALUES (?, ?)
 			ON CONFLICT (account) DO UPDATE SET last_pass = max(last_pass, excluded.last_pass)`, r.account, r.last); err != nil {
 			return err
+		}
+		// The client ID and mechanism are the client's choice: an
+		// account's own scripted logins must not add a row each.
+		if ok, err := s.update(ctx, tx, r); ok || err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM logins WHERE account = ? AND day = ? AND result = ?`,
+			r.account, r.day, ResultPass).Scan(&n); err != nil {
+			return err
+		}
+		if n >= s.cfg.MaxFailedRows {
+			s.m.folded.WithLabelValues("pass_rows").Inc()
+			r.addr, r.network, r.client, r.mech = Other, "", "", ""
 		}
 		return s.upsert(ctx, tx, r)
 	}

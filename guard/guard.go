@@ -100,6 +100,9 @@ type Verdict struct {
 	// used the source's budget ran out (Attempt.Begin). Such a refusal
 	// is not a failure; Finish(Refused) does not count it.
 	Waited bool
+	// Locked: refused because the login is locked (lockout or
+	// compromise), whoever asks, so it says nothing against the source.
+	Locked bool
 }
 
 // Options are the Guard's collaborators. Zero values are usable.
@@ -439,10 +442,10 @@ func (g *Guard) check(r *rules, login string, addr netip.Addr, now time.Time) Ve
 		case !l.active(now):
 			g.locks.delete(login)
 		case l.Compromised:
-			v.Allow, v.Reason = false, "login locked as compromised: "+l.Reason
+			v.Allow, v.Reason, v.Locked = false, "login locked as compromised: "+l.Reason, true
 			return v
 		case !g.isKnown(r, login, addr, now):
-			v.Allow, v.Reason = false, fmt.Sprintf("login locked until %s: %s", l.Until.UTC().Format(time.RFC3339), l.Reason)
+			v.Allow, v.Reason, v.Locked = false, fmt.Sprintf("login locked until %s: %s", l.Until.UTC().Format(time.RFC3339), l.Reason), true
 			return v
 		}
 	}

@@ -36,7 +36,7 @@ func (c *conn) audit(event, reason string, d policy.Decision) {
 		if d.Rule != "" {
 			cause = d.Rule + ": " + reason
 		}
-	case event == "AUTHFAILED" && strings.HasPrefix(reason, "guard: "):
+	case event == "AUTHLOCKED" || event == "AUTHFAILED" && strings.HasPrefix(reason, "guard: "):
 		result, cause = audit.ResultGuard, strings.TrimPrefix(reason, "guard: ")
 	case event == "AUTHFAILED" && reason == "backend refused credentials":
 		result = audit.ResultFailed

@@ -114,13 +114,19 @@ func (c *conn) judge(o *Options, a loginAttempt, dial dialFunc, health *backendH
 	if reason := checkCredentials(a); reason != "" {
 		return refused("AUTHFAILED", reason, policy.Decision{})
 	}
-	reason, counted := c.guardCheck()
+	reason, event, counted := c.guardCheck()
 	// The failure delay counts from after the tarpit, whatever the
 	// verdict, so a tarpitted wrong password (tarpit + backend) and a
 	// refusal (tarpit alone) still end at the same time.
 	*start, *floor = time.Now(), c.failureFloor(o)
-	if reason != "" {
-		out := refused("AUTHFAILED", reason, policy.Decision{})
+	switch {
+	case reason != "" && event == "":
+		// A wait for attempts in flight that ran out is no failure, so it
+		// is not logged as AUTHFAILED either: fail2ban counts every
+		// AUTHFAILED line (docs/bruteforce.md).
+		return unjudged("guard: waited out attempts in flight", policy.Decision{}, guard.Abandoned, "reason", reason)
+	case reason != "":
+		out := refused(event, reason, policy.Decision{})
 		if !counted {
 			out.guard = guard.Abandoned
 		}
@@ -168,7 +174,9 @@ func (c *conn) judge(o *Options, a loginAttempt, dial dialFunc, health *backendH
 			sess.Conn.Close()
 		}
 	}
-	if errors.Is(err, backend.ErrNoService) && c.ctx.Err() == nil {
+	// ctx, not c.ctx: an attempt cut by the client's own login deadline
+	// (which the client times) says nothing about the backend.
+	if errors.Is(err, backend.ErrNoService) && ctx.Err() == nil {
 		health.markDown()
 	}
 	return unjudged("backend unavailable", d, guard.BackendError, "err", err)
@@ -226,12 +234,16 @@ func compromised(evs []guard.Event) bool {
 
 // guardCheck asks the guard whether this attempt may reach the backend
 // and holds it for the tarpit delay either way, so the delay says nothing
-// about the verdict. It returns the refusal reason, or "", and whether
-// the refusal counts against the source: a wait for attempts in flight
-// that ran out, or a tarpit that outlasted the login deadline, does not.
-func (c *conn) guardCheck() (reason string, counted bool) {
+// about the verdict. It returns the refusal reason, or ""; the event to
+// log a refusal as: AUTHFAILED, AUTHLOCKED (the login is locked, whoever
+// asks: fail2ban must not count it against the address, or the owner's
+// own retries of her correct password would ban her), or "" for a wait
+// for attempts in flight that ran out (no failure); and whether the
+// refusal counts against the source: a wait that ran out, or a tarpit
+// that outlasted the login deadline, does not.
+func (c *conn) guardCheck() (reason, event string, counted bool) {
 	if c.attempt == nil {
-		return "", false
+		return "", "", false
 	}
 	// Begin reserves the attempt, so concurrent attempts on other
 	// connections cannot all pass before the first failure is counted;
@@ -244,14 +256,16 @@ func (c *conn) guardCheck() (reason string, counted bool) {
 	c.sleep(v.Delay)
 	switch {
 	case v.Allow && c.ctx.Err() == nil && time.Now().Before(c.loginDeadline):
-		return "", false
+		return "", "", false
 	case v.Waited:
 		// Not a failure: the attempts it waited for were in flight.
-		return "guard: " + v.Reason, false
+		return "guard: " + v.Reason, "", false
+	case !v.Allow && v.Locked:
+		return "guard: " + v.Reason, "AUTHLOCKED", true
 	case !v.Allow:
-		return "guard: " + v.Reason, true
+		return "guard: " + v.Reason, "AUTHFAILED", true
 	}
-	return "guard: tarpit outlasted the login deadline", false
+	return "guard: tarpit outlasted the login deadline", "AUTHFAILED", false
 }
 
 // failureFloor is the least time a failed attempt from this source

@@ -10,7 +10,7 @@ package proxy
 //	listener  configured listener names
 //	protocol  imap, pop3, smtp
 //	mechanism LOGIN, PLAIN, USER, other
-//	result    pass, authfailed, countryfailed, unavailable (logins);
+//	result    pass, authfailed, authlocked, countryfailed, unavailable (logins);
 //	          allow, deny (decisions); ok, authfailed, error (backend)
 //	country   ISO 3166-1 code, a geo label (loopback, private, ...) or unknown
 //	rule      the config key or the base name of the rules/user file that decided
@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"listener", "protocol"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_logins_total",
-			Help: "Login attempts by protocol, mechanism, result (pass, authfailed, countryfailed, unavailable) and client country.",
+			Help: "Login attempts by protocol, mechanism, result (pass, authfailed, authlocked, countryfailed, unavailable) and client country.",
 		}, []string{"protocol", "mechanism", "result", "country"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_policy_decisions_total",
