@@ -25,6 +25,11 @@ func startWarnings(log *slog.Logger, cfg *Config, st *state) {
 			log.Warn("admin.allow_insecure accepts: " + p)
 		}
 	}
+	if a := cfg.Admin.Address; a != "off" && cfg.Admin.TokenFile != "" && !isLoopbackHostPort(a) {
+		// The token guards only the endpoints that change something.
+		log.Warn("admin.address is reachable from other hosts: /metrics, /readyz and /healthz answer without the token; "+
+			"keep the port to your monitoring network with a firewall", "address", a)
+	}
 }
 
 // warnIPv4Only repeats the original setup's mistake out loud: an

@@ -51,3 +51,27 @@ func TestListensOnIPv6(t *testing.T) {
 		}
 	}
 }
+
+// A token file protects only what changes something: an admin listener
+// reachable from other hosts still serves metrics and readiness to anyone,
+// and check-config says so (attack review of issue #14, finding 6).
+func TestCheckConfigWarnsOpenReadOnlyAdmin(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(token, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "mailgate.yaml")
+	yaml := "hostname: mail.example.test\nlisteners: [{name: imap, protocol: imap, address: \"127.0.0.1:0\", tls: none}]\n" +
+		"tls: {self_signed: true}\nadmin: {address: \"0.0.0.0:9100\", token_file: " + token + "}\n"
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := runCheckConfig([]string{"-config", cfgPath}, &out, &errOut); code != 0 {
+		t.Fatalf("check-config = %d, stderr:\n%s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "/metrics, /readyz and /healthz answer without the token") {
+		t.Errorf("check-config does not warn that read-only endpoints are open:\n%s", errOut.String())
+	}
+}
