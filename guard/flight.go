@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"time"
 )
 
@@ -147,19 +148,71 @@ func (a *Attempt) Begin(ctx context.Context) Verdict {
 		if start.IsZero() {
 			start = now
 		}
-		if g.flightWake == nil {
-			g.flightWake = make(chan struct{})
-		}
-		ch := g.flightWake
+		chs := g.wakeOn(a.keys(g.rules.Load()))
 		g.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
+		if !waitAny(ctx, chs) {
 			a.waited = true
 			return Verdict{Waited: true, Reason: fmt.Sprintf("waited %v for attempts in flight (%s); not counted",
 				g.now().Sub(start).Round(time.Millisecond), v.Reason)}
 		}
 	}
+}
+
+// wakeKey names what an attempt in flight counts against: its address
+// (netip.Addr, which also covers the (login, address) pair), its
+// networks (netip.Prefix) or its login (loginWake).
+type wakeKey any
+
+// loginWake is a login as a wakeKey.
+type loginWake string
+
+// keys are the wake keys of a: every count in flight that can hold it
+// back (address, pair, networks, login) ends on one of them.
+func (a *Attempt) keys(r *rules) []wakeKey {
+	keys := []wakeKey{a.addr, loginWake(a.login)}
+	for _, p := range r.networks(a.addr) {
+		keys = append(keys, p)
+	}
+	return keys
+}
+
+// wakeOn returns the channels closed when an attempt in flight on any of
+// keys ends. mu is held.
+func (g *Guard) wakeOn(keys []wakeKey) []chan struct{} {
+	if g.flightWake == nil {
+		g.flightWake = map[wakeKey]chan struct{}{}
+	}
+	chs := make([]chan struct{}, len(keys))
+	for i, k := range keys {
+		ch, ok := g.flightWake[k]
+		if !ok {
+			ch = make(chan struct{})
+			g.flightWake[k] = ch
+		}
+		chs[i] = ch
+	}
+	return chs
+}
+
+// wake wakes the attempts waiting on keys. mu is held.
+func (g *Guard) wake(keys []wakeKey) {
+	for _, k := range keys {
+		if ch, ok := g.flightWake[k]; ok {
+			close(ch)
+			delete(g.flightWake, k)
+		}
+	}
+}
+
+// waitAny waits until one of chs is closed (true) or ctx ends (false).
+func waitAny(ctx context.Context, chs []chan struct{}) bool {
+	cases := make([]reflect.SelectCase, 0, len(chs)+1)
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())})
+	for _, ch := range chs {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+	}
+	i, _, _ := reflect.Select(cases)
+	return i != 0
 }
 
 // Finish records how the attempt ended and releases its reservation,
@@ -218,11 +271,12 @@ func (a *Attempt) release() {
 	if a.lock {
 		dec(g.flight.login, a.login)
 	}
-	// Attempts waiting in Begin decide again.
-	if g.flightWake != nil {
-		close(g.flightWake)
-		g.flightWake = nil
+	// Attempts waiting in Begin on what this one held decide again.
+	keys := []wakeKey{a.addr, loginWake(a.login)}
+	for _, p := range a.nets {
+		keys = append(keys, p)
 	}
+	g.wake(keys)
 }
 
 // begin decides a (valid address) once and, when it is allowed, reserves

@@ -177,9 +177,12 @@ type Guard struct {
 	countries *table[string, []seen[string]]
 	// flight counts attempts admitted by Begin and not yet released.
 	flight flights
-	// flightWake is closed (and cleared) when an attempt in flight
-	// ends, waking Attempt.Begin; nil while nobody waits.
-	flightWake chan struct{}
+	// flightWake holds, per address, network and login that an
+	// Attempt.Begin waits on, a channel closed (and removed) when an
+	// attempt in flight on that key ends. Keyed per source and login, so
+	// an attempt ending wakes only the waits it can change: a wait
+	// costs nothing while unrelated logins come and go.
+	flightWake map[wakeKey]chan struct{}
 	// pen counts each source's recent failures for FailureDelay.
 	pen *table[netip.Prefix, penalty]
 }

@@ -29,7 +29,7 @@ func waitFlight(ctx context.Context, g *Guard, login string, addr netip.Addr) <-
 func (g *Guard) hasWaiters() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.flightWake != nil
+	return len(g.flightWake) > 0
 }
 
 func TestBeginWaitGoesOnWhenFlightSucceeds(t *testing.T) {
