@@ -137,6 +137,13 @@ func (s *Store) Countries(ctx context.Context, account string, since time.Time) 
 	return out, rows.Err()
 }
 
+// LoginCountries is Countries for a login as a client typed it: the
+// account key is made as Record makes it (Normalize with the store's
+// default domain, then cleaned), so the guard can ask with its own login.
+func (s *Store) LoginCountries(ctx context.Context, login string, since time.Time) ([]string, error) {
+	return s.Countries(ctx, clean(Normalize(login, s.opts.DefaultDomain), maxAccount), since)
+}
+
 // Stats are the database's totals.
 type Stats struct {
 	Rows   int64 // aggregate rows

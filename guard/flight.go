@@ -231,7 +231,7 @@ func (a *Attempt) Finish(o Outcome, country string) []Event {
 	var evs []Event
 	switch o {
 	case Passed:
-		evs = g.success(a.login, a.addr, country)
+		evs = g.successSeen(a.login, a.addr, country, g.earlierCountries(a.login))
 	case WrongPassword:
 		evs = g.failure(a.login, a.addr, pw)
 	case Refused:

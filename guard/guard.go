@@ -46,6 +46,7 @@
 package guard
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -114,7 +115,17 @@ type Options struct {
 	// Country places an address for deny_countries (ISO code or "");
 	// nil: deny_countries cannot match.
 	Country func(netip.Addr) string
+	// History returns the countries of a login's successful logins since
+	// a time, from the login history (audit.Store.LoginCountries), so the
+	// compromise signal survives restarts. It is asked at a login's first
+	// success in this process (its countries are in memory after that),
+	// with a deadline of historyTimeout; nil: memory only.
+	History func(ctx context.Context, login string, since time.Time) ([]string, error)
 }
+
+// historyTimeout bounds the one history query per login: a slow or
+// broken database must not hold a login long.
+const historyTimeout = 250 * time.Millisecond
 
 // Limits on what is kept per key.
 const (
@@ -139,6 +150,7 @@ type Guard struct {
 	now     func() time.Time
 	log     *slog.Logger
 	country func(netip.Addr) string
+	history func(ctx context.Context, login string, since time.Time) ([]string, error)
 	// key keys the failure hashes; random per process, never stored.
 	key [32]byte
 	// fpSecret keys Fingerprint; nil when not configured.
@@ -295,6 +307,7 @@ func New(c Config, o Options) (*Guard, error) {
 		now:       o.Now,
 		log:       o.Logger,
 		country:   o.Country,
+		history:   o.History,
 		perIP:     map[netip.Addr]*ipConns{},
 		perNet:    map[netip.Prefix]int{},
 		perNetPre: map[netip.Prefix]int{},
@@ -694,6 +707,12 @@ func (g *Guard) isKnown(r *rules, login string, addr netip.Addr, now time.Time) 
 // (login, addr) failures are forgiven, and the compromise signal is
 // checked. country is an ISO code or "" when unknown.
 func (g *Guard) success(login string, addr netip.Addr, country string) []Event {
+	return g.successSeen(login, addr, country, nil)
+}
+
+// successSeen is success with the countries the history knows for login
+// from before this process (earlierCountries).
+func (g *Guard) successSeen(login string, addr netip.Addr, country string, earlier []string) []Event {
 	now := g.now()
 	addr = normAddr(addr)
 	login = normLogin(login)
@@ -718,6 +737,14 @@ func (g *Guard) success(login string, addr netip.Addr, country string) []Event {
 		return nil
 	}
 	seenCC := g.countries.update(login)
+	// Countries the history knows from before this process count as
+	// seen now: their exact times are not kept, and a country seen
+	// within the window must count for the whole of it at least.
+	for _, cc := range earlier {
+		if isCountryCode(cc) && !slices.ContainsFunc(*seenCC, func(s seen[string]) bool { return s.V == cc }) {
+			*seenCC = remember(*seenCC, cc, now, maxCountries)
+		}
+	}
 	fresh := (*seenCC)[:0]
 	isNew := true
 	for _, s := range *seenCC {
@@ -825,4 +852,29 @@ func (g *Guard) Reload(c Config) error {
 	}
 	g.rules.Store(compileRules(c))
 	return nil
+}
+
+// earlierCountries asks the history for login's countries within the
+// compromise window when this process has none in memory for it (its
+// first success since start, or since eviction). Errors are logged and
+// leave the signal to memory.
+func (g *Guard) earlierCountries(login string) []string {
+	c := &g.rules.Load().cfg
+	if g.history == nil || c.Compromise.Countries == 0 {
+		return nil
+	}
+	g.mu.Lock()
+	_, known := g.countries.get(login)
+	g.mu.Unlock()
+	if known {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), historyTimeout)
+	defer cancel()
+	ccs, err := g.history(ctx, login, g.now().Add(-c.Compromise.Window))
+	if err != nil {
+		g.log.Warn("login history not read for the compromise signal", "login", login, "err", err)
+		return nil
+	}
+	return ccs
 }

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"github.com/mailgate/mailgate/audit"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -38,11 +39,18 @@ type guardRunner struct {
 // starts its maintenance until ctx ends. A state file that cannot be
 // read is logged and ignored: refusing to start would let an attacker
 // who corrupts it take mail down.
-func startGuard(ctx context.Context, cfg *Config, gdb *geo.DB, log *slog.Logger) (*guardRunner, error) {
+//
+// history, when the audit database is on, lets the compromise signal
+// read a login's countries from before this process.
+func startGuard(ctx context.Context, cfg *Config, gdb *geo.DB, history *audit.Store, log *slog.Logger) (*guardRunner, error) {
 	r := &guardRunner{done: make(chan struct{})}
 	r.geo.Store(gdb)
 	glog := log.With("component", "guard")
-	g, err := guard.New(cfg.Guard, guard.Options{Logger: glog, Country: r.country})
+	o := guard.Options{Logger: glog, Country: r.country}
+	if history != nil {
+		o.History = history.LoginCountries
+	}
+	g, err := guard.New(cfg.Guard, o)
 	if err != nil {
 		return nil, err
 	}

@@ -204,16 +204,21 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 	g := &gateway{log: log, tm: tm, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	g.ops = newOpsMetrics(g)
 	st.opts.Metrics = g.ops.proxy
-	if g.guard, err = startGuard(ctx, cfg, st.geo, log); err != nil {
-		cancel()
-		return nil, err
-	}
-	st.opts.Guard = g.guard.g
+	// The audit database first: the guard's compromise signal reads the
+	// login history from it.
 	if g.audit, err = openAudit(cfg, g.ops.reg, log); err != nil {
 		cancel()
 		return nil, err
 	}
 	st.opts.Auditor = auditor(g.audit)
+	if g.guard, err = startGuard(ctx, cfg, st.geo, g.audit, log); err != nil {
+		cancel()
+		if g.audit != nil {
+			g.audit.Close()
+		}
+		return nil, err
+	}
+	st.opts.Guard = g.guard.g
 	g.srv = proxy.NewServer(st.opts)
 
 	var ls []proxy.Listener
