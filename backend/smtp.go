@@ -61,18 +61,37 @@ type SMTP struct {
 // Validate reports every problem of the section, each prefixed with path
 // (e.g. "backends.smtp").
 func (b *SMTP) Validate(path string) error {
-	errs := []error{b.Opts.Validate(path)}
-	switch b.Verify {
-	case "", VerifyIMAP:
-		if b.VerifyIMAP == nil {
-			errs = append(errs, fmt.Errorf("%s.verify: imap mode needs an IMAP backend", path))
-		}
-	case VerifySMTPAuth:
-	default:
-		errs = append(errs, fmt.Errorf("%s.verify: %q is not one of imap, smtp-auth", path, b.Verify))
+	errs := []error{b.Opts.Validate(path), b.ValidateMode(path)}
+	if (b.Verify == "" || b.Verify == VerifyIMAP) && b.VerifyIMAP == nil {
+		errs = append(errs, fmt.Errorf("%s.verify: imap mode needs an IMAP backend", path))
 	}
 	if b.CacheTTL < 0 {
 		errs = append(errs, fmt.Errorf("%s.verify_cache_ttl: must not be negative", path))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateMode checks the keys that choose how a password is checked and
+// how the client's address reaches the backend (verify, xclient,
+// proxy_protocol), and that they fit together.
+func (b *SMTP) ValidateMode(path string) error {
+	var errs []error
+	switch b.Verify {
+	case "", VerifyIMAP, VerifySMTPAuth:
+	default:
+		errs = append(errs, fmt.Errorf("%s.verify: %q is not one of imap, smtp-auth", path, b.Verify))
+	}
+	if b.Opts.ProxyProtocol != ProxyNone {
+		// Behind a PROXY header Postfix's peer is the client, so XCLIENT
+		// (granted by smtpd_authorized_xclient_hosts) is refused, and
+		// without XCLIENT LOGIN= only the user's own AUTH can make the
+		// session an authenticated one.
+		if b.XCLIENT {
+			errs = append(errs, fmt.Errorf("%s.proxy_protocol: xclient is set too; the backend would see the client, not mailgate, send XCLIENT (set xclient: false)", path))
+		}
+		if b.Verify != VerifySMTPAuth {
+			errs = append(errs, fmt.Errorf("%s.proxy_protocol: needs verify: smtp-auth; without XCLIENT the backend learns the login only from the user's own AUTH", path))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -114,7 +133,7 @@ func (b *SMTP) Login(ctx context.Context, c Client, user, pass string) (*Session
 			return nil, err
 		}
 	}
-	cn, err := dial(ctx, o, "smtp", log)
+	cn, err := dial(ctx, o, "smtp", log, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +202,7 @@ func (b *SMTP) Extensions(ctx context.Context) ([]string, error) {
 
 func (b *SMTP) fetchExtensions(ctx context.Context) ([]string, error) {
 	o := b.Opts.withDefaults()
-	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp"))
+	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp"), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -694,6 +694,10 @@ func (c *conn) login(a loginAttempt, dial dialFunc) (*backend.Session, loginOutc
 		return backendFailed("no backend login slot", d)
 	}
 	bc := backend.Client{Addr: c.remote, Local: c.local, Session: c.cid}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		bc.TLS = &cs
+	}
 	dialStart := time.Now()
 	sess, err := dial(ctx, o, bc, a.user, a.pass)
 	release()

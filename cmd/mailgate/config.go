@@ -257,9 +257,8 @@ func (c *Config) Validate() error {
 			add(b.TLSVerify.Validate(path + ".tls_verify"))
 		}
 	}
-	if v := c.Backends.SMTP.Verify; v != "imap" && v != "smtp-auth" {
-		add(fmt.Errorf("backends.smtp.verify: %q is not one of imap, smtp-auth", v))
-	}
+	add((&backend.SMTP{Opts: c.Backends.SMTP.Options, Verify: c.Backends.SMTP.Verify,
+		XCLIENT: c.Backends.SMTP.XCLIENT}).ValidateMode("backends.smtp"))
 	if t := c.Backends.SMTP.VerifyCacheTTL; t != nil && *t < 0 {
 		add(fmt.Errorf("backends.smtp.verify_cache_ttl: must not be negative"))
 	}
