@@ -110,6 +110,10 @@ type Client struct {
 	Session string         // mailgate session id, for the backend's log
 	Helo    string         // SMTP only: the client's EHLO/HELO name
 	HeloCmd string         // SMTP only: "EHLO" or "HELO" as the client used
+	// TLS is the state of the client's TLS connection to mailgate, nil
+	// when it is plaintext: for the PROXY v2 TLVs and Dovecot's
+	// "secured" flag.
+	TLS *tls.ConnectionState
 }
 
 // Options configure one backend server (the `backends.<proto>:` section).
@@ -121,6 +125,11 @@ type Options struct {
 	Timeout        time.Duration `yaml:"timeout"`         // each login step
 	LoginTimeout   time.Duration `yaml:"login_timeout"`   // the whole login
 	ForwardClient  bool          `yaml:"forward_client"`  // IMAP ID / XCLIENT
+	// ProxyProtocol sends a PROXY header (v1 or v2) with the client's
+	// address first on every connection to this backend. It replaces
+	// ForwardClient: behind the header the server's peer is the client,
+	// from whom it takes no ID or XCLIENT, so none is sent.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 
 	// TLSConfig is built by the caller (tlsconf) when TLS != "none". Nil
 	// means system roots and the host part of Address as server name.
@@ -162,6 +171,9 @@ func (o *Options) Validate(path string) error {
 	}
 	if o.TLS != "" && !o.TLS.Valid() {
 		errs = append(errs, fmt.Errorf("%s.tls: %q is not one of none, implicit, starttls", path, o.TLS))
+	}
+	if !o.ProxyProtocol.Valid() {
+		errs = append(errs, fmt.Errorf("%s.proxy_protocol: %q is not one of v1, v2", path, o.ProxyProtocol))
 	}
 	if o.ConnectTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.connect_timeout: must be positive", path))

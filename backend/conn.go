@@ -45,11 +45,13 @@ type conn struct {
 // errLoginTimeout is the cause of a login's ctx ending at LoginTimeout.
 var errLoginTimeout = errors.New("login_timeout reached")
 
-// dial connects to o.Address within ConnectTimeout, doing the TLS
-// handshake for implicit TLS. The returned conn interrupts any blocked
+// dial connects to o.Address within ConnectTimeout, sends the PROXY
+// header announcing client when o.ProxyProtocol is set (client nil: a
+// connection of mailgate's own), and does the TLS handshake for implicit
+// TLS. The returned conn interrupts any blocked
 // read or write when ctx is cancelled or LoginTimeout has passed, until
 // release or close. Failures wrap ErrNoService.
-func dial(ctx context.Context, o Options, proto string, log *slog.Logger) (*conn, error) {
+func dial(ctx context.Context, o Options, proto string, log *slog.Logger, client *Client) (*conn, error) {
 	lctx, lcancel := context.WithTimeoutCause(ctx, o.LoginTimeout, errLoginTimeout)
 	dctx, cancel := context.WithTimeout(lctx, o.ConnectTimeout)
 	defer cancel()
@@ -61,6 +63,19 @@ func dial(ctx context.Context, o Options, proto string, log *slog.Logger) (*conn
 	}
 	c := newConn(lctx, nc, o, proto, log)
 	c.cancel = lcancel
+	if o.ProxyProtocol != ProxyNone {
+		// Before any TLS: the header is for the server's TCP layer.
+		hdr, err := proxyHeader(o.ProxyProtocol, client)
+		if err == nil {
+			c.trace("send", []byte(fmt.Sprintf("PROXY header %s, %d octets", o.ProxyProtocol, len(hdr))))
+			c.deadline()
+			_, err = c.nc.Write(hdr)
+		}
+		if err != nil {
+			c.close()
+			return nil, fmt.Errorf("%w: %w: %s %s: proxy header: %v", ErrUnavailable, ErrNoService, proto, o.Address, err)
+		}
+	}
 	if o.TLS == TLSImplicit {
 		if err := c.handshake(dctx); err != nil {
 			c.close()

@@ -41,7 +41,7 @@ func (b *IMAP) Login(ctx context.Context, c Client, tag, user, pass string) (*Se
 	}
 	o := b.Opts.withDefaults()
 	log := o.Logger.With("backend", "imap", "cid", c.Session)
-	cn, err := dial(ctx, o, "imap", log)
+	cn, err := dial(ctx, o, "imap", log, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (s *imapSession) login(c Client, tag, user, pass string, forceLogin bool) (
 		}
 	}
 	idTag := ""
-	if s.opts.ForwardClient {
+	if s.opts.ForwardClient && s.opts.ProxyProtocol == ProxyNone {
 		var err error
 		if idTag, err = s.sendID(c); err != nil {
 			return nil, err

@@ -43,7 +43,7 @@ func (b *POP3) Login(ctx context.Context, c Client, user, pass string) (*Session
 	}
 	o := b.Opts.withDefaults()
 	log := o.Logger.With("backend", "pop3", "cid", c.Session)
-	cn, err := dial(ctx, o, "pop3", log)
+	cn, err := dial(ctx, o, "pop3", log, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (b *POP3) Capabilities(ctx context.Context) ([]string, error) {
 // fetchCapa connects, asks CAPA and says QUIT.
 func (b *POP3) fetchCapa(ctx context.Context) ([]string, error) {
 	o := b.Opts.withDefaults()
-	cn, err := dial(ctx, o, "pop3", o.Logger.With("backend", "pop3"))
+	cn, err := dial(ctx, o, "pop3", o.Logger.With("backend", "pop3"), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 	if err := s.stls(); err != nil {
 		return nil, noService(err)
 	}
-	if s.opts.ForwardClient {
+	if s.opts.ForwardClient && s.opts.ProxyProtocol == ProxyNone {
 		if err := s.xclient(b, c, greet); err != nil {
 			return nil, err
 		}

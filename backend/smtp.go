@@ -32,9 +32,12 @@ const ehloRefresh = 5 * time.Minute
 // SMTP session (the `backends.smtp:` section).
 type SMTP struct {
 	Opts Options `yaml:",inline"`
-	// Verify is VerifyIMAP ("imap", the default when empty) or
-	// VerifySMTPAuth ("smtp-auth").
+	// Verify is VerifyIMAP ("imap", the default when empty),
+	// VerifySMTPAuth ("smtp-auth") or VerifyDovecotAuth ("dovecot-auth").
 	Verify string `yaml:"verify"`
+	// DovecotAuth is Dovecot's auth socket for dovecot-auth mode: an
+	// absolute path (unix_listener) or host:port (inet_listener).
+	DovecotAuth string `yaml:"dovecot_auth"`
 	// XCLIENT passes the client's address, EHLO name and (in imap mode)
 	// login to Postfix (XCLIENT_README). When set and the backend does
 	// not offer XCLIENT to us, logins fail: the backend would otherwise
@@ -44,7 +47,7 @@ type SMTP struct {
 	Hostname string `yaml:"-"`
 	// VerifyIMAP logs in to check passwords in imap mode.
 	VerifyIMAP *IMAP `yaml:"-"`
-	// CacheTTL keeps successful imap-mode verifications this long; 0
+	// CacheTTL keeps successful imap- and dovecot-auth-mode verifications this long; 0
 	// disables the cache. A password change (or a locked account) takes
 	// effect at the latest CacheTTL after the last successful login.
 	CacheTTL time.Duration `yaml:"verify_cache_ttl"`
@@ -61,18 +64,46 @@ type SMTP struct {
 // Validate reports every problem of the section, each prefixed with path
 // (e.g. "backends.smtp").
 func (b *SMTP) Validate(path string) error {
-	errs := []error{b.Opts.Validate(path)}
-	switch b.Verify {
-	case "", VerifyIMAP:
-		if b.VerifyIMAP == nil {
-			errs = append(errs, fmt.Errorf("%s.verify: imap mode needs an IMAP backend", path))
-		}
-	case VerifySMTPAuth:
-	default:
-		errs = append(errs, fmt.Errorf("%s.verify: %q is not one of imap, smtp-auth", path, b.Verify))
+	errs := []error{b.Opts.Validate(path), b.ValidateMode(path)}
+	if (b.Verify == "" || b.Verify == VerifyIMAP) && b.VerifyIMAP == nil {
+		errs = append(errs, fmt.Errorf("%s.verify: imap mode needs an IMAP backend", path))
 	}
 	if b.CacheTTL < 0 {
 		errs = append(errs, fmt.Errorf("%s.verify_cache_ttl: must not be negative", path))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateMode checks the keys that choose how a password is checked and
+// how the client's address reaches the backend (verify, dovecot_auth,
+// xclient, proxy_protocol), and that they fit together.
+func (b *SMTP) ValidateMode(path string) error {
+	var errs []error
+	switch b.Verify {
+	case "", VerifyIMAP, VerifySMTPAuth:
+		if b.DovecotAuth != "" {
+			errs = append(errs, fmt.Errorf("%s.dovecot_auth: set, but verify is not dovecot-auth", path))
+		}
+	case VerifyDovecotAuth:
+		if b.DovecotAuth == "" {
+			errs = append(errs, fmt.Errorf("%s.dovecot_auth: verify: dovecot-auth needs the auth socket (a path or host:port)", path))
+		} else if _, _, err := DovecotAuthNetwork(b.DovecotAuth); err != nil {
+			errs = append(errs, fmt.Errorf("%s.dovecot_auth: %v", path, err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("%s.verify: %q is not one of imap, smtp-auth, dovecot-auth", path, b.Verify))
+	}
+	if b.Opts.ProxyProtocol != ProxyNone {
+		// Behind a PROXY header Postfix's peer is the client, so XCLIENT
+		// (granted by smtpd_authorized_xclient_hosts) is refused, and
+		// without XCLIENT LOGIN= only the user's own AUTH can make the
+		// session an authenticated one.
+		if b.XCLIENT {
+			errs = append(errs, fmt.Errorf("%s.proxy_protocol: xclient is set too; the backend would see the client, not mailgate, send XCLIENT (set xclient: false)", path))
+		}
+		if b.Verify != VerifySMTPAuth {
+			errs = append(errs, fmt.Errorf("%s.proxy_protocol: needs verify: smtp-auth; without XCLIENT the backend learns the login only from the user's own AUTH", path))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -95,6 +126,8 @@ func (b *SMTP) hostname() string {
 // imap mode: IMAP login and logout (cached), then greeting, EHLO, STARTTLS
 // and EHLO when configured, XCLIENT when configured (a new 220 greeting),
 // and the client's own EHLO/HELO replayed.
+// dovecot-auth mode: as imap mode, the password checked on Dovecot's
+// auth socket instead of with an IMAP login.
 // smtp-auth mode: the same up to XCLIENT (without LOGIN=), then the
 // client's EHLO name and AUTH PLAIN (RFC 4954); 235 means ready.
 // Either way the last EHLO the backend sees carries the client's name.
@@ -114,7 +147,7 @@ func (b *SMTP) Login(ctx context.Context, c Client, user, pass string) (*Session
 			return nil, err
 		}
 	}
-	cn, err := dial(ctx, o, "smtp", log)
+	cn, err := dial(ctx, o, "smtp", log, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -127,10 +160,18 @@ func (b *SMTP) Login(ctx context.Context, c Client, user, pass string) (*Session
 	return &Session{Conn: nc, Buffered: rest}, nil
 }
 
-// verify checks user and pass with an IMAP login unless the cache knows
-// them. The IMAP session is logged out at once.
+// verify checks user and pass with an IMAP login, or on Dovecot's auth
+// socket in dovecot-auth mode, unless the cache knows them. The IMAP
+// session is logged out at once.
 func (b *SMTP) verify(ctx context.Context, c Client, user, pass string) error {
 	if b.cache.ok(user, pass) {
+		return nil
+	}
+	if b.Verify == VerifyDovecotAuth {
+		if err := dovecotAuth(ctx, b.Opts.withDefaults(), b.DovecotAuth, c, user, pass); err != nil {
+			return err
+		}
+		b.cache.add(user, pass)
 		return nil
 	}
 	if b.VerifyIMAP == nil {
@@ -183,7 +224,7 @@ func (b *SMTP) Extensions(ctx context.Context) ([]string, error) {
 
 func (b *SMTP) fetchExtensions(ctx context.Context) ([]string, error) {
 	o := b.Opts.withDefaults()
-	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp"))
+	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp"), nil)
 	if err != nil {
 		return nil, err
 	}

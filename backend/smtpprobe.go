@@ -44,7 +44,7 @@ func (b *SMTP) ProbeRelay(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	o := b.Opts.withDefaults()
-	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp", "probe", "relay"))
+	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp", "probe", "relay"), nil)
 	if err != nil {
 		return "", err
 	}

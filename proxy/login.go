@@ -14,6 +14,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -154,6 +155,10 @@ func (c *conn) judge(o *Options, a loginAttempt, dial dialFunc, health *backendH
 		return unjudged("no backend login slot", d, guard.Abandoned)
 	}
 	bc := backend.Client{Addr: c.remote, Local: c.local, Session: c.cid}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		bc.TLS = &cs // PROXY v2's TLS facts for the backend
+	}
 	dialStart := time.Now()
 	sess, err := dial(ctx, o, bc, a.user, a.pass)
 	release()

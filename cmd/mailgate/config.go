@@ -85,8 +85,11 @@ type SMTPBackendConfig struct {
 	BackendConfig `yaml:",inline"`
 	// Verify is how a password is checked before the splice: "imap" (an
 	// IMAP login to backends.imap) or "smtp-auth" (AUTH PLAIN relayed to
-	// this backend, which must offer AUTH).
+	// this backend, which must offer AUTH) or "dovecot-auth" (Dovecot's
+	// auth socket, dovecot_auth).
 	Verify string `yaml:"verify"`
+	// DovecotAuth is Dovecot's auth socket for verify: dovecot-auth.
+	DovecotAuth string `yaml:"dovecot_auth"`
 	// XCLIENT passes the client's address and login to Postfix.
 	XCLIENT bool `yaml:"xclient"`
 	// VerifyCacheTTL keeps successful imap-mode verifications this long.
@@ -270,9 +273,8 @@ func (c *Config) Validate() error {
 			add(b.TLSVerify.Validate(path + ".tls_verify"))
 		}
 	}
-	if v := c.Backends.SMTP.Verify; v != "imap" && v != "smtp-auth" {
-		add(fmt.Errorf("backends.smtp.verify: %q is not one of imap, smtp-auth", v))
-	}
+	add((&backend.SMTP{Opts: c.Backends.SMTP.Options, Verify: c.Backends.SMTP.Verify, DovecotAuth: c.Backends.SMTP.DovecotAuth,
+		XCLIENT: c.Backends.SMTP.XCLIENT}).ValidateMode("backends.smtp"))
 	if t := c.Backends.SMTP.VerifyCacheTTL; t != nil && *t < 0 {
 		add(fmt.Errorf("backends.smtp.verify_cache_ttl: must not be negative"))
 	}

@@ -57,12 +57,13 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 	}
 	imap := &backend.IMAP{Opts: imapB}
 	smtp := &backend.SMTP{
-		Opts:       smtpB,
-		Verify:     cfg.Backends.SMTP.Verify,
-		XCLIENT:    cfg.Backends.SMTP.XCLIENT,
-		Hostname:   cfg.Hostname,
-		VerifyIMAP: imap,
-		CacheTTL:   backend.DefaultVerifyCacheTTL,
+		Opts:        smtpB,
+		Verify:      cfg.Backends.SMTP.Verify,
+		DovecotAuth: cfg.Backends.SMTP.DovecotAuth,
+		XCLIENT:     cfg.Backends.SMTP.XCLIENT,
+		Hostname:    cfg.Hostname,
+		VerifyIMAP:  imap,
+		CacheTTL:    backend.DefaultVerifyCacheTTL,
 	}
 	if t := cfg.Backends.SMTP.VerifyCacheTTL; t != nil {
 		smtp.CacheTTL = *t

@@ -119,6 +119,16 @@ type Stack struct {
 	// and SASL submission with implicit TLS (RFC 8314; 0 with NoTLS).
 	SMTP, Submission, SMTPS int
 
+	// IMAPHAProxy is a plaintext Dovecot IMAP listener that takes a PROXY
+	// header (v1 or v2; haproxy = yes) from 127.0.0.0/8;
+	// SubmissionHAProxy a Postfix SASL submission listener that takes a
+	// PROXY header (smtpd_upstream_proxy_protocol = haproxy; 0 without
+	// Postfix). AuthSocket is the path of a unix_listener of Dovecot's
+	// auth service (the client protocol, as Postfix's SASL uses), beside
+	// the inet_listener Auth.
+	IMAPHAProxy, SubmissionHAProxy int
+	AuthSocket                     string
+
 	CertFile, KeyFile string // Dovecot's self-signed certificate (PEM); empty with NoTLS
 
 	// Keep leaves Dir in place on Stop, for reading the daemons' logs.
@@ -195,18 +205,20 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 
 // start picks ports and starts the daemons once.
 func (s *Stack) start(ctx context.Context, opts Options) error {
-	ports, err := FreePorts(9)
+	ports, err := FreePorts(11)
 	if err != nil {
 		return err
 	}
 	s.IMAP, s.POP3, s.LMTP, s.Auth = ports[0], ports[2], ports[4], ports[5]
 	s.IMAPS, s.POP3S = 0, 0
+	s.IMAPHAProxy, s.SubmissionHAProxy = ports[9], 0
+	s.AuthSocket = filepath.Join(s.Dir, "dovecot", "run", "auth-mailgate")
 	if !opts.NoTLS {
 		s.IMAPS, s.POP3S = ports[1], ports[3]
 	}
 	s.SMTP, s.Submission, s.SMTPS = 0, 0, 0
 	if opts.Postfix {
-		s.SMTP, s.Submission = ports[6], ports[7]
+		s.SMTP, s.Submission, s.SubmissionHAProxy = ports[6], ports[7], ports[10]
 		if !opts.NoTLS {
 			s.SMTPS = ports[8]
 		}
@@ -492,7 +504,7 @@ func (s *Stack) startDovecot(ctx context.Context, opts Options) error {
 	if err := s.daemon(ctx, "dovecot", "-c", s.DovecotConf()); err != nil {
 		return err
 	}
-	return waitAccepting(ctx, s.IMAP, s.IMAPS, s.POP3, s.POP3S, s.LMTP, s.Auth)
+	return waitAccepting(ctx, s.IMAP, s.IMAPS, s.POP3, s.POP3S, s.LMTP, s.Auth, s.IMAPHAProxy)
 }
 
 // writeSecret writes the passwd-file readable by Dovecot's auth process
@@ -538,6 +550,8 @@ auth_mechanisms = plain login
 auth_username_chars =
 {{- end}}
 login_trusted_networks = 127.0.0.0/8 ::1
+# Only the imap-haproxy listener takes PROXY headers.
+haproxy_trusted_networks = 127.0.0.0/8 ::1
 mail_uid = 8
 mail_gid = 8
 first_valid_uid = 8
@@ -587,6 +601,11 @@ service imap-login {
     address = 127.0.0.1
     port = {{.S.IMAP}}
   }
+  inet_listener imap-haproxy {
+    address = 127.0.0.1
+    port = {{.S.IMAPHAProxy}}
+    haproxy = yes
+  }
   inet_listener imaps {
     address = 127.0.0.1
     port = {{.S.IMAPS}}
@@ -628,6 +647,10 @@ service auth {
   inet_listener auth-inet {
     address = 127.0.0.1
     port = {{.S.Auth}}
+  }
+  # mailgate's verify: dovecot-auth over a unix socket.
+  unix_listener auth-mailgate {
+    mode = 0666
   }
 }
 `))
@@ -677,7 +700,7 @@ func (s *Stack) startPostfix(ctx context.Context, opts Options) error {
 	if err := s.daemon(ctx, "postfix", "-c", s.PostfixConfDir(), "start"); err != nil {
 		return err
 	}
-	return waitAccepting(ctx, s.SMTP, s.Submission, s.SMTPS)
+	return waitAccepting(ctx, s.SMTP, s.Submission, s.SMTPS, s.SubmissionHAProxy)
 }
 
 // SenderLoginCheckAddr is the one client address for which Postfix
@@ -731,6 +754,16 @@ maillog_file_prefixes = {{.Scratch}}
 var postfixMasterCf = template.Must(template.New("master.cf").Parse(`127.0.0.1:{{.S.SMTP}} inet n - n - - smtpd
 127.0.0.1:{{.S.Submission}} inet n - n - - smtpd
   -o syslog_name=postfix/submission
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path=inet:127.0.0.1:{{.S.Auth}}
+  -o smtpd_sasl_security_options=noanonymous
+  -o smtpd_tls_security_level=none
+  -o smtpd_client_restrictions=
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:{{.S.SubmissionHAProxy}} inet n - n - - smtpd
+  -o syslog_name=postfix/submission-haproxy
+  -o smtpd_upstream_proxy_protocol=haproxy
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_sasl_type=dovecot
   -o smtpd_sasl_path=inet:127.0.0.1:{{.S.Auth}}
