@@ -339,9 +339,6 @@ func ParsePrefixes(in []string, path string) ([]netip.Prefix, error) {
 	return geo.ParseNetworks(in, path)
 }
 
-// parsePrefix reads one network with the same rule (geo.ParseNetwork).
-func parsePrefix(s string) (netip.Prefix, error) { return geo.ParseNetwork(s) }
-
 func isCountryCode(s string) bool {
 	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
 }

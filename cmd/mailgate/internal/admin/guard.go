@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mailgate/mailgate/geo"
 	"io"
 	"net/http"
 	"net/netip"
@@ -54,11 +55,13 @@ type BanRequest struct {
 // parsePrefix reads one CIDR or address as the guard does for its
 // config (masked, IPv4-mapped forms as IPv4, no zones).
 func parsePrefix(s string) (netip.Prefix, error) {
-	ps, err := guard.ParsePrefixes([]string{s}, "prefix")
-	if err != nil || len(ps) != 1 {
-		return netip.Prefix{}, fmt.Errorf("prefix: %q is neither a CIDR nor an address", s)
+	p, err := geo.ParseNetwork(s)
+	if err != nil {
+		// geo's message says what is wrong ("has host bits set; did you
+		// mean 10.0.0.0/8?"), with the input quoted.
+		return netip.Prefix{}, fmt.Errorf("prefix: %w", err)
 	}
-	return ps[0], nil
+	return p, nil
 }
 
 // parseBanRequest decodes and checks a POST /bans body.
