@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"github.com/mailgate/mailgate/internal/errlist"
 	"os"
 	"slices"
 	"strings"
@@ -53,7 +54,7 @@ func FuzzRulesFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rf, err := ParseRules("rules.yaml", data)
 		if err != nil {
-			for _, e := range unjoin(err) {
+			for _, e := range errlist.Split(err) {
 				if !strings.HasPrefix(e.Error(), "rules.yaml:") {
 					t.Fatalf("error without file:line: %v", e)
 				}

@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mailgate/mailgate/internal/errlist"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -254,25 +255,13 @@ func (e *Engine) Watch(ctx context.Context) {
 		}
 		last = now
 		if err := e.Reload(); err != nil {
-			for _, err := range unjoin(err) {
+			for _, err := range errlist.Split(err) {
 				e.log.Error("policy: reload failed, keeping the old policy", "error", err)
 			}
 			continue
 		}
 		e.log.Info("policy: reloaded after a file change")
 	}
-}
-
-// unjoin flattens an errors.Join tree.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, unjoin(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // protoBit maps a protocol (any case) to its bit in a rule's protocol

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"errors"
+	"github.com/mailgate/mailgate/internal/errlist"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -432,7 +433,7 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate error lacks %s:\n%v", key, err)
 		}
 	}
-	if n := len(unjoin(err)); n != 7 {
+	if n := len(errlist.Split(err)); n != 7 {
 		t.Errorf("Validate reported %d problems, want 7:\n%v", n, err)
 	}
 	good := Config{AllowCountries: []string{"in", "US", "private"}, DefaultDomain: "example.com",

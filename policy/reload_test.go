@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"github.com/mailgate/mailgate/internal/errlist"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,7 +85,7 @@ func TestReloadKeepsOldPolicyOnError(t *testing.T) {
 	if err == nil {
 		t.Fatal("Reload accepted an invalid file")
 	}
-	if n := len(unjoin(err)); n < 2 {
+	if n := len(errlist.Split(err)); n < 2 {
 		t.Errorf("Reload reported %d errors, want every one:\n%v", n, err)
 	}
 	for _, want := range []string{"rules.yaml:3:", "rules.yaml:5:"} {

@@ -287,15 +287,3 @@ func (c *Config) Validate() error {
 	add(c.Audit.Validate())
 	return errors.Join(errs...)
 }
-
-// unjoin splits an errors.Join result into its parts.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, unjoin(e)...)
-		}
-		return out
-	}
-	return []error{err}
-}

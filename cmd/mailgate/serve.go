@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mailgate/mailgate/internal/errlist"
 	"io"
 	"log/slog"
 	"net"
@@ -124,7 +125,7 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 
 // printErrors writes each joined error on its own line.
 func printErrors(w io.Writer, prefix string, err error) {
-	for _, e := range unjoin(err) {
+	for _, e := range errlist.Split(err) {
 		fmt.Fprintf(w, "%s: %v\n", prefix, e)
 	}
 }
@@ -331,7 +332,7 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			return nil
 		}
 	}
-	for _, e := range unjoin(err) {
+	for _, e := range errlist.Split(err) {
 		g.log.Error("reload failed; previous config kept", "err", e)
 	}
 	g.ops.reloaded(err)

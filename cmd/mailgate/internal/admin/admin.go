@@ -21,6 +21,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"github.com/mailgate/mailgate/internal/errlist"
 	"log/slog"
 	"net"
 	"net/http"
@@ -209,24 +210,12 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 	s.c.Log.Info("reload requested over the admin API")
 	if err := s.c.Reload(); err != nil {
 		w.WriteHeader(http.StatusConflict)
-		for _, e := range unjoin(err) {
+		for _, e := range errlist.Split(err) {
 			fmt.Fprintf(w, "reload failed; previous config kept: %v\n", e)
 		}
 		return
 	}
 	fmt.Fprintln(w, "reloaded")
-}
-
-// unjoin splits an errors.Join result into its parts.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, unjoin(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
