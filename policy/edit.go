@@ -256,15 +256,8 @@ func editUserFile(path, defDomain, user string, t target, all, add bool) (EditRe
 		res.Detail = append(res.Detail, fmt.Sprintf("added %q to %s", line, path))
 	} else {
 		n := 0
-		rest := data
 		wrapped := phpWrapped(data)
-		for len(rest) > 0 {
-			raw := rest
-			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-				raw, rest = rest[:i+1], rest[i+1:]
-			} else {
-				rest = nil
-			}
+		for raw := range bytes.Lines(data) {
 			n++
 			line := bytes.TrimSuffix(raw, []byte("\n"))
 			if n == 1 {
@@ -321,14 +314,7 @@ func userFileInsertAt(data []byte) (at, atLine int, err error) {
 	off, n := 0, 0
 	open, closed := false, false
 	first := true
-	rest := data
-	for len(rest) > 0 {
-		raw := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			raw, rest = rest[:i+1], rest[i+1:]
-		} else {
-			rest = nil
-		}
+	for raw := range bytes.Lines(data) {
 		n++
 		line := stripLegacy(bytes.TrimSuffix(raw, []byte("\n")))
 		switch {
