@@ -148,9 +148,14 @@ func (a *Attempt) Begin(ctx context.Context) Verdict {
 		if start.IsZero() {
 			start = now
 		}
-		chs := g.wakeOn(a.keys(g.rules.Load()))
+		keys := a.keys(g.rules.Load())
+		chs := g.wakeOn(keys)
 		g.mu.Unlock()
-		if !waitAny(ctx, chs) {
+		woken := waitAny(ctx, chs)
+		g.mu.Lock()
+		g.unwait(keys, chs)
+		g.mu.Unlock()
+		if !woken {
 			a.waited = true
 			return Verdict{Waited: true, Reason: fmt.Sprintf("waited %v for attempts in flight (%s); not counted",
 				g.now().Sub(start).Round(time.Millisecond), v.Reason)}
@@ -177,31 +182,54 @@ func (a *Attempt) keys(r *rules) []wakeKey {
 }
 
 // wakeOn returns the channels closed when an attempt in flight on any of
-// keys ends. mu is held.
+// keys ends, and counts the caller as waiting on each. mu is held.
 func (g *Guard) wakeOn(keys []wakeKey) []chan struct{} {
 	if g.flightWake == nil {
-		g.flightWake = map[wakeKey]chan struct{}{}
+		g.flightWake = map[wakeKey]*waiters{}
 	}
 	chs := make([]chan struct{}, len(keys))
 	for i, k := range keys {
-		ch, ok := g.flightWake[k]
+		w, ok := g.flightWake[k]
 		if !ok {
-			ch = make(chan struct{})
-			g.flightWake[k] = ch
+			w = &waiters{ch: make(chan struct{})}
+			g.flightWake[k] = w
 		}
-		chs[i] = ch
+		w.n++
+		chs[i] = w.ch
 	}
 	return chs
+}
+
+// unwait ends a wait that wakeOn began: a key nobody waits on any more
+// leaves the map, so waits that end by their deadline (no attempt on the
+// key ever ended) do not leave an entry per address behind. mu is held.
+func (g *Guard) unwait(keys []wakeKey, chs []chan struct{}) {
+	for i, k := range keys {
+		// A closed channel's entry is gone already, or replaced by a
+		// newer wait's: only the caller's own entry is counted down.
+		if w, ok := g.flightWake[k]; ok && w.ch == chs[i] {
+			if w.n--; w.n == 0 {
+				delete(g.flightWake, k)
+			}
+		}
+	}
 }
 
 // wake wakes the attempts waiting on keys. mu is held.
 func (g *Guard) wake(keys []wakeKey) {
 	for _, k := range keys {
-		if ch, ok := g.flightWake[k]; ok {
-			close(ch)
+		if w, ok := g.flightWake[k]; ok {
+			close(w.ch)
 			delete(g.flightWake, k)
 		}
 	}
+}
+
+// waiters are the attempts waiting on one key, and the channel that
+// wakes them.
+type waiters struct {
+	ch chan struct{}
+	n  int
 }
 
 // waitAny waits until one of chs is closed (true) or ctx ends (false).

@@ -194,7 +194,7 @@ type Guard struct {
 	// attempt in flight on that key ends. Keyed per source and login, so
 	// an attempt ending wakes only the waits it can change: a wait
 	// costs nothing while unrelated logins come and go.
-	flightWake map[wakeKey]chan struct{}
+	flightWake map[wakeKey]*waiters
 	// pen counts each source's recent failures for FailureDelay.
 	pen *table[netip.Prefix, penalty]
 }

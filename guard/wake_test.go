@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -22,9 +23,9 @@ func TestWakeOnlyWhatTheAttemptHeld(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	g.mu.Lock()
-	ch := g.flightWake[addr1]
+	w := g.flightWake[addr1]
 	g.mu.Unlock()
-	if ch == nil {
+	if w == nil {
 		t.Fatalf("no wake channel for %v: %v", addr1, g.flightWake)
 	}
 	// An unrelated attempt (another address in another network, another
@@ -36,7 +37,7 @@ func TestWakeOnlyWhatTheAttemptHeld(t *testing.T) {
 	}
 	a.Finish(Abandoned, "")
 	select {
-	case <-ch:
+	case <-w.ch:
 		t.Fatal("an unrelated attempt woke the waiter")
 	default:
 	}
@@ -47,6 +48,28 @@ func TestWakeOnlyWhatTheAttemptHeld(t *testing.T) {
 		t.Fatalf("waiter after a success = %+v, want allowed", v)
 	}
 	for _, a := range admitted[1:] {
+		a.Finish(Abandoned, "")
+	}
+}
+
+// A wait that ends by its deadline, with no attempt on its keys ending,
+// leaves nothing behind: otherwise every waiting address would keep a map
+// entry for the life of the process.
+func TestWaitOutLeavesNoWakeEntries(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) { c.Lockout.PerIPAfter = 0 }) // ban.ip_after 10
+	admitted := beginAll(g, 10, func(i int) (string, netip.Addr) { return fmt.Sprintf("u%d@example.org", i), addr1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if v := <-waitFlight(ctx, g, "late@example.org", addr1); v.Allow || !v.Waited {
+		t.Fatalf("wait with the budget in flight = %+v, want a wait that ran out", v)
+	}
+	g.mu.Lock()
+	n := len(g.flightWake)
+	g.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d wake entries left after the wait ended", n)
+	}
+	for _, a := range admitted {
 		a.Finish(Abandoned, "")
 	}
 }
