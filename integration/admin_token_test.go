@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestAdminOneTokenCheck (issue #15): the real binary's admin listener,
@@ -41,7 +40,7 @@ func TestAdminOneTokenCheck(t *testing.T) {
 	}
 	c.Extra = fmt.Sprintf("admin: {address: %q, token_file: %q}", admin, tokenFile)
 	m := startCfg(t, c)
-	if !waitFor(func() bool { return accepting(admin) }, 10*time.Second) {
+	if !waitFor(func() bool { return accepting(admin) }, eventually) {
 		t.Fatalf("admin listener %s never accepted; log:\n%s", admin, m.Log())
 	}
 	base := "http://" + admin

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // imaplibAudit logs in over implicit TLS from a chosen loopback source
@@ -82,7 +81,7 @@ func TestAuditHistory(t *testing.T) {
 		rows = nil
 		json.Unmarshal([]byte(audit(user, "--json")), &rows)
 		return len(rows) == 3
-	}, 15*time.Second) {
+	}, eventually) {
 		t.Fatalf("the history of %s never had 3 rows: %+v", user, rows)
 	}
 	byResult := map[string]row{}
@@ -125,7 +124,7 @@ func TestAuditHistory(t *testing.T) {
 			}
 		}
 		return false
-	}, 15*time.Second) {
+	}, eventually) {
 		t.Errorf("the pass after the reload was not counted: %+v", rows)
 	}
 }

@@ -81,7 +81,7 @@ func startDemo(t *testing.T, bin string) (base int, out, errLog *syncBuffer) {
 			pid := cmd.Process.Pid
 			return procListening(pid, imaps) && procListening(pid, sub) && accepting(imaps) && accepting(sub)
 		}
-		waitFor(func() bool { return exited() || up() }, 20*time.Second)
+		waitFor(func() bool { return exited() || up() }, eventually)
 		if exited() {
 			if attempt < testport.Attempts && testport.InUse(errLog.String()) {
 				t.Logf("a demo port was taken (port base %d); trying another base", base)
@@ -92,7 +92,7 @@ func startDemo(t *testing.T, bin string) (base int, out, errLog *syncBuffer) {
 		if !up() {
 			t.Fatalf("demo listeners never accepted; stderr:\n%s", errLog)
 		}
-		if !waitFor(func() bool { return strings.Contains(out.String(), "Ctrl-C stops") }, 10*time.Second) {
+		if !waitFor(func() bool { return strings.Contains(out.String(), "Ctrl-C stops") }, eventually) {
 			t.Fatalf("demo instructions not printed; stdout:\n%s", out)
 		}
 		return base, out, errLog

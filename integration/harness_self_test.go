@@ -5,7 +5,6 @@ package integration
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestHarnessDovecotDirect proves the harness: Python's imaplib logs in to
@@ -30,7 +29,7 @@ print(typ, typ2)
 	}
 	if !waitFor(func() bool {
 		return hasLine(hs.dovecotLog(), "imap-login:", "Login: user=<alice@example.test>, method=PLAIN, rip=81.2.69.142,")
-	}, 5*time.Second) {
+	}, eventually) {
 		t.Fatalf("dovecot log lacks the forwarded address; log:\n%s", hs.dovecotLog())
 	}
 }
@@ -56,7 +55,7 @@ print("sent")
 	if err != nil {
 		t.Fatalf("smtplib: %v\n%s", err, out)
 	}
-	if !waitFor(func() bool { return countDirect(t, "bob@example.test") == 1 }, 20*time.Second) {
+	if !waitFor(func() bool { return countDirect(t, "bob@example.test") == 1 }, eventually) {
 		t.Fatalf("message never arrived; postfix log:\n%s", hs.postfixLog())
 	}
 	if !strings.Contains(hs.postfixLog(), "client=unknown[81.2.69.142]") {
@@ -114,7 +113,7 @@ p.quit()
 	}
 	if !waitFor(func() bool {
 		return hasLine(hs.dovecotLog(), "pop3-login:", "Login: user=<carol@example.test>, method=PLAIN, rip=81.2.69.142,")
-	}, 5*time.Second) {
+	}, eventually) {
 		t.Fatalf("dovecot log lacks the forwarded address; log:\n%s", hs.dovecotLog())
 	}
 }
@@ -131,7 +130,7 @@ func TestHarnessSwaks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
-	if !waitFor(func() bool { return countDirect(t, "carol@example.test") == 1 }, 20*time.Second) {
+	if !waitFor(func() bool { return countDirect(t, "carol@example.test") == 1 }, eventually) {
 		t.Fatalf("message never arrived; postfix log:\n%s", hs.postfixLog())
 	}
 	c := imapDial(t, addr(hs.imapPort), false, "carol@example.test", "carolpass", nil)

@@ -212,6 +212,13 @@ func closedPort(t testing.TB) int {
 	return port
 }
 
+// eventually is how long a test waits for something that should happen
+// soon (a process listening, a log line, a delivery). It is long on
+// purpose: waiting costs nothing when the thing happens, and on a busy
+// machine (2 cores, the race detector, other test packages and jobs) a
+// race-built mailgate has been seen to take over 15 s just to start.
+const eventually = 60 * time.Second
+
 // waitFor polls cond until it is true or timeout passes.
 func waitFor(cond func() bool, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)

@@ -236,7 +236,7 @@ func TestIMAPProxyProtocolForwardsClient(t *testing.T) {
 		t.Fatalf("login via PROXY from %s = %q, want a1 OK", addrGB, reply)
 	}
 	want := "Login: user=<bob@example.test>, method=PLAIN, rip=" + addrGB + ","
-	if !waitFor(func() bool { return hasLine(hs.dovecotLog(), "imap-login:", want) }, 10*time.Second) {
+	if !waitFor(func() bool { return hasLine(hs.dovecotLog(), "imap-login:", want) }, eventually) {
 		t.Fatalf("dovecot log lacks an imap-login line with %q:\n%s", want, hs.dovecotLog())
 	}
 }

@@ -70,7 +70,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.WaitLog(t, "draining")
-	if !waitFor(func() bool { return !accepting(m.Addr["imaps"]) }, 10*time.Second) {
+	if !waitFor(func() bool { return !accepting(m.Addr["imaps"]) }, eventually) {
 		t.Fatal("listener still accepts after SIGTERM")
 	}
 	select {

@@ -102,7 +102,7 @@ func (m *Mailgate) Log() string { return m.log.String() }
 // WaitLog waits until mailgate's log contains substr.
 func (m *Mailgate) WaitLog(t testing.TB, substr string) string {
 	t.Helper()
-	if !waitFor(func() bool { return strings.Contains(m.Log(), substr) }, 10*time.Second) {
+	if !waitFor(func() bool { return strings.Contains(m.Log(), substr) }, eventually) {
 		t.Fatalf("mailgate log never showed %q; log:\n%s", substr, m.Log())
 	}
 	return m.Log()
@@ -111,7 +111,7 @@ func (m *Mailgate) WaitLog(t testing.TB, substr string) string {
 // WaitCount waits until mailgate's log contains substr at least n times.
 func (m *Mailgate) WaitCount(t testing.TB, substr string, n int) {
 	t.Helper()
-	if !waitFor(func() bool { return strings.Count(m.Log(), substr) >= n }, 10*time.Second) {
+	if !waitFor(func() bool { return strings.Count(m.Log(), substr) >= n }, eventually) {
 		t.Fatalf("mailgate log shows %q %d times, want %d; log:\n%s", substr, strings.Count(m.Log(), substr), n, m.Log())
 	}
 }
@@ -219,7 +219,7 @@ func launch(t testing.TB, cfgYAML string) (*Mailgate, error) {
 			default:
 			}
 			return m.listening(a) && accepting(a)
-		}, 15*time.Second)
+		}, eventually)
 		select {
 		case <-m.done:
 			return nil, fmt.Errorf("mailgate exited during start-up (%v); log:\n%s\nconfig:\n%s", m.cmd.ProcessState, m.Log(), cfgYAML)
@@ -263,7 +263,7 @@ func (m *Mailgate) Reload(t testing.TB, cfgYAML string) bool {
 	}
 	if !waitFor(func() bool {
 		return strings.Count(m.Log(), reloadOK) > ok || strings.Count(m.Log(), reloadFailed) > failed
-	}, 15*time.Second) {
+	}, eventually) {
 		t.Fatalf("no reload outcome logged after SIGHUP; log:\n%s", m.Log())
 	}
 	return strings.Count(m.Log(), reloadOK) > ok

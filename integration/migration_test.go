@@ -201,7 +201,7 @@ func routeOutside(t *testing.T) *lmtpSink {
 		ok := c.Rcpt("route-check@"+outsideDomain) == nil
 		_ = c.Quit()
 		return ok
-	}, 30*time.Second) {
+	}, eventually) {
 		t.Fatalf("postfix never routed %s after reload; log:\n%s", outsideDomain, hs.postfixLog())
 	}
 	return sink
@@ -363,7 +363,7 @@ func (s *unixSyslog) wait(t *testing.T, parts ...string) string {
 			}
 		}
 		return false
-	}, 15*time.Second) {
+	}, eventually) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		t.Fatalf("no syslog line with %q; lines:\n%s", parts, strings.Join(s.lines, "\n"))

@@ -115,7 +115,7 @@ func TestOpsMetricsAndFail2ban(t *testing.T) {
 	c.Extra = fmt.Sprintf("admin: {address: %q}\nsyslog: {enabled: true, address: %q}",
 		admin, "udp:"+sl.pc.LocalAddr().String())
 	m := startCfg(t, c)
-	if !waitFor(func() bool { return accepting(admin) }, 10*time.Second) {
+	if !waitFor(func() bool { return accepting(admin) }, eventually) {
 		t.Fatalf("admin listener %s never accepted; log:\n%s", admin, m.Log())
 	}
 
@@ -129,7 +129,7 @@ func TestOpsMetricsAndFail2ban(t *testing.T) {
 		_, conn := series(before, connSeries)
 		_, tls := series(before, tlsSeries)
 		return conn && tls
-	}, 15*time.Second) {
+	}, eventually) {
 		t.Fatalf("the start-up probes never showed in /metrics (%s, %s):\n%s", connSeries, tlsSeries, before)
 	}
 

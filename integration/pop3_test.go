@@ -141,7 +141,7 @@ func TestPOP3ProxyProtocolForwardsClient(t *testing.T) {
 		t.Fatalf("login via PROXY from %s = %q, want +OK", addrGB, reply)
 	}
 	want := "Login: user=<alice@example.test>, method=PLAIN, rip=" + addrGB + ","
-	if !waitFor(func() bool { return hasLine(hs.dovecotLog(), "pop3-login:", want) }, 10*time.Second) {
+	if !waitFor(func() bool { return hasLine(hs.dovecotLog(), "pop3-login:", want) }, eventually) {
 		t.Fatalf("dovecot log lacks a pop3-login line with %q:\n%s", want, hs.dovecotLog())
 	}
 }

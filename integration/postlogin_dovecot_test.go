@@ -5,7 +5,6 @@ package integration
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mailgate/mailgate/integration/mailstack"
 )
@@ -89,7 +88,7 @@ func TestIMAPIDAfterLoginIgnored(t *testing.T) {
 	}
 	l.send("c NOOP\r\nd LOGOUT\r\n")
 	l.until("d OK")
-	if !waitFor(func() bool { return strings.Contains(logSince(hs.dovecotLog(), mark), "Logged out") }, 10*time.Second) {
+	if !waitFor(func() bool { return strings.Contains(logSince(hs.dovecotLog(), mark), "Logged out") }, eventually) {
 		t.Fatalf("no logout in Dovecot's log:\n%s", logSince(hs.dovecotLog(), mark))
 	}
 	after := logSince(hs.dovecotLog(), mark)

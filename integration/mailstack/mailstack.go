@@ -827,7 +827,8 @@ func usersLines(users map[string]string, format string) string {
 // waitAccepting waits until every port (0s skipped) accepts a TCP
 // connection.
 func waitAccepting(ctx context.Context, ports ...int) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	// Long: on a busy machine a daemon can take many seconds to start.
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for _, p := range ports {
 		if p == 0 {
