@@ -44,9 +44,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"io"
@@ -218,16 +216,9 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// sessionIDEncoding is lower-case base32 without padding: ids are easy to
-// read out over the phone and safe in every protocol's reply text.
-var sessionIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// newSessionID returns 12 random base32 characters (60 bits).
-func newSessionID() string {
-	var b [8]byte
-	rand.Read(b[:]) // never fails (crypto/rand doc)
-	return sessionIDEncoding.EncodeToString(b[:])[:12]
-}
+// newSessionID returns 12 random lower-case base32 characters
+// (logfield.NewID; the nginx adapter's ids are the same).
+func newSessionID() string { return logfield.NewID() }
 
 // serve runs the session to its end. It is the only exit path: deferred
 // close, unregister and the "session closed" line.

@@ -1,6 +1,7 @@
 // Package logfield makes client text safe for a log field: the proxy's
 // sessions and the HTTP adapters (adapter/nginx) log user names through
-// the same function, so one fail2ban filter reads both the same way. It
+// the same function, and number their lines with the same session ids
+// (NewID), so one fail2ban filter reads both the same way. It
 // imports only the standard library.
 package logfield
 

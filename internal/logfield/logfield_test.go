@@ -1,6 +1,9 @@
 package logfield
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // The proxy's own tests (proxy/logfield_test.go) cover the escapes; this
 // pins the contract the adapters rely on: printable ASCII unchanged,
@@ -20,5 +23,13 @@ func TestClean(t *testing.T) {
 		if got := Clean(tt.in, tt.max); got != tt.want {
 			t.Errorf("Clean(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
 		}
+	}
+}
+
+// Ids match the fail2ban filters' cid=[a-z2-7]+ and differ.
+func TestNewID(t *testing.T) {
+	a, b := NewID(), NewID()
+	if len(a) != 12 || strings.Trim(a, "abcdefghijklmnopqrstuvwxyz234567") != "" || a == b {
+		t.Errorf("NewID() = %q, %q", a, b)
 	}
 }
