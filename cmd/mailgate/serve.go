@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/mailgate/mailgate/adapter/nginx"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
@@ -186,6 +187,10 @@ type gateway struct {
 	ops      *opsMetrics   // registry and metrics; survive reloads
 	guard    *guardRunner  // brute-force guard; survives reloads
 	audit    *audit.Store  // login history; nil: off; survives reloads
+	// nginx is the auth_http adapter (nil: off) and nginxWait waits for
+	// its server to stop.
+	nginx     *nginx.Handler
+	nginxWait func()
 }
 
 // current returns the state in use.
@@ -242,6 +247,11 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		ls = append(ls, l)
 	}
 	startWarnings(log, cfg, st)
+	if g.nginxWait, err = g.startNginxAdapter(st); err != nil {
+		g.closeListeners()
+		cancel()
+		return nil, err
+	}
 
 	go func() {
 		if err := tm.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -326,6 +336,7 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			g.guard.reload(cfg, st.geo, g.log)
 			g.cur.Store(st) // complete: nothing writes st after this
 			g.srv.Update(st.opts)
+			g.reloadNginxAdapter(old, st, g.log)
 			g.ops.reloaded(nil)
 			g.log.Info("reload: new config, policy and databases in use")
 			warnStaleGeo(g.log, st)
@@ -365,6 +376,7 @@ func (g *gateway) waitSignals(load func() (*Config, error)) int {
 		err := g.srv.Shutdown(ctx)
 		cancel()
 		g.cancel()
+		g.nginxWait()
 		g.guard.wait() // the guard's final state save
 		if err != nil {
 			g.log.Warn("drain time over; remaining sessions closed", "err", err)
@@ -380,6 +392,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
 	g.cancel()
 	<-g.done
+	g.nginxWait()
 	g.guard.wait()
 	return err
 }
@@ -404,6 +417,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = readAdminToken(cfg.Admin)
 	errs = append(errs, err)
+	errs = append(errs, checkNginxSecret(cfg))
 	if cfg.Syslog.Enabled {
 		// serve runs without the socket, but fail2ban would see nothing.
 		if err := probeSyslog(cfg.Syslog); err != nil {
