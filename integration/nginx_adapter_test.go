@@ -5,6 +5,7 @@ package integration
 import (
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,3 +238,45 @@ func tailLines(s string, n int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(l[max(0, len(l)-n):], "\n")
 }
+
+// TestNginxAdapterDovecotAuth: with adapters.nginx.verify: dovecot-auth
+// the adapter checks passwords on the real Dovecot's auth socket: the
+// right one passes, a wrong one and an unknown user get the uniform
+// refusal, logged AUTHFAILED as the backend's refusal.
+func TestNginxAdapterDovecotAuth(t *testing.T) {
+	hs := need(t)
+	dir := t.TempDir()
+	secretFile, userFile := filepath.Join(dir, "secret"), filepath.Join(dir, "user-allowed.php")
+	os.WriteFile(secretFile, []byte(nginxSecret), 0o600)
+	os.WriteFile(userFile, nil, 0o600)
+	m, url := startBenchAdapter(t, userFile, secretFile, fmt.Sprintf("verify: dovecot-auth, dovecot_auth: %q", hs.stack.AuthSocket))
+	ask := func(user, pass string) string {
+		req, _ := http.NewRequest("GET", url, nil)
+		for k, v := range map[string]string{"Auth-Method": "plain", "Auth-User": user, "Auth-Pass": pass,
+			"Auth-Protocol": "smtp", "Client-IP": ngxGB, nginxSecretHeader: nginxSecret} {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Auth-Status") + "|" + resp.Header.Get("Auth-Error-Code")
+	}
+	if r := ask("alice%40example.test", users["alice@example.test"]); r != "OK|" {
+		t.Errorf("right password: %q", r)
+	}
+	for _, u := range []string{"alice%40example.test", "nobody%40example.test"} {
+		if r := ask(u, wrongPass); !strings.HasPrefix(r, "Invalid login or password (id ") || !strings.HasSuffix(r, "|535 5.7.8") {
+			t.Errorf("%s with a wrong password: %q", u, r)
+		}
+	}
+	m.WaitCount(t, `reason="backend refused credentials"`, 2)
+	if !hasLine(hs.dovecotLog(), "auth", "alice@example.test") {
+		t.Errorf("Dovecot's auth log does not show the checks")
+	}
+}
+
+// nginxSecretHeader is the header nginx sends the secret in
+// (adapter/nginx.SecretHeader, as docs/nginx-adapter.md shows it).
+const nginxSecretHeader = "X-Mailgate-Secret"
