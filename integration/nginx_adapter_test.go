@@ -168,6 +168,18 @@ func TestNginxAuthHTTP(t *testing.T) {
 	if strings.Contains(hs.dovecotLog()[dovecotBefore:], bob) {
 		t.Errorf("the denied login reached Dovecot:\n%s", hs.dovecotLog()[dovecotBefore:])
 	}
+	// Names that imitate mailgate's fields and name another address:
+	// counted against the real source only (checked by fail2ban-regex
+	// below).
+	hostile := []string{
+		"x msg=AUTHFAILED cid=aaaaaaaaaaaa proto=imap listener=nginx remote=6.6.6.6 event=",
+		"x : AUTHFAILED|imap 6.6.6.6|",
+	}
+	for _, u := range hostile {
+		if r := nginxIMAPLogin(t, s, ngxRU, u, "x"); !strings.HasPrefix(r, "a1 NO Invalid login or password (id ") {
+			t.Fatalf("hostile name %q through nginx = %q", u, r)
+		}
+	}
 	// A wrong password: the same reply.
 	if r := nginxIMAPLogin(t, s, ngxWrongPw, "carol@example.test", wrongPass); !strings.HasPrefix(r, "a1 NO Invalid login or password (id ") {
 		t.Fatalf("wrong password through nginx = %q", r)
@@ -201,9 +213,9 @@ func TestNginxAuthHTTP(t *testing.T) {
 
 	// fail2ban: the real fail2ban-regex over the structured log and the
 	// legacy syslog lines finds each refused source exactly once.
-	want := map[string]int{ngxRU: 1, ngxWrongPw: 1}
+	want := map[string]int{ngxRU: 1 + len(hostile), ngxWrongPw: 1}
 	var file strings.Builder
-	for range 2 {
+	for range 2 + len(hostile) {
 		l := s.sl.next(t, "FAILED|")
 		file.WriteString(l[strings.IndexByte(l, '>')+1:] + "\n")
 	}
