@@ -63,6 +63,8 @@ func startNginxSetup(t *testing.T) *nginxSetup {
 		mgIMAPS, adapterPort = p[0], p[1]
 	}
 	pick()
+	// The guard counts nothing and pads nothing: the test counts log
+	// lines and sends several refusals from one source in a row.
 	render := func() string {
 		return fmt.Sprintf(`hostname: mail.example.test
 log: {level: info, format: text}
@@ -78,7 +80,8 @@ geo:
 policy: {allow_countries: [GB], user_file: %q, rules_file: %q, watch_interval: 200ms}
 limits: {auth_failure_delay: 100ms}
 syslog: {enabled: true, address: %q}
-guard: {tarpit: {after: 0}, ban: {ip_after: 0, network_after: 0}, lockout: {after: 0, per_ip_after: 0}}
+guard: {tarpit: {after: 0}, ban: {ip_after: 0, network_after: 0}, lockout: {after: 0, per_ip_after: 0}, failure_penalty: {init: 0s}}
+admin: {address: "off"}
 adapters:
   nginx: {listen: "127.0.0.1:%d", secret_file: %q}
 `, mgIMAPS, hs.imapPort, hs.pop3Port, hs.smtpPort, userFile, rulesFile, "udp:"+sl.pc.LocalAddr().String(), adapterPort, secretFile)
@@ -180,6 +183,21 @@ func TestNginxAuthHTTP(t *testing.T) {
 			t.Fatalf("hostile name %q through nginx = %q", u, r)
 		}
 	}
+	// One nginx session, limits.max_login_attempts (3) refusals: after
+	// the first two nginx waits Auth-Wait and lets the client try again;
+	// the third comes without Auth-Wait and nginx ends the session.
+	l := newLineConn(t, dialFrom(t, ngxRU, s.imaps))
+	l.startTLS()
+	l.until("* OK")
+	for i := 1; i <= 3; i++ {
+		l.send(fmt.Sprintf("a%d LOGIN carol@example.test x\r\n", i))
+		if r := l.until(fmt.Sprintf("a%d ", i)); !strings.HasPrefix(r, fmt.Sprintf("a%d NO Invalid login or password (id ", i)) {
+			t.Fatalf("attempt %d in one session = %q", i, r)
+		}
+	}
+	if line, err := l.r.ReadString('\n'); err == nil {
+		t.Errorf("nginx kept the session after the last attempt: %q", line)
+	}
 	// A wrong password: the same reply.
 	if r := nginxIMAPLogin(t, s, ngxWrongPw, "carol@example.test", wrongPass); !strings.HasPrefix(r, "a1 NO Invalid login or password (id ") {
 		t.Fatalf("wrong password through nginx = %q", r)
@@ -213,9 +231,9 @@ func TestNginxAuthHTTP(t *testing.T) {
 
 	// fail2ban: the real fail2ban-regex over the structured log and the
 	// legacy syslog lines finds each refused source exactly once.
-	want := map[string]int{ngxRU: 1 + len(hostile), ngxWrongPw: 1}
+	want := map[string]int{ngxRU: 1 + len(hostile) + 3, ngxWrongPw: 1}
 	var file strings.Builder
-	for range 2 + len(hostile) {
+	for range 2 + len(hostile) + 3 {
 		l := s.sl.next(t, "FAILED|")
 		file.WriteString(l[strings.IndexByte(l, '>')+1:] + "\n")
 	}

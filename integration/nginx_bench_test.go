@@ -110,6 +110,7 @@ policy: {allow_countries: [GB], user_file: %q}
 limits: {auth_failure_delay: 1ms}
 guard: {tarpit: {after: 0}, ban: {ip_after: 0, network_after: 0}, lockout: {after: 0, per_ip_after: 0},
         failure_penalty: {init: 0s}, backend: {max_concurrent: 0}}
+admin: {address: "off"}
 adapters:
   nginx: {listen: "127.0.0.1:%d", secret_file: %q, %s}
 `, mgIMAPS, hs.imapPort, hs.pop3Port, hs.smtpPort, userFile, adapterPort, secretFile, verify)

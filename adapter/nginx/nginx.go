@@ -152,8 +152,7 @@ type Deps struct {
 	MaxAttempts int
 }
 
-// Handler serves auth_http requests. Put it behind
-// adapter.NewSecret(SecretHeader, ...).Protect.
+// Handler serves auth_http requests. Serve it behind Protect.
 type Handler struct {
 	deps    atomic.Pointer[Deps]
 	metrics *Metrics
