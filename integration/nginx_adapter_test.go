@@ -141,7 +141,7 @@ func nginxIMAPLogin(t *testing.T, s *nginxSetup, src, user, pass string) string 
 // TestNginxAuthHTTP (issue #19): the real nginx with docs/nginx-adapter.md's
 // mail {} block asks mailgate over auth_http, in front of the real
 // Dovecot and Postfix. An allowed login passes through nginx (go-imap
-// reads the mailbox); a login from a denied country gets nginx's normal
+// reads the mailbox, poplib logs in to POP3); a login from a denied country gets nginx's normal
 // failure and never reaches Dovecot; after the help desk's `mailgate
 // allow` the same login passes; SMTP submission through nginx (swaks,
 // XCLIENT to Postfix) delivers; and every shipped or documented
@@ -160,6 +160,22 @@ func TestNginxAuthHTTP(t *testing.T) {
 	}
 	c.Logout()
 	s.m.WaitLog(t, "msg=AUTHPASS")
+	// POP3 with Python's poplib: nginx sends USER/PASS as Auth-Method
+	// plain, mailgate sends nginx on to Dovecot's POP3.
+	_, pop3Port := splitPort(t, s.pop3s)
+	out, err := python(t, `
+import poplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+p = poplib.POP3_SSL("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=60)
+p.user(sys.argv[2])
+print(p.pass_(sys.argv[3]).decode().split()[0], p.stat()[0] >= 0, p.quit().decode().split()[0])
+`, pop3Port, "bob@example.test", users["bob@example.test"])
+	if err != nil || strings.TrimSpace(out) != "+OK True +OK" {
+		t.Fatalf("poplib through nginx: %v\n%s", err, out)
+	}
+	s.m.WaitLog(t, "proto=pop3 listener=nginx remote=127.0.0.1 event=AUTHPASS")
 
 	// Denied country: nginx's own failure reply, the uniform text.
 	dovecotBefore := len(hs.dovecotLog())
