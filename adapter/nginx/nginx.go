@@ -204,15 +204,15 @@ type session struct {
 	attempt *guard.Attempt
 }
 
-// Protect puts h behind the shared secret (adapter.Secret) and counts
-// the requests refused for it.
-func Protect(sec *adapter.Secret, h http.Handler, m *Metrics) http.Handler {
-	inner := sec.Protect(h)
+// Protect puts h behind the shared secret secret returns (the one in
+// force: a reload may change it) and counts the requests refused for it.
+func Protect(secret func() *adapter.Secret, h http.Handler, m *Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sec := secret()
 		if !sec.OK(r) {
 			m.Unauthorized()
 		}
-		inner.ServeHTTP(w, r)
+		sec.Protect(h).ServeHTTP(w, r)
 	})
 }
 

@@ -350,7 +350,7 @@ func TestGuardApplies(t *testing.T) {
 func TestSecretIsRequired(t *testing.T) {
 	ta := newTestAdapter(t, nil)
 	sec := adapter.NewSecret(SecretHeader, "0123456789abcdef0123", slog.New(slog.DiscardHandler))
-	h := Protect(sec, ta.h, ta.h.metrics)
+	h := Protect(func() *adapter.Secret { return sec }, ta.h, ta.h.metrics)
 	r := httptest.NewRequest("GET", "/auth", nil)
 	r.Header.Set("Auth-Method", "plain")
 	w := httptest.NewRecorder()

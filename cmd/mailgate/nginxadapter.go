@@ -5,10 +5,12 @@ package main
 // reload.
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/adapter"
@@ -101,48 +103,86 @@ func (g *gateway) nginxDeps(st *state) *nginx.Deps {
 	return d
 }
 
+// nginxAdapter is the running adapter: its handler, the secret in force
+// and the wait for its server to stop.
+type nginxAdapter struct {
+	h    *nginx.Handler
+	sec  atomic.Pointer[adapter.Secret]
+	hash string // of the secret in force, to tell a new one
+	done chan struct{}
+}
+
+// wait returns when the adapter's server has stopped; nil (off) at once.
+func (a *nginxAdapter) wait() {
+	if a != nil {
+		<-a.done
+	}
+}
+
+// readNginxSecret reads adapters.nginx.secret_file when the adapter is
+// on: buildState calls it, so a broken secret file stops start-up and
+// fails a reload as a broken policy does.
+func readNginxSecret(cfg *Config) (string, error) {
+	c := cfg.Adapters.Nginx
+	if !c.Enabled() {
+		return "", nil
+	}
+	return adapter.ReadSecret(nginxKey, c.SecretFile)
+}
+
 // startNginxAdapter opens the adapter's listener and serves it until the
-// gateway's context ends; wait is done when it has stopped. With the
-// adapter off it does nothing.
-func (g *gateway) startNginxAdapter(st *state) (wait func(), err error) {
+// gateway's context ends. With the adapter off it does nothing.
+func (g *gateway) startNginxAdapter(st *state) error {
 	c := st.cfg.Adapters.Nginx
 	if !c.Enabled() {
-		return func() {}, nil
-	}
-	secret, err := adapter.ReadSecret(nginxKey, c.SecretFile)
-	if err != nil {
-		return nil, err
+		return nil
 	}
 	ln, err := adapter.Listen(g.ctx, c.Config)
 	if err != nil {
-		return nil, fmt.Errorf("%s.listen: %w", nginxKey, err)
+		return fmt.Errorf("%s.listen: %w", nginxKey, err)
 	}
 	log := g.log.With("component", "nginx-adapter")
 	m := nginx.NewMetrics(g.ops.reg)
-	g.nginx = nginx.New(g.nginxDeps(st), m)
-	h := nginx.Protect(adapter.NewSecret(nginx.SecretHeader, secret, log), g.nginx, m)
-	done := make(chan struct{})
+	a := &nginxAdapter{h: nginx.New(g.nginxDeps(st), m), hash: secretHash(st.nginxSecret), done: make(chan struct{})}
+	a.sec.Store(adapter.NewSecret(nginx.SecretHeader, st.nginxSecret, log))
+	g.nginx = a
+	h := nginx.Protect(a.sec.Load, a.h, m)
 	go func() {
-		defer close(done)
+		defer close(a.done)
 		if err := adapter.Serve(g.ctx, ln, h, log, adapterGrace); err != nil {
 			log.Error("nginx adapter stopped", "err", err)
 		}
 	}()
 	g.log.Info("listening", "listener", nginx.Listener, "proto", "auth_http", "address", c.Listen,
 		"verify", orDefault(c.Verify, nginx.VerifyIMAP))
-	return func() { <-done }, nil
+	return nil
 }
 
-// reloadNginxAdapter hands the new state to the running adapter; its
-// listener and secret take effect after a restart, as listeners do.
+// reloadNginxAdapter hands the new state to the running adapter, and its
+// secret when the file now holds another one (a rotation: nginx must
+// send the new one from then on). Its listener takes effect after a
+// restart, as listeners do.
 func (g *gateway) reloadNginxAdapter(old, st *state, log *slog.Logger) {
 	o, n := old.cfg.Adapters.Nginx, st.cfg.Adapters.Nginx
-	if o.Config != n.Config {
-		log.Warn("reload: adapters.nginx listen and secret_file changed; they take effect after a restart")
+	a := g.nginx
+	if o.Listen != n.Listen || (a == nil) != !n.Enabled() {
+		log.Warn("reload: adapters.nginx.listen changed, or the adapter was turned on or off; that takes effect after a restart")
 	}
-	if g.nginx != nil {
-		g.nginx.Update(g.nginxDeps(st))
+	if a == nil || !n.Enabled() {
+		return
 	}
+	a.h.Update(g.nginxDeps(st))
+	if h := secretHash(st.nginxSecret); h != a.hash {
+		a.sec.Store(adapter.NewSecret(nginx.SecretHeader, st.nginxSecret, log.With("component", "nginx-adapter")))
+		a.hash = h
+		log.Info("reload: adapters.nginx uses the new secret from secret_file")
+	}
+}
+
+// secretHash tells secrets apart without keeping a second copy.
+func secretHash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return string(h[:])
 }
 
 func orDefault(s, def string) string {
@@ -150,13 +190,4 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
-}
-
-// checkNginxSecret reads the adapter's secret file for check-config.
-func checkNginxSecret(cfg *Config) error {
-	if c := cfg.Adapters.Nginx; c.Enabled() {
-		_, err := adapter.ReadSecret(nginxKey, c.SecretFile)
-		return err
-	}
-	return nil
 }

@@ -42,7 +42,8 @@ func askNginx(t *testing.T, sock, secret, user, pass, ip string) http.Header {
 }
 
 // The adapter starts with the gateway, answers with the running state's
-// policy and backends, takes a new policy on reload, and stops with it.
+// policy and backends, takes a new policy and a new secret on reload
+// (a broken secret file fails the reload), and stops with the gateway.
 func TestNginxAdapterFollowsReload(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -91,6 +92,26 @@ func TestNginxAdapterFollowsReload(t *testing.T) {
 	}
 	if h := askNginx(t, sock, testNginxSecret, "alice%40example.test", "alicepass", "127.0.0.1"); h.Get("Auth-Status") == "OK" {
 		t.Errorf("after a reload that no longer allows US: %v", h)
+	}
+	// A broken secret file fails the reload and keeps the secret in force;
+	// a new secret is in force after the next reload.
+	os.WriteFile(secretFile, []byte("short\n"), 0o600)
+	if err := g.reload(func() (*Config, error) { return mk("US"), nil }); err == nil || !strings.Contains(err.Error(), "adapters.nginx.secret_file") {
+		t.Errorf("reload with a broken secret file: %v", err)
+	}
+	if h := askNginx(t, sock, testNginxSecret, "alice%40example.test", "alicepass", "127.0.0.1"); h.Get("X-Status") != "200 OK" || h.Get("Auth-Status") == "OK" {
+		t.Errorf("after a failed reload, want the old secret and policy in force: %v", h)
+	}
+	const rotated = "rotated-secret-9876543210"
+	os.WriteFile(secretFile, []byte(rotated+"\n"), 0o600)
+	if err := g.reload(func() (*Config, error) { return mk("US"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if h := askNginx(t, sock, testNginxSecret, "alice%40example.test", "alicepass", "127.0.0.1"); h.Get("X-Status") != "401 Unauthorized" {
+		t.Errorf("the old secret after a rotation: %v", h)
+	}
+	if h := askNginx(t, sock, rotated, "alice%40example.test", "alicepass", "127.0.0.1"); h.Get("Auth-Status") != "OK" {
+		t.Errorf("the new secret after a rotation: %v", h)
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()

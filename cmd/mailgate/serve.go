@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/mailgate/mailgate/adapter/nginx"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
@@ -32,6 +31,8 @@ type state struct {
 	geo  *geo.DB
 	pol  *policy.Engine
 	opts proxy.Options
+	// nginxSecret is adapters.nginx's shared secret ("" when it is off).
+	nginxSecret string
 	// stop ends this state's background watchers when it is replaced.
 	stop context.CancelFunc
 }
@@ -57,6 +58,10 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	nginxSecret, err := readNginxSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
 	imap := &backend.IMAP{Opts: imapB}
 	smtp := &backend.SMTP{
 		Opts:        smtpB,
@@ -71,9 +76,10 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 		smtp.CacheTTL = *t
 	}
 	return &state{
-		cfg: cfg,
-		geo: gdb,
-		pol: pol,
+		cfg:         cfg,
+		geo:         gdb,
+		pol:         pol,
+		nginxSecret: nginxSecret,
 		opts: proxy.Options{
 			Logger:     log,
 			Hostname:   cfg.Hostname,
@@ -187,10 +193,7 @@ type gateway struct {
 	ops      *opsMetrics   // registry and metrics; survive reloads
 	guard    *guardRunner  // brute-force guard; survives reloads
 	audit    *audit.Store  // login history; nil: off; survives reloads
-	// nginx is the auth_http adapter (nil: off) and nginxWait waits for
-	// its server to stop.
-	nginx     *nginx.Handler
-	nginxWait func()
+	nginx    *nginxAdapter // the auth_http adapter; nil: off
 }
 
 // current returns the state in use.
@@ -247,7 +250,7 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		ls = append(ls, l)
 	}
 	startWarnings(log, cfg, st)
-	if g.nginxWait, err = g.startNginxAdapter(st); err != nil {
+	if err = g.startNginxAdapter(st); err != nil {
 		g.closeListeners()
 		cancel()
 		return nil, err
@@ -376,7 +379,7 @@ func (g *gateway) waitSignals(load func() (*Config, error)) int {
 		err := g.srv.Shutdown(ctx)
 		cancel()
 		g.cancel()
-		g.nginxWait()
+		g.nginx.wait()
 		g.guard.wait() // the guard's final state save
 		if err != nil {
 			g.log.Warn("drain time over; remaining sessions closed", "err", err)
@@ -392,7 +395,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
 	g.cancel()
 	<-g.done
-	g.nginxWait()
+	g.nginx.wait()
 	g.guard.wait()
 	return err
 }
@@ -417,7 +420,6 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = readAdminToken(cfg.Admin)
 	errs = append(errs, err)
-	errs = append(errs, checkNginxSecret(cfg))
 	if cfg.Syslog.Enabled {
 		// serve runs without the socket, but fail2ban would see nothing.
 		if err := probeSyslog(cfg.Syslog); err != nil {
