@@ -177,14 +177,9 @@ func (b *SMTP) verify(ctx context.Context, c Client, user, pass string) error {
 	if b.VerifyIMAP == nil {
 		return fmt.Errorf("%w: smtp: imap verification without an IMAP backend", ErrUnavailable)
 	}
-	sess, err := b.VerifyIMAP.Login(ctx, c, "mgv", user, pass)
-	if err != nil {
+	if err := b.VerifyIMAP.Verify(ctx, c, user, pass); err != nil {
 		return err
 	}
-	// LOGOUT is a courtesy (RFC 9051 6.1.3); the answer does not matter.
-	_ = sess.Conn.SetDeadline(time.Now().Add(time.Second))
-	_, _ = sess.Conn.Write([]byte("mgz LOGOUT\r\n"))
-	_ = sess.Conn.Close()
 	b.cache.add(user, pass)
 	return nil
 }

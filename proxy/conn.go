@@ -44,9 +44,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"io"
@@ -57,10 +55,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/logfield"
 	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
 )
 
@@ -218,16 +216,9 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// sessionIDEncoding is lower-case base32 without padding: ids are easy to
-// read out over the phone and safe in every protocol's reply text.
-var sessionIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// newSessionID returns 12 random base32 characters (60 bits).
-func newSessionID() string {
-	var b [8]byte
-	rand.Read(b[:]) // never fails (crypto/rand doc)
-	return sessionIDEncoding.EncodeToString(b[:])[:12]
-}
+// newSessionID returns 12 random lower-case base32 characters
+// (logfield.NewID; the nginx adapter's ids are the same).
+func newSessionID() string { return logfield.NewID() }
 
 // serve runs the session to its end. It is the only exit path: deferred
 // close, unregister and the "session closed" line.
@@ -603,54 +594,9 @@ func (c *conn) countError() error {
 // attemptsLeft reports whether another login attempt is allowed.
 func (c *conn) attemptsLeft() bool { return c.attempts < c.lim.MaxLoginAttempts }
 
-// sanitizeLog makes client text safe and short for a log field. Printable
-// ASCII stays as it is, so a name stays recognisable; every other rune is
-// escaped as Go writes it (\u00a0, \U0001f600), invalid UTF-8 as \xff and
-// the backslash as \\. So no Unicode space, line or paragraph separator,
-// control or format character reaches a log line, where a syslog daemon,
-// journald or a fail2ban regex (Python's \s and \S know Unicode) would
-// read it differently from us. The result is at most max octets and never
-// ends inside an escape.
-func sanitizeLog(s string, max int) string {
-	clean := len(s) <= max
-	for i := 0; clean && i < len(s); i++ {
-		clean = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\'
-	}
-	if clean {
-		return s
-	}
-	const hex = "0123456789abcdef"
-	b := make([]byte, 0, min(max, 2*len(s)))
-	var esc [10]byte
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		var p []byte
-		switch {
-		case r == utf8.RuneError && n == 1:
-			p = append(esc[:0], '\\', 'x', hex[s[i]>>4], hex[s[i]&15])
-		case r == '\\':
-			p = append(esc[:0], '\\', '\\')
-		case r >= 0x20 && r < 0x7f:
-			p = append(esc[:0], byte(r))
-		case r <= 0xffff:
-			p = append(esc[:0], '\\', 'u')
-			for sh := 12; sh >= 0; sh -= 4 {
-				p = append(p, hex[r>>sh&15])
-			}
-		default:
-			p = append(esc[:0], '\\', 'U')
-			for sh := 28; sh >= 0; sh -= 4 {
-				p = append(p, hex[r>>sh&15])
-			}
-		}
-		if len(b)+len(p) > max {
-			break
-		}
-		b = append(b, p...)
-		i += n
-	}
-	return string(b)
-}
+// sanitizeLog makes client text safe and short for a log field
+// (logfield.Clean; the nginx adapter logs the same way).
+func sanitizeLog(s string, max int) string { return logfield.Clean(s, max) }
 
 // countingConn counts wire bytes each way for the "session closed" line.
 type countingConn struct {

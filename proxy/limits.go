@@ -18,8 +18,6 @@ const (
 	// maxLoginName bounds a login name: a mail address is at most 320
 	// octets (RFC 5321 4.5.3.1).
 	maxLoginName = sasl.MaxUsername
-	// maxPassword bounds a password; longer is an attack, not a user.
-	maxPassword = sasl.MaxPassword
 )
 
 // Default limits. Each says why; the `limits:` table in docs/imap.md

@@ -20,10 +20,10 @@ import (
 	"log/slog"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/authlimit"
 	"github.com/mailgate/mailgate/policy"
 )
 
@@ -302,18 +302,10 @@ func (c *conn) guardBackendSlot(ctx context.Context) (release func(), ok bool) {
 // checkCredentials returns why a login cannot be used, or "". Names and
 // passwords with CR, LF or NUL could inject a command into a backend.
 func checkCredentials(a loginAttempt) string {
-	switch {
-	case a.user == "":
-		return "empty login name"
-	case len(a.user) > maxLoginName:
-		return "login name too long"
-	case !utf8.ValidString(a.user) || strings.ContainsAny(a.user, "\r\n\x00"):
-		return "invalid login name"
-	case a.pass == "":
-		return "empty password"
-	case len(a.pass) > maxPassword || strings.ContainsAny(a.pass, "\r\n\x00"):
-		return "invalid password"
-	case a.authzid != "" && a.authzid != a.user:
+	if reason := authlimit.Check(a.user, a.pass); reason != "" {
+		return reason
+	}
+	if a.authzid != "" && a.authzid != a.user {
 		return "authorization identity differs from login name"
 	}
 	return ""

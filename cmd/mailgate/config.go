@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mailgate/mailgate/adapter/nginx"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
@@ -47,6 +48,15 @@ type Config struct {
 	Guard guard.Config `yaml:"guard"`
 	// Audit is the login history (docs/audit.md).
 	Audit audit.Config `yaml:"audit"`
+	// Adapters are the HTTP servers for mail stacks that keep their own
+	// front end; each is off by default.
+	Adapters AdaptersConfig `yaml:"adapters"`
+}
+
+// AdaptersConfig is the `adapters:` section.
+type AdaptersConfig struct {
+	// Nginx answers nginx's mail auth_http (docs/nginx-adapter.md).
+	Nginx nginx.Config `yaml:"nginx"`
 }
 
 // LogConfig is the `log:` section.
@@ -285,5 +295,6 @@ func (c *Config) Validate() error {
 	add(c.validateOps())
 	add(c.Guard.Validate())
 	add(c.Audit.Validate())
+	add(c.validateNginxAdapter())
 	return errors.Join(errs...)
 }

@@ -27,6 +27,7 @@ var consistencyPages = []string{
 	"README.md", "docs/migrating-from-nginx.md", "docs/policy.md", "docs/operations.md",
 	"docs/config.md", "docs/backends.md", "docs/deploy/mailgate.service",
 	"docs/deploy/examples/same-host.yaml", "docs/deploy/examples/behind-haproxy.yaml",
+	"docs/nginx-adapter.md",
 }
 
 // lineSuffix is the ":12" of "file:12" in policy check output.
@@ -158,7 +159,7 @@ func TestDocsConfigKeysExist(t *testing.T) {
 		top[strings.SplitN(k, ".", 2)[0]] = true
 	}
 	ref := regexp.MustCompile("`([a-z_]+(?:\\[\\])?(?:\\.(?:[a-z_]+|\\*)(?:\\[\\])?)+)`")
-	for _, page := range []string{"README.md", "docs/migrating-from-nginx.md", "docs/policy.md"} {
+	for _, page := range []string{"README.md", "docs/migrating-from-nginx.md", "docs/policy.md", "docs/nginx-adapter.md"} {
 		n := 0
 		for _, m := range ref.FindAllStringSubmatch(readRepo(t, page), -1) {
 			k := strings.ReplaceAll(m[1], "[]", "")
@@ -190,7 +191,7 @@ func hasPrefixKey(keys map[string]bool, prefix string) bool {
 // uses is one that command's -h lists.
 func TestDocsCommandsExist(t *testing.T) {
 	cmdRe := regexp.MustCompile(`(?m)(?:^|[` + "`" + `\s])mailgate ((?:[a-z][a-z-]*)(?: (?:test|check|update|list|add|remove))?)((?: +(?:-{1,2}[a-z-]+|[^\s` + "`" + `|]+))*)`)
-	for _, page := range []string{"README.md", "docs/migrating-from-nginx.md", "docs/policy.md"} {
+	for _, page := range []string{"README.md", "docs/migrating-from-nginx.md", "docs/policy.md", "docs/nginx-adapter.md"} {
 		text := readRepo(t, page)
 		n := 0
 		for _, m := range cmdRe.FindAllStringSubmatch(text, -1) {

@@ -31,6 +31,8 @@ type state struct {
 	geo  *geo.DB
 	pol  *policy.Engine
 	opts proxy.Options
+	// nginxSecret is adapters.nginx's shared secret ("" when it is off).
+	nginxSecret string
 	// stop ends this state's background watchers when it is replaced.
 	stop context.CancelFunc
 }
@@ -56,6 +58,10 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	nginxSecret, err := readNginxSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
 	imap := &backend.IMAP{Opts: imapB}
 	smtp := &backend.SMTP{
 		Opts:        smtpB,
@@ -70,9 +76,10 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 		smtp.CacheTTL = *t
 	}
 	return &state{
-		cfg: cfg,
-		geo: gdb,
-		pol: pol,
+		cfg:         cfg,
+		geo:         gdb,
+		pol:         pol,
+		nginxSecret: nginxSecret,
 		opts: proxy.Options{
 			Logger:     log,
 			Hostname:   cfg.Hostname,
@@ -186,6 +193,7 @@ type gateway struct {
 	ops      *opsMetrics   // registry and metrics; survive reloads
 	guard    *guardRunner  // brute-force guard; survives reloads
 	audit    *audit.Store  // login history; nil: off; survives reloads
+	nginx    *nginxAdapter // the auth_http adapter; nil: off
 }
 
 // current returns the state in use.
@@ -242,6 +250,11 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		ls = append(ls, l)
 	}
 	startWarnings(log, cfg, st)
+	if err = g.startNginxAdapter(st); err != nil {
+		g.closeListeners()
+		cancel()
+		return nil, err
+	}
 
 	go func() {
 		if err := tm.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -326,6 +339,7 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			g.guard.reload(cfg, st.geo, g.log)
 			g.cur.Store(st) // complete: nothing writes st after this
 			g.srv.Update(st.opts)
+			g.reloadNginxAdapter(old, st, g.log)
 			g.ops.reloaded(nil)
 			g.log.Info("reload: new config, policy and databases in use")
 			warnStaleGeo(g.log, st)
@@ -365,6 +379,7 @@ func (g *gateway) waitSignals(load func() (*Config, error)) int {
 		err := g.srv.Shutdown(ctx)
 		cancel()
 		g.cancel()
+		g.nginx.wait()
 		g.guard.wait() // the guard's final state save
 		if err != nil {
 			g.log.Warn("drain time over; remaining sessions closed", "err", err)
@@ -380,6 +395,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
 	g.cancel()
 	<-g.done
+	g.nginx.wait()
 	g.guard.wait()
 	return err
 }

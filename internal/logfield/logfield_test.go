@@ -1,0 +1,35 @@
+package logfield
+
+import (
+	"strings"
+	"testing"
+)
+
+// The proxy's own tests (proxy/logfield_test.go) cover the escapes; this
+// pins the contract the adapters rely on: printable ASCII unchanged,
+// everything else escaped, never longer than max.
+func TestClean(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"alice@example.org", 100, "alice@example.org"},
+		{"a b\u00a0c", 100, `a b\u00a0c`},
+		{"x\nmsg=AUTHFAILED", 100, `x\u000amsg=AUTHFAILED`},
+		{"abcdef", 3, "abc"},
+		{"ab\u00a0", 7, "ab"},
+	} {
+		if got := Clean(tt.in, tt.max); got != tt.want {
+			t.Errorf("Clean(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
+		}
+	}
+}
+
+// Ids match the fail2ban filters' cid=[a-z2-7]+ and differ.
+func TestNewID(t *testing.T) {
+	a, b := NewID(), NewID()
+	if len(a) != 12 || strings.Trim(a, "abcdefghijklmnopqrstuvwxyz234567") != "" || a == b {
+		t.Errorf("NewID() = %q, %q", a, b)
+	}
+}
