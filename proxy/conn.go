@@ -57,10 +57,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/logsafe"
 	"github.com/mailgate/mailgate/proxy/internal/proxyproto"
 )
 
@@ -603,54 +603,11 @@ func (c *conn) countError() error {
 // attemptsLeft reports whether another login attempt is allowed.
 func (c *conn) attemptsLeft() bool { return c.attempts < c.lim.MaxLoginAttempts }
 
-// sanitizeLog makes client text safe and short for a log field. Printable
-// ASCII stays as it is, so a name stays recognisable; every other rune is
-// escaped as Go writes it (\u00a0, \U0001f600), invalid UTF-8 as \xff and
-// the backslash as \\. So no Unicode space, line or paragraph separator,
-// control or format character reaches a log line, where a syslog daemon,
-// journald or a fail2ban regex (Python's \s and \S know Unicode) would
-// read it differently from us. The result is at most max octets and never
-// ends inside an escape.
-func sanitizeLog(s string, max int) string {
-	clean := len(s) <= max
-	for i := 0; clean && i < len(s); i++ {
-		clean = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\'
-	}
-	if clean {
-		return s
-	}
-	const hex = "0123456789abcdef"
-	b := make([]byte, 0, min(max, 2*len(s)))
-	var esc [10]byte
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		var p []byte
-		switch {
-		case r == utf8.RuneError && n == 1:
-			p = append(esc[:0], '\\', 'x', hex[s[i]>>4], hex[s[i]&15])
-		case r == '\\':
-			p = append(esc[:0], '\\', '\\')
-		case r >= 0x20 && r < 0x7f:
-			p = append(esc[:0], byte(r))
-		case r <= 0xffff:
-			p = append(esc[:0], '\\', 'u')
-			for sh := 12; sh >= 0; sh -= 4 {
-				p = append(p, hex[r>>sh&15])
-			}
-		default:
-			p = append(esc[:0], '\\', 'U')
-			for sh := 28; sh >= 0; sh -= 4 {
-				p = append(p, hex[r>>sh&15])
-			}
-		}
-		if len(b)+len(p) > max {
-			break
-		}
-		b = append(b, p...)
-		i += n
-	}
-	return string(b)
-}
+// sanitizeLog makes client text safe and short for a log field
+// (logsafe.Field: printable ASCII kept, everything else escaped, at most
+// max octets); the Dovecot adapter escapes with the same function, so
+// fail2ban reads both alike.
+func sanitizeLog(s string, max int) string { return logsafe.Field(s, max) }
 
 // countingConn counts wire bytes each way for the "session closed" line.
 type countingConn struct {
