@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mailgate/mailgate/adapter/dovecot"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
@@ -47,6 +48,15 @@ type Config struct {
 	Guard guard.Config `yaml:"guard"`
 	// Audit is the login history (docs/audit.md).
 	Audit audit.Config `yaml:"audit"`
+	// Adapters are the HTTP servers other mail programs ask for
+	// decisions (docs/dovecot-policy.md); all off by default.
+	Adapters AdaptersConfig `yaml:"adapters"`
+}
+
+// AdaptersConfig is the `adapters:` section.
+type AdaptersConfig struct {
+	// Dovecot is Dovecot's auth_policy server (adapter/dovecot).
+	Dovecot dovecot.Config `yaml:"dovecot"`
 }
 
 // LogConfig is the `log:` section.
@@ -215,6 +225,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.Limits = c.Limits.WithDefaults()
+	c.Adapters.Dovecot = c.Adapters.Dovecot.WithDefaults()
 	c.applyOpsDefaults()
 	// A config built in code (tests, the demo) has no guard section at
 	// all; parseConfig starts from the defaults, so a file never gets here.
@@ -285,5 +296,6 @@ func (c *Config) Validate() error {
 	add(c.validateOps())
 	add(c.Guard.Validate())
 	add(c.Audit.Validate())
+	add(c.Adapters.Dovecot.Validate("adapters.dovecot"))
 	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/mailgate/mailgate/adapter"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
@@ -250,6 +251,11 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 	}()
 	st.startWatchers(ctx)
 	g.cur.Store(st) // complete now; before anything that reads it runs
+	if err := startDovecotPolicy(g, cfg); err != nil {
+		g.closeListeners()
+		cancel()
+		return nil, err
+	}
 
 	var wg sync.WaitGroup
 	for i, ln := range g.lns {
@@ -404,6 +410,10 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = readAdminToken(cfg.Admin)
 	errs = append(errs, err)
+	if c := cfg.Adapters.Dovecot; c.Enabled() {
+		_, err = adapter.ReadSecret(dovecotPolicyKey, c.SecretFile)
+		errs = append(errs, err)
+	}
 	if cfg.Syslog.Enabled {
 		// serve runs without the socket, but fail2ban would see nothing.
 		if err := probeSyslog(cfg.Syslog); err != nil {
