@@ -431,6 +431,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "geo database: %s\n", info)
 	}
 	warnSMTPRelay(st, stderr)
+	warnDovecotAuth(cfg, stderr)
 	fmt.Fprintf(stdout, "%s: OK (%d listeners)\n", *path, len(cfg.Listeners))
 	return 0
 }
