@@ -55,6 +55,7 @@ func startDovecotPolicy(g *gateway, cfg *Config) error {
 			alog.Error("dovecot policy server stopped", "err", err)
 		}
 	}()
-	g.log.Info("listening", "listener", dovecot.Listener, "address", c.Listen)
+	g.dovecotPolicy = ln.Addr()
+	g.log.Info("listening", "listener", dovecot.Listener, "address", ln.Addr().String())
 	return nil
 }

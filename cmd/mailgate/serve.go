@@ -187,6 +187,8 @@ type gateway struct {
 	ops      *opsMetrics   // registry and metrics; survive reloads
 	guard    *guardRunner  // brute-force guard; survives reloads
 	audit    *audit.Store  // login history; nil: off; survives reloads
+	// dovecotPolicy is the address adapters.dovecot listens on; nil: off.
+	dovecotPolicy net.Addr
 }
 
 // current returns the state in use.
@@ -323,6 +325,9 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 		if err == nil {
 			if !reflect.DeepEqual(cfg.Listeners, old.cfg.Listeners) || !reflect.DeepEqual(cfg.TLS, old.cfg.TLS) {
 				g.log.Warn("reload: listener and tls settings changed; they take effect after a restart")
+			}
+			if !reflect.DeepEqual(cfg.Adapters, old.cfg.Adapters) {
+				g.log.Warn("reload: adapters settings changed; they take effect after a restart")
 			}
 			old.stop()
 			st.startWatchers(g.ctx)
