@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -79,8 +80,10 @@ func startPolicyStack(t *testing.T, guardYAML string) *policyStack {
 		port = p[0]
 	}
 	pick()
+	db := filepath.Join(dir, "audit.db")
 	render := func() string {
-		c.Extra = fmt.Sprintf("adapters:\n  dovecot: {listen: %q, secret_file: %q}\n%s", addr(port), secretFile, guardYAML)
+		c.Extra = fmt.Sprintf("adapters:\n  dovecot: {listen: %q, secret_file: %q}\naudit: {path: %q, batch_interval: 50ms}\n%s",
+			addr(port), secretFile, db, guardYAML)
 		return c.YAML()
 	}
 	m := launchRetrying(t, render, pick)
@@ -222,9 +225,13 @@ func TestDovecotPolicy(t *testing.T) {
 				tarpits = append(tarpits, fmt.Sprintf("tarpit=%d", i-1))
 			}
 		}
-		for _, tp := range tarpits {
+		for i, tp := range tarpits {
 			if !hasLine(p.m.Log(), "dovecot policy: allowed", "remote="+src, tp) {
 				t.Errorf("mailgate did not answer %s:\n%s", tp, p.m.Log())
+			}
+			// Dovecot took it as a tarpit (auth_debug).
+			if !hasLine(p.dovecot.DovecotLog(), "policy(alice@example.test,"+src, fmt.Sprintf("Policy response %d", i+1)) {
+				t.Errorf("Dovecot's log does not show the policy response %d", i+1)
 			}
 		}
 		// The fourth distinct wrong password reached per_ip_after: now
@@ -273,6 +280,30 @@ func TestDovecotPolicy(t *testing.T) {
 		}
 		if n == 0 {
 			t.Fatal("no filter for mailgate's log lines found")
+		}
+	})
+
+	t.Run("audit rows", func(t *testing.T) {
+		// The login history has each outcome, as the proxy records it,
+		// from the adapter's listener.
+		var rows []struct{ Result, Address, Listener string }
+		want := map[string]string{"pass": "127.0.0.1", "denied": ruLocal, "failed": "127.0.0.21", "guard": "127.0.0.21"}
+		got := map[string]string{}
+		if !waitFor(func() bool {
+			out, err := exec.Command(need(t).mailgateBin, "audit", "-config", p.m.cfgPath, user, "--json").CombinedOutput()
+			if err != nil {
+				t.Fatalf("mailgate audit: %v\n%s", err, out)
+			}
+			rows = nil
+			json.Unmarshal(out, &rows)
+			for _, r := range rows {
+				if r.Listener == "dovecot-policy" {
+					got[r.Result] = r.Address
+				}
+			}
+			return maps.Equal(got, want)
+		}, 15*time.Second) {
+			t.Fatalf("audit rows of %s from dovecot-policy: %v, want %v (%+v)", user, got, want, rows)
 		}
 	})
 
