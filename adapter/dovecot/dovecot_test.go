@@ -368,6 +368,33 @@ func TestParkedGuessesDoNotLockOutTrusted(t *testing.T) {
 	}
 }
 
+// The same for a proven owner: once she logged in from a network, the
+// guesses parked on her login from elsewhere do not hold her there.
+func TestParkedGuessesDoNotLockOutProven(t *testing.T) {
+	gc := quiet()
+	gc.Lockout.After = 3
+	e := newEnv(t, gc, Config{})
+	own := body("alice@example.test", "192.0.2.77", "OWN1", "0fff")
+	e.post(t, "allow", own)
+	e.post(t, "allow", own)
+	e.report(t, own, true, false)
+	for i := range 5 {
+		e.post(t, "allow", body("alice@example.test", fmt.Sprintf("203.0.113.%d", i+1), "S", fmt.Sprintf("%04x", i)))
+	}
+	// A stranger's network is held back by them (waits, then -1)...
+	if s := e.post(t, "allow", body("alice@example.test", "198.18.0.1", "X", "0fff")); s != -1 {
+		t.Fatalf("unknown network with 3 guesses in flight: %d, want -1", s)
+	}
+	// ...the owner's is not.
+	start := time.Now()
+	if s := e.post(t, "allow", body("alice@example.test", "192.0.2.78", "OWN2", "0fff")); s != 0 {
+		t.Fatalf("owner from her network: %d, want 0", s)
+	}
+	if d := time.Since(start); d >= beginWait {
+		t.Fatalf("owner waited %v for the guesses in flight", d)
+	}
+}
+
 // Whatever is wrong with a request, Dovecot gets HTTP 200 and -1 to an
 // allow (an HTTP error would make it accept), and a bad login is an
 // AUTHFAILED line for fail2ban.
