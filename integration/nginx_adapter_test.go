@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mailgate/mailgate/integration/mailstack"
 )
@@ -89,7 +88,7 @@ adapters:
 	s.m = launchRetrying(t, render, pick)
 	s.cfgPath = s.m.cfgPath
 	adapterAddr := addr(adapterPort)
-	if !waitFor(func() bool { return accepting(adapterAddr) }, 15*time.Second) {
+	if !waitFor(func() bool { return accepting(adapterAddr) }, eventually) {
 		t.Fatalf("the adapter never accepted on %s:\n%s", adapterAddr, s.m.Log())
 	}
 

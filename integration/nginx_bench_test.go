@@ -64,7 +64,7 @@ func BenchmarkNginxAuthHTTP(b *testing.B) {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		cmd.Wait()
 	})
-	if !waitFor(func() bool { return accepting(phpAddr) }, 15*time.Second) {
+	if !waitFor(func() bool { return accepting(phpAddr) }, eventually) {
 		b.Fatal("php -S never accepted")
 	}
 	phpURL := "http://" + phpAddr + "/auth"
@@ -115,7 +115,7 @@ adapters:
   nginx: {listen: "127.0.0.1:%d", secret_file: %q, %s}
 `, mgIMAPS, hs.imapPort, hs.pop3Port, hs.smtpPort, userFile, adapterPort, secretFile, verify)
 	}, pick)
-	if !waitFor(func() bool { return accepting(addr(adapterPort)) }, 15*time.Second) {
+	if !waitFor(func() bool { return accepting(addr(adapterPort)) }, eventually) {
 		b.Fatalf("adapter never accepted:\n%s", m.Log())
 	}
 	return m, "http://" + addr(adapterPort) + "/auth"

@@ -98,7 +98,7 @@ events {
 			default:
 			}
 			return accepting(a)
-		}, 15*time.Second) || !accepting(a) {
+		}, eventually) || !accepting(a) {
 			t.Fatalf("nginx never accepted on %s; config:\n%s\nerror log:\n%s", a, conf, n.errorLog())
 		}
 	}

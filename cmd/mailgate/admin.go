@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
 )
 
@@ -83,6 +84,12 @@ func checkReady(ctx context.Context, cfg *Config, certs map[string]time.Time, no
 		if uses[p.Name] {
 			probes = append(probes, admin.Probe{Name: "backends." + p.Name, Addr: p.Addr})
 		}
+	}
+	if uses["smtp"] && cfg.Backends.SMTP.Verify == backend.VerifyDovecotAuth {
+		// Every submission login asks Dovecot's auth socket first.
+		a := cfg.Backends.SMTP.DovecotAuth
+		probes = append(probes, admin.Probe{Name: "backends.smtp.dovecot_auth", Addr: a,
+			Check: func(ctx context.Context) error { return backend.ProbeDovecotAuth(ctx, a) }})
 	}
 	needTLS := slices.ContainsFunc(cfg.Listeners, func(l ListenerConfig) bool { return l.TLS != "none" })
 	return admin.CheckReady(ctx, probes, needTLS, certs, now)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mailgate/mailgate/adapter/dovecot"
 	"github.com/mailgate/mailgate/adapter/nginx"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
@@ -48,8 +49,8 @@ type Config struct {
 	Guard guard.Config `yaml:"guard"`
 	// Audit is the login history (docs/audit.md).
 	Audit audit.Config `yaml:"audit"`
-	// Adapters are the HTTP servers for mail stacks that keep their own
-	// front end; each is off by default.
+	// Adapters are the HTTP servers other mail programs ask for decisions
+	// (docs/nginx-adapter.md, docs/dovecot-policy.md); each is off by default.
 	Adapters AdaptersConfig `yaml:"adapters"`
 }
 
@@ -57,6 +58,8 @@ type Config struct {
 type AdaptersConfig struct {
 	// Nginx answers nginx's mail auth_http (docs/nginx-adapter.md).
 	Nginx nginx.Config `yaml:"nginx"`
+	// Dovecot is Dovecot's auth_policy server (adapter/dovecot).
+	Dovecot dovecot.Config `yaml:"dovecot"`
 }
 
 // LogConfig is the `log:` section.
@@ -225,6 +228,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.Limits = c.Limits.WithDefaults()
+	c.Adapters.Dovecot = c.Adapters.Dovecot.WithDefaults()
 	c.applyOpsDefaults()
 	// A config built in code (tests, the demo) has no guard section at
 	// all; parseConfig starts from the defaults, so a file never gets here.
@@ -296,5 +300,6 @@ func (c *Config) Validate() error {
 	add(c.Guard.Validate())
 	add(c.Audit.Validate())
 	add(c.validateNginxAdapter())
+	add(c.Adapters.Dovecot.Validate("adapters.dovecot"))
 	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailgate/mailgate/adapter/dovecot"
 	"github.com/mailgate/mailgate/policy"
 )
 
@@ -263,5 +264,65 @@ func TestMigrationGuideFilesExist(t *testing.T) {
 	}
 	if _, err := policy.ParseRules(docRulesFile, []byte("rules: []\n")); err != nil {
 		t.Errorf("the guide's rules file does not load: %v", err)
+	}
+}
+
+// TestDovecotPolicyDocs: docs/dovecot-policy.md's Dovecot block (which
+// the integration test gives the real Dovecot as it is) and its mailgate
+// section agree: Dovecot calls the address mailgate listens on, sends the
+// secret in the header mailgate reads, sends every attribute the adapter
+// needs, asks before and after the password and reports, and fails open
+// as the page says.
+func TestDovecotPolicyDocs(t *testing.T) {
+	doc := readRepo(t, "docs/dovecot-policy.md")
+	confs := regexp.MustCompile("(?s)```conf\n(.*?)```").FindAllStringSubmatch(doc, -1)
+	yamls := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(doc, -1)
+	if len(confs) != 1 || len(yamls) != 1 {
+		t.Fatalf("docs/dovecot-policy.md has %d conf and %d yaml blocks, want one each", len(confs), len(yamls))
+	}
+	set := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(confs[0][1]), "\n") {
+		k, v, ok := strings.Cut(l, " = ")
+		if !ok {
+			t.Fatalf("conf line %q is not key = value", l)
+		}
+		if _, dup := set[k]; dup {
+			t.Errorf("%s set twice", k)
+		}
+		set[k] = v
+	}
+	c, err := decodeOnly([]byte(yamls[0][1]))
+	if err != nil {
+		t.Fatalf("the mailgate section does not decode: %v", err)
+	}
+	d := c.Adapters.Dovecot.WithDefaults()
+	if err := d.Validate("adapters.dovecot"); err != nil {
+		t.Errorf("the mailgate section: %v", err)
+	}
+	if want := "http://" + d.Listen + "/"; set["auth_policy_server_url"] != want {
+		t.Errorf("auth_policy_server_url = %q; mailgate listens on %s, want %q", set["auth_policy_server_url"], d.Listen, want)
+	}
+	if !strings.HasPrefix(set["auth_policy_server_api_header"], dovecot.SecretHeader+":") {
+		t.Errorf("auth_policy_server_api_header = %q; mailgate reads the secret from %s", set["auth_policy_server_api_header"], dovecot.SecretHeader)
+	}
+	attrs := map[string]string{}
+	for _, f := range strings.Fields(set["auth_policy_request_attributes"]) {
+		k, v, _ := strings.Cut(f, "=")
+		attrs[k] = v
+	}
+	for k, v := range map[string]string{"login": "%{requested_username}", "pwhash": "%{hashed_password}",
+		"remote": "%{rip}", "protocol": "%s", "session_id": "%{session}"} {
+		if attrs[k] != v {
+			t.Errorf("auth_policy_request_attributes: %s=%q, the adapter needs %s=%s", k, attrs[k], k, v)
+		}
+	}
+	for k, v := range map[string]string{"auth_policy_check_before_auth": "yes", "auth_policy_check_after_auth": "yes",
+		"auth_policy_report_after_auth": "yes", "auth_policy_reject_on_fail": "no"} {
+		if set[k] != v {
+			t.Errorf("%s = %q, the page explains %s", k, set[k], v)
+		}
+	}
+	if set["auth_policy_hash_nonce"] == "" {
+		t.Error("auth_policy_hash_nonce is not set")
 	}
 }

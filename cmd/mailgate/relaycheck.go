@@ -32,3 +32,22 @@ func warnSMTPRelay(st *state, w io.Writer) {
 		fmt.Fprintf(w, "warning: backends.smtp: %s\n", warn)
 	}
 }
+
+// authProbeTimeout bounds check-config's probe of Dovecot's auth socket.
+const authProbeTimeout = 5 * time.Second
+
+// warnDovecotAuth, with verify: dovecot-auth, connects to Dovecot's auth
+// socket and reads its handshake (backend.ProbeDovecotAuth), and prints a
+// warning when that fails: every submission login would then fail. Like
+// the relay probe it does not change the exit status.
+func warnDovecotAuth(cfg *Config, w io.Writer) {
+	s := cfg.Backends.SMTP
+	if s.Verify != backend.VerifyDovecotAuth {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), authProbeTimeout)
+	defer cancel()
+	if err := backend.ProbeDovecotAuth(ctx, s.DovecotAuth); err != nil {
+		fmt.Fprintf(w, "warning: backends.smtp.dovecot_auth: Dovecot's auth socket %s does not answer (%v); every submission login would fail\n", s.DovecotAuth, err)
+	}
+}

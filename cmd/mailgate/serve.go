@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/mailgate/mailgate/adapter"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/geo"
@@ -194,6 +195,8 @@ type gateway struct {
 	guard    *guardRunner  // brute-force guard; survives reloads
 	audit    *audit.Store  // login history; nil: off; survives reloads
 	nginx    *nginxAdapter // the auth_http adapter; nil: off
+	// dovecotPolicy is the address adapters.dovecot listens on; nil: off.
+	dovecotPolicy net.Addr
 }
 
 // current returns the state in use.
@@ -263,6 +266,11 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 	}()
 	st.startWatchers(ctx)
 	g.cur.Store(st) // complete now; before anything that reads it runs
+	if err := startDovecotPolicy(g, cfg); err != nil {
+		g.closeListeners()
+		cancel()
+		return nil, err
+	}
 
 	var wg sync.WaitGroup
 	for i, ln := range g.lns {
@@ -330,6 +338,9 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 		if err == nil {
 			if !reflect.DeepEqual(cfg.Listeners, old.cfg.Listeners) || !reflect.DeepEqual(cfg.TLS, old.cfg.TLS) {
 				g.log.Warn("reload: listener and tls settings changed; they take effect after a restart")
+			}
+			if !reflect.DeepEqual(cfg.Adapters, old.cfg.Adapters) {
+				g.log.Warn("reload: adapters settings changed; they take effect after a restart")
 			}
 			old.stop()
 			st.startWatchers(g.ctx)
@@ -420,6 +431,10 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = readAdminToken(cfg.Admin)
 	errs = append(errs, err)
+	if c := cfg.Adapters.Dovecot; c.Enabled() {
+		_, err = adapter.ReadSecret(dovecotPolicyKey, c.SecretFile)
+		errs = append(errs, err)
+	}
 	if cfg.Syslog.Enabled {
 		// serve runs without the socket, but fail2ban would see nothing.
 		if err := probeSyslog(cfg.Syslog); err != nil {
@@ -437,6 +452,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "geo database: %s\n", info)
 	}
 	warnSMTPRelay(st, stderr)
+	warnDovecotAuth(cfg, stderr)
 	fmt.Fprintf(stdout, "%s: OK (%d listeners)\n", *path, len(cfg.Listeners))
 	return 0
 }

@@ -100,6 +100,10 @@ type Options struct {
 	// process has exited, for when it dies without calling Stop (a panic,
 	// go test's -timeout). After a normal Stop it finds nothing to stop.
 	Watchdog bool
+	// DovecotExtra is appended to dovecot.conf as it is: settings a
+	// test's own Dovecot needs beyond the shared ones (the auth_policy
+	// lines of docs/dovecot-policy.md). A setting given again here wins.
+	DovecotExtra string
 }
 
 // DefaultUsers are the accounts created when Options.Users is empty.
@@ -653,6 +657,7 @@ service auth {
     mode = 0666
   }
 }
+{{.Opts.DovecotExtra}}
 `))
 
 // postfixData fills postfixMainCf and postfixMasterCf.

@@ -3,6 +3,7 @@ package logfield
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // The proxy's own tests (proxy/logfield_test.go) cover the escapes; this
@@ -32,4 +33,24 @@ func TestNewID(t *testing.T) {
 	if len(a) != 12 || strings.Trim(a, "abcdefghijklmnopqrstuvwxyz234567") != "" || a == b {
 		t.Errorf("NewID() = %q, %q", a, b)
 	}
+}
+func FuzzClean(f *testing.F) {
+	f.Add("alice@example.org", 320)
+	f.Add("a\u00a0b\u2028c\x85", 64)
+	f.Fuzz(func(t *testing.T, s string, max int) {
+		max = max&1023 + 1
+		got := Clean(s, max)
+		if len(got) > max {
+			t.Fatalf("Clean(%q, %d) = %d octets", s, max, len(got))
+		}
+		for i := 0; i < len(got); i++ {
+			if got[i] < 0x20 || got[i] >= 0x7f {
+				t.Fatalf("Clean(%q) = %q: octet %#x", s, got, got[i])
+			}
+		}
+		plain := utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f || r == '\\' })
+		if plain && len(s) <= max && got != s {
+			t.Fatalf("Clean(%q) = %q, want it unchanged", s, got)
+		}
+	})
 }

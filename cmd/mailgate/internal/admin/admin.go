@@ -251,6 +251,9 @@ func (s *Server) readiness(ctx context.Context) []string {
 // Probe is a backend /readyz dials: its config key and address.
 type Probe struct {
 	Name, Addr string
+	// Check, when set, is the probe instead of a TCP dial of Addr (a
+	// unix socket, a protocol handshake); ctx carries ReadyDialTimeout.
+	Check func(ctx context.Context) error
 }
 
 // CheckReady dials each probe (in parallel, each bounded by
@@ -262,6 +265,14 @@ func CheckReady(ctx context.Context, probes []Probe, needTLS bool, certs map[str
 	var wg sync.WaitGroup
 	for i, p := range probes {
 		wg.Go(func() {
+			if p.Check != nil {
+				ctx, cancel := context.WithTimeout(ctx, ReadyDialTimeout)
+				defer cancel()
+				if err := p.Check(ctx); err != nil {
+					errs[i] = fmt.Sprintf("%s %s unreachable: %v", p.Name, p.Addr, err)
+				}
+				return
+			}
 			d := net.Dialer{Timeout: ReadyDialTimeout}
 			c, err := d.DialContext(ctx, "tcp", p.Addr)
 			if err != nil {

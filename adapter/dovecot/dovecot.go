@@ -1,0 +1,458 @@
+// Package dovecot is mailgate's Dovecot auth_policy server: Dovecot
+// (auth_policy_server_url) asks it before each authentication
+// (?command=allow) and tells it the outcome after (?command=report), so
+// a site where Dovecot faces the clients still gets mailgate's geo
+// policy, user exceptions, brute-force guard, log lines and audit.
+//
+// allow validates every attribute, asks the guard (bans, lockouts,
+// reservations; its tarpit becomes status N, which Dovecot waits), then
+// the policy, and answers {"status": -1 | 0 | N, "msg": ""}. The message
+// stays empty: Dovecot would show it to the client. An allowed attempt
+// is parked (park.go) until Dovecot's second allow (after the password
+// was verified, auth_policy_check_after_auth) or its report says how it
+// ended; then the guard counts it, by Dovecot's password hash in a
+// namespace of its own (guard.AttemptHashed), and the one AUTHPASS or
+// AUTHFAILED line is written as the proxy writes it.
+//
+// Whatever goes wrong, the answer is HTTP 200 with a status: Dovecot
+// treats an HTTP error or a timeout as "accept" unless
+// auth_policy_reject_on_fail is set, so an invalid request must get -1,
+// never a 4xx or a slow answer.
+package dovecot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mailgate/mailgate/adapter"
+	"github.com/mailgate/mailgate/audit"
+	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/authlimit"
+	"github.com/mailgate/mailgate/internal/logfield"
+	"github.com/mailgate/mailgate/policy"
+)
+
+// SecretHeader carries the shared secret: the header Dovecot sends when
+// auth_policy_server_api_header is "X-API-Key:<secret>".
+const SecretHeader = "X-API-Key"
+
+// Listener is the listener name on the adapter's log lines and audit rows.
+const Listener = "dovecot-policy"
+
+// scheme is the guard's namespace for Dovecot's password hashes.
+const scheme = "dovecot"
+
+// Defaults of Config.
+const (
+	DefaultLease     = 30 * time.Second
+	DefaultMaxParked = 10000
+)
+
+// beginWait bounds how long an allow waits for attempts in flight that
+// hold its source's budget (guard.Attempt.Begin). Dovecot gives up after
+// auth_policy_server_timeout_msecs (2000 by default) and then accepts,
+// so every answer must come well before that.
+const beginWait = time.Second
+
+// maxDeviceIDLog bounds the client's IMAP ID on a log line, as the
+// proxy's client_id.
+const maxDeviceIDLog = 128
+
+// Config is the `adapters.dovecot` section.
+type Config struct {
+	adapter.Config `yaml:",inline"`
+	// Lease is how long an allowed attempt waits for its report (after
+	// the tarpit Dovecot was told to wait) before it ends as Abandoned
+	// and releases its guard reservation.
+	Lease time.Duration `yaml:"lease"`
+	// MaxParked bounds the allowed attempts waiting for their report;
+	// when full, the oldest ends as Abandoned.
+	MaxParked int `yaml:"max_parked"`
+}
+
+// WithDefaults fills the zero keys.
+func (c Config) WithDefaults() Config {
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.MaxParked == 0 {
+		c.MaxParked = DefaultMaxParked
+	}
+	return c
+}
+
+// Validate checks c (with defaults applied); key is "adapters.dovecot".
+func (c Config) Validate(key string) error {
+	errs := []error{c.Config.Validate(key)}
+	if c.Lease < time.Second || c.Lease > time.Hour {
+		errs = append(errs, fmt.Errorf("%s.lease: %v is not between 1s and 1h", key, c.Lease))
+	}
+	if c.MaxParked < 1 || c.MaxParked > 1_000_000 {
+		errs = append(errs, fmt.Errorf("%s.max_parked: %d is not between 1 and 1000000", key, c.MaxParked))
+	}
+	return errors.Join(errs...)
+}
+
+// Authorizer decides a login by policy; *policy.Engine satisfies it.
+type Authorizer interface {
+	Decide(policy.Request) policy.Decision
+}
+
+// Auditor records login decisions; *audit.Store satisfies it.
+type Auditor interface {
+	Record(audit.Event)
+}
+
+// Options are the handler's collaborators.
+type Options struct {
+	Config Config // with defaults applied
+	Logger *slog.Logger
+	// Guard is the brute-force guard; nil: none.
+	Guard *guard.Guard
+	// Policy returns the policy in force (it changes on reload).
+	Policy func() Authorizer
+	// Auditor records every decision; nil: none.
+	Auditor Auditor
+	// Metrics counts requests; nil: none.
+	Metrics *Metrics
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Handler answers Dovecot's auth_policy requests. Wrap it in
+// adapter.Secret.Protect.
+type Handler struct {
+	o    Options
+	log  *slog.Logger
+	park *parking
+	now  func() time.Time
+}
+
+// New returns the handler.
+func New(o Options) *Handler {
+	o.Config = o.Config.WithDefaults()
+	h := &Handler{o: o, log: o.Logger, park: newParking(o.Config.MaxParked), now: o.Now}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	return h
+}
+
+// Run ends the attempts whose lease is over, every second, until ctx
+// ends; then it ends every parked attempt, releasing their reservations.
+func (h *Handler) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			h.abandon(h.park.expire(time.Now().Add(100*365*24*time.Hour)), "lease")
+			return
+		case <-t.C:
+			h.abandon(h.park.expire(h.now()), "lease")
+		}
+	}
+}
+
+// abandon ends attempts that lost their place without a report.
+func (h *Handler) abandon(ps []*parked, reason string) {
+	for _, p := range ps {
+		p.att.Finish(guard.Abandoned, "")
+		if !p.passed {
+			h.log.Debug("dovecot policy: allowed attempt ended without its report", "cid", p.cid, "why", reason)
+		}
+	}
+	h.o.Metrics.abandoned(reason, len(ps))
+	h.o.Metrics.setParked(h.park.len())
+}
+
+// ServeHTTP answers one request: POST ?command=allow or ?command=report.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	cmd := r.URL.Query().Get("command")
+	if cmd != "allow" && cmd != "report" {
+		// Dovecot sends no other command; a 400 here cannot open a login.
+		http.Error(w, "command must be allow or report", http.StatusBadRequest)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		body = nil
+	}
+	req, perr := parseRequest(body, cmd == "report")
+	if err != nil {
+		perr = fmt.Errorf("reading the body: %w", err)
+	}
+	status := 0
+	if cmd == "allow" {
+		status = h.allow(r.Context(), req, perr)
+	} else {
+		h.report(req, perr)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	// msg stays empty: Dovecot shows it to the client.
+	fmt.Fprintf(w, `{"status":%d,"msg":""}`+"\n", status)
+}
+
+// attempt is one login as the adapter logs it.
+type attempt struct {
+	req request
+	cid string
+	log *slog.Logger
+	key parkKey
+}
+
+func (h *Handler) newAttempt(req request, cid string) *attempt {
+	if cid == "" {
+		cid = logfield.NewID()
+	}
+	remote := ""
+	if req.Remote.IsValid() {
+		remote = req.Remote.String()
+	}
+	return &attempt{
+		req: req,
+		cid: cid,
+		log: h.log.With("cid", cid, "proto", string(req.Protocol), "listener", Listener, "remote", remote),
+		key: parkKey{login: req.Login, session: req.Session, pwhash: req.PWHash, remote: req.Remote},
+	}
+}
+
+// allow answers ?command=allow: -1 (refuse), 0 (go on) or N (tarpit N
+// seconds, then go on).
+func (h *Handler) allow(ctx context.Context, req request, perr error) int {
+	if perr != nil && !errors.Is(perr, errBadLogin) {
+		h.log.Error("dovecot policy: invalid allow request; refused", "err", perr)
+		h.o.Metrics.request("allow", "invalid")
+		return -1
+	}
+	a := h.newAttempt(req, "")
+	if perr == nil {
+		if p := h.park.take(a.key); p != nil && !p.passed {
+			// The second allow, after Dovecot verified the password.
+			return h.verified(ctx, p, req)
+		}
+	}
+	att := h.o.Guard.AttemptHashed(scheme, req.Login, req.Remote, req.PWHash)
+	if perr != nil {
+		att.Finish(guard.Refused, "")
+		h.decision(ctx, a, "AUTHFAILED", strings.TrimPrefix(perr.Error(), errBadLogin.Error()+": "), policy.Decision{})
+		h.o.Metrics.request("allow", "reject")
+		return -1
+	}
+	bctx, cancel := context.WithTimeout(ctx, beginWait)
+	v := att.Begin(bctx)
+	cancel()
+	switch {
+	case v.Waited:
+		att.Finish(guard.Abandoned, "")
+		a.log.Error("guard: waited out attempts in flight", "user", logUser(req.Login), "reason", "guard: "+v.Reason)
+		h.auditRow(a, "", "guard: waited out attempts in flight", policy.Decision{})
+		h.o.Metrics.request("allow", "reject")
+		return -1
+	case !v.Allow:
+		h.logEvents(ctx, att.Finish(guard.Refused, ""))
+		event := "AUTHFAILED"
+		if v.Locked {
+			event = "AUTHLOCKED"
+		}
+		h.decision(ctx, a, event, "guard: "+v.Reason, policy.Decision{})
+		h.o.Metrics.request("allow", "reject")
+		return -1
+	}
+	var d policy.Decision
+	if h.o.Policy != nil {
+		if pol := h.o.Policy(); pol != nil {
+			d = pol.Decide(policy.Request{Login: req.Login, Protocol: req.Protocol, Addr: req.Remote})
+		}
+	}
+	if !d.Allow {
+		if d.Reason == "" {
+			d.Reason = "no policy configured"
+		}
+		h.logEvents(ctx, att.Finish(guard.Refused, d.Location.Country))
+		h.decision(ctx, a, "COUNTRYFAILED", d.Reason, d)
+		h.o.Metrics.request("allow", "reject")
+		return -1
+	}
+	p := &parked{key: a.key, att: att, d: d, cid: a.cid, expires: h.now().Add(v.Delay + h.o.Config.Lease)}
+	h.put(p)
+	status := 0
+	if v.Delay > 0 {
+		status = int(math.Ceil(v.Delay.Seconds()))
+		h.o.Metrics.request("allow", "tarpit")
+	} else {
+		h.o.Metrics.request("allow", "accept")
+	}
+	a.log.Debug("dovecot policy: allowed; waiting for the outcome", "user", logUser(req.Login),
+		"country", d.Location.Code(), "rule", d.Rule, "tarpit", status)
+	return status
+}
+
+// put parks p and ends the attempts it displaced.
+func (h *Handler) put(p *parked) {
+	replaced, evicted := h.park.park(p)
+	if replaced != nil {
+		h.abandon([]*parked{replaced}, "replaced")
+	}
+	h.abandon(evicted, "full")
+	h.o.Metrics.setParked(h.park.len())
+}
+
+// verified records the success that Dovecot's after-auth allow stands
+// for, and answers it: -1 when the success raised a denying compromise
+// signal (Dovecot then refuses the login it had verified), else 0.
+func (h *Handler) verified(ctx context.Context, p *parked, req request) int {
+	a := h.newAttempt(req, p.cid)
+	evs := p.att.Finish(guard.Passed, p.d.Location.Country)
+	h.logEvents(ctx, evs)
+	// A marker until the report, which must not count the login again.
+	h.put(&parked{key: p.key, cid: p.cid, passed: true, expires: h.now().Add(h.o.Config.Lease)})
+	if compromised(evs) {
+		h.decision(ctx, a, "AUTHFAILED", "guard: login compromised", p.d)
+		h.o.Metrics.request("allow", "reject")
+		return -1
+	}
+	h.decision(ctx, a, "AUTHPASS", p.d.Reason, p.d)
+	h.o.Metrics.request("allow", "accept")
+	return 0
+}
+
+// report takes ?command=report: the outcome of an attempt allow saw
+// (or did not see: a lost place, auth_policy_check_before_auth = no).
+func (h *Handler) report(req request, perr error) {
+	if perr != nil {
+		if errors.Is(perr, errBadLogin) {
+			// allow refused it already and said so.
+			h.o.Metrics.request("report", "policy_reject")
+			return
+		}
+		h.log.Error("dovecot policy: invalid report request; ignored", "err", perr)
+		h.o.Metrics.request("report", "invalid")
+		return
+	}
+	a := h.newAttempt(req, "")
+	p := h.park.take(a.key)
+	h.o.Metrics.setParked(h.park.len())
+	if p != nil {
+		a = h.newAttempt(req, p.cid)
+	}
+	ctx := context.Background()
+	switch {
+	case req.PolicyReject:
+		// mailgate refused it (allow, or the after-auth allow) and said so.
+		if p != nil {
+			p.att.Finish(guard.Abandoned, "")
+		}
+		h.o.Metrics.request("report", "policy_reject")
+		return
+	case p != nil && p.passed:
+		// The after-auth allow recorded the success; a failure after it
+		// (a userdb problem) is no wrong password.
+		h.o.Metrics.request("report", map[bool]string{true: "success", false: "failure"}[req.Success])
+		return
+	}
+	var att *guard.Attempt
+	var d policy.Decision
+	if p != nil {
+		att, d = p.att, p.d
+	} else {
+		att = h.o.Guard.AttemptHashed(scheme, req.Login, req.Remote, req.PWHash)
+		if h.o.Policy != nil {
+			if pol := h.o.Policy(); pol != nil {
+				d = pol.Decide(policy.Request{Login: req.Login, Protocol: req.Protocol, Addr: req.Remote})
+			}
+		}
+	}
+	if req.Success {
+		evs := att.Finish(guard.Passed, d.Location.Country)
+		h.logEvents(ctx, evs)
+		reason := d.Reason
+		if compromised(evs) {
+			// Too late to refuse this login; the lock holds the next.
+			reason = "guard: login compromised (reported after the login)"
+		}
+		h.decision(ctx, a, "AUTHPASS", reason, d)
+		h.o.Metrics.request("report", "success")
+		return
+	}
+	h.logEvents(ctx, att.Finish(guard.WrongPassword, ""))
+	h.decision(ctx, a, "AUTHFAILED", "backend refused credentials", d)
+	h.o.Metrics.request("report", "failure")
+}
+
+// decision writes the one line per login decision, as the proxy's
+// logDecision: the message is the event, so the fail2ban filters match,
+// and the audit row.
+func (h *Handler) decision(ctx context.Context, a *attempt, event, reason string, d policy.Decision) {
+	level := slog.LevelWarn
+	if event == "AUTHPASS" {
+		level = slog.LevelInfo
+	}
+	a.log.Log(ctx, level, event, "event", event, "user", logUser(a.req.Login), "country", d.Location.Code(),
+		"country_name", d.Location.Name, "rule", d.Rule, "reason", reason, "mech", "",
+		"client_id", logfield.Clean(a.req.DeviceID, maxDeviceIDLog), "session", a.req.Session)
+	h.auditRow(a, event, reason, d)
+}
+
+// auditRow records a decision as the proxy's audit does (proxy/audit.go).
+func (h *Handler) auditRow(a *attempt, event, reason string, d policy.Decision) {
+	if h.o.Auditor == nil || !a.req.Remote.IsValid() {
+		return
+	}
+	result, cause := audit.ResultUnavailable, reason
+	switch {
+	case event == "AUTHPASS":
+		result, cause = audit.ResultPass, d.Rule
+	case event == "COUNTRYFAILED":
+		result = audit.ResultDenied
+		if d.Rule != "" {
+			cause = d.Rule + ": " + reason
+		}
+	case event == "AUTHLOCKED" || event == "AUTHFAILED" && strings.HasPrefix(reason, "guard: "):
+		result, cause = audit.ResultGuard, strings.TrimPrefix(reason, "guard: ")
+	case event == "AUTHFAILED" && reason == "backend refused credentials":
+		result = audit.ResultFailed
+	case event == "AUTHFAILED":
+		result = audit.ResultInvalid
+	}
+	h.o.Auditor.Record(audit.Event{
+		Time: h.now(), Account: logUser(a.req.Login), Addr: a.req.Remote, Country: d.Location.Code(),
+		Protocol: string(a.req.Protocol), Listener: Listener,
+		ClientID: logfield.Clean(a.req.DeviceID, maxDeviceIDLog), Result: result, Cause: cause,
+	})
+}
+
+// logEvents logs the guard's bans, lockouts and compromise signals.
+func (h *Handler) logEvents(ctx context.Context, evs []guard.Event) {
+	for _, e := range evs {
+		e.Log(ctx, h.log)
+	}
+}
+
+// compromised reports whether evs hold a denying COMPROMISED signal.
+func compromised(evs []guard.Event) bool {
+	for _, e := range evs {
+		if e.Kind == guard.EventCompromised && e.Refuse {
+			return true
+		}
+	}
+	return false
+}
+
+// logUser is the login as the proxy logs it.
+func logUser(s string) string { return logfield.Clean(s, authlimit.MaxUsername) }
