@@ -79,10 +79,14 @@ func (s *Store) Run(ctx context.Context, g *guard.Guard) {
 				last = m.ID
 			}
 		}
-		// Entries past the one read from were trimmed: some were never
-		// seen here (or were, and a reload costs little).
-		if ierr == nil && idAfter(inf.MaxDeletedEntryID, from) {
-			s.log.Info("fleet: change feed trimmed past the last change seen; reloading the ban list", "last_seen", from, "trimmed_to", inf.MaxDeletedEntryID)
+		// Changes after the one read from may have been trimmed away
+		// (XTRIM does not record what it removed): the oldest entry
+		// left is newer than the last one seen, or the stream is empty
+		// but has grown since. In steady state a node reads the newest
+		// entry, which MAXLEN never trims, so this means the node was a
+		// whole feed_length behind, or someone trimmed the stream.
+		if ierr == nil && trimmedPast(inf, from) {
+			s.log.Info("fleet: change feed trimmed past the last change seen; reloading the ban list", "last_seen", from)
 			last = ""
 			continue
 		}
@@ -90,6 +94,14 @@ func (s *Store) Run(ctx context.Context, g *guard.Guard) {
 			s.sleep(ctx, feedPoll)
 		}
 	}
+}
+
+// trimmedPast reports whether entries after from may be gone.
+func trimmedPast(inf *redis.XInfoStream, from string) bool {
+	if inf.Length == 0 {
+		return idAfter(inf.LastGeneratedID, from)
+	}
+	return idAfter(inf.FirstEntry.ID, from)
 }
 
 func isNoKey(err error) bool {
@@ -161,57 +173,34 @@ func (s *Store) resync(ctx context.Context, g *guard.Guard) (string, error) {
 	if err := s.done("reload", start, s.c.Ping(ctx).Err()); err != nil {
 		return "", err
 	}
-	pending := g.TakeUnsynced()
-	// A store that lost its data (restarted without persistence, or a
-	// failover to a replica that had not caught up) has a new epoch: the
-	// node hands over every ban it holds, or the reload below would drop
-	// them. Otherwise only the bans it made alone, so that a lift made
-	// meanwhile on another node stands.
-	fresh := randomID()
-	if err := s.c.SetNX(ctx, k.p+"epoch", fresh, 0).Err(); err != nil {
-		s.done("reload", start, err)
+	// Every ban of this node's copy goes to the store (unless the store
+	// has it, or it was lifted after it was made): the bans made alone
+	// while the store was down, and those a store lost (restarted
+	// without persistence, a failover to a replica that had not caught
+	// up). Otherwise the reload below would drop them.
+	pending := append(g.TakeUnsynced(), g.Bans()...)
+	if err := s.handOver(ctx, pending); err != nil {
 		s.giveBack(g, pending)
 		return "", err
-	}
-	epoch, err := s.c.Get(ctx, k.p+"epoch").Result()
-	if err = s.done("reload", start, err); err != nil {
-		s.giveBack(g, pending)
-		return "", err
-	}
-	if s.epoch != "" && epoch != s.epoch {
-		s.log.Warn("fleet: the shared store lost its state; handing over this node's bans", "bans", len(g.Bans()))
-		pending = append(pending, g.Bans()...)
-	}
-	for i, b := range pending {
-		if !s.now().Before(b.Until) {
-			continue
-		}
-		if err := s.addBan(ctx, b, true); err != nil {
-			var rerr redis.Error
-			if errors.As(err, &rerr) && !isConnError(rerr) {
-				continue // refused for good (logged); do not retry forever
-			}
-			s.giveBack(g, pending[i:])
-			return "", err
-		}
-		s.m.unsynced.Inc()
 	}
 	// The last entry before the load: changes after it are read from
 	// the feed, so none falls between the load and the feed.
 	last := "0-0"
-	msgs, err := s.c.XRevRangeN(ctx, k.feed(), "+", "-", 1).Result()
+	inf, err := s.c.XInfoStream(ctx, k.feed()).Result()
+	if isNoKey(err) {
+		err = nil
+	}
 	if err = s.done("reload", start, err); err != nil {
 		return "", err
 	}
-	if len(msgs) == 1 {
-		last = msgs[0].ID
+	if inf != nil && inf.LastGeneratedID != "" {
+		last = inf.LastGeneratedID
 	}
 	bans, err := s.LoadBans(ctx)
 	if err != nil {
 		return "", err
 	}
 	g.ReplaceBans(bans)
-	s.epoch = epoch
 	s.m.reloads.Inc()
 	s.reloads.Add(1)
 	s.setUp(true, nil)
@@ -261,4 +250,45 @@ func (s *Store) giveBack(g *guard.Guard, bans []guard.Ban) {
 	for _, b := range bans {
 		g.KeepUnsynced(b)
 	}
+}
+
+// handOver gives bans to the store in one pipelined round trip (NX: the
+// store's own copy and later lifts win).
+func (s *Store) handOver(ctx context.Context, bans []guard.Ban) error {
+	now := s.now()
+	live := bans[:0:0]
+	for _, b := range bans {
+		if now.Before(b.Until) {
+			live = append(live, b)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	start := time.Now()
+	if err := s.done("reload", start, addBanScript.Load(ctx, s.c).Err()); err != nil {
+		return err
+	}
+	k := newKeys(s.cfg.KeyPrefix)
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(live))
+	for i, b := range live {
+		p := b.Prefix.String()
+		cmds[i] = addBanScript.EvalSha(ctx, pipe, []string{k.ban(p), k.bans(), k.feed(), k.lifted(p)},
+			banValue(b), ms(b.Until), p, ms(now), s.cfg.FeedLength, "nx", ms(b.Created))
+	}
+	_, err := pipe.Exec(ctx)
+	var rerr redis.Error
+	if err != nil && !errors.As(err, &rerr) {
+		return s.done("reload", start, err)
+	}
+	s.done("reload", start, nil)
+	for _, c := range cmds {
+		if n, err := c.Int(); err == nil && n == 1 {
+			s.m.unsynced.Inc()
+		} else if err != nil {
+			s.log.Error("fleet: a ban was not handed over", "err", err)
+		}
+	}
+	return nil
 }

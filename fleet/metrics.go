@@ -37,7 +37,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 		}),
 		unsynced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mailgate_shared_state_handed_over_total",
-			Help: "Bans this node made while the store was down and handed to it when it returned.",
+			Help: "Bans this node handed to the store after losing it that the store did not have (made while it was down, or lost by it).",
 		}),
 	}
 	if reg == nil {

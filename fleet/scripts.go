@@ -284,14 +284,17 @@ return ev
 `)
 
 // addBanScript stores a ban made outside an attempt (an admin ban, or
-// one a node made while the store was down) and announces it.
-// KEYS: ban, index, feed. ARGV: value, until ms, prefix, now, feed
-// length, "nx" to keep a ban the store already has.
+// one a node hands over after it lost the store) and announces it.
+// KEYS: ban, index, feed, lift mark. ARGV: value, until ms, prefix, now,
+// feed length, "nx" to keep a ban the store already has and to skip a
+// ban lifted after it was made, created ms.
 var addBanScript = redis.NewScript(`
 local ends, now = tonumber(ARGV[2]), tonumber(ARGV[4])
 if ends <= now then return 0 end
 local r
 if ARGV[6] == 'nx' then
+  local lifted = redis.call('GET', KEYS[4])
+  if lifted and tonumber(lifted) >= tonumber(ARGV[7]) then return 0 end
   r = redis.call('SET', KEYS[1], ARGV[1], 'PX', ends - now, 'NX')
 else
   r = redis.call('SET', KEYS[1], ARGV[1], 'PX', ends - now)
@@ -304,11 +307,13 @@ return 1
 `)
 
 // removeBanScript lifts a ban, forgets its escalation and its failure
-// window, and announces the lift (also when the store had no ban, so a
-// node's own copy goes too). KEYS: ban, offences, failures, index, feed.
-// ARGV: prefix, feed length.
+// window, marks the lift (so a node that missed it does not hand the ban
+// back), and announces it (also when the store had no ban, so a node's
+// own copy goes too). KEYS: ban, offences, failures, index, feed, lift
+// mark. ARGV: prefix, feed length, now, how long the mark stays.
 var removeBanScript = redis.NewScript(`
 local had = redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[6], ARGV[3], 'PX', ARGV[4])
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'op', 'lift', 'p', ARGV[1])

@@ -57,13 +57,11 @@ type Store struct {
 	up     atomic.Bool
 	// wasUp remembers the last state logged, so loss and return are
 	// logged once each; mu covers it.
-	mu     sync.Mutex
-	logged bool // a state was logged
-	wasUp  bool
-	m      *metrics
-	kick   chan struct{} // wakes Run after the login path lost the store
-	// epoch is the store's epoch at the last resync (Run only).
-	epoch   string
+	mu      sync.Mutex
+	logged  bool // a state was logged
+	wasUp   bool
+	m       *metrics
+	kick    chan struct{} // wakes Run after the login path lost the store
 	reloads atomic.Uint64
 }
 
@@ -144,7 +142,11 @@ func New(cfg guard.SharedConfig, o Options) (*Store, error) {
 	return s, nil
 }
 
-// randomID names this node's leases and a store's epoch.
+// liftMark is how long a lift is remembered against bans handed back by
+// nodes that missed it: longer than any node stays away unnoticed.
+const liftMark = 7 * 24 * time.Hour
+
+// randomID names this node's leases.
 func randomID() string {
 	var b [8]byte
 	rand.Read(b[:]) // never fails (crypto/rand)
@@ -436,8 +438,8 @@ func (s *Store) addBan(ctx context.Context, b guard.Ban, nx bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	err := addBanScript.Run(ctx, s.c, []string{k.ban(p), k.bans(), k.feed()},
-		banValue(b), ms(b.Until), p, ms(s.now()), s.cfg.FeedLength, flag).Err()
+	err := addBanScript.Run(ctx, s.c, []string{k.ban(p), k.bans(), k.feed(), k.lifted(p)},
+		banValue(b), ms(b.Until), p, ms(s.now()), s.cfg.FeedLength, flag, ms(b.Created)).Err()
 	return s.done("ban", start, err)
 }
 
@@ -452,8 +454,8 @@ func (s *Store) RemoveBan(ctx context.Context, p netip.Prefix) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	n, err := removeBanScript.Run(ctx, s.c, []string{k.ban(ps), k.p + "o:" + ps, fk, k.bans(), k.feed()},
-		ps, s.cfg.FeedLength).Int()
+	n, err := removeBanScript.Run(ctx, s.c, []string{k.ban(ps), k.p + "o:" + ps, fk, k.bans(), k.feed(), k.lifted(ps)},
+		ps, s.cfg.FeedLength, ms(s.now()), dms(liftMark)).Int()
 	return n == 1, s.done("lift", start, err)
 }
 
@@ -546,6 +548,7 @@ type keys struct{ p string }
 func newKeys(prefix string) keys { return keys{prefix} }
 
 func (k keys) ban(p string) string      { return k.p + "b:" + p }
+func (k keys) lifted(p string) string   { return k.p + "x:" + p }
 func (k keys) bans() string             { return k.p + "bans" }
 func (k keys) locks() string            { return k.p + "locks" }
 func (k keys) lock(login string) string { return k.p + "k:" + login }

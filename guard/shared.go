@@ -132,7 +132,8 @@ func (a *Attempt) beginShared(ctx context.Context) (v Verdict, ok bool) {
 	b, banned := g.blockingBan(a.addr, now)
 	g.mu.Unlock()
 	if banned {
-		a.sq = &SharedAttempt{Config: &r.cfg, Login: a.login, Addr: a.addr}
+		// Finished locally (no a.sq): a banned source's refusal adds
+		// nothing the store needs, and costs no round trip.
 		return Verdict{Reason: banReason(b)}, true
 	}
 	q := &SharedAttempt{Config: &r.cfg, Login: a.login, Addr: a.addr, Nets: r.networks(a.addr), Home: r.homeNet(a.addr)}
