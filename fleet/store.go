@@ -579,3 +579,15 @@ func globEscape(s string) string {
 }
 
 var _ guard.Shared = (*Store)(nil)
+
+// SetLibraryLogger sends the Redis client library's own messages (dial
+// failures, pool notes; process-wide, so only cmd calls it) to log at
+// debug level instead of unstructured lines on standard error: the loss
+// and return of the store are logged once each by the Store itself.
+func SetLibraryLogger(log *slog.Logger) { redis.SetLogger(libLogger{log}) }
+
+type libLogger struct{ l *slog.Logger }
+
+func (l libLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.l.DebugContext(ctx, "fleet: redis client", "msg_text", fmt.Sprintf(format, v...))
+}

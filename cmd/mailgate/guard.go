@@ -59,6 +59,7 @@ func startGuard(ctx context.Context, cfg *Config, gdb *geo.DB, history *audit.St
 	var store *fleet.Store
 	if cfg.Guard.Shared.Enabled() {
 		// The fleet's shared store (docs/fleet.md).
+		fleet.SetLibraryLogger(log.With("component", "fleet"))
 		s, err := fleet.New(cfg.Guard.Shared, fleet.Options{Logger: log.With("component", "fleet"), Registerer: reg})
 		if err != nil {
 			return nil, err
@@ -104,6 +105,7 @@ func checkShared(cfg *Config) (string, error) {
 	if !cfg.Guard.Shared.Enabled() {
 		return "", nil
 	}
+	fleet.SetLibraryLogger(slog.New(slog.DiscardHandler))
 	s, err := fleet.New(cfg.Guard.Shared, fleet.Options{})
 	if err != nil {
 		return "", err
