@@ -8,7 +8,8 @@
 // It is pure logic plus a JSON state file; the admin listener serves its
 // bans and lockouts over HTTP (cmd/mailgate/internal/admin) through the
 // exported methods. It imports only the standard library; the proxy calls
-// it and logs the events it returns.
+// it and logs the events it returns. Several nodes share one guard
+// through Options.Shared (shared.go, package fleet, docs/fleet.md).
 //
 // # Call points
 //
@@ -167,6 +168,9 @@ type Guard struct {
 	// while it was down, for the store when it returns (mu).
 	shared   Shared
 	unsynced []Ban
+	// sharedWait holds, per wake key, the attempts waiting for the
+	// store's verdict to change, longest first (mu).
+	sharedWait map[wakeKey][]chan struct{}
 
 	// slots are the backend login slots (static.Backend).
 	slots backendSlots

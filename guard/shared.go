@@ -27,6 +27,7 @@ package guard
 import (
 	"context"
 	"crypto/sha256"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -93,9 +94,56 @@ type SharedVerdict struct {
 }
 
 // sharedPoll bounds a wait for attempts in flight on other nodes: the
-// store is asked again this often (the local wake-up comes sooner when
-// the attempt that holds the budget is this node's).
+// store is asked again after sharedPoll plus a random part of it (so
+// waiters do not ask all at once); the local wake-up comes sooner when
+// the attempt that holds the budget is this node's.
 const sharedPoll = 100 * time.Millisecond
+
+// queueShared adds ch to the waiters on each of keys. mu is held.
+func (g *Guard) queueShared(keys []wakeKey, ch chan struct{}) {
+	if g.sharedWait == nil {
+		g.sharedWait = map[wakeKey][]chan struct{}{}
+	}
+	for _, k := range keys {
+		g.sharedWait[k] = append(g.sharedWait[k], ch)
+	}
+}
+
+// unqueueShared removes ch from the waiters on keys. mu is held.
+func (g *Guard) unqueueShared(keys []wakeKey, ch chan struct{}) {
+	for _, k := range keys {
+		q := slices.DeleteFunc(g.sharedWait[k], func(c chan struct{}) bool { return c == ch })
+		if len(q) == 0 {
+			delete(g.sharedWait, k)
+		} else {
+			g.sharedWait[k] = q
+		}
+	}
+}
+
+// wakeShared wakes the longest waiter on each of keys. mu is held.
+func (g *Guard) wakeShared(keys []wakeKey) {
+	for _, k := range keys {
+		// The first waiter not yet woken (a waiter sits on several keys
+		// and may have been woken through another).
+		q := g.sharedWait[k]
+		for len(q) > 0 {
+			ch := q[0]
+			q = q[1:]
+			select {
+			case ch <- struct{}{}:
+			default:
+				continue
+			}
+			break
+		}
+		if len(q) == 0 {
+			delete(g.sharedWait, k)
+		} else {
+			g.sharedWait[k] = q
+		}
+	}
+}
 
 // hashKeyFrom makes the 32-byte key of the failure hashes from a fleet
 // secret, so every node counts one wrong password as one.
@@ -160,17 +208,24 @@ func (a *Attempt) beginShared(ctx context.Context) (v Verdict, ok bool) {
 		if start.IsZero() {
 			start = g.now()
 		}
-		// Woken by this node's own attempts at once, by other nodes'
-		// through the poll.
+		// Woken by the end of one of this node's own attempts on the
+		// same keys (one waiter per ending attempt: each wake-up costs
+		// a round trip, and one ending attempt frees one place), by
+		// other nodes' through the poll.
 		keys := a.keys(r)
+		ch := make(chan struct{}, 1)
 		g.mu.Lock()
-		chs := g.wakeOn(keys)
+		g.queueShared(keys, ch)
 		g.mu.Unlock()
-		pctx, cancel := context.WithTimeout(ctx, sharedPoll)
-		waitAny(pctx, chs)
-		cancel()
+		t := time.NewTimer(sharedPoll + time.Duration(rand.Int64N(int64(sharedPoll))))
+		select {
+		case <-ctx.Done():
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
 		g.mu.Lock()
-		g.unwait(keys, chs)
+		g.unqueueShared(keys, ch)
 		g.mu.Unlock()
 		if ctx.Err() != nil {
 			break
@@ -213,11 +268,12 @@ func (a *Attempt) finishShared(o Outcome, country, password string) []Event {
 	}
 	evs, err := s.Finish(context.Background(), q, o, country)
 	defer func() {
-		g.mu.Lock()
-		g.wake([]wakeKey{a.addr, loginWake(a.login)})
+		keys := []wakeKey{a.addr, loginWake(a.login)}
 		for _, p := range q.Nets {
-			g.wake([]wakeKey{p})
+			keys = append(keys, p)
 		}
+		g.mu.Lock()
+		g.wakeShared(keys)
 		g.mu.Unlock()
 	}()
 	if err != nil {
