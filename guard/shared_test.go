@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeShared is a Shared that records what the guard asks.
@@ -112,5 +113,45 @@ func TestSharedSeamFailOpenAndClosed(t *testing.T) {
 		t.Fatalf("fail_closed refused a connection: %v", err)
 	} else {
 		c.Close()
+	}
+}
+
+// BenchmarkAcceptBanned is refusing a banned source at accept, with the
+// in-memory guard and with a shared store plugged in (its bans applied
+// as the feed applies them): the same local lookup, no round trip.
+func BenchmarkAcceptBanned(b *testing.B) {
+	for _, name := range []string{"memory", "shared"} {
+		b.Run(name, func(b *testing.B) {
+			c := Defaults()
+			o := Options{}
+			if name == "shared" {
+				o.Shared, o.HashKey = &fakeShared{up: true}, []byte("0123456789abcdef")
+			}
+			g, err := New(c, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var addrs []netip.Addr
+			for i := range 1000 {
+				a := netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)})
+				addrs = append(addrs, a)
+				ban := Ban{Prefix: netip.PrefixFrom(a, 32), Created: time.Now(), Until: time.Now().Add(time.Hour), Reason: "b"}
+				if name == "shared" {
+					g.ApplyBan(ban)
+				} else {
+					g.mu.Lock()
+					g.putBan(ban)
+					g.mu.Unlock()
+				}
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := g.Accept(addrs[i%len(addrs)]); err == nil {
+					b.Fatal("accepted a banned source")
+				}
+				i++
+			}
+		})
 	}
 }
