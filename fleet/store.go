@@ -210,7 +210,7 @@ func (s *Store) done(op string, start time.Time, err error) error {
 // now (loading, a replica after a failover, shutting down) from bugs.
 func isConnError(err redis.Error) bool {
 	msg := err.Error()
-	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH", "WRONGPASS", "NOPERM"} {
+	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH", "WRONGPASS", "NOPERM", "OOM"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
