@@ -129,18 +129,24 @@ func New(cfg guard.SharedConfig, o Options) (*Store, error) {
 			MasterName: cfg.SentinelMaster, SentinelAddrs: cfg.Addresses,
 			SentinelPassword: spw, Username: cfg.Username, Password: pw, DB: cfg.DB,
 			TLSConfig: tc, DialTimeout: t, ReadTimeout: t, WriteTimeout: t, MaxRetries: -1,
-			PoolTimeout: t, DisableIdentity: true, Protocol: 2,
+			PoolTimeout: t, PoolSize: poolSize, DisableIdentity: true, Protocol: 2,
 		})
 	} else {
 		s.c = redis.NewClient(&redis.Options{
 			Addr: cfg.Addresses[0], Username: cfg.Username, Password: pw, DB: cfg.DB,
 			TLSConfig: tc, DialTimeout: t, ReadTimeout: t, WriteTimeout: t, MaxRetries: -1,
-			PoolTimeout: t, DisableIdentity: true, Protocol: 2,
+			PoolTimeout: t, PoolSize: poolSize, DisableIdentity: true, Protocol: 2,
 		})
 	}
 	s.m = newMetrics(s, o.Registerer)
 	return s, nil
 }
+
+// poolSize bounds the connections a node keeps to the store: one per
+// login attempt talking to it at once (two calls of well under a
+// millisecond each), so a burst of logins never waits for a connection
+// long enough to count as the store lost.
+const poolSize = 128
 
 // liftMark is how long a lift is remembered against bans handed back by
 // nodes that missed it: longer than any node stays away unnoticed.
