@@ -143,6 +143,9 @@ guard:
 			b.ReportMetric(ratios[1], fmt.Sprintf("shared/mem-c%d", c))
 			b.ReportMetric(float64(p50(shs)-p50(mems))/1e6, fmt.Sprintf("added-p50-ms-c%d", c))
 		}
+		if n := strings.Count(shared.Log(), "fleet: shared store lost"); n > 0 {
+			b.Errorf("the shared node lost the store %d times during the runs; its figures mix in local decisions", n)
+		}
 		if cs, err := sc.Info(context.Background(), "commandstats").Result(); err == nil {
 			fmt.Printf("store commandstats over the run:\n%s\n", cs)
 		}
