@@ -3,6 +3,7 @@ package guard
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -55,7 +56,48 @@ type Config struct {
 	// MaxTracked bounds every in-memory table (failure counters, bans,
 	// exemptions, ...); past it the least recently updated key goes.
 	MaxTracked int `yaml:"max_tracked"`
+	// Shared is the store a fleet of nodes shares (docs/fleet.md).
+	Shared SharedConfig `yaml:"shared"`
 }
+
+// SharedConfig is `guard.shared`: Redis or Valkey shared by several
+// mailgate nodes (package fleet, docs/fleet.md). No addresses: off.
+type SharedConfig struct {
+	// Addresses are host:port of the server (standalone: the first one
+	// is used) or of the Sentinels (SentinelMaster set).
+	Addresses []string `yaml:"addresses"`
+	// SentinelMaster is the master name the Sentinels monitor; empty:
+	// a standalone server.
+	SentinelMaster string `yaml:"sentinel_master"`
+	// Username and PasswordFile authenticate (ACL user); both empty: none.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// SentinelPasswordFile authenticates to the Sentinels; empty: none.
+	SentinelPasswordFile string `yaml:"sentinel_password_file"`
+	// TLS to the store, verified with CAFile (empty: the system's CAs).
+	TLS    bool   `yaml:"tls"`
+	CAFile string `yaml:"ca_file"`
+	// DB is the database number.
+	DB int `yaml:"db"`
+	// KeyPrefix starts every key mailgate writes.
+	KeyPrefix string `yaml:"key_prefix"`
+	// HashKeyFile holds the fleet's secret (at least 16 bytes) that keys
+	// the hashes of wrong passwords, the same file on every node.
+	HashKeyFile string `yaml:"hash_key_file"`
+	// FailClosed refuses logins (never connections) while the store is
+	// unreachable; false: each node goes on alone (fail open).
+	FailClosed bool `yaml:"fail_closed"`
+	// Timeout bounds each call to the store.
+	Timeout time.Duration `yaml:"timeout"`
+	// Lease is how long a reservation outlives a node that crashed.
+	Lease time.Duration `yaml:"lease"`
+	// FeedLength is how many changes the feed keeps for nodes that
+	// resume it; a node further behind reloads the whole ban list.
+	FeedLength int `yaml:"feed_length"`
+}
+
+// Enabled reports whether a shared store is configured.
+func (s *SharedConfig) Enabled() bool { return len(s.Addresses) > 0 }
 
 // TarpitConfig is `guard.tarpit`: a delay before every login attempt
 // from a source with recent failures, doubling per failure.
@@ -217,6 +259,10 @@ func Defaults() Config {
 		Compromise:     CompromiseConfig{Countries: 3, Window: 24 * time.Hour},
 		FailurePenalty: PenaltyConfig{Init: 2 * time.Second, Max: 15 * time.Second},
 		MaxTracked:     100_000,
+		Shared: SharedConfig{
+			KeyPrefix: "mailgate:", Timeout: 250 * time.Millisecond,
+			Lease: 2 * time.Minute, FeedLength: 10000,
+		},
 	}
 }
 
@@ -328,6 +374,38 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxTracked < minTracked || c.MaxTracked > maxConns {
 		bad("max_tracked", "must be between %d and %d, got %d", minTracked, maxConns, c.MaxTracked)
+	}
+	if sh := &c.Shared; sh.Enabled() {
+		for i, a := range sh.Addresses {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad(fmt.Sprintf("shared.addresses[%d]", i), "%q is not host:port", a)
+			}
+		}
+		if sh.HashKeyFile == "" {
+			bad("shared.hash_key_file", "is needed with a shared store: every node must count one wrong password once")
+		}
+		if sh.KeyPrefix == "" {
+			bad("shared.key_prefix", "must not be empty")
+		}
+		if sh.DB < 0 || sh.DB > 1000 {
+			bad("shared.db", "must be between 0 and 1000, got %d", sh.DB)
+		}
+		if sh.Timeout <= 0 || sh.Timeout > 10*time.Second {
+			bad("shared.timeout", "must be between 0 and 10s, got %v", sh.Timeout)
+		}
+		if sh.Lease < time.Second {
+			bad("shared.lease", "must be at least 1s, got %v", sh.Lease)
+		}
+		count("shared.feed_length", sh.FeedLength, maxConns)
+		if sh.FeedLength < 100 {
+			bad("shared.feed_length", "must be at least 100, got %d", sh.FeedLength)
+		}
+		if sh.CAFile != "" && !sh.TLS {
+			bad("shared.ca_file", "needs shared.tls")
+		}
+		if sh.Username != "" && sh.PasswordFile == "" {
+			bad("shared.password_file", "is needed with shared.username")
+		}
 	}
 	return errors.Join(errs...)
 }

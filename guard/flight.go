@@ -89,6 +89,9 @@ type Attempt struct {
 	reserved bool
 	nets     []netip.Prefix
 	lock     bool // counted against the login's lockout
+	// sq: decided by the shared store (Options.Shared), which Finish
+	// then tells; nil: decided locally.
+	sq *SharedAttempt
 }
 
 // Attempt starts the handle for one login attempt of login from addr
@@ -134,6 +137,14 @@ func (a *Attempt) Begin(ctx context.Context) Verdict {
 	}
 	a.release() // a second Begin must not leak the first reservation
 	g := a.g
+	if g.shared != nil {
+		if a.sq != nil {
+			a.finishShared(Abandoned, "", "")
+		}
+		if v, ok := a.beginShared(ctx); ok {
+			return v
+		}
+	}
 	var start time.Time // of the first wait
 	for {
 		// The clock is read under mu, once a decision: the verdict and
@@ -256,6 +267,9 @@ func (a *Attempt) Finish(o Outcome, country string) []Event {
 	a.finished = true
 	g, pw := a.g, a.password
 	a.password = ""
+	if a.sq != nil {
+		return a.finishShared(o, country, pw)
+	}
 	var evs []Event
 	switch o {
 	case Passed:
@@ -270,6 +284,11 @@ func (a *Attempt) Finish(o Outcome, country string) []Event {
 		evs = g.backendError(a.login, a.addr)
 	}
 	a.release()
+	if g.shared != nil && len(evs) > 0 {
+		g.mu.Lock()
+		g.noteUnsynced(evs, g.now())
+		g.mu.Unlock()
+	}
 	return evs
 }
 

@@ -8,7 +8,8 @@
 // It is pure logic plus a JSON state file; the admin listener serves its
 // bans and lockouts over HTTP (cmd/mailgate/internal/admin) through the
 // exported methods. It imports only the standard library; the proxy calls
-// it and logs the events it returns.
+// it and logs the events it returns. Several nodes share one guard
+// through Options.Shared (shared.go, package fleet, docs/fleet.md).
 //
 // # Call points
 //
@@ -56,6 +57,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -121,6 +123,13 @@ type Options struct {
 	// success in this process (its countries are in memory after that),
 	// with a deadline of historyTimeout; nil: memory only.
 	History func(ctx context.Context, login string, since time.Time) ([]string, error)
+	// Shared is the store a fleet of nodes shares (package fleet,
+	// docs/fleet.md); nil: this node's memory only.
+	Shared Shared
+	// HashKey, when set (at least 16 bytes), keys the failure hashes
+	// instead of a random per-process key: a fleet shares it, so one
+	// wrong password counts once on every node.
+	HashKey []byte
 }
 
 // historyTimeout bounds the one history query per login: a slow or
@@ -155,6 +164,13 @@ type Guard struct {
 	key [32]byte
 	// fpSecret keys Fingerprint; nil when not configured.
 	fpSecret []byte
+	// shared is Options.Shared; unsynced are bans made on local state
+	// while it was down, for the store when it returns (mu).
+	shared   Shared
+	unsynced []Ban
+	// sharedWait holds, per wake key, the attempts waiting for the
+	// store's verdict to change, longest first (mu).
+	sharedWait map[wakeKey][]chan struct{}
 
 	// slots are the backend login slots (static.Backend).
 	slots backendSlots
@@ -320,8 +336,16 @@ func New(c Config, o Options) (*Guard, error) {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.rules.Store(compileRules(c))
-	if _, err := rand.Read(g.key[:]); err != nil {
-		return nil, fmt.Errorf("guard: hash key: %w", err)
+	g.shared = o.Shared
+	switch {
+	case len(o.HashKey) >= 16:
+		g.key = hashKeyFrom(o.HashKey)
+	case o.HashKey != nil:
+		return nil, fmt.Errorf("guard: shared hash key has %d bytes, want at least 16", len(o.HashKey))
+	default:
+		if _, err := rand.Read(g.key[:]); err != nil {
+			return nil, fmt.Errorf("guard: hash key: %w", err)
+		}
 	}
 	if c.FingerprintSecretFile != "" {
 		s, err := os.ReadFile(c.FingerprintSecretFile)
@@ -832,8 +856,8 @@ func sweepWindows[K comparable](t *table[K, window], now time.Time, span time.Du
 
 // Reload switches to a new configuration (on SIGHUP) without losing
 // counters, bans or lockouts; calls in progress finish on the old one.
-// guard.backend, guard.max_tracked, guard.state_file and
-// guard.fingerprint_secret_file need a restart: changes to them are
+// guard.backend, guard.max_tracked, guard.state_file,
+// guard.fingerprint_secret_file and guard.shared need a restart: changes to them are
 // logged and ignored. On a validation error nothing changes.
 func (g *Guard) Reload(c Config) error {
 	if err := c.Validate(); err != nil {
@@ -845,6 +869,7 @@ func (g *Guard) Reload(c Config) error {
 		"guard.max_tracked":             c.MaxTracked == s.MaxTracked,
 		"guard.state_file":              c.StateFile == s.StateFile,
 		"guard.fingerprint_secret_file": c.FingerprintSecretFile == s.FingerprintSecretFile,
+		"guard.shared":                  reflect.DeepEqual(c.Shared, s.Shared),
 	} {
 		if !same {
 			g.log.Warn("guard: reload: change needs a restart; keeping the old value", "key", key)

@@ -301,6 +301,7 @@ func (g *Guard) AddBan(prefix netip.Prefix, d time.Duration, reason string) (Ban
 	g.putBan(b)
 	g.mu.Unlock()
 	g.log.Info("guard: ban added", "prefix", prefix.String(), "until", b.Until, "reason", reason)
+	g.sharedAddBan(b)
 	return b, nil
 }
 
@@ -317,6 +318,9 @@ func (g *Guard) RemoveBan(prefix netip.Prefix) bool {
 		g.netFail.delete(prefix)
 	}
 	g.mu.Unlock()
+	if g.sharedRemoveBan(prefix) {
+		ok = true
+	}
 	if ok {
 		g.log.Info("guard: ban removed", "prefix", prefix.String())
 	}
@@ -324,13 +328,14 @@ func (g *Guard) RemoveBan(prefix netip.Prefix) bool {
 }
 
 // Lockouts lists the locked logins, failure lockouts and compromised
-// ones, sorted by login.
+// ones, sorted by login: the fleet's when a shared store answers, with
+// this node's own (made while the store was down) added.
 func (g *Guard) Lockouts() []Lockout {
 	now := g.now()
-	var out []Lockout
+	out := g.sharedLockouts()
 	g.mu.Lock()
 	g.locks.each(func(_ string, l *Lockout) bool {
-		if l.active(now) {
+		if l.active(now) && !slices.ContainsFunc(out, func(o Lockout) bool { return o.Login == l.Login }) {
 			out = append(out, *l)
 		}
 		return false
@@ -356,6 +361,9 @@ func (g *Guard) Unlock(login string) bool {
 	// "let her in now". A scan of one table, for a rare admin action.
 	g.pairFail.each(func(k pairKey, _ *window) bool { return k.login == login })
 	g.mu.Unlock()
+	if g.sharedUnlock(login) {
+		ok = true
+	}
 	if ok {
 		g.log.Info("guard: login unlocked", "user", login)
 	}

@@ -8,12 +8,18 @@ package main
 
 import (
 	"context"
-	"github.com/mailgate/mailgate/audit"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailgate/mailgate/audit"
+	"github.com/mailgate/mailgate/fleet"
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/guard"
 )
@@ -42,7 +48,7 @@ type guardRunner struct {
 //
 // history, when the audit database is on, lets the compromise signal
 // read a login's countries from before this process.
-func startGuard(ctx context.Context, cfg *Config, gdb *geo.DB, history *audit.Store, log *slog.Logger) (*guardRunner, error) {
+func startGuard(ctx context.Context, cfg *Config, gdb *geo.DB, history *audit.Store, reg prometheus.Registerer, log *slog.Logger) (*guardRunner, error) {
 	r := &guardRunner{done: make(chan struct{})}
 	r.geo.Store(gdb)
 	glog := log.With("component", "guard")
@@ -50,8 +56,22 @@ func startGuard(ctx context.Context, cfg *Config, gdb *geo.DB, history *audit.St
 	if history != nil {
 		o.History = history.LoginCountries
 	}
+	var store *fleet.Store
+	if cfg.Guard.Shared.Enabled() {
+		// The fleet's shared store (docs/fleet.md).
+		fleet.SetLibraryLogger(log.With("component", "fleet"))
+		s, err := fleet.New(cfg.Guard.Shared, fleet.Options{Logger: log.With("component", "fleet"), Registerer: reg})
+		if err != nil {
+			return nil, err
+		}
+		store = s
+		o.Shared, o.HashKey = s, s.HashKey()
+	}
 	g, err := guard.New(cfg.Guard, o)
 	if err != nil {
+		if store != nil {
+			store.Close()
+		}
 		return nil, err
 	}
 	r.g = g
@@ -62,11 +82,42 @@ func startGuard(ctx context.Context, cfg *Config, gdb *geo.DB, history *audit.St
 			glog.Info("guard state loaded", "file", p, "bans", len(g.Bans()), "lockouts", len(g.Lockouts()))
 		}
 	}
+	var feed sync.WaitGroup
+	if store != nil {
+		feed.Go(func() { store.Run(ctx, g) })
+	}
 	go func() {
 		defer close(r.done)
 		g.Maintain(ctx, guardMaintainEvery)
+		feed.Wait()
+		if store != nil {
+			store.Close()
+		}
 	}()
 	return r, nil
+}
+
+// checkShared asks the shared store once for check-config: the line to
+// print ("" without guard.shared), or an error when its secrets cannot
+// be read. A store that does not answer is no error: serve starts
+// without it.
+func checkShared(cfg *Config) (string, error) {
+	if !cfg.Guard.Shared.Enabled() {
+		return "", nil
+	}
+	fleet.SetLibraryLogger(slog.New(slog.DiscardHandler))
+	s, err := fleet.New(cfg.Guard.Shared, fleet.Options{})
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	where := strings.Join(cfg.Guard.Shared.Addresses, ",")
+	if err := s.Ping(ctx); err != nil {
+		return fmt.Sprintf("guard.shared: store does not answer (%s): %v", where, err), nil
+	}
+	return fmt.Sprintf("guard.shared: store answers (%s)", where), nil
 }
 
 // country places a for deny_countries: the ISO code, or "" when the

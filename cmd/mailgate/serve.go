@@ -224,7 +224,7 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 		return nil, err
 	}
 	st.opts.Auditor = auditor(g.audit)
-	if g.guard, err = startGuard(ctx, cfg, st.geo, g.audit, log); err != nil {
+	if g.guard, err = startGuard(ctx, cfg, st.geo, g.audit, g.ops.reg, log); err != nil {
 		cancel()
 		if g.audit != nil {
 			g.audit.Close()
@@ -429,6 +429,8 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = guard.New(cfg.Guard, guard.Options{}) // reads the fingerprint secret
 	errs = append(errs, err)
+	shared, err := checkShared(cfg) // reads the store's secrets
+	errs = append(errs, err)
 	_, err = readAdminToken(cfg.Admin)
 	errs = append(errs, err)
 	if c := cfg.Adapters.Dovecot; c.Enabled() {
@@ -453,6 +455,9 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	warnSMTPRelay(st, stderr)
 	warnDovecotAuth(cfg, stderr)
+	if shared != "" {
+		fmt.Fprintln(stdout, shared)
+	}
 	fmt.Fprintf(stdout, "%s: OK (%d listeners)\n", *path, len(cfg.Listeners))
 	return 0
 }
