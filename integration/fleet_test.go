@@ -338,7 +338,7 @@ func TestFleetAttackSimulation(t *testing.T) {
 // storeBans lists the prefixes in the store's ban index.
 func storeBans(t testing.TB, c *redis.Client) []string {
 	t.Helper()
-	ps, err := c.ZRangeByScore(context.Background(), "mailgate:bans", &redis.ZRangeBy{Min: fmt.Sprint(time.Now().UnixMilli()), Max: "+inf"}).Result()
+	ps, err := c.ZRangeArgs(context.Background(), redis.ZRangeArgs{Key: "mailgate:bans", ByScore: true, Start: fmt.Sprint(time.Now().UnixMilli()), Stop: "+inf"}).Result()
 	if err != nil {
 		t.Fatalf("reading the store's bans: %v", err)
 	}

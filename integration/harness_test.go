@@ -43,6 +43,9 @@ type harness struct {
 
 	mailgateBin string // built once from ./cmd/mailgate
 	buildErr    error  // why the binary is missing; tests needing it fail
+	// geoDB is the embedded geo database, decompressed once; launch lists
+	// it in every config that has no geo section (see geoSection).
+	geoDB string
 }
 
 var (
@@ -166,6 +169,11 @@ func setup() (*harness, error) {
 		cmd.Dir = repo
 		if out, err := cmd.CombinedOutput(); err != nil {
 			hs.buildErr = fmt.Errorf("go build ./cmd/mailgate: %v\n%s", err, out)
+			return
+		}
+		hs.geoDB = filepath.Join(dir, "embedded-geo.mmdb")
+		if err := gunzipFile(filepath.Join(repo, embeddedGeoGzip), hs.geoDB); err != nil {
+			hs.buildErr = fmt.Errorf("decompressing the embedded geo database: %w", err)
 		}
 	}()
 	defer func() { <-built }()

@@ -181,6 +181,7 @@ func launch(t testing.TB, cfgYAML string) (*Mailgate, error) {
 	if err := yaml.Unmarshal([]byte(cfgYAML), &cfg); err != nil {
 		return nil, fmt.Errorf("test config does not parse: %w\n%s", err, cfgYAML)
 	}
+	cfgYAML = geoSection(cfgYAML, hs.geoDB)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "mailgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgYAML), 0o600); err != nil {
@@ -254,6 +255,7 @@ func (m *Mailgate) checkNoSecrets(t testing.TB) {
 // mailgate to log the outcome; it reports whether the reload was taken.
 func (m *Mailgate) Reload(t testing.TB, cfgYAML string) bool {
 	t.Helper()
+	cfgYAML = geoSection(cfgYAML, need(t).geoDB) // as launch wrote it
 	if err := os.WriteFile(m.cfgPath, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
