@@ -260,7 +260,7 @@ func (s *Stack) stopDaemons() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if s.postfix {
-		if pid := readPid(filepath.Join(s.Dir, "postfix", "spool", "pid", "master.pid")); pid > 0 {
+		if pid := s.PostfixPID(); pid > 0 {
 			_ = s.daemon(ctx, "postfix", "-c", s.PostfixConfDir(), "stop")
 			waitGone(pid)
 		}
@@ -274,6 +274,15 @@ func (s *Stack) stopDaemons() {
 // DovecotPID is the pid of Dovecot's master process, 0 if unknown.
 func (s *Stack) DovecotPID() int {
 	return readPid(filepath.Join(s.Dir, "dovecot", "run", "master.pid"))
+}
+
+// PostfixPID is the pid of Postfix's master process, 0 without Postfix
+// or if unknown.
+func (s *Stack) PostfixPID() int {
+	if !s.postfix {
+		return 0
+	}
+	return readPid(filepath.Join(s.Dir, "postfix", "spool", "pid", "master.pid"))
 }
 
 // DovecotConf is the path of Dovecot's configuration file (for doveadm -c).
