@@ -127,7 +127,9 @@ func (b *SMTP) hostname() string {
 //
 // imap mode: IMAP login and logout (cached), then greeting, EHLO, STARTTLS
 // and EHLO when configured, XCLIENT when configured (a new 220 greeting),
-// and the client's own EHLO/HELO replayed.
+// and the client's own EHLO/HELO replayed. mailgate's own EHLO is left
+// out when neither STARTTLS nor XCLIENT follows it, and before XCLIENT
+// when the server's keywords are known (see prepare).
 // dovecot-auth mode: as imap mode, the password checked on Dovecot's
 // auth socket instead of with an IMAP login.
 // smtp-auth mode: the same up to XCLIENT (without LOGIN=), then the
@@ -311,7 +313,8 @@ func (s *smtpSession) session(b *SMTP, c Client, user, pass string, authMode boo
 }
 
 // prepare reads the greeting, says EHLO (with STARTTLS when configured)
-// and sends XCLIENT when configured.
+// and sends XCLIENT when configured. Without XCLIENT and STARTTLS it
+// says no EHLO of its own.
 //
 // With XCLIENT and no STARTTLS, mailgate's own EHLO only tells which
 // XCLIENT attributes the server takes, and XCLIENT starts the session
@@ -326,6 +329,12 @@ func (s *smtpSession) prepare(b *SMTP, c Client, user string, authMode bool) err
 	greet, err := s.greeting()
 	if err != nil {
 		return err
+	}
+	if !b.XCLIENT && s.opts.TLS != TLSStartTLS {
+		// Without XCLIENT and STARTTLS an EHLO of our own tells nothing:
+		// the client's EHLO, replayed next, is the one whose keywords
+		// count (AUTH).
+		return nil
 	}
 	if b.XCLIENT && s.opts.TLS != TLSStartTLS {
 		if exts := b.knownExtensions(greet); exts != nil {

@@ -166,3 +166,26 @@ func FuzzSMTPLoginRemembered(f *testing.F) {
 		})
 	})
 }
+
+// TestSMTPNoOwnEHLOWithoutXCLIENT: without XCLIENT and STARTTLS an EHLO
+// of mailgate's own would tell nothing (the client's EHLO follows at
+// once), so none is sent; with STARTTLS it still is (RFC 3207).
+func TestSMTPNoOwnEHLOWithoutXCLIENT(t *testing.T) {
+	for _, mode := range []string{VerifySMTPAuth, VerifyIMAP} {
+		t.Run(mode, func(t *testing.T) {
+			f := &smtpFake{}
+			_, b, _ := startSMTP(t, f, mode)
+			b.XCLIENT = false
+			if err := smtpLoginOnce(t, b); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"EHLO"}
+			if mode == VerifySMTPAuth {
+				want = append(want, "AUTH")
+			}
+			if got := verbs(f.lines.all()); !slices.Equal(got, want) {
+				t.Errorf("commands = %q, want %q", got, want)
+			}
+		})
+	}
+}
