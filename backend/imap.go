@@ -1,10 +1,12 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 )
 
@@ -90,14 +92,11 @@ func (s *imapSession) login(c Client, tag, user, pass string, forceLogin bool) (
 			return nil, s.unavailable("no CAPABILITY response")
 		}
 	}
-	idTag := ""
+	var id idCmd
 	if s.opts.ForwardClient && s.opts.ProxyProtocol == ProxyNone {
-		var err error
-		if idTag, err = s.sendID(c); err != nil {
-			return nil, err
-		}
+		id = s.buildID(c)
 	}
-	return s.authenticate(tag, user, pass, forceLogin, idTag)
+	return s.authenticate(tag, user, pass, forceLogin, id)
 }
 
 // greeting reads the server greeting: only "* OK" lets us go on; PREAUTH
@@ -146,19 +145,26 @@ func (s *imapSession) simple(cmd string) ([]imapResp, error) {
 	return untagged, nil
 }
 
-// sendID passes the client's address on with ID (RFC 2971). Dovecot reads
+// idCmd is an ID command to send before the login: its tag ("": none)
+// and its line with CRLF.
+type idCmd struct {
+	tag  string
+	line []byte
+}
+
+// buildID passes the client's address on with ID (RFC 2971). Dovecot reads
 // x-originating-ip/-port (the client), x-connected-ip/-port (the address
 // the client reached) and x-session-id. A server that refuses ID still
 // gets the login: the policy decision has already been made by us.
 //
-// It only sends: the login command follows without waiting (one round
-// trip less per login, RFC 9051 5.5 allows it), and idResult reads the
-// reply before the login's. It returns the ID command's tag, "" if none
-// was sent.
-func (s *imapSession) sendID(c Client) (string, error) {
+// It only builds the command: authenticate sends it in the same write as
+// a one-line login, which follows without waiting for the ID reply (one
+// round trip and one write less per login, RFC 9051 5.5 allows it), and
+// idResult reads the reply before the login's.
+func (s *imapSession) buildID(c Client) idCmd {
 	if !s.caps["ID"] {
 		s.log.Warn("imap backend does not offer ID; client address not forwarded")
-		return "", nil
+		return idCmd{}
 	}
 	tag := s.nextTag()
 	b := cmdBuilder{}
@@ -186,15 +192,11 @@ func (s *imapSession) sendID(c Client) (string, error) {
 	}
 	field("x-session-id", c.Session)
 	if n == 0 {
-		return "", nil
+		return idCmd{}
 	}
 	b.raw(")")
-	for _, chunk := range b.done() { // all quoted: one chunk
-		if err := s.write(chunk); err != nil {
-			return "", err
-		}
-	}
-	return tag, nil
+	// All quoted: one chunk.
+	return idCmd{tag: tag, line: bytes.Join(b.done(), nil)}
 }
 
 // idResult reads the reply to the ID command sent as tag ("": none).
@@ -216,7 +218,7 @@ func (s *imapSession) idResult(tag string) error {
 // authenticate sends the login command with our own tag and returns the
 // untagged reply lines verbatim and the tagged OK re-tagged with
 // clientTag.
-func (s *imapSession) authenticate(clientTag, user, pass string, forceLogin bool, idTag string) ([]byte, error) {
+func (s *imapSession) authenticate(clientTag, user, pass string, forceLogin bool, id idCmd) ([]byte, error) {
 	tag := s.nextTag()
 	plain := !forceLogin && s.caps["AUTH=PLAIN"] && (s.caps["SASL-IR"] || s.caps["LOGINDISABLED"])
 	var chunks [][]byte
@@ -238,18 +240,27 @@ func (s *imapSession) authenticate(clientTag, user, pass string, forceLogin bool
 		chunks = b.done()
 	}
 	// A login in several chunks waits for continuations, which must not
-	// be confused with the ID reply: read that first. A one-chunk login
-	// goes out behind the ID command at once.
-	if len(chunks) > 1 {
-		if err := s.idResult(idTag); err != nil {
+	// be confused with the ID reply: send ID and read its reply first. A
+	// one-chunk login goes out behind the ID command in the same write.
+	first, shown := chunks[0], tag+" login"
+	if id.tag != "" && len(chunks) > 1 {
+		if err := s.write(id.line); err != nil {
 			return nil, err
 		}
-		idTag = ""
+		if err := s.idResult(id.tag); err != nil {
+			return nil, err
+		}
+		id = idCmd{}
 	}
-	if err := s.writeSecret(chunks[0], tag+" login"); err != nil {
+	if id.tag != "" {
+		s.trace("send", id.line)
+		first = append(slices.Clip(id.line), first...)
+		shown = "(with the ID above) " + shown
+	}
+	if err := s.writeSecret(first, shown); err != nil {
 		return nil, err
 	}
-	if err := s.idResult(idTag); err != nil {
+	if err := s.idResult(id.tag); err != nil {
 		return nil, err
 	}
 	for _, chunk := range chunks[1:] {

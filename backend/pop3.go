@@ -3,7 +3,9 @@ package backend
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,20 @@ type POP3 struct {
 	capsAt   time.Time  // when caps were fetched
 	capsBusy bool       // a refresh is under way
 	warnedXC bool       // "no XCLIENT" has been logged once
+	// login is what CAPA answered on the last login connection that
+	// asked, and the greeting that connection had; see loginCapa.
+	login capaMemo
+}
+
+// capaMemo remembers the CAPA lines seen on a login connection, so that
+// the next login need not ask again (one round trip and one command of
+// the backend's less per login). It is only used while the greeting is
+// the same, for capaRefresh, and it is dropped at any backend error; a
+// reload builds a new POP3 and so starts with none.
+type capaMemo struct {
+	greeting string   // the greeting, APOP timestamp removed
+	caps     []string // nil: nothing remembered
+	at       time.Time
 }
 
 // capaRefresh is how long Capabilities serves its cached CAPA lines
@@ -133,19 +149,130 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 	if err := s.stls(); err != nil {
 		return nil, noService(err)
 	}
+	var xclient string // the XCLIENT line to send, "" for none
 	if s.opts.ForwardClient && s.opts.ProxyProtocol == ProxyNone {
-		if err := s.xclient(b, c, greet); err != nil {
+		xclient = s.xclientLine(b, c, greet)
+	}
+	key := capaGreeting(greet)
+	caps := b.loginCapa(key)
+	if caps == nil {
+		// Nothing remembered for this greeting: ask, as every login did.
+		if err := s.xclient(xclient); err != nil {
 			return nil, err
 		}
+		if caps, err = s.capa(); err != nil {
+			b.forgetCapa()
+			return nil, err
+		}
+		if caps == nil {
+			caps = []string{} // CAPA unknown to the server: USER/PASS
+		}
+		b.rememberCapa(key, caps)
+		reply, err := s.auth(caps, "", user, pass)
+		if err != nil && !errors.Is(err, ErrAuthFailed) {
+			b.forgetCapa()
+		}
+		return reply, err
 	}
-	caps, err := s.capa()
-	if err != nil {
+	// The same greeting as a moment ago: log in as that CAPA said,
+	// with XCLIENT in the same write as the login when the server
+	// pipelines (RFC 2449 6.6).
+	if !hasCapa(caps, "PIPELINING") {
+		if err := s.xclient(xclient); err != nil {
+			b.forgetCapa()
+			return nil, err
+		}
+		xclient = ""
+	}
+	reply, err := s.auth(caps, xclient, user, pass)
+	switch {
+	case err == nil:
+		return reply, nil
+	case !errors.Is(err, ErrAuthFailed):
+		b.forgetCapa()
 		return nil, err
 	}
-	if hasSASL(caps, "PLAIN") {
-		return s.authPlain(user, pass)
+	// Refused: check that the login was the one the server offers now,
+	// so a changed backend never turns a good password into a failure.
+	// The connection is still in the AUTHORIZATION state (RFC 1939 7).
+	fresh, cerr := s.capa()
+	if cerr != nil {
+		b.forgetCapa()
+		return nil, cerr
 	}
-	return s.userPass(user, pass)
+	if fresh == nil {
+		fresh = []string{}
+	}
+	if slices.Equal(fresh, caps) {
+		return nil, err
+	}
+	s.log.Info("pop3 backend capabilities changed; logging in as the new CAPA says")
+	b.rememberCapa(key, fresh)
+	reply, err = s.auth(fresh, "", user, pass)
+	if err != nil && !errors.Is(err, ErrAuthFailed) {
+		b.forgetCapa()
+	}
+	return reply, err
+}
+
+// auth logs in with AUTH PLAIN when caps list it, else USER/PASS; a
+// non-empty xclient line goes out first, in the same write.
+func (s *pop3Session) auth(caps []string, xclient, user, pass string) ([]byte, error) {
+	if hasSASL(caps, "PLAIN") {
+		return s.authPlain(xclient, user, pass)
+	}
+	return s.userPass(xclient, user, pass)
+}
+
+// loginCapa returns the CAPA lines remembered for a login connection
+// greeted with greeting, nil when none are (another greeting, none
+// yet, or older than capaRefresh).
+func (b *POP3) loginCapa(greeting string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.login
+	if m.caps == nil || m.greeting != greeting || time.Since(m.at) >= capaRefresh {
+		return nil
+	}
+	return m.caps
+}
+
+func (b *POP3) rememberCapa(greeting string, caps []string) {
+	b.mu.Lock()
+	b.login = capaMemo{greeting: greeting, caps: caps, at: time.Now()}
+	b.mu.Unlock()
+}
+
+// forgetCapa drops what loginCapa remembers: after a backend error the
+// next login asks CAPA again.
+func (b *POP3) forgetCapa() {
+	b.mu.Lock()
+	b.login = capaMemo{}
+	b.mu.Unlock()
+}
+
+// capaGreeting is the part of a greeting that says which server answers:
+// without the line end and without an APOP timestamp ("<...>", RFC 1939
+// 7), which is new on every connection.
+func capaGreeting(greet []byte) string {
+	g := trimCRLF(greet)
+	if i := bytes.LastIndexByte(g, '<'); i >= 0 {
+		if j := bytes.IndexByte(g[i:], '>'); j >= 0 {
+			return string(g[:i]) + string(g[i+j+1:])
+		}
+	}
+	return string(g)
+}
+
+// hasCapa reports whether caps has a line whose tag is name.
+func hasCapa(caps []string, name string) bool {
+	for _, c := range caps {
+		tag, _, _ := strings.Cut(c, " ")
+		if strings.EqualFold(tag, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // greeting requires "+OK" (RFC 1939 4) and returns the line.
@@ -175,11 +302,12 @@ func (s *pop3Session) stls() error {
 	return s.handshake(s.ctx)
 }
 
-// xclient passes the client's address on with Dovecot's XCLIENT. Without
+// xclientLine is the XCLIENT command (without CRLF) that passes the
+// client's address on with Dovecot's XCLIENT, "" for none. Without
 // "[XCLIENT]" in the greeting Dovecot would refuse it (we are not in its
 // login_trusted_networks): log once and log in without it, as a refusal
 // does, since our policy decision is already made.
-func (s *pop3Session) xclient(b *POP3, c Client, greet []byte) error {
+func (s *pop3Session) xclientLine(b *POP3, c Client, greet []byte) string {
 	if !bytes.Contains(bytes.ToUpper(greet), []byte("[XCLIENT]")) {
 		b.mu.Lock()
 		warned := b.warnedXC
@@ -188,7 +316,7 @@ func (s *pop3Session) xclient(b *POP3, c Client, greet []byte) error {
 		if !warned {
 			s.log.Warn("pop3 backend does not offer XCLIENT (is mailgate in Dovecot's login_trusted_networks?); client address not forwarded")
 		}
-		return nil
+		return ""
 	}
 	var args []string
 	if c.Addr.IsValid() {
@@ -198,9 +326,26 @@ func (s *pop3Session) xclient(b *POP3, c Client, greet []byte) error {
 		args = append(args, "SESSION="+c.Session)
 	}
 	if len(args) == 0 {
+		return ""
+	}
+	return "XCLIENT " + strings.Join(args, " ")
+}
+
+// xclient sends the XCLIENT line ("": none) and reads its reply.
+func (s *pop3Session) xclient(line string) error {
+	if line == "" {
 		return nil
 	}
-	line, err := s.cmd("XCLIENT " + strings.Join(args, " "))
+	if err := s.write([]byte(line + "\r\n")); err != nil {
+		return err
+	}
+	return s.xclientReply()
+}
+
+// xclientReply reads the reply to XCLIENT. A refusal costs the
+// forwarded address, not the login.
+func (s *pop3Session) xclientReply() error {
+	line, err := s.readLine()
 	if err != nil {
 		return err
 	}
@@ -258,15 +403,16 @@ func hasSASL(caps []string, mech string) bool {
 }
 
 // authPlain logs in with AUTH PLAIN (RFC 5034), with the initial response
-// on the command line when that fits 255 octets.
-func (s *pop3Session) authPlain(user, pass string) ([]byte, error) {
+// on the command line when that fits 255 octets; xclient ("": none) goes
+// out before it in the same write.
+func (s *pop3Session) authPlain(xclient, user, pass string) ([]byte, error) {
 	ir := saslPlain(user, pass)
 	var line []byte
 	var err error
 	if len("AUTH PLAIN ")+len(ir)+2 <= maxPOP3Line {
-		line, err = s.cmdSecret("AUTH PLAIN "+ir, "AUTH PLAIN")
+		line, err = s.pipelined(xclient, "AUTH PLAIN "+ir, "AUTH PLAIN")
 	} else {
-		line, err = s.cmd("AUTH PLAIN")
+		line, err = s.pipelined(xclient, "AUTH PLAIN", "")
 		if err == nil {
 			if !bytes.HasPrefix(line, []byte("+")) || bytes.HasPrefix(line, []byte("+OK")) {
 				return nil, s.loginFailed(line)
@@ -283,11 +429,11 @@ func (s *pop3Session) authPlain(user, pass string) ([]byte, error) {
 // userPass logs in with USER and PASS (RFC 1939 7). USER takes one
 // argument and servers split at spaces, so a name with a space cannot be
 // sent this way; PASS takes the rest of the line (RFC 1939 7, "PASS").
-func (s *pop3Session) userPass(user, pass string) ([]byte, error) {
+func (s *pop3Session) userPass(xclient, user, pass string) ([]byte, error) {
 	if strings.ContainsAny(user, " \t") {
 		return nil, fmt.Errorf("%w: pop3 %s: user name with a space needs SASL PLAIN, which the backend does not offer", ErrAuthFailed, s.opts.Address)
 	}
-	line, err := s.cmd("USER " + user)
+	line, err := s.pipelined(xclient, "USER "+user, "")
 	if err != nil {
 		return nil, err
 	}
@@ -328,6 +474,32 @@ func (s *pop3Session) loginFailed(line []byte) error {
 // cmd sends one command line and reads the one-line reply.
 func (s *pop3Session) cmd(line string) ([]byte, error) {
 	if err := s.write([]byte(line + "\r\n")); err != nil {
+		return nil, err
+	}
+	return s.readLine()
+}
+
+// pipelined sends the xclient line ("": none) and line in one write,
+// reads the XCLIENT reply and returns line's. shown is what the trace
+// shows for a line with credentials; "" when line has none.
+func (s *pop3Session) pipelined(xclient, line, shown string) ([]byte, error) {
+	if xclient == "" {
+		if shown == "" {
+			return s.cmd(line)
+		}
+		return s.cmdSecret(line, shown)
+	}
+	b := []byte(xclient + "\r\n" + line + "\r\n")
+	var err error
+	if shown == "" {
+		err = s.write(b)
+	} else {
+		err = s.writeSecret(b, xclient+" + "+shown)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.xclientReply(); err != nil {
 		return nil, err
 	}
 	return s.readLine()

@@ -19,6 +19,7 @@ type pop3Fake struct {
 	authReply    string      // reply to a complete login; default "+OK Logged in."
 	xclientReply string      // default "+OK Updated"
 	startTLS     *tls.Config // offer STLS
+	noAuth       bool        // refuse AUTH as unsupported, as Dovecot does for a mechanism it does not offer
 
 	cmds    recorder // command names in order
 	logins  recorder // "user\x00pass" as decoded
@@ -69,7 +70,7 @@ func (f *pop3Fake) handle(fc *fakeConn) {
 			}
 		case "AUTH":
 			mech, ir, _ := strings.Cut(arg, " ")
-			if mech != "PLAIN" {
+			if mech != "PLAIN" || f.noAuth {
 				fc.send("-ERR unsupported")
 				continue
 			}

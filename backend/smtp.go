@@ -55,10 +55,12 @@ type SMTP struct {
 	initOnce sync.Once
 	cache    *verifyCache
 
-	mu       sync.Mutex // guards the fields below
-	exts     []string   // last good EHLO keywords
-	extsAt   time.Time  // when exts were fetched
-	extsBusy bool       // a refresh is under way
+	mu        sync.Mutex // guards the fields below
+	exts      []string   // last good EHLO keywords
+	extsAt    time.Time  // when exts were fetched
+	extsGreet string     // the 220 greeting of the connection exts came from
+	extsLogin bool       // logins may use exts in place of their own EHLO
+	extsBusy  bool       // a refresh is under way
 }
 
 // Validate reports every problem of the section, each prefixed with path
@@ -125,7 +127,9 @@ func (b *SMTP) hostname() string {
 //
 // imap mode: IMAP login and logout (cached), then greeting, EHLO, STARTTLS
 // and EHLO when configured, XCLIENT when configured (a new 220 greeting),
-// and the client's own EHLO/HELO replayed.
+// and the client's own EHLO/HELO replayed. mailgate's own EHLO is left
+// out when neither STARTTLS nor XCLIENT follows it, and before XCLIENT
+// when the server's keywords are known (see prepare).
 // dovecot-auth mode: as imap mode, the password checked on Dovecot's
 // auth socket instead of with an IMAP login.
 // smtp-auth mode: the same up to XCLIENT (without LOGIN=), then the
@@ -203,7 +207,7 @@ func (b *SMTP) Extensions(ctx context.Context) ([]string, error) {
 		b.extsBusy = false
 		b.mu.Unlock()
 	}()
-	fresh, err := b.fetchExtensions(ctx)
+	fresh, greet, err := b.fetchExtensions(ctx)
 	if err != nil {
 		if exts != nil {
 			b.Opts.withDefaults().Logger.Warn("smtp backend EHLO failed; serving cached extensions", "err", err)
@@ -211,31 +215,56 @@ func (b *SMTP) Extensions(ctx context.Context) ([]string, error) {
 		}
 		return nil, err
 	}
-	b.mu.Lock()
-	b.exts, b.extsAt = fresh, time.Now()
-	b.mu.Unlock()
+	b.rememberExtensions(greet, fresh)
 	return fresh, nil
 }
 
-func (b *SMTP) fetchExtensions(ctx context.Context) ([]string, error) {
+// knownExtensions returns the EHLO keywords learnt within ehloRefresh
+// from a connection with the same greeting, nil when there are none.
+func (b *SMTP) knownExtensions(greet string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.extsLogin || b.exts == nil || b.extsGreet != greet || time.Since(b.extsAt) >= ehloRefresh {
+		return nil
+	}
+	return b.exts
+}
+
+func (b *SMTP) rememberExtensions(greet string, exts []string) {
+	b.mu.Lock()
+	b.exts, b.extsAt, b.extsGreet, b.extsLogin = exts, time.Now(), greet, true
+	b.mu.Unlock()
+}
+
+// forgetExtensions drops the remembered keywords after a backend error:
+// the next login says EHLO before XCLIENT again (Extensions still serves
+// the last good list to clients until it has a new one).
+func (b *SMTP) forgetExtensions() {
+	b.mu.Lock()
+	b.extsLogin = false
+	b.mu.Unlock()
+}
+
+func (b *SMTP) fetchExtensions(ctx context.Context) ([]string, string, error) {
 	o := b.Opts.withDefaults()
 	cn, err := dial(ctx, o, "smtp", o.Logger.With("backend", "smtp"), nil)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer cn.close()
 	s := &smtpSession{conn: cn}
-	if err := s.greeting(); err != nil {
-		return nil, err
+	greet, err := s.greeting()
+	if err != nil {
+		return nil, "", err
 	}
 	exts, err := s.ehloTLS(b.hostname())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := s.write([]byte("QUIT\r\n")); err == nil {
 		_, _ = s.reply() // "221"; the answer does not matter
 	}
-	return exts, nil
+	return exts, greet, nil
 }
 
 // smtpSession is the state of one SMTP backend session being opened.
@@ -245,17 +274,19 @@ type smtpSession struct {
 
 // open runs everything after dial; see SMTP.Login.
 func (s *smtpSession) open(b *SMTP, c Client, user, pass string, authMode bool) error {
-	if err := s.greeting(); err != nil {
-		return err
+	err := s.session(b, c, user, pass, authMode)
+	if err != nil && !errors.Is(err, ErrAuthFailed) {
+		// A backend error: the next login asks EHLO before XCLIENT again.
+		b.forgetExtensions()
 	}
-	exts, err := s.ehloTLS(b.hostname())
-	if err != nil {
+	return err
+}
+
+// session is open's work: prepare, the client's EHLO (or HELO)
+// replayed, and AUTH in smtp-auth mode.
+func (s *smtpSession) session(b *SMTP, c Client, user, pass string, authMode bool) error {
+	if err := s.prepare(b, c, user, authMode); err != nil {
 		return err
-	}
-	if b.XCLIENT {
-		if err := s.xclient(c, exts, user, !authMode); err != nil {
-			return err
-		}
 	}
 	heloCmd := "EHLO"
 	if !authMode && strings.EqualFold(c.HeloCmd, "HELO") {
@@ -276,17 +307,62 @@ func (s *smtpSession) open(b *SMTP, c Client, user, pass string, authMode bool) 
 	return nil
 }
 
-// greeting requires the 220 greeting (RFC 5321 4.3.1); 421 or 554 mean
-// the server will not talk to us.
-func (s *smtpSession) greeting() error {
-	r, err := s.reply()
+// prepare reads the greeting, says EHLO (with STARTTLS when configured)
+// and sends XCLIENT when configured. Without XCLIENT and STARTTLS it
+// says no EHLO of its own.
+//
+// With XCLIENT and no STARTTLS, mailgate's own EHLO only tells which
+// XCLIENT attributes the server takes, and XCLIENT starts the session
+// over (a new 220, then the client's EHLO). When the keywords of a
+// connection with the same greeting are known from a moment ago, that
+// EHLO is left out: one round trip and one command of the server's less
+// per login. Should XCLIENT then be refused, the server may have
+// changed: mailgate says EHLO, learns what it offers now and sends
+// XCLIENT again as that says, so remembered keywords never make a login
+// fail that a fresh EHLO would let through.
+func (s *smtpSession) prepare(b *SMTP, c Client, user string, authMode bool) error {
+	greet, err := s.greeting()
 	if err != nil {
 		return err
 	}
-	if r.code != 220 {
-		return s.replyErr("greeting", r)
+	if !b.XCLIENT && s.opts.TLS != TLSStartTLS {
+		// Without XCLIENT and STARTTLS an EHLO of our own tells nothing:
+		// the client's EHLO, replayed next, is the one whose keywords
+		// count (AUTH).
+		return nil
+	}
+	if b.XCLIENT && s.opts.TLS != TLSStartTLS {
+		if exts := b.knownExtensions(greet); exts != nil {
+			if err := s.xclient(c, exts, user, !authMode); err == nil {
+				return nil
+			}
+			s.log.Info("smtp backend refused XCLIENT sent as its EHLO said a moment ago; asking EHLO again")
+		}
+	}
+	exts, err := s.ehloTLS(b.hostname())
+	if err != nil {
+		return err
+	}
+	if s.opts.TLS != TLSStartTLS {
+		b.rememberExtensions(greet, exts)
+	}
+	if b.XCLIENT {
+		return s.xclient(c, exts, user, !authMode)
 	}
 	return nil
+}
+
+// greeting requires the 220 greeting (RFC 5321 4.3.1); 421 or 554 mean
+// the server will not talk to us. It returns the greeting's text.
+func (s *smtpSession) greeting() (string, error) {
+	r, err := s.reply()
+	if err != nil {
+		return "", err
+	}
+	if r.code != 220 {
+		return "", s.replyErr("greeting", r)
+	}
+	return strings.Join(r.lines, "\n"), nil
 }
 
 // ehloTLS says EHLO and, when configured, STARTTLS and EHLO again (RFC

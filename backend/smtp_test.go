@@ -20,6 +20,7 @@ type smtpFake struct {
 	authReply    string      // default "235 2.7.0 Authentication successful"
 	ehloReply    string      // non-empty: answer EHLO/HELO with this instead
 	startTLS     *tls.Config // offer STARTTLS
+	strictXC     bool        // refuse XCLIENT attributes the XCLIENT keyword does not list, as Postfix does
 
 	lines  recorder // every command line, AUTH lines redacted
 	logins recorder // "user\x00pass" from AUTH PLAIN
@@ -79,6 +80,10 @@ func (f *smtpFake) handle(fc *fakeConn) {
 				return
 			}
 		case "XCLIENT":
+			if bad := f.badXclientAttr(exts, arg); bad != "" {
+				fc.send("501 5.5.4 Bad XCLIENT attribute name: " + bad)
+				continue
+			}
 			if f.xclientReply != "" {
 				fc.send(f.xclientReply)
 			} else {
@@ -111,6 +116,27 @@ func (f *smtpFake) handle(fc *fakeConn) {
 }
 
 // startSMTP runs an SMTP fake and, for imap mode, an IMAP fake.
+// badXclientAttr returns the first attribute of an XCLIENT argument
+// list that exts' XCLIENT keyword does not list, when strictXC is set.
+func (f *smtpFake) badXclientAttr(exts []string, arg string) string {
+	if !f.strictXC {
+		return ""
+	}
+	var offered []string
+	for _, e := range exts {
+		if name, attrs, _ := strings.Cut(e, " "); name == "XCLIENT" {
+			offered = strings.Fields(attrs)
+		}
+	}
+	for _, a := range strings.Fields(arg) {
+		name, _, _ := strings.Cut(a, "=")
+		if !slices.Contains(offered, name) {
+			return name
+		}
+	}
+	return ""
+}
+
 func startSMTP(t *testing.T, f *smtpFake, verify string) (*fakeServer, *SMTP, *imapFake) {
 	srv := newFakeServer(t, f.handle)
 	b := &SMTP{Opts: testOpts(t, srv.addr()), Verify: verify, XCLIENT: true, Hostname: "mailgate.test", CacheTTL: time.Minute}

@@ -50,7 +50,7 @@ func (b *SMTP) ProbeRelay(ctx context.Context) (string, error) {
 	}
 	defer cn.close()
 	s := &smtpSession{conn: cn}
-	if err := s.greeting(); err != nil {
+	if _, err := s.greeting(); err != nil {
 		return "", err
 	}
 	exts, err := s.ehloTLS(b.hostname())

@@ -13,6 +13,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -73,6 +75,10 @@ type target struct {
 	// which offers X25519MLKEM768 first). Servers on OpenSSL 3.0 pick
 	// X25519; mailgate (Go) picks the hybrid, which costs both ends more.
 	curves []tls.CurveID
+	// resume, when set, keeps each worker's TLS session (a TLS 1.3
+	// session ticket) and offers it on that worker's next connection, as
+	// Thunderbird and Apple Mail do; nil: every handshake is a full one.
+	resume *resumption
 }
 
 // conn is one client session: the TLS connection and its line reader.
@@ -95,7 +101,11 @@ func dial(ctx context.Context, t target) (*conn, error) {
 	if t.tls {
 		// Benchmarks run against self-signed loopback servers only;
 		// verification is not what is measured.
-		tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true, ServerName: "mail.example.test", CurvePreferences: t.curves}) //nolint:gosec
+		cfg := &tls.Config{InsecureSkipVerify: true, ServerName: "mail.example.test", CurvePreferences: t.curves} //nolint:gosec
+		if t.resume != nil {
+			cfg.ClientSessionCache = t.resume.cache(workerID(ctx))
+		}
+		tc := tls.Client(nc, cfg)
 		hctx, cancel := context.WithTimeout(ctx, t.step)
 		err := tc.HandshakeContext(hctx)
 		cancel()
@@ -103,9 +113,53 @@ func dial(ctx context.Context, t target) (*conn, error) {
 			nc.Close()
 			return nil, &stepError{kindTLS, err}
 		}
+		if t.resume != nil {
+			t.resume.count(tc.ConnectionState().DidResume)
+		}
 		nc = tc
 	}
 	return newConn(nc), nil
+}
+
+// resumption holds one TLS session per worker of a run, as a client
+// holds one per account: a worker offers the ticket of its own last
+// connection. Go's client caches by server name, which every target
+// shares here, so each worker has a cache of its own with one entry.
+type resumption struct {
+	mu      sync.Mutex
+	caches  map[int]tls.ClientSessionCache
+	resumed atomic.Int64 // handshakes that resumed a session
+	full    atomic.Int64 // handshakes that did not
+}
+
+func newResumption() *resumption { return &resumption{caches: map[int]tls.ClientSessionCache{}} }
+
+func (r *resumption) cache(worker int) tls.ClientSessionCache {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.caches[worker]
+	if c == nil {
+		c = tls.NewLRUClientSessionCache(1)
+		r.caches[worker] = c
+	}
+	return c
+}
+
+func (r *resumption) count(resumed bool) {
+	if resumed {
+		r.resumed.Add(1)
+	} else {
+		r.full.Add(1)
+	}
+}
+
+// share is the fraction of handshakes that resumed, 0 without any.
+func (r *resumption) share() float64 {
+	res, full := r.resumed.Load(), r.full.Load()
+	if res+full == 0 {
+		return 0
+	}
+	return float64(res) / float64(res+full)
 }
 
 func newConn(nc net.Conn) *conn { return &conn{nc: nc, r: bufio.NewReaderSize(nc, 4096)} }

@@ -75,6 +75,7 @@ func runSingle(cmd string, args []string, stderr io.Writer) int {
 	pid := fs.Int("pid", 0, "pid of the server, to read its CPU (logins) or VmRSS (idle)")
 	metrics := fs.String("metrics", "", "idle: Prometheus URL with go_goroutines (mailgate's admin /metrics)")
 	step := fs.Duration("step", 10*time.Second, "deadline of each network step")
+	resume := fs.Bool("resume", false, "logins: each worker offers the TLS session of its last connection (session tickets)")
 	x25519 := fs.Bool("x25519", false, "offer only X25519 (default: Go's key exchanges, X25519MLKEM768 first)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -90,6 +91,9 @@ func runSingle(cmd string, args []string, stderr io.Writer) int {
 	t := target{addr: *addr, tls: !*plain, user: *user, pass: *pass, step: *step}
 	if *x25519 {
 		t.curves = []tls.CurveID{tls.X25519}
+	}
+	if *resume {
+		t.resume = newResumption()
 	}
 	if *source != "" {
 		if t.local = net.ParseIP(*source); t.local == nil {
@@ -112,6 +116,9 @@ func runSingle(cmd string, args []string, stderr io.Writer) int {
 		r := runLogins(ctx, *conc, *dur, *count, func(ctx context.Context) error { return loginOnce(ctx, p, t) }, cpu, nil)
 		fmt.Printf("%s c=%d: %d logins in %s = %.1f/s; p50 %s p90 %s p99 %s; errors %s; server CPU per login %s\n",
 			p, *conc, r.OK, r.Elapsed.Round(time.Millisecond), r.Rate(), fmtDur(r.P50), fmtDur(r.P90), fmtDur(r.P99), r.errString(), fmtDur(r.CPUPerLogin))
+		if t.resume != nil {
+			fmt.Printf("TLS sessions resumed: %.1f%% of handshakes\n", 100*t.resume.share())
+		}
 		if r.FirstErr != "" {
 			fmt.Printf("first error: %s\n", r.FirstErr)
 		}

@@ -128,8 +128,9 @@ func runWorkers(ctx context.Context, conc int, max int64, next func() (time.Time
 		bcpu0 = backendCPU()
 	}
 	begin := time.Now()
-	for range conc {
+	for w := range conc {
 		wg.Add(1)
+		wctx := context.WithValue(context.WithoutCancel(ctx), workerKey{}, w+1)
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
@@ -146,7 +147,7 @@ func runWorkers(ctx context.Context, conc int, max int64, next func() (time.Time
 				// A session already begun runs to its end on its own
 				// step deadlines, so the run's end does not count as
 				// an error of the server.
-				err := once(context.WithoutCancel(ctx))
+				err := once(wctx)
 				if err != nil {
 					local[errKind(err)]++
 					if firstLocal == "" {
@@ -184,6 +185,17 @@ func runWorkers(ctx context.Context, conc int, max int64, next func() (time.Time
 		res.BackendCPU = (backendCPU() - bcpu0) / time.Duration(res.OK)
 	}
 	return res
+}
+
+// workerKey carries a worker's number in the context of its sessions.
+type workerKey struct{}
+
+// workerID is the number of the worker running ctx's session (0 outside
+// runWorkers), so per-client state such as a TLS session stays with one
+// worker.
+func workerID(ctx context.Context) int {
+	n, _ := ctx.Value(workerKey{}).(int)
+	return n
 }
 
 // quantile of sorted d (nearest rank).

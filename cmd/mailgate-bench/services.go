@@ -246,6 +246,40 @@ func buildMailgate(ctx context.Context, repo, dir string) (string, error) {
 	return bin, nil
 }
 
+// buildBase builds mailgate as of git revision rev (-base) into dir: the
+// revision's tree is exported with git archive into dir/src, so neither
+// the repository's work tree nor its worktree list changes.
+func buildBase(ctx context.Context, repo, rev, dir string) (string, error) {
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	arch := exec.CommandContext(ctx, "git", "-C", repo, "archive", "--format=tar", rev)
+	untar := exec.CommandContext(ctx, "tar", "-x", "-C", src)
+	pipe, err := arch.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	untar.Stdin = pipe
+	var archErr strings.Builder
+	arch.Stderr = &archErr
+	if err := untar.Start(); err != nil {
+		return "", err
+	}
+	if err := arch.Run(); err != nil {
+		_ = untar.Wait()
+		return "", fmt.Errorf("git archive %s: %v %s", rev, err, archErr.String())
+	}
+	if err := untar.Wait(); err != nil {
+		return "", fmt.Errorf("tar: %v", err)
+	}
+	bin, err := buildMailgate(ctx, src, dir)
+	if err != nil {
+		return "", fmt.Errorf("-base %s: %w", rev, err)
+	}
+	return bin, nil
+}
+
 // startMailgate writes the config and starts mailgate serve. It tries
 // the config with the guard section first and drops it if this build of
 // mailgate does not know the section yet.

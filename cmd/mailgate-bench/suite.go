@@ -27,6 +27,9 @@ const (
 	tDirect   = "dovecot"
 	tNginx    = "nginx"
 	tMailgate = "mailgate"
+	// tBase is a second mailgate built from another commit (-base), for
+	// before/after figures from one run.
+	tBase = "mailgate-base"
 )
 
 var targetNames = []string{tDirect, tNginx, tMailgate}
@@ -51,20 +54,26 @@ type suiteOpts struct {
 	idleNote   string        // why idleBig was reduced, for the results
 	loginProcs int           // Dovecot login processes in high-performance mode; 0: one per connection
 	curves     []tls.CurveID // client key exchanges; nil: Go's default
+	base       string        // git revision of a second mailgate to measure beside this one ("": none)
+	resumeC    int           // concurrency of the runs with TLS session resumption (0: none)
 }
 
 // stackEnv is everything the suite started.
 type stackEnv struct {
-	st       *mailstack.Stack
-	nginx    *proc
-	mg       *proc
-	mgBin    string
-	guard    bool
-	addrs    map[string]map[string]string // target → proto → addr
-	pids     map[string]int               // target → pid whose tree is "the proxy"
-	mgPorts  mailgatePorts
-	workDir  string
-	nginxErr error
+	st        *mailstack.Stack
+	nginx     *proc
+	mg        *proc
+	mgBin     string
+	base      *proc // the -base mailgate, nil without
+	baseBin   string
+	names     []string // the targets measured, in table order
+	guard     bool
+	addrs     map[string]map[string]string // target → proto → addr
+	pids      map[string]int               // target → pid whose tree is "the proxy"
+	mgPorts   mailgatePorts
+	basePorts mailgatePorts
+	workDir   string
+	nginxErr  error
 }
 
 func runSuite(args []string) int {
@@ -85,7 +94,9 @@ func runSuite(args []string) int {
 	fs.IntVar(&o.loginProcs, "dovecot-login-procs", 0, "run Dovecot's login services in high-performance mode with this many processes (0: Debian's default, a process per connection)")
 	kex := fs.String("client-kex", "default", `client key exchange: "default" (Go's: X25519MLKEM768 first) or "x25519" (what nginx and Dovecot on OpenSSL 3.0 choose anyway)`)
 	fs.BoolVar(&o.keep, "keep", false, "keep the daemons' scratch directories (logs, configs) for inspection")
-	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, paced, throughput, idle, denied, profile")
+	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, resume, paced, throughput, idle, denied, profile")
+	fs.StringVar(&o.base, "base", "", "git revision of a second mailgate, built and measured beside this tree's as mailgate-base (before/after in one run)")
+	fs.IntVar(&o.resumeC, "resume-c", 64, "concurrency of the IMAPS and POP3S login runs with TLS session resumption (0: skip them)")
 	fs.Float64Var(&o.pacedRate, "paced-rate", 0, "paced IMAPS logins offered per second at the highest -c (0: 0.9 × nginx's closed-loop rate there)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -211,11 +222,18 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		bin string
 		err error
 	}
-	bc := make(chan built, 1)
+	bc := make(chan built, 2)
 	go func() {
 		bin, err := buildMailgate(ctx, repo, env.workDir)
 		bc <- built{bin, err}
 	}()
+	baseC := make(chan built, 1)
+	if o.base != "" {
+		go func() {
+			bin, err := buildBase(ctx, repo, o.base, filepath.Join(env.workDir, "base"))
+			baseC <- built{bin, err}
+		}()
+	}
 	env.st, err = mailstack.Start(ctx, mailstack.Options{Postfix: !slices.Contains(missing, "postfix"), MaxSessions: max(o.idleBig, o.idle) + 500, LoginProcesses: o.loginProcs})
 	b := <-bc
 	if env.st != nil {
@@ -228,6 +246,13 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		return env, b.err
 	}
 	env.mgBin = b.bin
+	if o.base != "" {
+		bb := <-baseC
+		if bb.err != nil {
+			return env, bb.err
+		}
+		env.baseBin = bb.bin
+	}
 	st := env.st
 	env.addrs[tDirect] = map[string]string{"imap": mailstack.Addr(st.IMAPS), "pop3": mailstack.Addr(st.POP3S)}
 	if st.SMTPS != 0 {
@@ -282,12 +307,41 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		env.addrs[tMailgate]["smtp"] = mailstack.Addr(env.mgPorts.SMTPS)
 	}
 	env.pids[tMailgate] = env.mg.pid()
+	if env.baseBin != "" {
+		for attempt := 1; ; attempt++ {
+			ports, err := mailstack.FreePorts(5)
+			if err != nil {
+				return env, err
+			}
+			env.basePorts = mailgatePorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2], Admin: ports[3], Pprof: ports[4]}
+			env.base, _, err = startMailgate(ctx, env.baseBin, filepath.Join(env.workDir, "base"), st, env.basePorts, o.mgEnv)
+			if err == nil {
+				break
+			}
+			if attempt == testport.Attempts || !testport.InUse(err.Error()) {
+				return env, err
+			}
+		}
+		env.addrs[tBase] = map[string]string{"imap": mailstack.Addr(env.basePorts.IMAPS), "pop3": mailstack.Addr(env.basePorts.POP3S)}
+		if st.Submission != 0 {
+			env.addrs[tBase]["smtp"] = mailstack.Addr(env.basePorts.SMTPS)
+		}
+		env.pids[tBase] = env.base.pid()
+	}
+	for _, n := range []string{tDirect, tNginx, tMailgate, tBase} {
+		if env.addrs[n] != nil {
+			env.names = append(env.names, n)
+		}
+	}
 	return env, nil
 }
 
 func (e *stackEnv) teardown() {
 	if e.mg != nil {
 		e.mg.stop(syscall.SIGTERM)
+	}
+	if e.base != nil {
+		e.base.stop(syscall.SIGTERM)
 	}
 	if e.nginx != nil {
 		e.nginx.stop(syscall.SIGQUIT)
@@ -312,7 +366,12 @@ func (e *stackEnv) cpuOf(name string) func() time.Duration {
 	return func() time.Duration { return treeCPU(pid) }
 }
 
-func (e *stackEnv) backendCPU() time.Duration { return treeCPU(e.st.DovecotPID()) }
+// backendCPU is the CPU time of every Dovecot and Postfix process,
+// reaped children included: what the backends pay, whichever of them a
+// login reaches (Postfix's smtpd and Dovecot's auth for SMTP).
+func (e *stackEnv) backendCPU() time.Duration {
+	return treeCPU(e.st.DovecotPID()) + treeCPU(e.st.PostfixPID())
+}
 
 func header(w io.Writer, o suiteOpts) {
 	load, _ := os.ReadFile("/proc/loadavg")
@@ -332,15 +391,22 @@ func header(w io.Writer, o suiteOpts) {
 	if len(o.mgEnv) > 0 {
 		fmt.Fprintf(w, "mailgate environment: %s\n", strings.Join(o.mgEnv, " "))
 	}
+	if o.base != "" {
+		fmt.Fprintf(w, "mailgate-base: mailgate built from %s, measured beside this tree's\n", o.base)
+	}
 	fmt.Fprintf(w, "rounds %d, %s per logins run, targets alternate within each round; figures are medians over rounds\n", o.rounds, o.dur)
 }
 
 // rotate gives round r's order of the targets, so none always runs first.
-func rotate(r int) []string {
-	n := len(targetNames)
+func (e *stackEnv) rotate(r int) []string {
+	names := e.names
+	if len(names) == 0 {
+		names = targetNames
+	}
+	n := len(names)
 	out := make([]string, n)
 	for i := range n {
-		out[i] = targetNames[(i+r)%n]
+		out[i] = names[(i+r)%n]
 	}
 	return out
 }
@@ -349,28 +415,36 @@ func rotate(r int) []string {
 // IMAPS rate at the highest concurrency (0: not measured).
 func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) float64 {
 	type key struct {
-		proto string
-		conc  int
+		proto  string
+		conc   int
+		resume bool
 	}
 	var runs []key
 	for _, c := range o.concs {
-		runs = append(runs, key{"imap", c})
+		runs = append(runs, key{"imap", c, false})
 	}
 	if !o.skip["protos"] && o.protoConc > 0 {
-		runs = append(runs, key{"pop3", o.protoConc}, key{"smtp", o.protoConc})
+		runs = append(runs, key{"pop3", o.protoConc, false}, key{"smtp", o.protoConc, false})
+	}
+	if !o.skip["resume"] && o.resumeC > 0 {
+		runs = append(runs, key{"imap", o.resumeC, true}, key{"pop3", o.resumeC, true})
 	}
 	res := map[key]map[string][]loginResult{}
+	resumed := map[key]map[string][]float64{}
 	profiled := o.skip["profile"]
 	for r := range o.rounds {
 		for _, k := range runs {
-			for _, name := range rotate(r) {
+			for _, name := range e.rotate(r) {
 				t, ok := e.target(name, k.proto, o)
 				if !ok {
 					continue
 				}
+				if k.resume {
+					t.resume = newResumption()
+				}
 				proto := k.proto
 				var profDone chan error
-				if !profiled && name == tMailgate && proto == "imap" && k.conc == slices.Max(o.concs) {
+				if !profiled && name == tMailgate && proto == "imap" && !k.resume && k.conc == slices.Max(o.concs) {
 					profiled = true
 					profDone = make(chan error, 1)
 					secs := max(int(o.dur.Seconds())-1, 1)
@@ -389,38 +463,48 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) flo
 				}
 				if res[k] == nil {
 					res[k] = map[string][]loginResult{}
+					resumed[k] = map[string][]float64{}
 				}
 				res[k][name] = append(res[k][name], lr)
-				fmt.Fprintf(os.Stderr, "round %d %s c=%d %-8s %8.1f/s p50 %v p99 %v errors %s %s\n", r+1, proto, k.conc, name, lr.Rate(), lr.P50.Round(10*time.Microsecond), lr.P99.Round(10*time.Microsecond), lr.errString(), lr.FirstErr)
+				share := ""
+				if t.resume != nil {
+					resumed[k][name] = append(resumed[k][name], t.resume.share())
+					share = fmt.Sprintf(" resumed %.0f%%", 100*t.resume.share())
+				}
+				fmt.Fprintf(os.Stderr, "round %d %s c=%d %-13s %8.1f/s p50 %v p99 %v cpu %v backend %v%s errors %s %s\n", r+1, proto, k.conc, name, lr.Rate(), lr.P50.Round(10*time.Microsecond), lr.P99.Round(10*time.Microsecond), lr.CPUPerLogin.Round(time.Microsecond), lr.BackendCPU.Round(time.Microsecond), share, lr.errString(), lr.FirstErr)
 			}
 		}
 	}
 	fmt.Fprintf(w, "\n## logins (connect, TLS handshake, login, logout)\n\n")
-	fmt.Fprintf(w, "| proto | conc | target | logins/s | p50 | p90 | p99 | errors (all rounds) | proxy CPU/login | Dovecot CPU/login | c/a | c/b |\n|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| proto | conc | TLS resumption | target | logins/s | p50 | p90 | p99 | errors (all rounds) | proxy CPU/login | backend CPU/login | c/a | c/b | c/base |\n|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")
 	for _, k := range runs {
 		byT := res[k]
 		med := map[string]float64{}
-		for _, name := range targetNames {
+		for _, name := range e.names {
 			if rs := byT[name]; len(rs) > 0 {
 				med[name] = medianF(rs, func(r loginResult) float64 { return r.Rate() })
 			}
 		}
-		for _, name := range targetNames {
+		for _, name := range e.names {
 			rs := byT[name]
 			if len(rs) == 0 {
 				continue
 			}
 			m := summarize(rs, e.pids[name] != 0)
-			ratioA, ratioB := "", ""
+			ratioA, ratioB, ratioBase := "", "", ""
 			if name == tMailgate {
-				ratioA, ratioB = ratio(med[tMailgate], med[tDirect]), ratio(med[tMailgate], med[tNginx])
+				ratioA, ratioB, ratioBase = ratio(med[tMailgate], med[tDirect]), ratio(med[tMailgate], med[tNginx]), ratio(med[tMailgate], med[tBase])
 			}
-			fmt.Fprintf(w, "| %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.proto, k.conc, name, med[name],
-				m.p50, m.p90, m.p99, m.errs, m.cpu, m.backendCPU, ratioA, ratioB)
+			resume := "off"
+			if k.resume {
+				resume = fmt.Sprintf("on (%.0f%% resumed)", 100*median(resumed[k][name]))
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.proto, k.conc, resume, name, med[name],
+				m.p50, m.p90, m.p99, m.errs, m.cpu, m.backendCPU, ratioA, ratioB, ratioBase)
 		}
 	}
-	fmt.Fprintf(w, "\nc/a: mailgate ÷ Dovecot with TLS; c/b: mailgate ÷ nginx mail proxy. Proxy CPU/login is the proxy's own process tree (nginx: master and workers; the auth_http answer is served by the bench tool and not counted). Dovecot CPU/login is every Dovecot process, reaped children included. SMTP: direct is Postfix smtps with SASL through Dovecot; nginx hands the session to Postfix with XCLIENT after auth_http said OK, so no backend checks the password there.\n")
-	if rs := res[key{"imap", slices.Max(o.concs)}][tNginx]; len(rs) > 0 {
+	fmt.Fprintf(w, "\nc/a: mailgate ÷ Dovecot with TLS; c/b: mailgate ÷ nginx mail proxy; c/base: mailgate ÷ mailgate-base (-base), logins/s. Proxy CPU/login is the proxy's own process tree (nginx: master and workers; the auth_http answer is served by the bench tool and not counted). Backend CPU/login is every Dovecot and every Postfix process, reaped children included, per login of the run. TLS resumption on: each client worker keeps the session (TLS 1.3 ticket) of its last connection and offers it on the next, as mail clients do; the share of handshakes that resumed is given. SMTP: direct is Postfix smtps with SASL through Dovecot; nginx hands the session to Postfix with XCLIENT after auth_http said OK, so no backend checks the password there.\n")
+	if rs := res[key{"imap", slices.Max(o.concs), false}][tNginx]; len(rs) > 0 {
 		return medianF(rs, func(r loginResult) float64 { return r.Rate() })
 	}
 	return 0
@@ -477,7 +561,7 @@ func suitePaced(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts, ngin
 	}
 	res := map[string][]loginResult{}
 	for r := range o.rounds {
-		for _, name := range rotate(r) {
+		for _, name := range e.rotate(r) {
 			t, ok := e.target(name, "imap", o)
 			if !ok {
 				continue
@@ -490,12 +574,12 @@ func suitePaced(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts, ngin
 	fmt.Fprintf(w, "offered: %.1f logins/s for %s per round\n\n", rate, o.dur)
 	fmt.Fprintf(w, "| target | served/s | p50 | p90 | p99 | errors (all rounds) | proxy CPU/login | p99 c/a | p99 c/b |\n|---|---:|---:|---:|---:|---|---:|---:|---:|\n")
 	p99 := map[string]float64{}
-	for _, name := range targetNames {
+	for _, name := range e.names {
 		if rs := res[name]; len(rs) > 0 {
 			p99[name] = medianF(rs, func(r loginResult) float64 { return float64(r.P99) })
 		}
 	}
-	for _, name := range targetNames {
+	for _, name := range e.names {
 		rs := res[name]
 		if len(rs) == 0 {
 			continue
@@ -529,7 +613,7 @@ func suiteThroughput(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts)
 	app, fet := map[string][]float64{}, map[string][]float64{}
 	errs := map[string][]string{}
 	for r := range o.xferReps {
-		for _, name := range rotate(r) {
+		for _, name := range e.rotate(r) {
 			t, ok := e.target(name, "imap", o)
 			if !ok {
 				continue
@@ -548,7 +632,7 @@ func suiteThroughput(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts)
 	fmt.Fprintf(w, "\n## throughput (one IMAPS session: APPEND then FETCH BODY.PEEK[] of a %.1f MB message, bytes checked by SHA-256)\n\n", float64(len(msg))/1e6)
 	fmt.Fprintf(w, "| target | APPEND MB/s | FETCH MB/s | runs | errors | c/a APPEND | c/b APPEND | c/a FETCH | c/b FETCH |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n")
 	m := func(xs []float64) float64 { return median(xs) }
-	for _, name := range targetNames {
+	for _, name := range e.names {
 		if len(app[name]) == 0 && len(errs[name]) == 0 {
 			continue
 		}

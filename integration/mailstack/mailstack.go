@@ -67,7 +67,7 @@ type Options struct {
 	// LoginProcesses > 0 runs imap-login and pop3-login in Dovecot's
 	// high-performance mode (service_count = 0) with that many long-lived
 	// login processes, which also do the TLS of direct IMAPS/POP3S
-	// sessions. 0 keeps Debian's default: a new login process per
+	// sessions, and reuses pop3 processes as imap's always are. 0 keeps Debian's default: a new login process per
 	// connection (fork, TLS setup, exit), which costs Dovecot several ms
 	// of CPU per login.
 	LoginProcesses int
@@ -264,7 +264,7 @@ func (s *Stack) stopDaemons() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if s.postfix {
-		if pid := readPid(filepath.Join(s.Dir, "postfix", "spool", "pid", "master.pid")); pid > 0 {
+		if pid := s.PostfixPID(); pid > 0 {
 			_ = s.daemon(ctx, "postfix", "-c", s.PostfixConfDir(), "stop")
 			waitGone(pid)
 		}
@@ -278,6 +278,15 @@ func (s *Stack) stopDaemons() {
 // DovecotPID is the pid of Dovecot's master process, 0 if unknown.
 func (s *Stack) DovecotPID() int {
 	return readPid(filepath.Join(s.Dir, "dovecot", "run", "master.pid"))
+}
+
+// PostfixPID is the pid of Postfix's master process, 0 without Postfix
+// or if unknown.
+func (s *Stack) PostfixPID() int {
+	if !s.postfix {
+		return 0
+	}
+	return readPid(filepath.Join(s.Dir, "postfix", "spool", "pid", "master.pid"))
 }
 
 // DovecotConf is the path of Dovecot's configuration file (for doveadm -c).
@@ -626,6 +635,15 @@ service imap {
   process_limit = {{.Procs}}
   client_limit = {{.PerProc}}
 }
+{{- if gt .Opts.LoginProcesses 0}}
+service pop3 {
+  # High-performance mode (the benchmark's): pop3 processes reused like
+  # imap's, so a login costs Dovecot its work, not a fork and exec.
+  service_count = 0
+  process_limit = {{.Procs}}
+  client_limit = {{.PerProc}}
+}
+{{- end}}
 service pop3-login {
   inet_listener pop3 {
     address = 127.0.0.1
