@@ -133,7 +133,7 @@ func TestPOP3CapaAskedOnce(t *testing.T) {
 		}
 		return n
 	}
-	if !waitFor(func() bool { return seen() == logins }, 10*time.Second) {
+	if !waitFor(func() bool { return seen() == logins }, eventually) {
 		t.Fatalf("Dovecot logged %d pop3 logins with rip=%s, want %d:\n%s", seen(), addrGB, logins, logSince(hs.dovecotLog(), mark))
 	}
 }

@@ -5,7 +5,6 @@ package integration
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestSMTPOwnEHLORemembered: with verify: smtp-auth and XCLIENT, the
@@ -58,7 +57,7 @@ func TestSMTPOwnEHLORemembered(t *testing.T) {
 		}
 		return k
 	}
-	if !waitFor(func() bool { return n() == logins }, 10*time.Second) {
+	if !waitFor(func() bool { return n() == logins }, eventually) {
 		t.Fatalf("Postfix logged %d sessions from %s with bob's login, want %d:\n%s", n(), from, logins, logSince(hs.postfixLog(), mark))
 	}
 }
