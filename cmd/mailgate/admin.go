@@ -2,7 +2,8 @@ package main
 
 // Wiring of the admin listener (cmd/mailgate/internal/admin): the
 // gateway's metrics, reload and readiness, and the guard's API, behind
-// admin.address and admin.token_file.
+// admin.address and admin.token_file; the web console (console.go)
+// behind admin.console.users_file.
 
 import (
 	"context"
@@ -28,7 +29,15 @@ func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), 
 	if c.Address == "off" {
 		return cancel, nil
 	}
-	stop := newAdminServer(g, token, load).Start(c.Address)
+	var opts []func(*admin.Config)
+	if cs := newConsole(g, c.Console); cs != nil {
+		go cs.Run(ctx)
+		opts = append(opts, func(ac *admin.Config) { ac.Console = cs.Handler() })
+	}
+	if c.TLS {
+		opts = append(opts, func(ac *admin.Config) { ac.TLSConfig = g.tm.ServerConfig("http/1.1") })
+	}
+	stop := newAdminServer(g, token, load, opts...).Start(c.Address)
 	return func() {
 		cancel()
 		stop()
@@ -41,8 +50,9 @@ func readAdminToken(c AdminConfig) (string, error) {
 	return admin.ReadToken(c.TokenFile)
 }
 
-// newAdminServer is the admin listener of gateway g.
-func newAdminServer(g *gateway, token string, load func() (*Config, error)) *admin.Server {
+// newAdminServer is the admin listener of gateway g; opts add the
+// console and TLS.
+func newAdminServer(g *gateway, token string, load func() (*Config, error), opts ...func(*admin.Config)) *admin.Server {
 	c := admin.Config{
 		Token: token,
 		Log:   g.log.With("component", "admin"),
@@ -57,6 +67,9 @@ func newAdminServer(g *gateway, token string, load func() (*Config, error)) *adm
 	}
 	if g.guard != nil {
 		c.Guard = g.guard.g
+	}
+	for _, o := range opts {
+		o(&c)
 	}
 	return admin.New(c)
 }

@@ -1,0 +1,97 @@
+package main
+
+// Wiring of the web console (package console, docs/console.md) on the
+// admin listener: the gateway's guard, login history, current policy and
+// running state, behind admin.console.users_file.
+
+import (
+	"time"
+
+	"github.com/mailgate/mailgate/audit"
+	"github.com/mailgate/mailgate/console"
+	"github.com/mailgate/mailgate/policy"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// newConsole is gateway g's console; nil when admin.console.users_file
+// is not set.
+func newConsole(g *gateway, c ConsoleConfig) *console.Server {
+	if c.UsersFile == "" {
+		return nil
+	}
+	cfg := g.current().cfg
+	cc := console.Config{
+		UsersFile:    c.UsersFile,
+		IdleTimeout:  c.IdleTimeout,
+		FailureDelay: cfg.Limits.WithDefaults().AuthFailureDelay,
+		Log:          g.log.With("component", "console"),
+		Decide: func(r policy.Request) policy.Decision {
+			return g.current().pol.Decide(r)
+		},
+		NormalizeAccount: func(login string) string {
+			return audit.Normalize(login, g.current().cfg.Policy.DefaultDomain)
+		},
+		Overview: func() console.Overview { return g.overview() },
+	}
+	if g.guard != nil && g.guard.g != nil {
+		cc.Guard = g.guard.g
+	}
+	if g.audit != nil {
+		cc.Audit = g.audit
+	}
+	return console.New(cc)
+}
+
+// started is when this process started serving, for the overview.
+var started = time.Now()
+
+// overview reads what the console's overview shows from the running
+// gateway: the registry's login and decision counters, the last
+// configuration load, the geo databases and the certificates.
+func (g *gateway) overview() console.Overview {
+	o := console.Overview{
+		Started:   started,
+		Sessions:  g.srv.Sessions(),
+		Logins:    map[string]float64{},
+		Decisions: map[string]float64{},
+	}
+	if l := g.ops.lastLoad.Load(); l != nil {
+		o.ReloadAt = l.at
+		if l.err != nil {
+			o.ReloadErr = l.err.Error()
+		}
+	}
+	mfs, err := g.ops.reg.Gather()
+	if err != nil {
+		g.log.Warn("console: metrics not gathered", "err", err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "mailgate_logins_total":
+			for _, m := range mf.GetMetric() {
+				o.Logins[label(m, "result")] += m.GetCounter().GetValue()
+			}
+		case "mailgate_policy_decisions_total":
+			for _, m := range mf.GetMetric() {
+				o.Decisions[label(m, "result")+" "+label(m, "rule")] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	st := g.current()
+	for _, in := range st.geo.Info() {
+		o.Geo = append(o.Geo, console.GeoDB{Name: in.Name, Type: in.Type, Built: in.Built})
+	}
+	for name, t := range g.tm.Expiry() {
+		o.Certs = append(o.Certs, console.Cert{Name: name, NotAfter: t})
+	}
+	return o
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
