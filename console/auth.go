@@ -156,13 +156,14 @@ func readLimited(f *os.File, max int64) ([]byte, error) {
 
 // dummyHash is compared against when the account does not exist, so an
 // unknown name costs what a wrong password costs.
-var dummyHash = func() []byte {
+// It is made at the first sign-in, not at start.
+var dummyHash = sync.OnceValue(func() []byte {
 	h, err := bcrypt.GenerateFromPassword([]byte("no such console account"), BcryptCost)
 	if err != nil {
 		panic(err)
 	}
 	return h
-}()
+})
 
 // session is one signed-in browser.
 type session struct {
@@ -383,7 +384,7 @@ func (s *Server) judge(ctx context.Context, name, password string, addr netip.Ad
 			found = u
 		}
 	}
-	hash := dummyHash
+	hash := dummyHash()
 	if found.Name != "" {
 		hash = []byte(found.Hash)
 	}

@@ -135,8 +135,17 @@ func generateWorldMap(topoJSON, codesJSON []byte) ([]byte, error) {
 			for _, r := range poly {
 				pts := ring(r)
 				first := true
-				for _, p := range pts {
-					x, y := int(math.Round(p.x*10)), int(math.Round(p.y*10))
+				shift := 0.0 // a ring across the antimeridian goes on past the edge
+				for i, p := range pts {
+					if i > 0 {
+						switch d := p.x - pts[i-1].x; {
+						case d > mapWidth/2:
+							shift -= mapWidth
+						case d < -mapWidth/2:
+							shift += mapWidth
+						}
+					}
+					x, y := int(math.Round((p.x+shift)*10)), int(math.Round(p.y*10))
 					if first {
 						fmt.Fprintf(&b, "M%s %s", tenths(x), tenths(y))
 						first = false
