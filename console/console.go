@@ -128,6 +128,12 @@ type Config struct {
 	Decide func(policy.Request) policy.Decision
 	// Overview reads the gateway's state; nil: an empty overview.
 	Overview func() Overview
+	// Sessions lists the logged-in sessions and Disconnect closes one by
+	// id; nil: no live sessions page.
+	Sessions   func() []Session
+	Disconnect func(id string) bool
+	// Country places an address (ISO code or a geo label); nil: none.
+	Country func(netip.Addr) string
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 }
@@ -193,6 +199,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /console/account", s.signedIn(roleViewer, s.account))
 	mux.Handle("GET /console/policy", s.signedIn(roleViewer, s.policyTest))
 	mux.Handle("GET /console/actions", s.signedIn(roleViewer, s.actionLog))
+	mux.Handle("GET /console/sessions", s.signedIn(roleViewer, s.sessionsPage))
+	mux.Handle("POST /console/sessions/disconnect", s.signedIn(roleAdmin, s.disconnect))
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.c.Log.Warn("console: cross-origin request refused", "method", r.Method, "path", r.URL.EscapedPath(), "remote", r.RemoteAddr)
@@ -239,6 +247,17 @@ func (s *Server) sample() {
 		total += n
 	}
 	s.rate.add(s.c.Now(), total)
+}
+
+// Session is one logged-in mail session.
+type Session struct {
+	ID                string
+	Account           string
+	Addr              netip.Addr
+	Protocol          string
+	Listener          string
+	Since             time.Time
+	BytesIn, BytesOut int64
 }
 
 // Action is one change made through the console.

@@ -19,7 +19,7 @@ import (
 )
 
 // pageNames are the templates under templates/, each with layout.html.
-var pageNames = []string{"login", "error", "overview", "bans", "countries", "account", "policy", "actions"}
+var pageNames = []string{"login", "error", "overview", "bans", "countries", "account", "policy", "actions", "sessions"}
 
 func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -28,6 +28,15 @@ func parsePages() map[string]*template.Template {
 				return "never"
 			}
 			return t.UTC().Format("2006-01-02 15:04:05 UTC")
+		},
+		"bytes": func(n int64) string {
+			switch {
+			case n >= 10<<20:
+				return fmt.Sprintf("%d MiB", n>>20)
+			case n >= 10<<10:
+				return fmt.Sprintf("%d KiB", n>>10)
+			}
+			return fmt.Sprintf("%d B", n)
 		},
 		"country": func(code string) string {
 			if n := geo.CountryName(code); n != "" {
@@ -449,4 +458,62 @@ func (s *Server) actionLog(w http.ResponseWriter, r *http.Request, sess *session
 	s.mu.Unlock()
 	slices.Reverse(acts)
 	s.render(w, r, "actions", sess, http.StatusOK, "Action log", "", acts)
+}
+
+// ---- live sessions ----
+
+type sessionRow struct {
+	Session
+	Country string
+	For     string
+}
+
+type sessionsData struct {
+	Off  bool
+	Rows []sessionRow
+}
+
+func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.renderSessions(w, r, sess, http.StatusOK, "")
+}
+
+func (s *Server) renderSessions(w http.ResponseWriter, r *http.Request, sess *session, code int, errMsg string) {
+	d := sessionsData{Off: s.c.Sessions == nil}
+	if !d.Off {
+		now := s.c.Now()
+		for _, ls := range s.c.Sessions() {
+			row := sessionRow{Session: ls, For: now.Sub(ls.Since).Round(time.Second).String()}
+			if s.c.Country != nil {
+				row.Country = s.c.Country(ls.Addr)
+			}
+			d.Rows = append(d.Rows, row)
+		}
+	}
+	s.render(w, r, "sessions", sess, code, "Live sessions", errMsg, d)
+}
+
+// maxSessionID bounds the disconnect form's id (proxy session ids are 12
+// characters).
+const maxSessionID = 32
+
+func (s *Server) disconnect(w http.ResponseWriter, r *http.Request, sess *session) {
+	id := r.PostFormValue("id")
+	if s.c.Disconnect == nil || id == "" || len(id) > maxSessionID || !ValidUserName(id) {
+		s.renderSessions(w, r, sess, http.StatusBadRequest, "Session: want a session id as listed.")
+		return
+	}
+	var who string
+	if s.c.Sessions != nil {
+		for _, ls := range s.c.Sessions() {
+			if ls.ID == id {
+				who = fmt.Sprintf(" (%s from %s)", ls.Account, ls.Addr)
+			}
+		}
+	}
+	if !s.c.Disconnect(id) {
+		s.renderSessions(w, r, sess, http.StatusNotFound, "No such session (it may have ended).")
+		return
+	}
+	s.record(sess, r, "session disconnected: "+id+who)
+	http.Redirect(w, r, Prefix+"sessions", http.StatusSeeOther)
 }

@@ -5,6 +5,7 @@ package main
 // running state, behind admin.console.users_file.
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/mailgate/mailgate/audit"
@@ -32,6 +33,16 @@ func newConsole(g *gateway, c ConsoleConfig) *console.Server {
 			return audit.Normalize(login, g.current().cfg.Policy.DefaultDomain)
 		},
 		Overview: func() console.Overview { return g.overview() },
+		Sessions: func() []console.Session {
+			var out []console.Session
+			for _, ls := range g.srv.LiveSessions() {
+				out = append(out, console.Session{ID: ls.ID, Account: ls.Account, Addr: ls.Addr, Protocol: string(ls.Protocol),
+					Listener: ls.Listener, Since: ls.Since, BytesIn: ls.BytesIn, BytesOut: ls.BytesOut})
+			}
+			return out
+		},
+		Disconnect: g.srv.Disconnect,
+		Country:    func(a netip.Addr) string { return g.current().geo.Lookup(a).Code() },
 	}
 	if g.guard != nil && g.guard.g != nil {
 		cc.Guard = g.guard.g

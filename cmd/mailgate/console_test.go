@@ -1,17 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
 	"github.com/mailgate/mailgate/console"
@@ -93,6 +98,57 @@ func TestConsoleOnAdminListener(t *testing.T) {
 			t.Errorf("overview after sign-in lacks %q:\n%s", want, page)
 		}
 	}
+	// A logged-in IMAP session is listed with its country, and an admin
+	// disconnects it: the client sees its connection closed.
+	conn, err := net.Dial("tcp", e.imap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(conn)
+	br.ReadString('\n')
+	fmt.Fprintf(conn, "a LOGIN alice@example.test alicepass\r\n")
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("login: %v", err)
+		}
+		if strings.HasPrefix(l, "a ") {
+			if !strings.HasPrefix(l, "a OK") {
+				t.Fatalf("login: %q", l)
+			}
+			break
+		}
+	}
+	r, err = cl.Get(srv.URL + "/console/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(r.Body)
+	r.Body.Close()
+	page = string(body)
+	id := regexp.MustCompile(`name="id" value="([a-z0-9]+)"`).FindStringSubmatch(page)
+	tok := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	if id == nil || tok == nil || !strings.Contains(page, "<th scope=\"row\">alice@example.test</th><td>127.0.0.1</td><td>US</td>") {
+		t.Fatalf("live sessions page lacks alice's session from the US:\n%s", page)
+	}
+	r, err = cl.PostForm(srv.URL+"/console/sessions/disconnect", url.Values{"csrf": {tok[1]}, "id": {id[1]}})
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("disconnect: %v %v", r, err)
+	}
+	r.Body.Close()
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Error("the disconnected client can still read")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.g.srv.LiveSessions()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("live sessions after the disconnect: %+v", e.g.srv.LiveSessions())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	// The bearer token does not open the console, and the console's
 	// cookie does not open the token API.
 	req, _ := http.NewRequestWithContext(context.Background(), "GET", srv.URL+"/guard/bans", nil)
