@@ -5,8 +5,9 @@ package integration
 // The web console (docs/console.md) driven by the real headless Chromium
 // through chromedp, against the real binary in front of the harness's
 // Dovecot: sign in, a real denied IMAPS login on the country map and
-// table, a ban added and lifted (and the source's logins with it), the
-// viewer role, a cross-site form, and five wrong console passwords.
+// table, a ban added and lifted (and the source's logins with it), a
+// live session disconnected, the viewer role, a cross-site form, and
+// five wrong console passwords.
 //
 // One browser serves the whole test (Chromium is heavy on a shared
 // machine). With MAILGATE_SCREENSHOTS=docs/console (a path relative to
@@ -14,6 +15,7 @@ package integration
 // page there for docs/console.md; a normal run writes nothing.
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -322,6 +324,37 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	p.shot("actions")
 
+	// A live session: an admin disconnects it and the client sees its
+	// connection closed.
+	pctx, pcancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer pcancel()
+	py := exec.CommandContext(pctx, "python3", "-c", imaplibStay, "127.0.0.1", itoa(imaps), "alice@example.test", users["alice@example.test"])
+	pyOut, err := py.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	py.Stderr = py.Stdout
+	if err := py.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer py.Wait()
+	defer pcancel()
+	lines := bufio.NewScanner(pyOut)
+	if !lines.Scan() || lines.Text() != "LOGGEDIN" {
+		t.Fatalf("imaplib session: %q, want LOGGEDIN", lines.Text())
+	}
+	p.do(chromedp.Navigate(base + "/console/sessions"))
+	if txt := eval[string](p, `document.querySelector("#live").innerText`); !strings.Contains(txt, "alice@example.test") || !strings.Contains(txt, "GB") {
+		t.Fatalf("live sessions lack alice from GB:\n%s", txt)
+	}
+	p.shot("sessions")
+	if code := p.submit(`button[aria-label="Disconnect alice@example.test from 127.0.0.1"]`); code != 200 {
+		t.Fatalf("disconnect: %d\n%s", code, p.text())
+	}
+	if !lines.Scan() || lines.Text() != "closed" {
+		t.Errorf("the disconnected IMAP client says %q, want closed", lines.Text())
+	}
+
 	// A form on another origin (another port of the same host: same
 	// site, so even the SameSite=Strict cookie goes along) is refused.
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -367,3 +400,30 @@ func TestConsoleBrowser(t *testing.T) {
 	p.shot("overview-phone")
 	p.do(chromedp.EmulateViewport(1200, 900))
 }
+
+// imaplibStay logs in over IMAPS, prints LOGGEDIN, then sends NOOP every
+// 100 ms and prints "closed" once the connection fails (at most a minute).
+const imaplibStay = `
+import imaplib, socket, ssl, sys, time
+src, port, user, password = sys.argv[1:5]
+
+class SourceIMAP4SSL(imaplib.IMAP4_SSL):
+    def _create_socket(self, timeout):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout, source_address=(src, 0))
+        return self.ssl_context.wrap_socket(sock, server_hostname="mail.example.test")
+
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+c = SourceIMAP4SSL(host="127.0.0.1", port=int(port), ssl_context=ctx, timeout=20)
+c.login(user, password)
+print("LOGGEDIN", flush=True)
+for i in range(600):
+    try:
+        c.noop()
+    except Exception:
+        print("closed", flush=True)
+        sys.exit(0)
+    time.sleep(0.1)
+print("still open", flush=True)
+`
