@@ -134,6 +134,13 @@ type Config struct {
 	Disconnect func(id string) bool
 	// Country places an address (ISO code or a geo label); nil: none.
 	Country func(netip.Addr) string
+	// Exceptions lists the allow entries of the policy files; Allow and
+	// Revoke make the edits of `mailgate allow` and `revoke` and reload
+	// the policy, returning what they did, one line each. nil: no
+	// exceptions page.
+	Exceptions func() ([]Exception, error)
+	Allow      func(policy.Change) ([]string, error)
+	Revoke     func(policy.Change) ([]string, error)
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 }
@@ -200,6 +207,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /console/policy", s.signedIn(roleViewer, s.policyTest))
 	mux.Handle("GET /console/actions", s.signedIn(roleViewer, s.actionLog))
 	mux.Handle("GET /console/sessions", s.signedIn(roleViewer, s.sessionsPage))
+	mux.Handle("GET /console/exceptions", s.signedIn(roleViewer, s.exceptionsPage))
+	mux.Handle("POST /console/exceptions/allow", s.signedIn(roleAdmin, s.allowException))
+	mux.Handle("POST /console/exceptions/revoke", s.signedIn(roleAdmin, s.revokeException))
 	mux.Handle("POST /console/sessions/disconnect", s.signedIn(roleAdmin, s.disconnect))
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -258,6 +268,17 @@ type Session struct {
 	Listener          string
 	Since             time.Time
 	BytesIn, BytesOut int64
+}
+
+// Exception is one allow entry of the policy files: a user let in from
+// a place, perhaps only for some protocols or until a time.
+type Exception struct {
+	User      string
+	Target    string
+	Protocols []string
+	Until     time.Time // zero: no end
+	Note      string
+	Where     string // file:line
 }
 
 // Action is one change made through the console.

@@ -342,3 +342,39 @@ func FuzzParseUsers(f *testing.F) {
 		_ = err
 	})
 }
+
+func TestExceptionsPage(t *testing.T) {
+	f := newFixture(t)
+	var got []policy.Change
+	f.srv.c.Exceptions = func() ([]Exception, error) {
+		return []Exception{{User: "alice@example.test", Target: "FR", Until: f.clock.now().Add(-time.Hour), Where: "rules.yaml:3"}}, nil
+	}
+	f.srv.c.Allow = func(ch policy.Change) ([]string, error) { got = append(got, ch); return []string{"added"}, nil }
+	f.srv.c.Revoke = func(ch policy.Change) ([]string, error) { got = append(got, ch); return []string{"removed"}, nil }
+	ck, tok := f.signIn("root", adminPW)
+	b := bodyOf(t, f.do("GET", "/console/exceptions", "127.0.0.1:5000", ck, nil))
+	if !strings.Contains(b, "(expired)") || !strings.Contains(b, `aria-label="Revoke alice@example.test from FR"`) {
+		t.Errorf("exceptions page:\n%s", b)
+	}
+	r := f.do("POST", "/console/exceptions/allow", "127.0.0.1:5000", ck, url.Values{"csrf": {tok}, "user": {"bob@example.test"}, "target": {"JP"},
+		"until": {"2026-12-20"}, "proto": {"imap"}, "note": {"trip"}}, "Sec-Fetch-Site", "same-origin")
+	if b := bodyOf(t, r); r.StatusCode != 200 || !strings.Contains(b, "added") {
+		t.Fatalf("allow: %d\n%s", r.StatusCode, b)
+	}
+	if len(got) != 1 || got[0].User != "bob@example.test" || got[0].Target != "JP" || got[0].Until.IsZero() ||
+		len(got[0].Protocols) != 1 || got[0].Note != "trip (console: root)" {
+		t.Errorf("allow change = %+v", got)
+	}
+	r = f.do("POST", "/console/exceptions/allow", "127.0.0.1:5000", ck, url.Values{"csrf": {tok}, "user": {"bob"}, "target": {"JP"}, "until": {"soon"}}, "Sec-Fetch-Site", "same-origin")
+	if r.StatusCode != http.StatusBadRequest || len(got) != 1 {
+		t.Errorf("allow with a bad until: %d, %d changes", r.StatusCode, len(got))
+	}
+	vck, vtok := f.signIn("help", viewerPW)
+	if b := bodyOf(t, f.do("GET", "/console/exceptions", "127.0.0.1:5000", vck, nil)); strings.Contains(b, "/console/exceptions/") {
+		t.Errorf("viewer sees edit forms:\n%s", b)
+	}
+	r = f.do("POST", "/console/exceptions/revoke", "127.0.0.1:5000", vck, url.Values{"csrf": {vtok}, "user": {"alice@example.test"}, "target": {"FR"}}, "Sec-Fetch-Site", "same-origin")
+	if r.StatusCode != http.StatusForbidden || len(got) != 1 {
+		t.Errorf("viewer's revoke: %d, %d changes", r.StatusCode, len(got))
+	}
+}

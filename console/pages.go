@@ -19,7 +19,7 @@ import (
 )
 
 // pageNames are the templates under templates/, each with layout.html.
-var pageNames = []string{"login", "error", "overview", "bans", "countries", "account", "policy", "actions", "sessions"}
+var pageNames = []string{"login", "error", "overview", "bans", "countries", "account", "policy", "actions", "sessions", "exceptions"}
 
 func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -516,4 +516,122 @@ func (s *Server) disconnect(w http.ResponseWriter, r *http.Request, sess *sessio
 	}
 	s.record(sess, r, "session disconnected: "+id+who)
 	http.Redirect(w, r, Prefix+"sessions", http.StatusSeeOther)
+}
+
+// ---- per-user exceptions ----
+
+type exceptionsData struct {
+	Off    bool
+	Rows   []exceptionRow
+	Done   []string // what the last edit did
+	Protos []string
+	// The allow form's values, kept after an error.
+	User, Target, Until, Proto, Note string
+}
+
+type exceptionRow struct {
+	Exception
+	Expired bool
+}
+
+// Exception form limits.
+const (
+	maxTarget = 64
+	maxNote   = 200
+)
+
+func printable(s string, max int) bool {
+	return len(s) <= max && !strings.ContainsFunc(s, func(c rune) bool { return !unicode.IsPrint(c) })
+}
+
+func (s *Server) renderExceptions(w http.ResponseWriter, r *http.Request, sess *session, code int, errMsg string, d exceptionsData) {
+	d.Off = s.c.Exceptions == nil || s.c.Allow == nil || s.c.Revoke == nil
+	d.Protos = []string{"imap", "pop3", "smtp"}
+	if !d.Off {
+		list, err := s.c.Exceptions()
+		if err != nil {
+			s.c.Log.Error("console: policy files unreadable", "err", err)
+			if errMsg == "" {
+				errMsg, code = "The policy files could not be read: "+err.Error(), http.StatusInternalServerError
+			}
+		}
+		now := s.c.Now()
+		for _, e := range list {
+			d.Rows = append(d.Rows, exceptionRow{e, !e.Until.IsZero() && !now.Before(e.Until)})
+		}
+	}
+	s.render(w, r, "exceptions", sess, code, "Per-user exceptions", errMsg, d)
+}
+
+func (s *Server) exceptionsPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.renderExceptions(w, r, sess, http.StatusOK, "", exceptionsData{})
+}
+
+func (s *Server) allowException(w http.ResponseWriter, r *http.Request, sess *session) {
+	d := exceptionsData{User: strings.TrimSpace(r.PostFormValue("user")), Target: strings.TrimSpace(r.PostFormValue("target")),
+		Until: strings.TrimSpace(r.PostFormValue("until")), Proto: r.PostFormValue("proto"), Note: strings.TrimSpace(r.PostFormValue("note"))}
+	if s.c.Allow == nil {
+		s.renderExceptions(w, r, sess, http.StatusConflict, "No policy files to edit.", d)
+		return
+	}
+	bad := func(msg string) { s.renderExceptions(w, r, sess, http.StatusBadRequest, msg, d) }
+	ch := policy.Change{User: d.User, Target: d.Target, Note: d.Note}
+	switch {
+	case d.User == "" || !printable(d.User, maxLogin):
+		bad(fmt.Sprintf("User: a login, @domain or *, at most %d printable characters.", maxLogin))
+		return
+	case d.Target == "" || !printable(d.Target, maxTarget):
+		bad("Place: a country code, address or network.")
+		return
+	case !printable(d.Note, maxNote):
+		bad(fmt.Sprintf("Note: at most %d printable characters.", maxNote))
+		return
+	}
+	switch d.Proto {
+	case "":
+	case "imap", "pop3", "smtp":
+		ch.Protocols = []policy.Protocol{policy.Protocol(d.Proto)}
+	default:
+		bad("Protocol: imap, pop3, smtp or all.")
+		return
+	}
+	if d.Until != "" {
+		t, err := policy.ParseUntil(d.Until)
+		if err != nil {
+			bad("Until: " + err.Error())
+			return
+		}
+		ch.Until = t
+	}
+	if ch.Note == "" {
+		ch.Note = "console: " + sess.user
+	} else {
+		ch.Note += " (console: " + sess.user + ")"
+	}
+	done, err := s.c.Allow(ch)
+	if err != nil {
+		s.renderExceptions(w, r, sess, http.StatusBadRequest, err.Error(), d)
+		return
+	}
+	what := fmt.Sprintf("exception added: %s from %s", ch.User, ch.Target)
+	if !ch.Until.IsZero() {
+		what += " until " + ch.Until.UTC().Format(time.RFC3339)
+	}
+	s.record(sess, r, what)
+	s.renderExceptions(w, r, sess, http.StatusOK, "", exceptionsData{Done: done})
+}
+
+func (s *Server) revokeException(w http.ResponseWriter, r *http.Request, sess *session) {
+	user, target := r.PostFormValue("user"), r.PostFormValue("target")
+	if s.c.Revoke == nil || user == "" || target == "" || !printable(user, maxLogin) || !printable(target, maxTarget) {
+		s.renderExceptions(w, r, sess, http.StatusBadRequest, "Revoke: want a user and a place as listed.", exceptionsData{})
+		return
+	}
+	done, err := s.c.Revoke(policy.Change{User: user, Target: target})
+	if err != nil {
+		s.renderExceptions(w, r, sess, http.StatusBadRequest, err.Error(), exceptionsData{})
+		return
+	}
+	s.record(sess, r, fmt.Sprintf("exception revoked: %s from %s", user, target))
+	s.renderExceptions(w, r, sess, http.StatusOK, "", exceptionsData{Done: done})
 }

@@ -5,7 +5,11 @@ package main
 // running state, behind admin.console.users_file.
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/mailgate/mailgate/audit"
@@ -42,7 +46,26 @@ func newConsole(g *gateway, c ConsoleConfig) *console.Server {
 			return out
 		},
 		Disconnect: g.srv.Disconnect,
-		Country:    func(a netip.Addr) string { return g.current().geo.Lookup(a).Code() },
+		Exceptions: func() ([]console.Exception, error) { return listExceptions(g.current().cfg.Policy) },
+		Allow: func(ch policy.Change) ([]string, error) {
+			res, err := policy.Allow(g.current().cfg.Policy, ch, time.Now())
+			if err != nil {
+				return nil, err
+			}
+			return append(editLines(res), g.reloadPolicy()...), nil
+		},
+		Revoke: func(ch policy.Change) ([]string, error) {
+			rs, err := policy.Revoke(g.current().cfg.Policy, ch)
+			var out []string
+			for _, r := range rs {
+				out = append(out, editLines(r)...)
+			}
+			if err != nil {
+				return out, err
+			}
+			return append(out, g.reloadPolicy()...), nil
+		},
+		Country: func(a netip.Addr) string { return g.current().geo.Lookup(a).Code() },
 	}
 	if g.guard != nil && g.guard.g != nil {
 		cc.Guard = g.guard.g
@@ -105,4 +128,64 @@ func label(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// reloadPolicy makes an edit take effect now rather than at the next
+// policy.watch_interval; a failure is reported, and the watcher tries
+// again.
+func (g *gateway) reloadPolicy() []string {
+	if err := g.current().pol.Reload(); err != nil {
+		g.log.Error("console: policy reload after an edit failed", "err", err)
+		return []string{"warning: the policy was not reloaded: " + err.Error()}
+	}
+	return nil
+}
+
+// editLines is what `mailgate allow` prints for an edit.
+func editLines(r policy.EditResult) []string {
+	out := slices.Clone(r.Detail)
+	for _, w := range r.Warnings {
+		out = append(out, "warning: "+w)
+	}
+	if r.Changed {
+		out = append(out, r.File+" written")
+	}
+	return out
+}
+
+// listExceptions reads the allow entries of the policy files.
+func listExceptions(c policy.Config) ([]console.Exception, error) {
+	var out []console.Exception
+	if c.UserFile != "" {
+		data, err := os.ReadFile(c.UserFile)
+		if err != nil {
+			return nil, err
+		}
+		entries, _ := policy.ParseUserFile(data)
+		for _, e := range entries {
+			out = append(out, console.Exception{User: e.User, Target: e.Target, Where: fmt.Sprintf("%s:%d", filepath.Base(c.UserFile), e.Line)})
+		}
+	}
+	if c.RulesFile != "" {
+		data, err := os.ReadFile(c.RulesFile)
+		if err != nil {
+			return out, err
+		}
+		rf, err := policy.ParseRules(c.RulesFile, data)
+		if err != nil {
+			return out, err
+		}
+		for _, r := range rf.Rules {
+			if !r.Allow {
+				continue
+			}
+			for _, u := range r.Users {
+				for _, t := range r.Targets {
+					out = append(out, console.Exception{User: u, Target: t, Protocols: r.Protocols, Until: r.Until, Note: r.Note,
+						Where: fmt.Sprintf("%s:%d", filepath.Base(c.RulesFile), r.Line)})
+				}
+			}
+		}
+	}
+	return out, nil
 }
