@@ -5,8 +5,8 @@ package integration
 // The web console (docs/console.md) driven by the real headless Chromium
 // through chromedp, against the real binary in front of the harness's
 // Dovecot: sign in, a real denied IMAPS login on the country map and
-// table, a ban added and lifted (and the source's logins with it), a
-// live session disconnected, the viewer role, a cross-site form, and
+// table, a travel exception added and revoked, a ban added and lifted
+// (and the source's logins with it), a live session disconnected, the viewer role, a cross-site form, and
 // five wrong console passwords.
 //
 // One browser serves the whole test (Chromium is heavy on a shared
@@ -76,7 +76,18 @@ func consoleMailgate(t *testing.T) (*Mailgate, string, int) {
 	c.Extra = fmt.Sprintf(`admin: {address: %q, console: {users_file: %q}}
 audit: {path: %q, batch_interval: 50ms}
 guard: {tarpit: {after: 0}, failure_penalty: {init: 50ms, max: 200ms}}`, admin, users, filepath.Join(dir, "audit.db"))
-	m := startCfg(t, c)
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The travel exceptions go to a rules file.
+	render := func() string {
+		return strings.Replace(c.YAML(), "  allow_countries: [GB, US]\n", fmt.Sprintf("  allow_countries: [GB, US]\n  rules_file: %q\n", rules), 1)
+	}
+	if !strings.Contains(render(), "rules_file") {
+		t.Fatal("the test config has no place for policy.rules_file")
+	}
+	m := launchRetrying(t, render, func() { c.pickPorts(t) })
 	if !waitFor(func() bool { return accepting(admin) }, 10*time.Second) {
 		t.Fatalf("admin listener %s never accepted; log:\n%s", admin, m.Log())
 	}
@@ -295,6 +306,25 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("policy test for RU: %q by %q, want deny by a rule", v, rule)
 	}
 	p.shot("policy")
+
+	// A travel exception: alice may log in from Russia until tomorrow;
+	// revoked, she may not.
+	p.do(chromedp.Navigate(base+"/console/exceptions"),
+		chromedp.SetValue("#exc-user", "alice@example.test"), chromedp.SetValue("#exc-target", "RU"),
+		chromedp.SetValue("#exc-until", time.Now().Add(24*time.Hour).Format("2006-01-02")), chromedp.SetValue("#exc-note", "travelling, ticket 4711"))
+	if code := p.submit(`#addexc ~ form button[type="submit"]`); code != 200 || !strings.Contains(p.text(), "policy is reloaded") {
+		t.Fatalf("add exception: %d\n%s", code, p.text())
+	}
+	if got := imapsFrom(t, imaps, ruLocal, users["alice@example.test"]); got != "OK" {
+		t.Errorf("login from RU with the exception: %s, want OK\n%s", got, p.text())
+	}
+	p.shot("exceptions")
+	if code := p.submit(`button[aria-label="Revoke alice@example.test from RU"]`); code != 200 || strings.Contains(eval[string](p, `document.querySelector("#exceptions").innerText`), "RU") {
+		t.Fatalf("revoke exception: %d\n%s", code, p.text())
+	}
+	if got := imapsFrom(t, imaps, ruLocal, users["alice@example.test"]); got != "NO" {
+		t.Errorf("login from RU after the revoke: %s, want NO", got)
+	}
 
 	// Ban a source from the console: its logins stop; lift it: they work.
 	if got := imapsFrom(t, imaps, bannedSrc, users["alice@example.test"]); got != "OK" {
