@@ -158,6 +158,7 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by sessionKey(cookie value)
 	actions  []Action            // newest last, at most maxActions
+	topCache map[string]tops     // the country page's figures by period
 
 	rate rateMeter
 }
@@ -183,6 +184,7 @@ func New(c Config) *Server {
 		css:         css,
 		bcryptSlots: make(chan struct{}, 2),
 		sessions:    map[string]*session{},
+		topCache:    map[string]tops{},
 	}
 }
 

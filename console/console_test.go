@@ -378,3 +378,15 @@ func TestExceptionsPage(t *testing.T) {
 		t.Errorf("viewer's revoke: %d, %d changes", r.StatusCode, len(got))
 	}
 }
+
+// TestCountryFiguresLiveWhenFast: a small history is read afresh on each
+// visit (only slow answers are kept for topsTTL).
+func TestCountryFiguresLiveWhenFast(t *testing.T) {
+	f := newFixture(t)
+	ck, _ := f.signIn("help", viewerPW)
+	f.do("GET", "/console/countries?span=1h", "127.0.0.1:5000", ck, nil)
+	f.audit.top["countries"] = []audit.TopRow{{Key: "BR", Failures: 5, Accounts: 1, Sources: 1}}
+	if b := bodyOf(t, f.do("GET", "/console/countries?span=1h", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, `id="c-BR" class="h1" data-failures="5"`) {
+		t.Errorf("the second visit shows old figures:\n%s", b)
+	}
+}

@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
+	"strings"
 	"time"
 
 	"github.com/mailgate/mailgate/audit"
@@ -141,14 +141,19 @@ func (g *gateway) reloadPolicy() []string {
 	return nil
 }
 
-// editLines is what `mailgate allow` prints for an edit.
+// editLines is what `mailgate allow` prints for an edit, with the file
+// named by its base name (the page is no place for server paths).
 func editLines(r policy.EditResult) []string {
-	out := slices.Clone(r.Detail)
+	base := filepath.Base(r.File)
+	var out []string
+	for _, d := range r.Detail {
+		out = append(out, strings.ReplaceAll(d, r.File, base))
+	}
 	for _, w := range r.Warnings {
-		out = append(out, "warning: "+w)
+		out = append(out, "warning: "+strings.ReplaceAll(w, r.File, base))
 	}
 	if r.Changed {
-		out = append(out, r.File+" written")
+		out = append(out, base+" written")
 	}
 	return out
 }
