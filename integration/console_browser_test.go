@@ -187,11 +187,25 @@ func (p *page) shot(name string) {
 	}
 }
 
+// signIn fills in the sign-in form and submits it in one step in the
+// page, so nothing (such as the browser's password manager filling in a
+// password it saw before) can change the fields in between.
 func (p *page) signIn(user, pw string) (int64, string) {
 	p.t.Helper()
-	p.do(chromedp.SetValue("#user", user), chromedp.SetValue("#password", pw))
-	code := p.submit(`main button[type="submit"]`)
-	return code, eval[string](p, `document.title`)
+	p.do(chromedp.WaitReady(`main button[type="submit"]`))
+	js := fmt.Sprintf(`(() => { document.querySelector("#user").value = %q; document.querySelector("#password").value = %q;
+		document.querySelector("main form").requestSubmit(); return true; })()`, user, pw)
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](js)(ctx, t)
+		return err
+	}))
+	if err != nil {
+		p.t.Fatalf("browser: sign-in as %s: %v", user, err)
+	}
+	p.do(chromedp.WaitReady("main h1"))
+	return resp.Status, eval[string](p, `document.title`)
 }
 
 func screenshotDir(t *testing.T) string {
