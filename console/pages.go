@@ -299,9 +299,9 @@ type countriesData struct {
 
 // topsTTL: the country page's figures are reused this long when they
 // took at least topsSlow to make. Each set is three grouping queries over
-// the period's rows (about a second per 100,000 rows on a busy 2-core
-// machine), and the figures are about the last hours or days; a small
-// history is always read afresh.
+// the period's rows (0.15 to 0.5 s for 100,000 rows on the 2-core CI
+// machine; docs/BENCHMARKS.md, "Web console"), and the figures are about
+// the last hours or days; a small history is always read afresh.
 const (
 	topsTTL  = 30 * time.Second
 	topsSlow = 100 * time.Millisecond
