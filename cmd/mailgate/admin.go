@@ -8,10 +8,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
+	"github.com/mailgate/mailgate/console"
 )
 
 // geoAgeCheckInterval: how often the database age is logged again.
@@ -22,6 +24,9 @@ const geoAgeCheckInterval = 24 * time.Hour
 func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), error) {
 	token, err := admin.ReadToken(c.TokenFile)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkConsoleUsers(c.Console); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -42,6 +47,19 @@ func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), 
 		cancel()
 		stop()
 	}, nil
+}
+
+// checkConsoleUsers reads admin.console.users_file as a sign-in will: a
+// missing or broken file is an error at start, not a console nobody can
+// sign in to.
+func checkConsoleUsers(c ConsoleConfig) error {
+	if c.UsersFile == "" {
+		return nil
+	}
+	if _, err := console.ReadUsers(c.UsersFile); err != nil {
+		return fmt.Errorf("admin.console.users_file: %w", err)
+	}
+	return nil
 }
 
 // readAdminToken reads admin.token_file; "" when none is configured.

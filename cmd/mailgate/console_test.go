@@ -170,3 +170,31 @@ func mustHash(t *testing.T, pw string) string {
 	}
 	return u[0].Hash
 }
+
+// TestConsoleUsersFileChecked: check-config and serve refuse a users file
+// that is missing, broken or readable by every user.
+func TestConsoleUsersFileChecked(t *testing.T) {
+	dir := t.TempDir()
+	if err := checkConsoleUsers(ConsoleConfig{UsersFile: filepath.Join(dir, "missing")}); err == nil || !strings.Contains(err.Error(), "admin.console.users_file") {
+		t.Errorf("missing file: %v", err)
+	}
+	broken := filepath.Join(dir, "broken")
+	os.WriteFile(broken, []byte("ann:root:x\n"), 0o600)
+	if err := checkConsoleUsers(ConsoleConfig{UsersFile: broken}); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("broken file: %v", err)
+	}
+	open := filepath.Join(dir, "open")
+	os.WriteFile(open, nil, 0o644)
+	os.Chmod(open, 0o644)
+	p := adminInsecurities(AdminConfig{Address: "127.0.0.1:9100", Console: ConsoleConfig{UsersFile: open}})
+	if len(p) != 1 || !strings.Contains(p[0], "accessible to all users") {
+		t.Errorf("world-readable users file: %q", p)
+	}
+	p = adminInsecurities(AdminConfig{Address: "0.0.0.0:9100", TokenFile: "t", Console: ConsoleConfig{UsersFile: filepath.Join(dir, "missing")}})
+	if len(p) != 1 || !strings.Contains(p[0], "without admin.tls") {
+		t.Errorf("console on a public address without TLS: %q", p)
+	}
+	if p := adminInsecurities(AdminConfig{Address: "0.0.0.0:9100", TokenFile: "t", TLS: true, Console: ConsoleConfig{UsersFile: filepath.Join(dir, "missing")}}); len(p) != 0 {
+		t.Errorf("console on a public address with TLS: %q", p)
+	}
+}

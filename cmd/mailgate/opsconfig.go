@@ -151,6 +151,11 @@ func adminInsecurities(c AdminConfig) []string {
 		out = append(out, fmt.Sprintf("admin.address: %q is reachable from other hosts and the console is on without admin.tls: "+
 			"console passwords and session cookies would cross the network in the clear", c.Address))
 	}
+	if c.Console.UsersFile != "" {
+		if fi, err := os.Stat(c.Console.UsersFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			out = append(out, fmt.Sprintf("admin.console.users_file: %s is accessible to all users (mode %04o); its password hashes can be guessed at offline: chmod o-rwx it", c.Console.UsersFile, fi.Mode().Perm()))
+		}
+	}
 	if c.TokenFile != "" {
 		// A missing file is readAdminToken's error (serve, check-config).
 		if fi, err := os.Stat(c.TokenFile); err == nil && fi.Mode().Perm()&0o007 != 0 {

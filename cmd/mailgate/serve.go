@@ -404,6 +404,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs = append(errs, err)
 	_, err = readAdminToken(cfg.Admin)
 	errs = append(errs, err)
+	errs = append(errs, checkConsoleUsers(cfg.Admin.Console))
 	if cfg.Syslog.Enabled {
 		// serve runs without the socket, but fail2ban would see nothing.
 		if err := probeSyslog(cfg.Syslog); err != nil {
