@@ -443,6 +443,13 @@ func TestConsoleBrowser(t *testing.T) {
 	p.do(chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/console/"))
 	p.shot("overview-phone")
 	p.do(chromedp.EmulateViewport(1200, 900))
+
+	// No console password, right or wrong, reaches the log.
+	for _, pw := range []string{consoleAdminPW, consoleViewerPW, consoleDeputyPW, "wrong-password-1", "wrong-password-5"} {
+		if strings.Contains(m.Log(), pw) {
+			t.Errorf("mailgate's log holds the console password %q", pw)
+		}
+	}
 }
 
 // imaplibStay logs in over IMAPS, prints LOGGEDIN, then sends NOOP every
