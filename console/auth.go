@@ -193,7 +193,13 @@ func (s *Server) current(r *http.Request) *session {
 	if err != nil || len(ck.Value) != 43 {
 		return nil
 	}
-	key := sessionKey(ck.Value)
+	return s.currentByValue(ck.Value)
+}
+
+// currentByValue returns the live session of a cookie value, or nil; a
+// request counts as activity.
+func (s *Server) currentByValue(value string) *session {
+	key := sessionKey(value)
 	now := s.c.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

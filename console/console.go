@@ -9,8 +9,10 @@
 //
 // Security, in the order a request meets it:
 //
-//   - every response carries a strict Content-Security-Policy (no script,
-//     no frames, forms only to the console) and no-store;
+//   - every response carries a strict Content-Security-Policy (only the
+//     console's own script, no frames, forms only to the console) and
+//     no-store; the one script only updates the overview's live figures
+//     from the event stream, and every page works without it;
 //   - a request that changes anything (POST) passes Go's
 //     http.CrossOriginProtection (Sec-Fetch-Site, else Origin against
 //     Host) and then, behind sign-in, the session's form token;
@@ -33,6 +35,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/audit"
@@ -150,9 +153,12 @@ var assets embed.FS
 
 // Server serves the console.
 type Server struct {
-	c           Config
-	pages       map[string]*template.Template
-	css         []byte
+	c     Config
+	pages map[string]*template.Template
+	css   []byte
+	js    []byte
+	// streams counts the open event streams (maxStreams at most).
+	streams     atomic.Int32
 	bcryptSlots chan struct{} // bounds concurrent password checks
 
 	mu       sync.Mutex
@@ -178,10 +184,15 @@ func New(c Config) *Server {
 	if err != nil {
 		panic(err) // embedded at build time
 	}
+	js, err := fs.ReadFile(assets, "static/console.js")
+	if err != nil {
+		panic(err)
+	}
 	return &Server{
 		c:           c,
 		pages:       parsePages(),
 		css:         css,
+		js:          js,
 		bcryptSlots: make(chan struct{}, 2),
 		sessions:    map[string]*session{},
 		topCache:    map[string]tops{},
@@ -196,7 +207,13 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Cache-Control", "max-age=3600")
 		_, _ = w.Write(s.css)
 	})
+	mux.HandleFunc("GET /console/static/console.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "max-age=3600")
+		_, _ = w.Write(s.js)
+	})
 	mux.HandleFunc("GET /console/login", s.loginForm)
+	mux.Handle("GET /console/events", s.signedIn(roleViewer, s.events))
 	mux.HandleFunc("POST /console/login", s.signIn)
 	mux.Handle("POST /console/logout", s.signedIn(roleViewer, s.signOut))
 	mux.Handle("GET /console/{$}", s.signedIn(roleViewer, s.overview))
@@ -226,7 +243,7 @@ func (s *Server) Handler() http.Handler {
 func securityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("X-Frame-Options", "DENY")

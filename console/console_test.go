@@ -180,7 +180,7 @@ func TestSignInRolesAndPages(t *testing.T) {
 	}
 	ck, tok := f.signIn("root", adminPW)
 	for path, want := range map[string]string{
-		"/console/":                  "<dd id=\"sessions\">7</dd>",
+		"/console/":                  `<dd id="sessions" aria-live="polite">7</dd>`,
 		"/console/countries?span=1h": `id="c-RU" class="h1" data-failures="3"`,
 		"/console/account?user=alice%40example.test":               "policy.allow_countries",
 		"/console/policy?user=alice%40example.test&addr=127.0.0.2": `<span id="verdict" class="bad">deny</span>`,
@@ -388,5 +388,33 @@ func TestCountryFiguresLiveWhenFast(t *testing.T) {
 	f.audit.top["countries"] = []audit.TopRow{{Key: "BR", Failures: 5, Accounts: 1, Sources: 1}}
 	if b := bodyOf(t, f.do("GET", "/console/countries?span=1h", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, `id="c-BR" class="h1" data-failures="5"`) {
 		t.Errorf("the second visit shows old figures:\n%s", b)
+	}
+}
+
+// TestEventStream: the overview's live figures arrive as server-sent
+// events for a signed-in session, and the stream needs one.
+func TestEventStream(t *testing.T) {
+	f := newFixture(t)
+	ck, _ := f.signIn("help", viewerPW)
+	srv := httptest.NewServer(f.h)
+	defer srv.Close()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/console/events", nil)
+	req.AddCookie(&http.Cookie{Name: cookieName, Value: ck})
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	if ct := r.Header.Get("Content-Type"); r.StatusCode != 200 || ct != "text/event-stream" {
+		t.Fatalf("events: %d %q", r.StatusCode, ct)
+	}
+	buf := make([]byte, 512)
+	n, _ := io.ReadAtLeast(r.Body, buf, 20)
+	if got := string(buf[:n]); !strings.HasPrefix(got, "event: overview\ndata: {\"sessions\":7,") {
+		t.Errorf("first event %q", got)
+	}
+	// Without a session: no stream.
+	if r := f.do("GET", "/console/events", "127.0.0.1:5000", "", nil); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("events without a session: %d", r.StatusCode)
 	}
 }

@@ -370,6 +370,12 @@ func TestConsoleBrowser(t *testing.T) {
 
 	// A live session: an admin disconnects it and the client sees its
 	// connection closed.
+	// The overview, open meanwhile, counts it without a reload (the
+	// server-sent events).
+	p.do(chromedp.Navigate(base + "/console/"))
+	if n := eval[string](p, `document.querySelector("#sessions").innerText`); n != "0" {
+		t.Fatalf("open connections before the session: %s", n)
+	}
 	pctx, pcancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer pcancel()
 	py := exec.CommandContext(pctx, "python3", "-c", imaplibStay, "127.0.0.1", itoa(imaps), "alice@example.test", users["alice@example.test"])
@@ -386,6 +392,9 @@ func TestConsoleBrowser(t *testing.T) {
 	lines := bufio.NewScanner(pyOut)
 	if !lines.Scan() || lines.Text() != "LOGGEDIN" {
 		t.Fatalf("imaplib session: %q, want LOGGEDIN", lines.Text())
+	}
+	if !waitFor(func() bool { return eval[string](p, `document.querySelector("#sessions").innerText`) == "1" }, 15*time.Second) {
+		t.Errorf("the open overview never showed the new connection: %s", eval[string](p, `document.querySelector("#sessions").innerText`))
 	}
 	p.do(chromedp.Navigate(base + "/console/sessions"))
 	if txt := eval[string](p, `document.querySelector("#live").innerText`); !strings.Contains(txt, "alice@example.test") || !strings.Contains(txt, "GB") {
