@@ -158,6 +158,7 @@ type conn struct {
 	mech     string // mechanism of the last login attempt, for logs
 
 	backendConn atomic.Pointer[net.Conn] // spliced backend; closed by forceClose
+	live        atomic.Pointer[liveInfo] // set when the login succeeded (live.go)
 
 	guard *guard.Guard // brute-force guard at connect time; nil: none
 	gconn *guard.Conn  // this connection's place in the guard's counts
@@ -232,6 +233,7 @@ func (c *conn) serve() {
 		c.finish(reason)
 		return
 	}
+	c.publishLive()
 	// The splice runs on a fresh goroutine: this one's stack grew during
 	// the TLS handshake and the login and would keep that size for the
 	// whole session, which for an idle IMAP client is days. A new

@@ -2,16 +2,19 @@ package main
 
 // Wiring of the admin listener (cmd/mailgate/internal/admin): the
 // gateway's metrics, reload and readiness, and the guard's API, behind
-// admin.address and admin.token_file.
+// admin.address and admin.token_file; the web console (console.go)
+// behind admin.console.users_file.
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
+	"github.com/mailgate/mailgate/console"
 )
 
 // geoAgeCheckInterval: how often the database age is logged again.
@@ -24,16 +27,40 @@ func startOps(g *gateway, c AdminConfig, load func() (*Config, error)) (func(), 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkConsoleUsers(c.Console); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go watchGeoAge(ctx, g)
 	if c.Address == "off" {
 		return cancel, nil
 	}
-	stop := newAdminServer(g, token, load).Start(c.Address)
+	var opts []func(*admin.Config)
+	if cs := newConsole(g, c.Console); cs != nil {
+		go cs.Run(ctx)
+		opts = append(opts, func(ac *admin.Config) { ac.Console = cs.Handler() })
+	}
+	if c.TLS {
+		opts = append(opts, func(ac *admin.Config) { ac.TLSConfig = g.tm.ServerConfig("http/1.1") })
+	}
+	stop := newAdminServer(g, token, load, opts...).Start(c.Address)
 	return func() {
 		cancel()
 		stop()
 	}, nil
+}
+
+// checkConsoleUsers reads admin.console.users_file as a sign-in will: a
+// missing or broken file is an error at start, not a console nobody can
+// sign in to.
+func checkConsoleUsers(c ConsoleConfig) error {
+	if c.UsersFile == "" {
+		return nil
+	}
+	if _, err := console.ReadUsers(c.UsersFile); err != nil {
+		return fmt.Errorf("admin.console.users_file: %w", err)
+	}
+	return nil
 }
 
 // readAdminToken reads admin.token_file; "" when none is configured.
@@ -42,8 +69,9 @@ func readAdminToken(c AdminConfig) (string, error) {
 	return admin.ReadToken(c.TokenFile)
 }
 
-// newAdminServer is the admin listener of gateway g.
-func newAdminServer(g *gateway, token string, load func() (*Config, error)) *admin.Server {
+// newAdminServer is the admin listener of gateway g; opts add the
+// console and TLS.
+func newAdminServer(g *gateway, token string, load func() (*Config, error), opts ...func(*admin.Config)) *admin.Server {
 	c := admin.Config{
 		Token: token,
 		Log:   g.log.With("component", "admin"),
@@ -58,6 +86,9 @@ func newAdminServer(g *gateway, token string, load func() (*Config, error)) *adm
 	}
 	if g.guard != nil {
 		c.Guard = g.guard.g
+	}
+	for _, o := range opts {
+		o(&c)
 	}
 	return admin.New(c)
 }

@@ -35,6 +35,7 @@ Usage:
   mailgate lockouts                      list logins locked by the guard
   mailgate unlock USER                   unlock a login locked by the guard
   mailgate audit USER | --top WHAT       an account's login history, or what is refused most
+  mailgate admin passwd USER [-role R]   create a web console account or set its password
   mailgate health [-config FILE]         exit 0 when the admin listener says ready (HEALTHCHECK)
   mailgate version                       print the version and commit
 
@@ -78,6 +79,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runAudit(rest, stdout, stderr)
 	case "health":
 		return runHealth(rest, stdout, stderr)
+	case "admin":
+		return runAdmin(rest, stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, currentBuild())
 		return 0

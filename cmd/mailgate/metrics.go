@@ -8,6 +8,7 @@ package main
 
 import (
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/geo"
@@ -23,6 +24,14 @@ type opsMetrics struct {
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
 	reloads    *prometheus.CounterVec // result: success, failure
+	// lastLoad is the last configuration load, for the console.
+	lastLoad atomic.Pointer[loadResult]
+}
+
+// loadResult is one configuration load (start-up or reload).
+type loadResult struct {
+	at  time.Time
+	err error
 }
 
 // newOpsMetrics registers every metric on a fresh registry. g.cur must
@@ -47,6 +56,7 @@ func newOpsMetrics(g *gateway) *opsMetrics {
 	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
+	m.lastLoad.Store(&loadResult{at: time.Now()})
 	reg.MustRegister(m.reloadOK, m.reloadTime, m.reloads,
 		&stateCollector{g: g},
 		collectors.NewGoCollector(),
@@ -57,6 +67,7 @@ func newOpsMetrics(g *gateway) *opsMetrics {
 
 // reloaded records the outcome of a SIGHUP reload.
 func (m *opsMetrics) reloaded(err error) {
+	m.lastLoad.Store(&loadResult{at: time.Now(), err: err})
 	if err != nil {
 		m.reloadOK.Set(0)
 		m.reloads.WithLabelValues("failure").Inc()

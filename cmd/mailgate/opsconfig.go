@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/geoupdate"
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/legacysyslog"
@@ -32,6 +33,23 @@ type AdminConfig struct {
 	// otherwise: a listener on a non-loopback address without a token
 	// file, and a token file others may read.
 	AllowInsecure bool `yaml:"allow_insecure"`
+	// TLS serves the admin listener over TLS with the mail listeners'
+	// certificates (tls:), so console passwords and cookies are not sent
+	// in the clear.
+	TLS bool `yaml:"tls"`
+	// Console is the web console (docs/console.md).
+	Console ConsoleConfig `yaml:"console"`
+}
+
+// ConsoleConfig is `admin.console:`: the web console on the admin
+// listener. It is off until users_file is set.
+type ConsoleConfig struct {
+	// UsersFile holds the console accounts, user:role:bcrypt a line,
+	// made by `mailgate admin passwd`. Empty: no console.
+	UsersFile string `yaml:"users_file"`
+	// IdleTimeout ends a console session after this long without a
+	// request; 0: console.DefaultIdleTimeout.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // defaultAdminAddress is where /metrics listens without config.
@@ -73,6 +91,12 @@ func (c *Config) validateOps() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("admin.address: %q is not host:port or \"off\": %v", a, err))
 		}
+	}
+	if t := c.Admin.Console.IdleTimeout; t != 0 && (t < time.Minute || t > 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("admin.console.idle_timeout: %v is not between 1m and 24h", t))
+	}
+	if c.Admin.TLS && !c.TLS.SelfSigned && len(c.TLS.Certificates) == 0 && c.TLS.ACME == nil {
+		errs = append(errs, errors.New("admin.tls: needs a certificate: set tls.certificates, tls.acme or tls.self_signed"))
 	}
 	if !c.Admin.AllowInsecure {
 		for _, p := range adminInsecurities(c.Admin) {
@@ -122,6 +146,15 @@ func adminInsecurities(c AdminConfig) []string {
 	if c.Address != "off" && c.TokenFile == "" && !isLoopbackHostPort(c.Address) {
 		out = append(out, fmt.Sprintf("admin.address: %q is reachable from other hosts and admin.token_file is not set: "+
 			"metrics, readiness and rule names are served to the network", c.Address))
+	}
+	if c.Address != "off" && c.Console.UsersFile != "" && !c.TLS && !isLoopbackHostPort(c.Address) {
+		out = append(out, fmt.Sprintf("admin.address: %q is reachable from other hosts and the console is on without admin.tls: "+
+			"console passwords and session cookies would cross the network in the clear", c.Address))
+	}
+	if c.Console.UsersFile != "" {
+		if fi, err := os.Stat(c.Console.UsersFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			out = append(out, fmt.Sprintf("admin.console.users_file: %s is accessible to all users (mode %04o); its password hashes can be guessed at offline: chmod o-rwx it", c.Console.UsersFile, fi.Mode().Perm()))
+		}
 	}
 	if c.TokenFile != "" {
 		// A missing file is readAdminToken's error (serve, check-config).

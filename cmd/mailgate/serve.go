@@ -437,6 +437,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		_, err = adapter.ReadSecret(dovecotPolicyKey, c.SecretFile)
 		errs = append(errs, err)
 	}
+	errs = append(errs, checkConsoleUsers(cfg.Admin.Console))
 	if cfg.Syslog.Enabled {
 		// serve runs without the socket, but fail2ban would see nothing.
 		if err := probeSyslog(cfg.Syslog); err != nil {

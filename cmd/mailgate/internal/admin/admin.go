@@ -11,6 +11,11 @@
 // admin.token_file is configured at all. Refusals are logged as a WARN at
 // most once per RefusalLogInterval.
 //
+// The web console (package console), when configured, is mounted under
+// ConsolePrefix with its own sign-in; it never accepts the token, and the
+// token paths never accept its cookie. With TLSConfig the listener
+// serves HTTPS.
+//
 // The package knows nothing of the gateway: package main hands it the
 // metrics registry and functions that reload and check readiness.
 package admin
@@ -19,6 +24,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/mailgate/mailgate/internal/errlist"
@@ -75,7 +81,15 @@ type Config struct {
 	Ready func(ctx context.Context) []string
 	// Guard is served under GuardPrefix; nil: no guard API.
 	Guard *guard.Guard
+	// Console is the web console, served under ConsolePrefix with its
+	// own sign-in (no bearer token); nil: none.
+	Console http.Handler
+	// TLSConfig, when set, serves the listener over TLS.
+	TLSConfig *tls.Config
 }
+
+// ConsolePrefix is where Config.Console is mounted (console.Prefix).
+const ConsolePrefix = "/console/"
 
 // Server serves the admin endpoints.
 type Server struct {
@@ -123,6 +137,9 @@ func (s *Server) Start(address string) (stop func()) {
 		s.c.Log.Error("admin listener not started; /metrics unavailable", "address", address, "err", err)
 		return func() {}
 	}
+	if s.c.TLSConfig != nil {
+		ln = tls.NewListener(ln, s.c.TLSConfig)
+	}
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -136,7 +153,7 @@ func (s *Server) Start(address string) (stop func()) {
 			s.c.Log.Error("admin listener stopped", "err", err)
 		}
 	}()
-	s.c.Log.Info("admin listening", "address", ln.Addr().String())
+	s.c.Log.Info("admin listening", "address", ln.Addr().String(), "tls", s.c.TLSConfig != nil, "console", s.c.Console != nil)
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -161,6 +178,10 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.c.Guard != nil {
 		mux.Handle(GuardPrefix+"/", s.protect(http.StripPrefix(GuardPrefix, guardHandler(s.c.Guard))))
+	}
+	if s.c.Console != nil {
+		mux.Handle(ConsolePrefix, s.c.Console)
+		mux.Handle("GET /{$}", http.RedirectHandler(ConsolePrefix, http.StatusSeeOther))
 	}
 	return mux
 }

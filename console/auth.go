@@ -1,0 +1,464 @@
+package console
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailgate/mailgate/guard"
+)
+
+// Roles.
+const (
+	RoleViewer = "viewer" // reads every page
+	RoleAdmin  = "admin"  // also lifts and adds bans, unlocks logins
+)
+
+type role int
+
+const (
+	roleViewer role = iota
+	roleAdmin
+)
+
+// Limits of the users file and the sign-in form.
+const (
+	// MaxUserLen bounds a console account name.
+	MaxUserLen = 64
+	// MaxPasswordLen is bcrypt's limit: it reads 72 bytes, and a longer
+	// password would be silently cut.
+	MaxPasswordLen = 72
+	// BcryptCost is what `mailgate admin passwd` uses: about 0.25 s on
+	// a current core, each sign-in's cost; the guard bounds the rate.
+	BcryptCost = 12
+	// maxUsersFile bounds the users file read at each sign-in.
+	maxUsersFile = 1 << 20
+	// cookieName is the session cookie.
+	cookieName = "mailgate_console"
+	// guardPrefix keys console accounts in the guard apart from mail
+	// logins of the same name.
+	guardPrefix = "console:"
+)
+
+// User is one console account.
+type User struct {
+	Name string
+	Role string // RoleViewer or RoleAdmin
+	Hash string // bcrypt
+}
+
+// ValidUserName reports whether name can be a console account: 1 to
+// MaxUserLen of letters, digits and . _ @ -. Nothing else ever reaches
+// a log line or the guard.
+func ValidUserName(name string) bool {
+	if name == "" || len(name) > MaxUserLen {
+		return false
+	}
+	for _, c := range []byte(name) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '@', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ParseUsers reads a users file: one "user:role:hash" line per account,
+// blank lines and lines starting with # ignored. Every problem is
+// reported with its line number; an account named twice is an error.
+func ParseUsers(data []byte) ([]User, error) {
+	var out []User
+	var errs []error
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 512), 4096)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, ok1 := strings.Cut(line, ":")
+		r, hash, ok2 := strings.Cut(rest, ":")
+		switch {
+		case !ok1 || !ok2:
+			errs = append(errs, fmt.Errorf("line %d: want user:role:hash", n))
+			continue
+		case !ValidUserName(name):
+			errs = append(errs, fmt.Errorf("line %d: user name must be 1 to %d letters, digits, '.', '_', '@' or '-'", n, MaxUserLen))
+			continue
+		case r != RoleViewer && r != RoleAdmin:
+			errs = append(errs, fmt.Errorf("line %d: role %q is not viewer or admin", n, r))
+			continue
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			errs = append(errs, fmt.Errorf("line %d: not a bcrypt hash (make it with mailgate admin passwd)", n))
+			continue
+		}
+		if seen[name] {
+			errs = append(errs, fmt.Errorf("line %d: user %s named twice", n, name))
+			continue
+		}
+		seen[name] = true
+		out = append(out, User{Name: name, Role: r, Hash: hash})
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("line %d: %v", n+1, err))
+	}
+	return out, errors.Join(errs...)
+}
+
+// ReadUsers reads and parses a users file.
+func ReadUsers(path string) ([]User, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := readLimited(f, maxUsersFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	u, err := ParseUsers(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return u, nil
+}
+
+func readLimited(f *os.File, max int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	return data, nil
+}
+
+// dummyHash is compared against when the account does not exist, so an
+// unknown name costs what a wrong password costs.
+// It is made at the first sign-in, not at start.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, err := bcrypt.GenerateFromPassword([]byte("no such console account"), BcryptCost)
+	if err != nil {
+		panic(err)
+	}
+	return h
+})
+
+// session is one signed-in browser.
+type session struct {
+	user    string
+	role    role
+	csrf    string // the form token
+	created time.Time
+	last    time.Time
+}
+
+// sessionKey is the table key of a cookie value: a hash, so the table
+// holds nothing a cookie could be made from.
+func sessionKey(cookie string) string {
+	h := sha256.Sum256([]byte(cookie))
+	return string(h[:])
+}
+
+func randomToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// current returns the request's live session, or nil.
+func (s *Server) current(r *http.Request) *session {
+	ck, err := r.Cookie(cookieName)
+	if err != nil || len(ck.Value) != 43 {
+		return nil
+	}
+	return s.currentByValue(ck.Value)
+}
+
+// currentByValue returns the live session of a cookie value, or nil; a
+// request counts as activity.
+func (s *Server) currentByValue(value string) *session {
+	key := sessionKey(value)
+	now := s.c.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.sessions[key]
+	if sess == nil {
+		return nil
+	}
+	if now.Sub(sess.last) > s.c.IdleTimeout || now.Sub(sess.created) > MaxAge {
+		delete(s.sessions, key)
+		return nil
+	}
+	sess.last = now
+	return sess
+}
+
+// newSession stores a session for user and returns its cookie value.
+func (s *Server) newSession(u User) (string, *session) {
+	value := randomToken()
+	now := s.c.Now()
+	sess := &session{user: u.Name, role: roleViewer, csrf: randomToken(), created: now, last: now}
+	if u.Role == RoleAdmin {
+		sess.role = roleAdmin
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sessions) >= maxSessions {
+		// Drop expired sessions, then the least recently used one.
+		var oldest string
+		for k, v := range s.sessions {
+			if now.Sub(v.last) > s.c.IdleTimeout || now.Sub(v.created) > MaxAge {
+				delete(s.sessions, k)
+			} else if oldest == "" || v.last.Before(s.sessions[oldest].last) {
+				oldest = k
+			}
+		}
+		if len(s.sessions) >= maxSessions {
+			delete(s.sessions, oldest)
+		}
+	}
+	s.sessions[sessionKey(value)] = sess
+	return value, sess
+}
+
+func (s *Server) setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     cookieName,
+		Value:    value,
+		Path:     Prefix,
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   r.TLS != nil,
+		SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// signedIn wraps a page: without a session, GET goes to the sign-in form
+// and anything else is refused; below the role, 403; a POST must carry
+// the session's form token.
+func (s *Server) signedIn(min role, h func(http.ResponseWriter, *http.Request, *session)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sess := s.current(r)
+		if sess == nil {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
+				return
+			}
+			s.errorPage(w, r, nil, http.StatusForbidden, "Refused: you are not signed in.")
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+			tok := r.PostFormValue("csrf")
+			if subtle.ConstantTimeCompare([]byte(tok), []byte(sess.csrf)) != 1 {
+				s.c.Log.Warn("console: form without this session's token refused", "console_user", sess.user, "path", r.URL.EscapedPath(), "remote", r.RemoteAddr)
+				s.errorPage(w, r, sess, http.StatusForbidden, "Refused: the form is out of date. Reload the page and try again.")
+				return
+			}
+		}
+		if sess.role < min {
+			s.c.Log.Warn("console: change refused to a viewer", "console_user", sess.user, "path", r.URL.EscapedPath(), "remote", r.RemoteAddr)
+			s.errorPage(w, r, sess, http.StatusForbidden, "Refused: your console role (viewer) may not change anything.")
+			return
+		}
+		h(w, r, sess)
+	})
+}
+
+// remoteAddr is the request's client address (the admin listener takes
+// no forwarding headers).
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// signInFailed is the one answer to every refused sign-in: wrong name,
+// wrong password, banned address, locked account, unreadable users file.
+const signInFailed = "Sign-in failed: wrong user name or password."
+
+func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
+	if s.current(r) != nil {
+		http.Redirect(w, r, Prefix, http.StatusSeeOther)
+		return
+	}
+	s.render(w, r, "login", nil, http.StatusOK, "Sign in", "", nil)
+}
+
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	name, password := r.PostFormValue("user"), r.PostFormValue("password")
+	addr := remoteAddr(r)
+	start := time.Now()
+	var delay time.Duration
+	if s.c.Guard != nil {
+		delay = s.c.Guard.FailureDelay(addr, s.c.FailureDelay)
+	} else {
+		delay = s.c.FailureDelay
+	}
+	u, ok := s.judge(r.Context(), name, password, addr)
+	if !ok {
+		// Every refusal ends at the same time: the failure delay from
+		// the start, whatever was refused and how fast.
+		if rest := delay - time.Since(start); rest > 0 {
+			t := time.NewTimer(rest)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+			}
+		}
+		s.render(w, r, "login", nil, http.StatusOK, "Sign in", signInFailed, nil)
+		return
+	}
+	value, _ := s.newSession(u)
+	s.setCookie(w, r, value, int(MaxAge/time.Second))
+	s.c.Log.Info("console: signed in", "console_user", u.Name, "role", u.Role, "remote", addr.String())
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+}
+
+// judge checks one sign-in through the guard and the users file.
+func (s *Server) judge(ctx context.Context, name, password string, addr netip.Addr) (User, bool) {
+	var a *guard.Attempt
+	valid := ValidUserName(name)
+	key := guardPrefix + "?"
+	if valid {
+		key = guardPrefix + name
+	}
+	if s.c.Guard != nil {
+		a = s.c.Guard.Attempt(key, addr, password)
+	}
+	logName := name
+	if !valid {
+		logName = "" // client bytes that are not a name never reach the log
+	}
+	refuse := func(o guard.Outcome, why string) (User, bool) {
+		for _, e := range a.Finish(o, "") {
+			e.Log(ctx, s.c.Log)
+		}
+		s.c.Log.Warn("console: sign-in refused", "console_user", logName, "remote", addr.String(), "reason", why)
+		return User{}, false
+	}
+	if !valid || password == "" || len(password) > MaxPasswordLen || strings.ContainsAny(password, "\x00\r\n") {
+		return refuse(guard.Refused, "unusable user name or password")
+	}
+	v := a.Begin(ctx)
+	if v.Delay > 0 {
+		t := time.NewTimer(v.Delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return refuse(guard.Abandoned, "client left")
+		}
+	}
+	if !v.Allow {
+		return refuse(guard.Refused, "guard: "+v.Reason)
+	}
+	users, err := ReadUsers(s.c.UsersFile)
+	if err != nil {
+		s.c.Log.Error("console: users file unreadable; nobody can sign in", "err", err)
+		return refuse(guard.Abandoned, "users file unreadable")
+	}
+	var found User
+	for _, u := range users {
+		if u.Name == name {
+			found = u
+		}
+	}
+	hash := dummyHash()
+	if found.Name != "" {
+		hash = []byte(found.Hash)
+	}
+	// At most two password checks at once: each is a quarter second of a
+	// core, and mail logins share the machine.
+	select {
+	case s.bcryptSlots <- struct{}{}:
+	case <-ctx.Done():
+		return refuse(guard.Abandoned, "client left")
+	}
+	err = bcrypt.CompareHashAndPassword(hash, []byte(password))
+	<-s.bcryptSlots
+	if err != nil || found.Name == "" {
+		return refuse(guard.WrongPassword, "wrong user name or password")
+	}
+	for _, e := range a.Finish(guard.Passed, "") {
+		e.Log(ctx, s.c.Log)
+	}
+	return found, true
+}
+
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) {
+	if ck, err := r.Cookie(cookieName); err == nil {
+		s.mu.Lock()
+		delete(s.sessions, sessionKey(ck.Value))
+		s.mu.Unlock()
+	}
+	s.setCookie(w, r, "", -1)
+	s.c.Log.Info("console: signed out", "console_user", sess.user, "remote", remoteAddr(r).String())
+	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
+}
+
+// rateMeter keeps recent samples of the login counter.
+type rateMeter struct {
+	mu      sync.Mutex
+	samples []rateSample // oldest first, the last few minutes
+}
+
+type rateSample struct {
+	at    time.Time
+	total float64
+}
+
+const rateSampleEvery = 10 * time.Second
+
+func (m *rateMeter) add(at time.Time, total float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.samples = append(m.samples, rateSample{at, total})
+	// Keep five minutes.
+	i := 0
+	for i < len(m.samples)-1 && at.Sub(m.samples[i].at) > 5*time.Minute {
+		i++
+	}
+	m.samples = m.samples[i:]
+}
+
+// perMinute is the login rate over the last minute or so, and false
+// until a minute of samples exists.
+func (m *rateMeter) perMinute(now time.Time, total float64) (float64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// The newest sample at least a minute old.
+	for i := len(m.samples) - 1; i >= 0; i-- {
+		sm := m.samples[i]
+		if d := now.Sub(sm.at); d >= time.Minute {
+			return (total - sm.total) / d.Minutes(), true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,219 @@
+package console
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"go/format"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite worldmap_data.go from testdata/worldmap")
+
+// TestWorldMapIsCurrent regenerates the country shapes from the checked-in
+// source data (testdata/worldmap/README.md) and fails when
+// worldmap_data.go differs; -update rewrites it.
+func TestWorldMapIsCurrent(t *testing.T) {
+	topo, err := os.ReadFile("testdata/worldmap/countries-110m.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes, err := os.ReadFile("testdata/worldmap/codes.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := generateWorldMap(topo, codes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile("worldmap_data.go", got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	have, err := os.ReadFile("worldmap_data.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(have, got) {
+		t.Fatal("worldmap_data.go is not what testdata/worldmap makes; run go test ./console -run TestWorldMapIsCurrent -update")
+	}
+}
+
+// The map's projection: equirectangular, mapWidth wide, from mapNorth
+// down to mapSouth degrees of latitude (Antarctica is left out: nobody
+// logs in from there, and it would take a third of the height).
+const (
+	mapWidth = 1000.0
+	mapNorth = 84.0
+	mapSouth = -58.0
+)
+
+type topology struct {
+	Transform struct {
+		Scale     [2]float64 `json:"scale"`
+		Translate [2]float64 `json:"translate"`
+	} `json:"transform"`
+	Arcs    [][][2]int `json:"arcs"`
+	Objects struct {
+		Countries struct {
+			Geometries []struct {
+				Type       string          `json:"type"`
+				ID         string          `json:"id"`
+				Arcs       json.RawMessage `json:"arcs"`
+				Properties struct {
+					Name string `json:"name"`
+				} `json:"properties"`
+			} `json:"geometries"`
+		} `json:"countries"`
+	} `json:"objects"`
+}
+
+// generateWorldMap turns world-atlas's TopoJSON (quantized, delta-coded
+// arcs shared between neighbours) into one SVG path per ISO 3166-1
+// alpha-2 code, as Go source.
+func generateWorldMap(topoJSON, codesJSON []byte) ([]byte, error) {
+	var topo topology
+	if err := json.Unmarshal(topoJSON, &topo); err != nil {
+		return nil, err
+	}
+	var codeRows [][]string
+	if err := json.Unmarshal(codesJSON, &codeRows); err != nil {
+		return nil, err
+	}
+	alpha2 := map[string]string{} // numeric → alpha-2
+	for _, r := range codeRows {
+		if len(r) >= 3 {
+			alpha2[r[2]] = r[0]
+		}
+	}
+	// Decode every arc to projected points.
+	type pt struct{ x, y float64 }
+	sc, tr := topo.Transform.Scale, topo.Transform.Translate
+	arcs := make([][]pt, len(topo.Arcs))
+	for i, a := range topo.Arcs {
+		var qx, qy int
+		for _, d := range a {
+			qx += d[0]
+			qy += d[1]
+			lon := float64(qx)*sc[0] + tr[0]
+			lat := float64(qy)*sc[1] + tr[1]
+			lat = math.Max(mapSouth, math.Min(mapNorth, lat))
+			arcs[i] = append(arcs[i], pt{(lon + 180) * mapWidth / 360, (mapNorth - lat) * mapWidth / 360})
+		}
+	}
+	ring := func(idx []int) []pt {
+		var out []pt
+		for k, i := range idx {
+			var a []pt
+			if i < 0 {
+				a = slices.Clone(arcs[^i])
+				slices.Reverse(a)
+			} else {
+				a = arcs[i]
+			}
+			if k > 0 && len(a) > 0 {
+				a = a[1:]
+			}
+			out = append(out, a...)
+		}
+		return out
+	}
+	// Coordinates in tenths of a unit, relative moves: a few characters
+	// a point.
+	path := func(polys [][][]int) string {
+		var b strings.Builder
+		var cx, cy int // pen, in tenths
+		for _, poly := range polys {
+			for _, r := range poly {
+				pts := ring(r)
+				first := true
+				shift := 0.0 // a ring across the antimeridian goes on past the edge
+				for i, p := range pts {
+					if i > 0 {
+						switch d := p.x - pts[i-1].x; {
+						case d > mapWidth/2:
+							shift -= mapWidth
+						case d < -mapWidth/2:
+							shift += mapWidth
+						}
+					}
+					x, y := int(math.Round((p.x+shift)*10)), int(math.Round(p.y*10))
+					if first {
+						fmt.Fprintf(&b, "M%s %s", tenths(x), tenths(y))
+						first = false
+					} else {
+						if x == cx && y == cy {
+							continue
+						}
+						fmt.Fprintf(&b, "l%s %s", tenths(x-cx), tenths(y-cy))
+					}
+					cx, cy = x, y
+				}
+				b.WriteString("z")
+			}
+		}
+		return b.String()
+	}
+	shapes := map[string]string{}
+	for _, g := range topo.Objects.Countries.Geometries {
+		code := alpha2[g.ID]
+		if code == "" || code == "AQ" {
+			continue // no ISO code (N. Cyprus, Somaliland, Kosovo) or Antarctica
+		}
+		var polys [][][]int
+		switch g.Type {
+		case "Polygon":
+			var p [][]int
+			if err := json.Unmarshal(g.Arcs, &p); err != nil {
+				return nil, err
+			}
+			polys = [][][]int{p}
+		case "MultiPolygon":
+			if err := json.Unmarshal(g.Arcs, &polys); err != nil {
+				return nil, err
+			}
+		default:
+			continue
+		}
+		shapes[code] += path(polys)
+	}
+	keys := make([]string, 0, len(shapes))
+	for k := range shapes {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b bytes.Buffer
+	b.WriteString("// Code generated by go test ./console -run TestWorldMapIsCurrent -update; DO NOT EDIT.\n")
+	b.WriteString("// Source: testdata/worldmap (world-atlas 2.0.2, Natural Earth 1:110m; i18n-iso-countries 7.14.0).\n\n")
+	b.WriteString("package console\n\n")
+	fmt.Fprintf(&b, "// mapHeight is the height of the world map's view box, %g wide.\nconst mapHeight = %d\n\n", mapWidth, int(math.Ceil((mapNorth-mapSouth)*mapWidth/360)))
+	b.WriteString("// worldShapes is one SVG path per country, by ISO 3166-1 alpha-2 code.\nvar worldShapes = []countryShape{\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\t{%q, %q},\n", k, shapes[k])
+	}
+	b.WriteString("}\n")
+	return format.Source(b.Bytes())
+}
+
+// tenths writes v/10 with at most one decimal.
+func tenths(v int) string {
+	s := strconv.Itoa(v / 10)
+	if v < 0 && v/10 == 0 {
+		s = "-0"
+	}
+	if r := v % 10; r != 0 {
+		if r < 0 {
+			r = -r
+		}
+		s += "." + strconv.Itoa(r)
+	}
+	return s
+}

@@ -1,0 +1,39 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestLiveSessionsAndDisconnect: a session is listed once its login
+// succeeded (not before), with its account and address, and Disconnect
+// closes it: the client sees its connection closed.
+func TestLiveSessionsAndDisconnect(t *testing.T) {
+	e := startServer(t, Listener{}, fastLimits())
+	pre := e.dialGreeted()
+	c := e.dialGreeted()
+	c.send("a LOGIN alice secret\r\n")
+	c.expect("a OK")
+	var id string
+	waitFor(t, "the logged-in session listed", func() bool {
+		ls := e.srv.LiveSessions()
+		if len(ls) != 1 {
+			return false
+		}
+		id = ls[0].ID
+		return ls[0].Account == "alice" && ls[0].Addr.String() == "127.0.0.1" && ls[0].Listener == "test" && ls[0].BytesOut > 0
+	})
+	if !strings.Contains(e.logs.String(), "cid="+id) {
+		t.Errorf("session id %s is not the log's cid", id)
+	}
+	if e.srv.Disconnect("nosuchsession") {
+		t.Error("Disconnect of an unknown id reported success")
+	}
+	if !e.srv.Disconnect(id) {
+		t.Fatal("Disconnect of the listed session failed")
+	}
+	c.expectClosed()
+	waitFor(t, "the session gone", func() bool { return len(e.srv.LiveSessions()) == 0 })
+	pre.send("b NOOP\r\n")
+	pre.expect("b OK")
+}
