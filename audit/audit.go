@@ -34,6 +34,30 @@ const (
 	ResultUnavailable = "unavailable" // allowed, but the backend could not be asked
 )
 
+// Classify maps a logged login decision to a row's result and cause:
+// event and reason as the decision line logs them (AUTHPASS, AUTHFAILED,
+// AUTHLOCKED, COUNTRYFAILED; "" with the message of an attempt no one
+// judged), and rule, the policy rule that decided. The proxy and the
+// Dovecot adapter record the same rows for the same lines through it.
+func Classify(event, reason, rule string) (result, cause string) {
+	switch {
+	case event == "AUTHPASS":
+		return ResultPass, rule
+	case event == "COUNTRYFAILED":
+		if rule != "" {
+			return ResultDenied, rule + ": " + reason
+		}
+		return ResultDenied, reason
+	case event == "AUTHLOCKED" || event == "AUTHFAILED" && strings.HasPrefix(reason, "guard: "):
+		return ResultGuard, strings.TrimPrefix(reason, "guard: ")
+	case event == "AUTHFAILED" && reason == "backend refused credentials":
+		return ResultFailed, reason
+	case event == "AUTHFAILED":
+		return ResultInvalid, reason
+	}
+	return ResultUnavailable, reason
+}
+
 // Other is the account or address a row is folded into when a cap is
 // reached (docs/audit.md, "Bounds").
 const Other = "(other)"

@@ -6,7 +6,6 @@ package proxy
 
 import (
 	"crypto/tls"
-	"strings"
 	"time"
 
 	"github.com/mailgate/mailgate/audit"
@@ -27,22 +26,7 @@ func (c *conn) audit(event, reason string, d policy.Decision) {
 	if a == nil {
 		return
 	}
-	result, cause := audit.ResultUnavailable, reason
-	switch {
-	case event == "AUTHPASS":
-		result, cause = audit.ResultPass, d.Rule
-	case event == "COUNTRYFAILED":
-		result = audit.ResultDenied
-		if d.Rule != "" {
-			cause = d.Rule + ": " + reason
-		}
-	case event == "AUTHLOCKED" || event == "AUTHFAILED" && strings.HasPrefix(reason, "guard: "):
-		result, cause = audit.ResultGuard, strings.TrimPrefix(reason, "guard: ")
-	case event == "AUTHFAILED" && reason == "backend refused credentials":
-		result = audit.ResultFailed
-	case event == "AUTHFAILED":
-		result = audit.ResultInvalid
-	}
+	result, cause := audit.Classify(event, reason, d.Rule)
 	e := audit.Event{
 		Time: time.Now(), Account: c.user, Addr: c.remote.Addr(), Country: d.Location.Code(),
 		Protocol: string(c.ln.Protocol), Listener: c.ln.Name, Mech: c.mech, ClientID: c.clientID,

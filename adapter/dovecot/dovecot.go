@@ -414,22 +414,7 @@ func (h *Handler) auditRow(a *attempt, event, reason string, d policy.Decision) 
 	if h.o.Auditor == nil || !a.req.Remote.IsValid() {
 		return
 	}
-	result, cause := audit.ResultUnavailable, reason
-	switch {
-	case event == "AUTHPASS":
-		result, cause = audit.ResultPass, d.Rule
-	case event == "COUNTRYFAILED":
-		result = audit.ResultDenied
-		if d.Rule != "" {
-			cause = d.Rule + ": " + reason
-		}
-	case event == "AUTHLOCKED" || event == "AUTHFAILED" && strings.HasPrefix(reason, "guard: "):
-		result, cause = audit.ResultGuard, strings.TrimPrefix(reason, "guard: ")
-	case event == "AUTHFAILED" && reason == "backend refused credentials":
-		result = audit.ResultFailed
-	case event == "AUTHFAILED":
-		result = audit.ResultInvalid
-	}
+	result, cause := audit.Classify(event, reason, d.Rule)
 	h.o.Auditor.Record(audit.Event{
 		Time: h.now(), Account: logUser(a.req.Login), Addr: a.req.Remote, Country: d.Location.Code(),
 		Protocol: string(a.req.Protocol), Listener: Listener,
