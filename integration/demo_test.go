@@ -4,7 +4,9 @@ package integration
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,20 +21,21 @@ var demoOffsets = []int{993, 143, 465, 587}
 
 // demoPortBase finds a base whose four demo ports testport hands out
 // (outside the ephemeral range, not handed out before, free now): the
-// demo binds them itself, so they cannot be passed as listeners.
+// demo binds them itself, so they cannot be passed as listeners. Bases
+// are tried at random: testport hands out ports in order from a random
+// start, so a base derived from its next port has its other ports among
+// those handed out before, and a run that had used a few hundred ports
+// (or started just past the ephemeral range) found no base at all.
 func demoPortBase(t *testing.T) int {
 	t.Helper()
-	for range 100 {
-		ports, err := freePorts(1)
-		if err != nil {
-			t.Fatal(err)
+	lo, hi := 1024-slices.Min(demoOffsets), 65535-slices.Max(demoOffsets)
+	for range 1000 {
+		base := lo + rand.IntN(hi-lo+1)
+		ports := make([]int, len(demoOffsets))
+		for i, off := range demoOffsets {
+			ports[i] = base + off
 		}
-		base := ports[0] - demoOffsets[0]
-		var rest []int
-		for _, off := range demoOffsets[1:] {
-			rest = append(rest, base+off)
-		}
-		if testport.Claim(rest...) == nil {
+		if testport.Claim(ports...) == nil {
 			return base
 		}
 	}
@@ -142,5 +145,20 @@ func TestDemo(t *testing.T) {
 	}
 	if strings.Contains(errLog.String(), "level=WARN msg=\"failed to read command") {
 		t.Errorf("demo backend noise in the log:\n%s", errLog)
+	}
+}
+
+// TestDemoPortBaseAfterManyPorts: the demo still finds a port base when
+// the run has already handed out many ports, as a whole integration run
+// has by the time TestDemo comes (a CI run failed "no free port base").
+func TestDemoPortBaseAfterManyPorts(t *testing.T) {
+	if _, err := freePorts(1500); err != nil {
+		t.Fatal(err)
+	}
+	base := demoPortBase(t)
+	for _, off := range demoOffsets {
+		if p := base + off; p < 1024 || p > 65535 {
+			t.Fatalf("base %d gives port %d", base, p)
+		}
 	}
 }

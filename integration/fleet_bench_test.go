@@ -29,7 +29,22 @@ var benchLoginsLine = regexp.MustCompile(`: (\d+) logins in \S+ = ([0-9.]+)/s; p
 // bytes per login (INFO stats before and after the shared node's runs).
 //
 //	go test -tags integration ./integration -run '^$' -bench BenchmarkFleetLogins -benchtime 1x
-func BenchmarkFleetLogins(b *testing.B) {
+func BenchmarkFleetLogins(b *testing.B) { fleetLogins(b, "", []int{8, 64}) }
+
+// BenchmarkFleetLoginLatency is BenchmarkFleetLogins with the guard's
+// thresholds at their maximum (1000), at concurrency 1 and 8: one
+// address running 8 logins at once is then never over a threshold
+// because of attempts in flight, so no attempt waits for another, and
+// the added p50 is what the store's two round trips cost a login.
+//
+//	go test -tags integration ./integration -run '^$' -bench BenchmarkFleetLoginLatency -benchtime 1x
+func BenchmarkFleetLoginLatency(b *testing.B) {
+	fleetLogins(b, "  tarpit: {after: 1000}\n  ban: {ip_after: 1000, network_after: 1000}\n  lockout: {after: 1000, per_ip_after: 1000}\n", []int{1, 8})
+}
+
+// fleetLogins runs the shared-against-in-memory comparison at each
+// concurrency in concs, with extra added to both nodes' guard section.
+func fleetLogins(b *testing.B, extra string, concs []int) {
 	if raceEnabled {
 		b.Skip("the race detector would measure itself")
 	}
@@ -60,7 +75,7 @@ policy: {allow_countries: [GB]}
 guard:
   connections: {max_total: 0, max_per_ip: 0, max_per_network: 0, max_preauth: 0, max_preauth_per_ip: 0, max_preauth_per_network: 0, proven_max_per_ip: 0, proven_max_preauth_per_ip: 0}
   backend: {max_concurrent: 0, max_per_source: 0}
-%s`, port, hs.imapPort, shared)
+%s%s`, port, hs.imapPort, extra, shared)
 		}
 	}
 	mem := startMailgate(b, config(""))
@@ -109,7 +124,7 @@ guard:
 	}
 	for b.Loop() {
 		var logins, cmds, bin, bout int64
-		for _, c := range []int{8, 64} {
+		for _, c := range concs {
 			var ratios []float64
 			var mems, shs []res
 			for round := range 3 {
