@@ -21,6 +21,9 @@ import (
 // also serves the per-account queries (it starts with account, day).
 // unknown records which never-seen-to-pass accounts were admitted on a
 // day, for the cap on them; known holds accounts with a pass on record.
+// actions is the web console's action log (AddAction), purged with the
+// same retention. A database made by an older mailgate gains the new
+// tables at its next open.
 const schema = `
 CREATE TABLE IF NOT EXISTS logins (
 	id INTEGER PRIMARY KEY,
@@ -56,6 +59,14 @@ CREATE TABLE IF NOT EXISTS known (
 	account TEXT PRIMARY KEY,
 	last_pass INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS actions (
+	id INTEGER PRIMARY KEY,
+	time INTEGER NOT NULL,
+	console_user TEXT NOT NULL,
+	remote TEXT NOT NULL,
+	what TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_time ON actions (time);
 `
 
 // Options are what the process gives the store besides its config.
@@ -333,6 +344,9 @@ func (s *Store) Purge(ctx context.Context) (int64, error) {
 		return total, err
 	}
 	cutSec := s.opts.now().Add(-s.cfg.Retention).Unix()
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM actions WHERE time < ?`, s.opts.now().Add(-s.cfg.Retention).UnixMilli()); err != nil {
+		return total, err
+	}
 	rows, err := s.db.QueryContext(ctx, `DELETE FROM known WHERE last_pass < ? RETURNING account`, cutSec)
 	if err != nil {
 		return total, err

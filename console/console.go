@@ -80,6 +80,15 @@ type Audit interface {
 	History(ctx context.Context, q audit.Query) ([]audit.Row, error)
 }
 
+// ActionLog is where the admin action log lasts. *audit.Store
+// implements it.
+type ActionLog interface {
+	AddAction(ctx context.Context, a audit.Action) error
+	// Actions returns at most limit actions, newest first, after skipping
+	// offset.
+	Actions(ctx context.Context, limit, offset int) ([]audit.Action, error)
+}
+
 // Overview is what the overview page shows of the running gateway.
 type Overview struct {
 	Started  time.Time
@@ -124,6 +133,9 @@ type Config struct {
 	Guard Guard
 	// Audit: nil means no login history (the pages say so).
 	Audit Audit
+	// ActionLog keeps the admin action log lasting (the audit database);
+	// nil: the last maxActions actions in memory, lost at restart.
+	ActionLog ActionLog
 	// NormalizeAccount makes the audit's account key from a login as
 	// typed; nil: unchanged.
 	NormalizeAccount func(login string) string
@@ -300,18 +312,28 @@ type Exception struct {
 	Where     string // file:line
 }
 
-// Action is one change made through the console.
-type Action struct {
-	Time   time.Time
-	User   string // console account
-	Remote string // its address
-	What   string // "ban added 192.0.2.0/24 for 1h (reason)"
-}
+// Action is one change made through the console: Time, User (the
+// console account), Remote (its address), What ("ban added:
+// 192.0.2.0/24 for 1h (reason)").
+type Action = audit.Action
 
-// record logs an admin action and keeps it for the action log page.
+// actionWrite bounds the wait for the action log's database write: the
+// audit store's one connection may be busy with a batch of login rows.
+const actionWrite = 2 * time.Second
+
+// record logs an admin action and keeps it for the action log page: in
+// the ActionLog when there is one, and in memory (the page's fallback
+// when the database cannot be read).
 func (s *Server) record(sess *session, r *http.Request, what string) {
 	a := Action{Time: s.c.Now(), User: sess.user, Remote: remoteAddr(r).String(), What: what}
 	s.c.Log.Info("console: admin action", "console_user", a.User, "remote", a.Remote, "action", what)
+	if s.c.ActionLog != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), actionWrite)
+		if err := s.c.ActionLog.AddAction(ctx, a); err != nil {
+			s.c.Log.Error("console: action log write failed (the log line above is the record)", "err", err)
+		}
+		cancel()
+	}
 	s.mu.Lock()
 	s.actions = append(s.actions, a)
 	if len(s.actions) > maxActions {

@@ -89,7 +89,7 @@ type fixture struct {
 	clock *clock
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, mods ...func(*Config)) *fixture {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "console.users")
 	data := "# console accounts\nroot:admin:" + hash(t, adminPW) + "\nhelp:viewer:" + hash(t, viewerPW) + "\n"
@@ -102,7 +102,7 @@ func newFixture(t *testing.T) *fixture {
 		"accounts":  {{Key: "alice@example.test", Failures: 3}},
 		"sources":   {{Key: "127.0.0.2", Failures: 3}},
 	}, history: []audit.Row{{Account: "alice@example.test", Result: "denied", Cause: "policy.allow_countries", Addr: "127.0.0.2", Country: "RU", Count: 1}}}
-	f.srv = New(Config{
+	c := Config{
 		UsersFile: file,
 		Guard:     f.g,
 		Audit:     f.audit,
@@ -113,7 +113,11 @@ func newFixture(t *testing.T) *fixture {
 			return Overview{Sessions: 7, Logins: map[string]float64{"pass": 2, "countryfailed": 1}, ReloadAt: time.Unix(0, 0)}
 		},
 		Now: f.clock.now,
-	})
+	}
+	for _, m := range mods {
+		m(&c)
+	}
+	f.srv = New(c)
 	f.h = f.srv.Handler()
 	return f
 }
@@ -208,8 +212,9 @@ func TestSignInRolesAndPages(t *testing.T) {
 	if r.StatusCode != http.StatusSeeOther || len(f.g.Bans()) != 0 {
 		t.Fatalf("lift ban: %d, bans %v", r.StatusCode, f.g.Bans())
 	}
-	if b := bodyOf(t, f.do("GET", "/console/actions", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, "ban lifted: 192.0.2.0/24") || !strings.Contains(b, "ban added: 192.0.2.0/24") {
-		t.Errorf("action log lacks the two changes:\n%s", b)
+	if b := bodyOf(t, f.do("GET", "/console/actions", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, "ban lifted: 192.0.2.0/24") || !strings.Contains(b, "ban added: 192.0.2.0/24") ||
+		!strings.Contains(b, "does not survive a restart") {
+		t.Errorf("action log lacks the two changes or the in-memory note:\n%s", b)
 	}
 
 	// A viewer sees no forms and a forged POST (with its own valid
@@ -416,5 +421,40 @@ func TestEventStream(t *testing.T) {
 	// Without a session: no stream.
 	if r := f.do("GET", "/console/events", "127.0.0.1:5000", "", nil); r.StatusCode != http.StatusSeeOther {
 		t.Errorf("events without a session: %d", r.StatusCode)
+	}
+}
+
+// TestActionLogLasts: with an action log store (the audit database) an
+// admin's change is written to it, the action log page reads it from
+// there, and a console started afresh on the same database still shows it.
+func TestActionLogLasts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	st, err := audit.Open(audit.Config{Path: path}, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := newFixture(t, func(c *Config) { c.ActionLog = st })
+	ck, tok := f.signIn("root", adminPW)
+	r := f.do("POST", "/console/bans/add", "127.0.0.1:5000", ck, url.Values{"csrf": {tok}, "prefix": {"192.0.2.0/24"}, "duration": {"1h"}, "reason": {"test"}}, "Sec-Fetch-Site", "same-origin")
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("add ban: %d", r.StatusCode)
+	}
+	acts, err := st.Actions(t.Context(), 0, 0)
+	if err != nil || len(acts) != 1 || acts[0].User != "root" || acts[0].Remote != "127.0.0.1" || !strings.HasPrefix(acts[0].What, "ban added: 192.0.2.0/24 for 1h0m0s") {
+		t.Fatalf("stored actions %+v, %v", acts, err)
+	}
+	if b := bodyOf(t, f.do("GET", "/console/actions", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, "ban added: 192.0.2.0/24") || !strings.Contains(b, "they survive a restart") {
+		t.Errorf("action log page:\n%s", b)
+	}
+
+	// A restarted console (nothing in memory) reads it from the database.
+	st.AddAction(t.Context(), audit.Action{Time: f.clock.now(), User: "ops", Remote: "::1", What: "login unlocked: bob@example.test"})
+	f2 := newFixture(t, func(c *Config) { c.ActionLog = st })
+	ck2, _ := f2.signIn("help", viewerPW)
+	b := bodyOf(t, f2.do("GET", "/console/actions", "127.0.0.1:5000", ck2, nil))
+	i, j := strings.Index(b, "login unlocked: bob@example.test"), strings.Index(b, "ban added: 192.0.2.0/24")
+	if i < 0 || j < 0 || i > j {
+		t.Errorf("restarted console's action log (want both, newest first):\n%s", b)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -493,12 +494,47 @@ func (s *Server) policyTest(w http.ResponseWriter, r *http.Request, sess *sessio
 
 // ---- the admin action log ----
 
+// actionsPerPage is how many actions one page of the log shows.
+const actionsPerPage = 100
+
+type actionsData struct {
+	Lasting    bool // read from the audit database
+	Rows       []Action
+	Page       int // from 0
+	Prev, Next int // page numbers of the links; -1: none
+}
+
 func (s *Server) actionLog(w http.ResponseWriter, r *http.Request, sess *session) {
-	s.mu.Lock()
-	acts := slices.Clone(s.actions)
-	s.mu.Unlock()
-	slices.Reverse(acts)
-	s.render(w, r, "actions", sess, http.StatusOK, "Action log", "", acts)
+	page, err := strconv.Atoi(r.URL.Query().Get("page"))
+	if err != nil || page < 0 || page > 100000 {
+		page = 0
+	}
+	d := actionsData{Page: page, Prev: page - 1, Next: -1}
+	errMsg := ""
+	var rows []Action
+	if s.c.ActionLog != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+		defer cancel()
+		rows, err = s.c.ActionLog.Actions(ctx, actionsPerPage+1, page*actionsPerPage)
+		if err != nil {
+			s.c.Log.Error("console: action log query failed", "err", err)
+			errMsg = "The action log could not be read from the audit database; shown: the changes since mailgate started."
+		} else {
+			d.Lasting = true
+		}
+	}
+	if !d.Lasting {
+		s.mu.Lock()
+		all := slices.Clone(s.actions)
+		s.mu.Unlock()
+		slices.Reverse(all)
+		rows = all[min(len(all), page*actionsPerPage):]
+	}
+	if len(rows) > actionsPerPage {
+		rows, d.Next = rows[:actionsPerPage], page+1
+	}
+	d.Rows = rows
+	s.render(w, r, "actions", sess, http.StatusOK, "Action log", errMsg, d)
 }
 
 // ---- live sessions ----

@@ -72,6 +72,7 @@ func newConsole(g *gateway, c ConsoleConfig) *console.Server {
 	}
 	if g.audit != nil {
 		cc.Audit = g.audit
+		cc.ActionLog = g.audit // the action log lasts in the audit database
 	}
 	return console.New(cc)
 }
