@@ -11,8 +11,8 @@
 //
 //   - every response carries a strict Content-Security-Policy (only the
 //     console's own script, no frames, forms only to the console) and
-//     no-store; the one script only updates the overview's live figures
-//     from the event stream, and every page works without it;
+//     no-store; the one script only updates the overview's live figures and the
+//     live sessions table from the event stream; every page works without it;
 //   - a request that changes anything (POST) passes Go's
 //     http.CrossOriginProtection (Sec-Fetch-Site, else Origin against
 //     Host) and then, behind sign-in, the session's form token;

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -456,5 +458,79 @@ func TestActionLogLasts(t *testing.T) {
 	i, j := strings.Index(b, "login unlocked: bob@example.test"), strings.Index(b, "ban added: 192.0.2.0/24")
 	if i < 0 || j < 0 || i > j {
 		t.Errorf("restarted console's action log (want both, newest first):\n%s", b)
+	}
+}
+
+// TestSessionEventStream: the live sessions page's stream sends the
+// table's rows, rendered for the session's role and escaped, and a
+// session that starts later shows up in a later event.
+func TestSessionEventStream(t *testing.T) {
+	var mu sync.Mutex
+	live := []Session{{ID: "s1", Account: "alice@example.test", Addr: netip.MustParseAddr("192.0.2.7"), Protocol: "imap", Listener: "imaps"}}
+	f := newFixture(t, func(c *Config) {
+		c.Sessions = func() []Session { mu.Lock(); defer mu.Unlock(); return slices.Clone(live) }
+		c.Disconnect = func(string) bool { return false }
+	})
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close) // after the streams' bodies are closed
+	stream := func(ck string) *bufio.Reader {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/console/events?page=sessions", nil)
+		req.AddCookie(&http.Cookie{Name: cookieName, Value: ck})
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Body.Close() })
+		if ct := r.Header.Get("Content-Type"); r.StatusCode != 200 || ct != "text/event-stream" {
+			t.Fatalf("events: %d %q", r.StatusCode, ct)
+		}
+		return bufio.NewReader(r.Body)
+	}
+	// next reads one event: its name and its data lines joined as a
+	// browser joins them.
+	next := func(br *bufio.Reader) (string, string) {
+		var name string
+		var data []string
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the stream: %v", err)
+			}
+			l = strings.TrimSuffix(l, "\n")
+			switch {
+			case l == "":
+				return name, strings.Join(data, "\n")
+			case strings.HasPrefix(l, "event: "):
+				name = l[len("event: "):]
+			case strings.HasPrefix(l, "data: "):
+				data = append(data, l[len("data: "):])
+			default:
+				t.Fatalf("stray line %q", l)
+			}
+		}
+	}
+
+	ck, tok := f.signIn("root", adminPW)
+	br := stream(ck)
+	name, rows := next(br)
+	if name != "sessions" || !strings.Contains(rows, "alice@example.test") || !strings.Contains(rows, `value="`+tok+`"`) || !strings.Contains(rows, "Disconnect") {
+		t.Fatalf("admin's first event %q:\n%s", name, rows)
+	}
+	// The page's own table has the same rows.
+	if b := bodyOf(t, f.do("GET", "/console/sessions", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, `<tbody id="live-rows">`+"\n"+rows) || !strings.Contains(b, "console.js") {
+		t.Errorf("the page's rows differ from the event's or it has no script:\n%s", b)
+	}
+
+	mu.Lock()
+	live = append(live, Session{ID: "s2", Account: "<b>bob</b>", Addr: netip.MustParseAddr("2001:db8::2"), Protocol: "pop3", Listener: "pop3s"})
+	mu.Unlock()
+	if name, rows = next(br); name != "sessions" || !strings.Contains(rows, "&lt;b&gt;bob&lt;/b&gt;") || strings.Contains(rows, "<b>") || !strings.Contains(rows, "alice@example.test") {
+		t.Errorf("event after a new session %q:\n%s", name, rows)
+	}
+
+	// A viewer's rows have no Disconnect form.
+	vck, _ := f.signIn("help", viewerPW)
+	if name, rows = next(stream(vck)); name != "sessions" || !strings.Contains(rows, "alice@example.test") || strings.Contains(rows, "Disconnect") {
+		t.Errorf("viewer's event %q:\n%s", name, rows)
 	}
 }

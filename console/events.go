@@ -1,14 +1,19 @@
 package console
 
-// The overview's live figures through server-sent events: GET
-// /console/events streams an "overview" event every eventEvery while
-// the session lasts; static/console.js puts the figures into the page.
-// Without JavaScript the page shows the figures of its load.
+// Live parts through server-sent events, every eventEvery while the
+// session lasts: GET /console/events streams "overview" events (the
+// overview's figures, JSON), GET /console/events?page=sessions streams
+// "sessions" events (the live sessions table's rows, rendered by the
+// page's own template for the session's role). static/console.js puts
+// them into the page. Without JavaScript a page shows what it had at its
+// load.
 
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -58,10 +63,22 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	t := time.NewTicker(eventEvery)
 	defer t.Stop()
+	sessions := r.URL.Query().Get("page") == "sessions"
 	for {
-		data, _ := json.Marshal(s.liveFigures())
+		var ev string
+		if sessions {
+			rows, err := s.sessionRows(sess)
+			if err != nil {
+				s.c.Log.Error("console: live sessions failed to render", "err", err)
+				return
+			}
+			ev = sseEvent("sessions", rows)
+		} else {
+			data, _ := json.Marshal(s.liveFigures())
+			ev = sseEvent("overview", string(data))
+		}
 		_ = rc.SetWriteDeadline(time.Now().Add(streamWrite))
-		if _, err := fmt.Fprintf(w, "event: overview\ndata: %s\n\n", data); err != nil {
+		if _, err := io.WriteString(w, ev); err != nil {
 			return
 		}
 		if err := rc.Flush(); err != nil {
@@ -77,4 +94,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
 			return
 		}
 	}
+}
+
+// sseEvent is one server-sent event: each line of data its own "data:"
+// line (the browser joins them with newlines).
+func sseEvent(name, data string) string {
+	var b strings.Builder
+	b.WriteString("event: " + name + "\n")
+	for _, l := range strings.Split(strings.ReplaceAll(data, "\r", ""), "\n") {
+		b.WriteString("data: " + l + "\n")
+	}
+	b.WriteString("\n")
+	return b.String()
 }

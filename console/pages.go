@@ -555,6 +555,19 @@ func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, sess *sess
 }
 
 func (s *Server) renderSessions(w http.ResponseWriter, r *http.Request, sess *session, code int, errMsg string) {
+	s.render(w, r, "sessions", sess, code, "Live sessions", errMsg, s.sessionsData())
+}
+
+// sessionRows renders the live sessions table's rows for sess, as the
+// page has them: the "sessions" event's data.
+func (s *Server) sessionRows(sess *session) (string, error) {
+	d := pageData{Page: "sessions", User: sess.user, Admin: sess.role == roleAdmin, CSRF: sess.csrf, Data: s.sessionsData()}
+	var b strings.Builder
+	err := s.pages["sessions"].ExecuteTemplate(&b, "rows", d)
+	return b.String(), err
+}
+
+func (s *Server) sessionsData() sessionsData {
 	d := sessionsData{Off: s.c.Sessions == nil}
 	if !d.Off {
 		now := s.c.Now()
@@ -566,7 +579,7 @@ func (s *Server) renderSessions(w http.ResponseWriter, r *http.Request, sess *se
 			d.Rows = append(d.Rows, row)
 		}
 	}
-	s.render(w, r, "sessions", sess, code, "Live sessions", errMsg, d)
+	return d
 }
 
 // maxSessionID bounds the disconnect form's id (proxy session ids are 12
