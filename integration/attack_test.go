@@ -293,8 +293,19 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	db := filepath.Join(t.TempDir(), "audit.db") // the login history is on (audit_attack_test.go)
 	m := startMailgate(t, func(port int) string { return attackConfig(p, port, relay.port()) + auditSection(db) })
 	lb := m.Addr["imap-lb"]
+	res := driveAttack(t, p, relay, func() string { return lb }, 8, rand.NewPCG(1, 2), nil)
+	m.stop() // writes the last audit batch
+	t.Log(attackAuditFigures(t, db))
+	return res
+}
 
-	src := pickSources(t, 8, max(p.Allowed/2, p.Denied, p.Refused), netip.MustParsePrefix(legitNet), "GB", "US", "RU", "CN")
+// driveAttack runs plan p: sources picked with seed, the bots shuffled by
+// shuffle, each connection (the legitimate user's too) to the listener
+// next returns, during called once a third of the bots are under way (if
+// not nil); the backend's figures come from relay.
+func driveAttack(t testing.TB, p attackPlan, relay *loginRelay, next func() string, seed uint64, shuffle rand.Source, during func()) *attackResult {
+	t.Helper()
+	src := pickSources(t, seed, max(p.Allowed/2, p.Denied, p.Refused), netip.MustParsePrefix(legitNet), "GB", "US", "RU", "CN")
 	res := &attackResult{plan: p, kind: map[string]string{}}
 	type bot struct {
 		addr, kind string
@@ -311,7 +322,7 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	for i := range p.Refused {
 		bots = append(bots, bot{src["CN"][i], "refused", p.PerRefused})
 	}
-	rand.New(rand.NewPCG(1, 2)).Shuffle(len(bots), func(i, j int) { bots[i], bots[j] = bots[j], bots[i] })
+	rand.New(shuffle).Shuffle(len(bots), func(i, j int) { bots[i], bots[j] = bots[j], bots[i] })
 	for _, b := range bots {
 		res.kind[b.addr] = b.kind
 	}
@@ -321,7 +332,7 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	go func() {
 		defer close(legitDone)
 		for ctx.Err() == nil {
-			if r, _ := imapAttempt(lb, legitAddr, []string{legitUser}, []string{users[legitUser]}); len(r) == 1 && r[0] == replyOK {
+			if r, _ := imapAttempt(next(), legitAddr, []string{legitUser}, []string{users[legitUser]}); len(r) == 1 && r[0] == replyOK {
 				atomic.AddInt64(&res.legitOK, 1)
 			} else {
 				atomic.AddInt64(&res.legitFailed, 1)
@@ -340,11 +351,14 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	for range p.Workers {
 		wg.Go(func() {
 			for b := range work {
-				res.attack(lb, b.addr, b.kind, b.n, p.PerConn)
+				res.attack(next, b.addr, b.kind, b.n, p.PerConn)
 			}
 		})
 	}
-	for _, b := range bots {
+	for i, b := range bots {
+		if i == len(bots)/3 && during != nil {
+			during()
+		}
 		work <- b
 	}
 	close(work)
@@ -355,8 +369,6 @@ func runAttack(t testing.TB, p attackPlan) *attackResult {
 	time.Sleep(200 * time.Millisecond) // let the relay count the last logins
 	res.backendConns = relay.conns.Load()
 	res.backendLogins, res.bySrc, res.byUser = relay.counts()
-	m.stop() // writes the last audit batch
-	t.Log(attackAuditFigures(t, db))
 	return res
 }
 
@@ -371,7 +383,7 @@ const (
 // attack spends n attempts from addr: wrong passwords against the real
 // users and against names that do not exist; sources in denied
 // countries also try the right passwords (stolen credentials).
-func (res *attackResult) attack(lb, addr, kind string, n, perConn int) {
+func (res *attackResult) attack(next func() string, addr, kind string, n, perConn int) {
 	logins := sortedUsers()
 	for i := 0; n > 0; {
 		k := min(n, perConn)
@@ -387,7 +399,7 @@ func (res *attackResult) attack(lb, addr, kind string, n, perConn int) {
 			}
 			us, ps = append(us, u), append(ps, pw)
 		}
-		replies, greeted := imapAttempt(lb, addr, us, ps)
+		replies, greeted := imapAttempt(next(), addr, us, ps)
 		if !greeted {
 			atomic.AddInt64(&res.refusedAtAccept, 1)
 			n--

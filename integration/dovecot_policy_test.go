@@ -265,14 +265,9 @@ func TestDovecotPolicy(t *testing.T) {
 				continue // the legacy syslog lines' filters
 			}
 			n++
-			out, err := exec.Command(f2b, "-o", "ip", logPath, filters[name]).CombinedOutput()
-			if err != nil {
-				t.Errorf("%s: fail2ban-regex: %v\n%s", name, err, out)
+			got, ok := fail2banIPs(t, f2b, logPath, name, filters[name])
+			if !ok {
 				continue
-			}
-			got := map[string]int{}
-			for _, ip := range strings.Fields(string(out)) {
-				got[ip]++
 			}
 			if !maps.Equal(got, want) {
 				t.Errorf("%s found %v, want %v", name, got, want)

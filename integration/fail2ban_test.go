@@ -29,6 +29,23 @@ func fail2banRegex(t *testing.T) string {
 	return f2b
 }
 
+// fail2banIPs runs fail2ban-regex with filter (called name in messages)
+// over logPath and counts the addresses it finds; ok is false (and the
+// test marked failed) when fail2ban-regex itself failed.
+func fail2banIPs(t *testing.T, f2b, logPath, name, filter string) (got map[string]int, ok bool) {
+	t.Helper()
+	out, err := exec.Command(f2b, "-o", "ip", logPath, filter).CombinedOutput()
+	if err != nil {
+		t.Errorf("%s: fail2ban-regex: %v\n%s", name, err, out)
+		return nil, false
+	}
+	got = map[string]int{}
+	for _, ip := range strings.Fields(string(out)) {
+		got[ip]++
+	}
+	return got, true
+}
+
 // shippedAndDocumentedFilters writes every fail2ban filter mailgate ships
 // (docs/deploy/fail2ban/filter.d) or shows in a docs page (an ini block
 // with a failregex) to dir and returns their paths by name.
@@ -162,14 +179,9 @@ guard: {tarpit: {after: 0}, ban: {ip_after: 0, network_after: 0}, lockout: {afte
 
 	filters := shippedAndDocumentedFilters(t, hs.repo, t.TempDir())
 	for _, name := range slices.Sorted(maps.Keys(filters)) {
-		out, err := exec.Command(f2b, "-o", "ip", logPath, filters[name]).CombinedOutput()
-		if err != nil {
-			t.Errorf("%s: fail2ban-regex: %v\n%s", name, err, out)
+		got, ok := fail2banIPs(t, f2b, logPath, name, filters[name])
+		if !ok {
 			continue
-		}
-		got := map[string]int{}
-		for _, ip := range strings.Fields(string(out)) {
-			got[ip]++
 		}
 		if !maps.Equal(got, want) {
 			t.Errorf("%s found %v, want %v", name, got, want)

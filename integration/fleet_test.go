@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -203,113 +202,9 @@ func TestFleetBanReachesEveryNode(t *testing.T) {
 // during, when set, runs once a third of the bots have been handed out.
 func runFleetAttack(t testing.TB, rig *fleetRig, p attackPlan, seed uint64, during func()) *attackResult {
 	t.Helper()
-	src := pickSources(t, seed, max(p.Allowed/2, p.Denied, p.Refused), netip.MustParsePrefix(legitNet), "GB", "US", "RU", "CN")
-	res := &attackResult{plan: p, kind: map[string]string{}}
-	type bot struct {
-		addr, kind string
-		n          int
-	}
-	var bots []bot
-	for i := range p.Allowed {
-		bots = append(bots, bot{src[[]string{"GB", "US"}[i%2]][i/2], "allowed", p.PerAllowed})
-	}
-	for i := range p.Denied {
-		bots = append(bots, bot{src["RU"][i], "denied", p.PerDenied})
-	}
-	for i := range p.Refused {
-		bots = append(bots, bot{src["CN"][i], "refused", p.PerRefused})
-	}
-	rand.New(rand.NewPCG(seed, 3)).Shuffle(len(bots), func(i, j int) { bots[i], bots[j] = bots[j], bots[i] })
-	for _, b := range bots {
-		res.kind[b.addr] = b.kind
-	}
 	var rr atomic.Uint64
 	next := func() string { return rig.lbs[rr.Add(1)%uint64(len(rig.lbs))] }
-
-	ctx, stop := context.WithCancel(context.Background())
-	legitDone := make(chan struct{})
-	go func() {
-		defer close(legitDone)
-		for ctx.Err() == nil {
-			if r, _ := imapAttempt(next(), legitAddr, []string{legitUser}, []string{users[legitUser]}); len(r) == 1 && r[0] == replyOK {
-				atomic.AddInt64(&res.legitOK, 1)
-			} else {
-				atomic.AddInt64(&res.legitFailed, 1)
-				t.Errorf("legitimate login from the trusted network failed: %v", r)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(p.LegitEvery):
-			}
-		}
-	}()
-	start := time.Now()
-	work := make(chan bot)
-	var wg sync.WaitGroup
-	for range p.Workers {
-		wg.Go(func() {
-			for b := range work {
-				res.fleetAttack(next, b.addr, b.kind, b.n, p.PerConn)
-			}
-		})
-	}
-	for i, b := range bots {
-		if i == len(bots)/3 && during != nil {
-			during()
-		}
-		work <- b
-	}
-	close(work)
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	stop()
-	<-legitDone
-	time.Sleep(200 * time.Millisecond) // let the relay count the last logins
-	res.backendConns = rig.relay.conns.Load()
-	res.backendLogins, res.bySrc, res.byUser = rig.relay.counts()
-	return res
-}
-
-// fleetAttack is attack with each connection on the next node: the same
-// wrong passwords (distinct per attempt), ghosts and stolen passwords.
-func (res *attackResult) fleetAttack(next func() string, addr, kind string, n, perConn int) {
-	logins := sortedUsers()
-	for i := 0; n > 0; {
-		k := min(n, perConn)
-		var us, ps []string
-		for j := range k {
-			u := logins[(i+j)%len(logins)]
-			if (i+j)%2 == 1 {
-				u = fmt.Sprintf("ghost%d@example.test", (i+j)%7)
-			}
-			pw := fmt.Sprintf("guess-%s-%d", addr, i+j)
-			if kind != "allowed" && (i+j)%3 == 0 && users[u] != "" {
-				pw = users[u]
-			}
-			us, ps = append(us, u), append(ps, pw)
-		}
-		replies, greeted := imapAttempt(next(), addr, us, ps)
-		if !greeted {
-			atomic.AddInt64(&res.refusedAtAccept, 1)
-			n--
-			i++
-			continue
-		}
-		for _, r := range replies {
-			atomic.AddInt64(&res.sent, 1)
-			switch r {
-			case replyOK:
-				atomic.AddInt64(&res.ok, 1)
-			case replyFailed:
-				atomic.AddInt64(&res.failed, 1)
-			case replyUnavailable:
-				atomic.AddInt64(&res.unavailable, 1)
-			}
-		}
-		used := max(len(replies), 1)
-		n -= used
-		i += used
-	}
+	return driveAttack(t, p, rig.relay, next, seed, rand.NewPCG(seed, 3), during)
 }
 
 // TestFleetAttackSimulation is Done-when item 1: the attack

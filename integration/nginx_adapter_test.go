@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -259,14 +258,9 @@ print(p.pass_(sys.argv[3]).decode().split()[0], p.stat()[0] >= 0, p.quit().decod
 	}
 	filters := shippedAndDocumentedFilters(t, hs.repo, t.TempDir())
 	for _, name := range slices.Sorted(maps.Keys(filters)) {
-		out, err := exec.Command(f2b, "-o", "ip", logPath, filters[name]).CombinedOutput()
-		if err != nil {
-			t.Errorf("%s: fail2ban-regex: %v\n%s", name, err, out)
+		got, ok := fail2banIPs(t, f2b, logPath, name, filters[name])
+		if !ok {
 			continue
-		}
-		got := map[string]int{}
-		for _, ip := range strings.Fields(string(out)) {
-			got[ip]++
 		}
 		if !maps.Equal(got, want) {
 			t.Errorf("%s found %v, want %v\nlog:\n%s", name, got, want, file.String())
