@@ -176,12 +176,18 @@ func (s *Secret) OK(r *http.Request) bool {
 func (s *Secret) Protect(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.OK(r) {
-			s.logRefusal(r)
-			http.Error(w, "missing or wrong secret", http.StatusUnauthorized)
+			s.Refuse(w, r)
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// Refuse answers 401 to r, which lacks the secret, and logs it (at most
+// once per RefusalLogInterval).
+func (s *Secret) Refuse(w http.ResponseWriter, r *http.Request) {
+	s.logRefusal(r)
+	http.Error(w, "missing or wrong secret", http.StatusUnauthorized)
 }
 
 func (s *Secret) logRefusal(r *http.Request) {

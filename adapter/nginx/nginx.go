@@ -178,18 +178,17 @@ type outcome struct {
 	// COUNTRYFAILED); "" for an attempt no one judged, logged at error
 	// level as msg.
 	event, reason, msg string
-	audit              string // audit result
 	attrs              []any
 	d                  policy.Decision
 	guard              guard.Outcome
 }
 
-func refusal(event, reason, auditResult string, d policy.Decision) outcome {
-	return outcome{result: strings.ToLower(event), event: event, reason: reason, audit: auditResult, d: d, guard: guard.Refused}
+func refusal(event, reason string, d policy.Decision) outcome {
+	return outcome{result: strings.ToLower(event), event: event, reason: reason, d: d, guard: guard.Refused}
 }
 
 func unjudged(msg string, d policy.Decision, g guard.Outcome, attrs ...any) outcome {
-	return outcome{result: "unavailable", msg: msg, audit: audit.ResultUnavailable, d: d, guard: g, attrs: attrs}
+	return outcome{result: "unavailable", msg: msg, d: d, guard: g, attrs: attrs}
 }
 
 // session is one request being judged.
@@ -208,11 +207,12 @@ type session struct {
 // force: a reload may change it) and counts the requests refused for it.
 func Protect(secret func() *adapter.Secret, h http.Handler, m *Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sec := secret()
-		if !sec.OK(r) {
+		if sec := secret(); !sec.OK(r) {
 			m.Unauthorized()
+			sec.Refuse(w, r)
+			return
 		}
-		sec.Protect(h).ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -293,7 +293,7 @@ func (h *Handler) badRequest(w http.ResponseWriter, d *Deps, r request, err erro
 // there, so a wrong password and a refusal end at the same time.
 func (s *session) judge(start *time.Time, floor *time.Duration) outcome {
 	if reason := authlimit.Check(s.r.user, s.r.pass); reason != "" {
-		return refusal("AUTHFAILED", reason, audit.ResultInvalid, policy.Decision{})
+		return refusal("AUTHFAILED", reason, policy.Decision{})
 	}
 	v := s.attempt.Begin(s.ctx)
 	s.h.sleep(s.ctx, time.Now().Add(v.Delay))
@@ -304,11 +304,11 @@ func (s *session) judge(start *time.Time, floor *time.Duration) outcome {
 		// Not a failure, so not AUTHFAILED: fail2ban counts those.
 		return unjudged("guard: waited out attempts in flight", policy.Decision{}, guard.Abandoned, "reason", "guard: "+v.Reason)
 	case !v.Allow && v.Locked:
-		return refusal("AUTHLOCKED", "guard: "+v.Reason, audit.ResultGuard, policy.Decision{})
+		return refusal("AUTHLOCKED", "guard: "+v.Reason, policy.Decision{})
 	case !v.Allow:
-		return refusal("AUTHFAILED", "guard: "+v.Reason, audit.ResultGuard, policy.Decision{})
+		return refusal("AUTHFAILED", "guard: "+v.Reason, policy.Decision{})
 	default:
-		out := refusal("AUTHFAILED", "guard: tarpit outlasted the decision timeout", audit.ResultGuard, policy.Decision{})
+		out := refusal("AUTHFAILED", "guard: tarpit outlasted the decision timeout", policy.Decision{})
 		out.guard = guard.Abandoned
 		return out
 	}
@@ -317,7 +317,7 @@ func (s *session) judge(start *time.Time, floor *time.Duration) outcome {
 	}
 	d := s.d.Policy.Decide(policy.Request{Login: s.r.user, Protocol: s.r.proto, Addr: s.r.clientIP})
 	if !d.Allow {
-		out := refusal("COUNTRYFAILED", d.Reason, audit.ResultDenied, d)
+		out := refusal("COUNTRYFAILED", d.Reason, d)
 		return out
 	}
 	if _, ok := s.d.Servers[s.r.proto]; !ok {
@@ -334,9 +334,9 @@ func (s *session) judge(start *time.Time, floor *time.Duration) outcome {
 	release()
 	switch {
 	case err == nil:
-		return outcome{result: "pass", event: "AUTHPASS", reason: d.Reason, audit: audit.ResultPass, d: d, guard: guard.Passed}
+		return outcome{result: "pass", event: "AUTHPASS", reason: d.Reason, d: d, guard: guard.Passed}
 	case errors.Is(err, backend.ErrAuthFailed):
-		out := refusal("AUTHFAILED", "backend refused credentials", audit.ResultFailed, d)
+		out := refusal("AUTHFAILED", "backend refused credentials", d)
 		out.guard = guard.WrongPassword
 		return out
 	}
@@ -368,7 +368,7 @@ func (s *session) finish(out outcome) bool {
 	for _, e := range evs {
 		e.Log(s.ctx, s.d.Logger)
 		if out.result == "pass" && e.Kind == guard.EventCompromised && e.Refuse {
-			out.result, out.event, out.reason, out.audit = "authfailed", "AUTHFAILED", "guard: login compromised", audit.ResultGuard
+			out.result, out.event, out.reason = "authfailed", "AUTHFAILED", "guard: login compromised"
 		}
 	}
 	if out.event != "" {
@@ -385,22 +385,14 @@ func (s *session) finish(out outcome) bool {
 		s.log.Error(out.msg, append([]any{"user", s.user, "mech", s.r.mech()}, out.attrs...)...)
 	}
 	if s.d.Audit != nil {
-		cause := out.reason
-		switch out.audit {
-		case audit.ResultPass:
-			cause = out.d.Rule
-		case audit.ResultDenied:
-			if out.d.Rule != "" {
-				cause = out.d.Rule + ": " + out.reason
-			}
-		case audit.ResultGuard:
-			cause = strings.TrimPrefix(out.reason, "guard: ")
-		case audit.ResultUnavailable:
-			cause = out.msg
+		why := out.reason
+		if out.event == "" {
+			why = out.msg
 		}
+		result, cause := audit.Classify(out.event, why, out.d.Rule)
 		s.d.Audit.Record(audit.Event{Time: time.Now(), Account: s.user, Addr: s.r.clientIP,
 			Country: out.d.Location.Code(), Protocol: string(s.r.proto), Listener: Listener,
-			Mech: s.r.mech(), Result: out.audit, Cause: cause})
+			Mech: s.r.mech(), Result: result, Cause: cause})
 	}
 	return out.result == "pass"
 }
