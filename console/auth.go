@@ -198,7 +198,13 @@ func (s *Server) current(r *http.Request) *session {
 
 // currentByValue returns the live session of a cookie value, or nil; a
 // request counts as activity.
-func (s *Server) currentByValue(value string) *session {
+func (s *Server) currentByValue(value string) *session { return s.lookup(value, true) }
+
+// lookup returns the live session of a cookie value, or nil, and counts
+// the call as the user's activity when touch is set. An open event
+// stream asks without touch: an unattended tab must not keep a session
+// past its idle timeout.
+func (s *Server) lookup(value string, touch bool) *session {
 	key := sessionKey(value)
 	now := s.c.Now()
 	s.mu.Lock()
@@ -211,7 +217,9 @@ func (s *Server) currentByValue(value string) *session {
 		delete(s.sessions, key)
 		return nil
 	}
-	sess.last = now
+	if touch {
+		sess.last = now
+	}
 	return sess
 }
 

@@ -322,6 +322,23 @@ func TestIdleTimeoutEndsSession(t *testing.T) {
 	}
 }
 
+// TestEventStreamDoesNotKeepSession: the stream's check of the session
+// (every tick) is no activity: a tab left open ends at the idle timeout.
+func TestEventStreamDoesNotKeepSession(t *testing.T) {
+	f := newFixture(t)
+	ck, _ := f.signIn("help", viewerPW)
+	f.clock.add(DefaultIdleTimeout / 2)
+	if f.srv.lookup(ck, false) == nil {
+		t.Fatal("session gone within the idle timeout")
+	}
+	f.clock.add(DefaultIdleTimeout / 2)
+	f.srv.lookup(ck, false)
+	f.clock.add(DefaultIdleTimeout / 2)
+	if r := f.do("GET", "/console/", "127.0.0.1:5000", ck, nil); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("after 1.5 idle timeouts with only the stream asking: %d, want a redirect to sign in", r.StatusCode)
+	}
+}
+
 func TestParseUsers(t *testing.T) {
 	h := hash(t, "x")
 	u, err := ParseUsers([]byte("# c\n\nann:admin:" + h + "\n bob:viewer:" + h + " \n"))

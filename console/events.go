@@ -89,8 +89,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
 			return
 		case <-t.C:
 		}
-		// The stream ends with the session (sign-out, idle timeout).
-		if s.currentByValue(ck.Value) == nil {
+		// The stream ends with the session (sign-out, idle timeout); it
+		// is no activity of the user's, so it does not keep the session.
+		if s.lookup(ck.Value, false) == nil {
 			return
 		}
 	}
