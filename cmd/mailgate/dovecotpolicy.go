@@ -45,12 +45,15 @@ func startDovecotPolicy(g *gateway, cfg *Config) error {
 	h := dovecot.New(o)
 	alog := g.log.With("component", dovecotPolicyKey)
 	protected := adapter.NewSecret(dovecot.SecretHeader, secret, alog).Protect(h)
-	go h.Run(g.ctx)
-	go func() {
+	// The gateway's stop waits for both before the guard's final save,
+	// so reports answered during the grace and the abandoned attempts
+	// Run ends are counted in it.
+	g.adapters.Go(func() { h.Run(g.ctx) })
+	g.adapters.Go(func() {
 		if err := adapter.Serve(g.ctx, ln, protected, alog, adapterGrace); err != nil {
 			alog.Error("dovecot policy server stopped", "err", err)
 		}
-	}()
+	})
 	g.dovecotPolicy = ln.Addr()
 	g.log.Info("listening", "listener", dovecot.Listener, "address", ln.Addr().String())
 	return nil

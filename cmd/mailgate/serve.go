@@ -197,6 +197,9 @@ type gateway struct {
 	nginx    *nginxAdapter // the auth_http adapter; nil: off
 	// dovecotPolicy is the address adapters.dovecot listens on; nil: off.
 	dovecotPolicy net.Addr
+	// adapters runs the Dovecot adapter's goroutines; stopping waits for
+	// them before the guard's final save.
+	adapters sync.WaitGroup
 }
 
 // current returns the state in use.
@@ -391,6 +394,7 @@ func (g *gateway) waitSignals(load func() (*Config, error)) int {
 		cancel()
 		g.cancel()
 		g.nginx.wait()
+		g.adapters.Wait()
 		g.guard.wait() // the guard's final state save
 		if err != nil {
 			g.log.Warn("drain time over; remaining sessions closed", "err", err)
@@ -407,6 +411,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	g.cancel()
 	<-g.done
 	g.nginx.wait()
+	g.adapters.Wait()
 	g.guard.wait()
 	return err
 }
