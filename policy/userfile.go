@@ -110,7 +110,18 @@ func ParseUserFile(data []byte) (entries []UserEntry, warnings []LineWarning) {
 // a "<?php" line, the PHP wrapper of the old project's file.
 func phpWrapped(data []byte) bool {
 	first, _, _ := bytes.Cut(bytes.TrimPrefix(data, []byte(bom)), []byte("\n"))
-	return bytes.HasPrefix(stripLegacy(first), []byte("<?php"))
+	return phpOpen(first)
+}
+
+// phpOpen reports whether a raw line opens PHP: "<?php" followed by
+// whitespace or the end of the line, as PHP reads its open tag. It looks
+// at the raw line, before stripLegacy, so that an entry whose user begins
+// with "<?php" ("<?phpx|RU", which FormatUserFile may write on line 1) is
+// read as the entry it is.
+func phpOpen(raw []byte) bool {
+	line := bytes.TrimLeft(raw, " \t\r\x00")
+	rest, ok := bytes.CutPrefix(line, []byte("<?php"))
+	return ok && (len(rest) == 0 || bytes.IndexByte([]byte(" \t\r"), rest[0]) >= 0)
 }
 
 // phpPrinted returns the line numbers of the entries PHP would print:
@@ -169,7 +180,7 @@ func parseUserLine(raw []byte, n int, wrapped bool) (e UserEntry, skip bool, err
 	switch {
 	case len(line) == 0, line[0] == '#':
 		return e, true, nil
-	case n == 1 && bytes.HasPrefix(line, []byte("<?php")):
+	case n == 1 && phpOpen(raw):
 		return e, true, nil
 	case wrapped && n > 1 && isWrapperLine(line):
 		return e, true, nil

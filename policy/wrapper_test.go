@@ -230,3 +230,23 @@ func TestCheckFindsEntriesPHPPrints(t *testing.T) {
 		t.Errorf("<?php ?> without exit: findings %v, want one %s", f, FindPHPPrints)
 	}
 }
+
+// A user whose name begins with "<?php" is an entry, even when it lands on
+// line 1 of a written file; only a real PHP open tag there is skipped.
+func TestUserFilePHPPrefixedUser(t *testing.T) {
+	for _, tc := range []struct {
+		data string
+		want int
+	}{
+		{"<?phpx|RU\n", 1},
+		{"<?php|RU\n", 1},
+		{"<?php die(); ?>\n", 0},
+		{"<?php\n/*\nalice|RU\n*/\n?>\n", 1},
+		{"<?php\tx|RU\n", 0},
+	} {
+		entries, _ := ParseUserFile([]byte(tc.data))
+		if len(entries) != tc.want {
+			t.Errorf("%q: %d entries, want %d", tc.data, len(entries), tc.want)
+		}
+	}
+}
