@@ -164,7 +164,7 @@ guard: {tarpit: {after: 0}, ban: {ip_after: 0, network_after: 0}, lockout: {afte
 	}
 	// The structured lines as written to standard error.
 	m.WaitLog(t, "session closed") // the ID-only session
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(eventually)
 	for strings.Count(m.Log(), "msg=AUTHFAILED ")+strings.Count(m.Log(), "msg=COUNTRYFAILED ") < failures {
 		if time.Now().After(deadline) {
 			t.Fatalf("want %d failure lines in the log:\n%s", failures, m.Log())

@@ -47,7 +47,7 @@ func startUDPSyslog(t *testing.T) *udpSyslog {
 // next returns the next line containing substr, skipping others.
 func (s *udpSyslog) next(t *testing.T, substr string) string {
 	t.Helper()
-	deadline := time.After(15 * time.Second)
+	deadline := time.After(eventually)
 	for {
 		select {
 		case l := <-s.lines:
