@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,25 +16,9 @@ import (
 type POP3 struct {
 	Opts Options
 
-	mu       sync.Mutex // guards the fields below
-	caps     []string   // last good CAPA lines, for Capabilities
-	capsAt   time.Time  // when caps were fetched
-	capsBusy bool       // a refresh is under way
-	warnedXC bool       // "no XCLIENT" has been logged once
-	// login is what CAPA answered on the last login connection that
-	// asked, and the greeting that connection had; see loginCapa.
-	login capaMemo
-}
-
-// capaMemo remembers the CAPA lines seen on a login connection, so that
-// the next login need not ask again (one round trip and one command of
-// the backend's less per login). It is only used while the greeting is
-// the same, for capaRefresh, and it is dropped at any backend error; a
-// reload builds a new POP3 and so starts with none.
-type capaMemo struct {
-	greeting string   // the greeting, APOP timestamp removed
-	caps     []string // nil: nothing remembered
-	at       time.Time
+	caps     servedList  // CAPA lines for Capabilities
+	login    greetMemo   // CAPA of the last login connection that asked, by greeting (APOP timestamp removed)
+	warnedXC atomic.Bool // "no XCLIENT" has been logged once
 }
 
 // capaRefresh is how long Capabilities serves its cached CAPA lines
@@ -79,33 +63,9 @@ func (b *POP3) Login(ctx context.Context, c Client, user, pass string) (*Session
 // proxy replaces with its own). They are cached for 10 minutes; when the
 // backend cannot be asked, the last good lines are returned without error.
 func (b *POP3) Capabilities(ctx context.Context) ([]string, error) {
-	b.mu.Lock()
-	caps, at := b.caps, b.capsAt
-	if caps != nil && (time.Since(at) < capaRefresh || b.capsBusy) {
-		// Fresh, or stale while another caller refreshes: one backend
-		// connection per refresh, not one per client.
-		b.mu.Unlock()
-		return caps, nil
-	}
-	b.capsBusy = true
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		b.capsBusy = false
-		b.mu.Unlock()
-	}()
-	fresh, err := b.fetchCapa(ctx)
-	if err != nil {
-		if caps != nil {
-			b.Opts.withDefaults().Logger.Warn("pop3 backend CAPA failed; serving cached capabilities", "err", err)
-			return caps, nil
-		}
-		return nil, err
-	}
-	b.mu.Lock()
-	b.caps, b.capsAt = fresh, time.Now()
-	b.mu.Unlock()
-	return fresh, nil
+	return b.caps.get(ctx, capaRefresh, b.fetchCapa, func(err error) {
+		b.Opts.withDefaults().Logger.Warn("pop3 backend CAPA failed; serving cached capabilities", "err", err)
+	})
 }
 
 // fetchCapa connects, asks CAPA and says QUIT.
@@ -154,23 +114,23 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 		xclient = s.xclientLine(b, c, greet)
 	}
 	key := capaGreeting(greet)
-	caps := b.loginCapa(key)
+	caps := b.login.known(key, capaRefresh)
 	if caps == nil {
 		// Nothing remembered for this greeting: ask, as every login did.
 		if err := s.xclient(xclient); err != nil {
 			return nil, err
 		}
 		if caps, err = s.capa(); err != nil {
-			b.forgetCapa()
+			b.login.forget()
 			return nil, err
 		}
 		if caps == nil {
 			caps = []string{} // CAPA unknown to the server: USER/PASS
 		}
-		b.rememberCapa(key, caps)
+		b.login.remember(key, caps)
 		reply, err := s.auth(caps, "", user, pass)
 		if err != nil && !errors.Is(err, ErrAuthFailed) {
-			b.forgetCapa()
+			b.login.forget()
 		}
 		return reply, err
 	}
@@ -179,7 +139,7 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 	// pipelines (RFC 2449 6.6).
 	if !hasCapa(caps, "PIPELINING") {
 		if err := s.xclient(xclient); err != nil {
-			b.forgetCapa()
+			b.login.forget()
 			return nil, err
 		}
 		xclient = ""
@@ -189,7 +149,7 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 	case err == nil:
 		return reply, nil
 	case !errors.Is(err, ErrAuthFailed):
-		b.forgetCapa()
+		b.login.forget()
 		return nil, err
 	}
 	// Refused: check that the login was the one the server offers now,
@@ -197,7 +157,7 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 	// The connection is still in the AUTHORIZATION state (RFC 1939 7).
 	fresh, cerr := s.capa()
 	if cerr != nil {
-		b.forgetCapa()
+		b.login.forget()
 		return nil, cerr
 	}
 	if fresh == nil {
@@ -207,10 +167,10 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 		return nil, err
 	}
 	s.log.Info("pop3 backend capabilities changed; logging in as the new CAPA says")
-	b.rememberCapa(key, fresh)
+	b.login.remember(key, fresh)
 	reply, err = s.auth(fresh, "", user, pass)
 	if err != nil && !errors.Is(err, ErrAuthFailed) {
-		b.forgetCapa()
+		b.login.forget()
 	}
 	return reply, err
 }
@@ -222,33 +182,6 @@ func (s *pop3Session) auth(caps []string, xclient, user, pass string) ([]byte, e
 		return s.authPlain(xclient, user, pass)
 	}
 	return s.userPass(xclient, user, pass)
-}
-
-// loginCapa returns the CAPA lines remembered for a login connection
-// greeted with greeting, nil when none are (another greeting, none
-// yet, or older than capaRefresh).
-func (b *POP3) loginCapa(greeting string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	m := b.login
-	if m.caps == nil || m.greeting != greeting || time.Since(m.at) >= capaRefresh {
-		return nil
-	}
-	return m.caps
-}
-
-func (b *POP3) rememberCapa(greeting string, caps []string) {
-	b.mu.Lock()
-	b.login = capaMemo{greeting: greeting, caps: caps, at: time.Now()}
-	b.mu.Unlock()
-}
-
-// forgetCapa drops what loginCapa remembers: after a backend error the
-// next login asks CAPA again.
-func (b *POP3) forgetCapa() {
-	b.mu.Lock()
-	b.login = capaMemo{}
-	b.mu.Unlock()
 }
 
 // capaGreeting is the part of a greeting that says which server answers:
@@ -309,11 +242,7 @@ func (s *pop3Session) stls() error {
 // does, since our policy decision is already made.
 func (s *pop3Session) xclientLine(b *POP3, c Client, greet []byte) string {
 	if !bytes.Contains(bytes.ToUpper(greet), []byte("[XCLIENT]")) {
-		b.mu.Lock()
-		warned := b.warnedXC
-		b.warnedXC = true
-		b.mu.Unlock()
-		if !warned {
+		if !b.warnedXC.Swap(true) {
 			s.log.Warn("pop3 backend does not offer XCLIENT (is mailgate in Dovecot's login_trusted_networks?); client address not forwarded")
 		}
 		return ""

@@ -230,7 +230,7 @@ func FuzzPOP3LoginRemembered(f *testing.F) {
 		fuzzBackend(t, script, func(ctx context.Context, o Options) (*Session, error) {
 			o.ForwardClient = true
 			b := &POP3{Opts: o}
-			b.rememberCapa(capaGreeting(greet), caps)
+			b.login.remember(capaGreeting(greet), caps)
 			return b.Login(ctx, testClient, "user", "s3cret")
 		})
 	})

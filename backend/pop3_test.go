@@ -164,7 +164,7 @@ func TestPOP3NoXCLIENTOffered(t *testing.T) {
 	if got := f.xclient.all(); len(got) != 0 {
 		t.Errorf("XCLIENT sent to a server that did not offer it: %q", got)
 	}
-	if !b.warnedXC {
+	if !b.warnedXC.Load() {
 		t.Error("missing XCLIENT was not logged")
 	}
 }
@@ -320,7 +320,7 @@ func TestPOP3Capabilities(t *testing.T) {
 		t.Errorf("second call: err %v, connections %d, want cached", err, srv.accepted.Load())
 	}
 	// Stale with many callers at once: one refresh connection.
-	b.capsAt = time.Now().Add(-2 * capaRefresh)
+	b.caps.at = time.Now().Add(-2 * capaRefresh)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
@@ -336,7 +336,7 @@ func TestPOP3Capabilities(t *testing.T) {
 		t.Errorf("%d connections after a stale burst, want 2 (one refresh)", n)
 	}
 	// Stale and the backend gone: the last good value, no error.
-	b.capsAt = time.Now().Add(-2 * capaRefresh)
+	b.caps.at = time.Now().Add(-2 * capaRefresh)
 	b.Opts.Address = closedAddr(t)
 	caps, err = b.Capabilities(withTimeout(t))
 	if err != nil || !slices.Equal(caps, dovecotCapa) {

@@ -55,12 +55,8 @@ type SMTP struct {
 	initOnce sync.Once
 	cache    *verifyCache
 
-	mu        sync.Mutex // guards the fields below
-	exts      []string   // last good EHLO keywords
-	extsAt    time.Time  // when exts were fetched
-	extsGreet string     // the 220 greeting of the connection exts came from
-	extsLogin bool       // logins may use exts in place of their own EHLO
-	extsBusy  bool       // a refresh is under way
+	exts  servedList // EHLO keywords for Extensions
+	login greetMemo  // EHLO keywords logins may use in place of their own EHLO, by 220 greeting
 }
 
 // Validate reports every problem of the section, each prefixed with path
@@ -193,56 +189,22 @@ func (b *SMTP) verify(ctx context.Context, c Client, user, pass string) error {
 // STARTTLS when configured. They are cached for 5 minutes; when the
 // backend cannot be asked, the last good list is returned without error.
 func (b *SMTP) Extensions(ctx context.Context) ([]string, error) {
-	b.mu.Lock()
-	exts, at := b.exts, b.extsAt
-	if exts != nil && (time.Since(at) < ehloRefresh || b.extsBusy) {
-		// Fresh, or stale while another caller refreshes.
-		b.mu.Unlock()
-		return exts, nil
-	}
-	b.extsBusy = true
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		b.extsBusy = false
-		b.mu.Unlock()
-	}()
-	fresh, greet, err := b.fetchExtensions(ctx)
-	if err != nil {
-		if exts != nil {
-			b.Opts.withDefaults().Logger.Warn("smtp backend EHLO failed; serving cached extensions", "err", err)
-			return exts, nil
+	return b.exts.get(ctx, ehloRefresh, func(ctx context.Context) ([]string, error) {
+		exts, greet, err := b.fetchExtensions(ctx)
+		if err == nil {
+			b.login.remember(greet, exts)
 		}
-		return nil, err
-	}
-	b.rememberExtensions(greet, fresh)
-	return fresh, nil
+		return exts, err
+	}, func(err error) {
+		b.Opts.withDefaults().Logger.Warn("smtp backend EHLO failed; serving cached extensions", "err", err)
+	})
 }
 
-// knownExtensions returns the EHLO keywords learnt within ehloRefresh
-// from a connection with the same greeting, nil when there are none.
-func (b *SMTP) knownExtensions(greet string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.extsLogin || b.exts == nil || b.extsGreet != greet || time.Since(b.extsAt) >= ehloRefresh {
-		return nil
-	}
-	return b.exts
-}
-
+// rememberExtensions keeps the keywords a backend connection greeted
+// with greet was offered, for Extensions and for the next logins.
 func (b *SMTP) rememberExtensions(greet string, exts []string) {
-	b.mu.Lock()
-	b.exts, b.extsAt, b.extsGreet, b.extsLogin = exts, time.Now(), greet, true
-	b.mu.Unlock()
-}
-
-// forgetExtensions drops the remembered keywords after a backend error:
-// the next login says EHLO before XCLIENT again (Extensions still serves
-// the last good list to clients until it has a new one).
-func (b *SMTP) forgetExtensions() {
-	b.mu.Lock()
-	b.extsLogin = false
-	b.mu.Unlock()
+	b.exts.set(exts)
+	b.login.remember(greet, exts)
 }
 
 func (b *SMTP) fetchExtensions(ctx context.Context) ([]string, string, error) {
@@ -276,8 +238,9 @@ type smtpSession struct {
 func (s *smtpSession) open(b *SMTP, c Client, user, pass string, authMode bool) error {
 	err := s.session(b, c, user, pass, authMode)
 	if err != nil && !errors.Is(err, ErrAuthFailed) {
-		// A backend error: the next login asks EHLO before XCLIENT again.
-		b.forgetExtensions()
+		// A backend error: the next login asks EHLO before XCLIENT again
+		// (Extensions still serves the last good list to clients).
+		b.login.forget()
 	}
 	return err
 }
@@ -332,7 +295,7 @@ func (s *smtpSession) prepare(b *SMTP, c Client, user string, authMode bool) err
 		return nil
 	}
 	if b.XCLIENT && s.opts.TLS != TLSStartTLS {
-		if exts := b.knownExtensions(greet); exts != nil {
+		if exts := b.login.known(greet, ehloRefresh); exts != nil {
 			if err := s.xclient(c, exts, user, !authMode); err == nil {
 				return nil
 			}

@@ -401,7 +401,7 @@ func TestSMTPExtensions(t *testing.T) {
 		t.Errorf("second call: %v, %d connections; want cached", err, srv.accepted.Load())
 	}
 	// Stale with many callers at once: one refresh connection.
-	b.extsAt = time.Now().Add(-2 * ehloRefresh)
+	b.exts.at = time.Now().Add(-2 * ehloRefresh)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
@@ -416,7 +416,7 @@ func TestSMTPExtensions(t *testing.T) {
 	if n := srv.accepted.Load(); n != 2 {
 		t.Errorf("%d connections after a stale burst, want 2", n)
 	}
-	b.extsAt = time.Now().Add(-2 * ehloRefresh)
+	b.exts.at = time.Now().Add(-2 * ehloRefresh)
 	b.Opts.Address = closedAddr(t)
 	exts, err = b.Extensions(withTimeout(t))
 	if err != nil || !slices.Equal(exts, postfixExts) {
