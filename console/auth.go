@@ -50,9 +50,6 @@ const (
 	maxUsersFile = 1 << 20
 	// cookieName is the session cookie.
 	cookieName = "mailgate_console"
-	// guardPrefix keys console accounts in the guard apart from mail
-	// logins of the same name.
-	guardPrefix = "console:"
 )
 
 // User is one console account.
@@ -353,9 +350,11 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 func (s *Server) judge(ctx context.Context, name, password string, addr netip.Addr) (User, bool) {
 	var a *guard.Attempt
 	valid := ValidUserName(name)
-	key := guardPrefix + "?"
+	// The guard keys console accounts apart from mail logins
+	// (guard.ConsoleLogin): no mail login can lock a console account.
+	key := guard.ConsoleLogin("?") // no account has this name
 	if valid {
-		key = guardPrefix + name
+		key = guard.ConsoleLogin(name)
 	}
 	if s.c.Guard != nil {
 		a = s.c.Guard.Attempt(key, addr, password)

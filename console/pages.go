@@ -254,6 +254,21 @@ func (s *Server) unlock(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.bansPage(w, r, sess, http.StatusConflict, "The brute-force guard is off.", bansData{})
 		return
 	}
+	if name := r.PostFormValue("console"); name != "" {
+		// A console account's lockout: its own guard key, never a
+		// mail login's.
+		if !ValidUserName(name) {
+			s.bansPage(w, r, sess, http.StatusBadRequest, "Console account: want the locked account as listed.", bansData{})
+			return
+		}
+		if !s.c.Guard.Unlock(guard.ConsoleLogin(name)) {
+			s.bansPage(w, r, sess, http.StatusNotFound, "That console account is not locked (the lockout may have ended).", bansData{})
+			return
+		}
+		s.record(sess, r, "console account unlocked: "+strings.ToLower(name))
+		http.Redirect(w, r, Prefix+"bans", http.StatusSeeOther)
+		return
+	}
 	login := r.PostFormValue("login")
 	if login == "" || len(login) > maxLogin || strings.ContainsFunc(login, func(c rune) bool { return !unicode.IsPrint(c) }) {
 		s.bansPage(w, r, sess, http.StatusBadRequest, "Login: want the locked login as listed.", bansData{})

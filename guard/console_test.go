@@ -1,0 +1,45 @@
+package guard
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// TestConsoleKeyApartFromMailLogin: failures of the console key lock
+// the console account only, its LOCKED line names console_user (not
+// user), Lockouts sets Console, and the mail login "console:NAME" is
+// another key.
+func TestConsoleKeyApartFromMailLogin(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) { c.Tarpit.After = 0 })
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	key := ConsoleLogin("root")
+	for i := range 10 {
+		a := g.Attempt(key, netip.AddrFrom4([4]byte{10, 0, byte(i), 1}), fmt.Sprintf("pw%d", i))
+		a.Begin(context.Background())
+		for _, e := range a.Finish(WrongPassword, "") {
+			e.Log(context.Background(), log)
+		}
+	}
+	if !strings.Contains(buf.String(), "msg=LOCKED console_user=root ") || strings.Contains(buf.String(), " user=") {
+		t.Errorf("LOCKED line of a console account:\n%s", buf.String())
+	}
+	ls := g.Lockouts()
+	if len(ls) != 1 || ls[0].Console != "root" {
+		t.Fatalf("lockouts %+v", ls)
+	}
+	if v := g.checkNow("console:root", netip.MustParseAddr("10.1.1.1")); !v.Allow {
+		t.Errorf("the mail login console:root is refused: %s", v.Reason)
+	}
+	if g.Unlock("console:root") || !g.Unlock(key) || len(g.Lockouts()) != 0 {
+		t.Error("only the console key unlocks the console account")
+	}
+	if n, ok := ConsoleAccount("console:root"); ok || n != "" {
+		t.Errorf("ConsoleAccount(console:root) = %q, %v", n, ok)
+	}
+}
