@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestConsoleKeyApartFromMailLogin: failures of the console key lock
@@ -41,5 +42,28 @@ func TestConsoleKeyApartFromMailLogin(t *testing.T) {
 	}
 	if n, ok := ConsoleAccount("console:root"); ok || n != "" {
 		t.Errorf("ConsoleAccount(console:root) = %q, %v", n, ok)
+	}
+}
+
+// BenchmarkLockouts lists 10,000 and 100,000 lockouts: the copy under
+// the lock and the sort outside it.
+func BenchmarkLockouts(b *testing.B) {
+	for _, n := range []int{10000, 100000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			g, _ := newTestGuard(b, func(c *Config) { c.MaxTracked = 2 * n })
+			now := g.now()
+			g.mu.Lock()
+			for i := range n {
+				l := fmt.Sprintf("user%06d@example.org", (i*7919)%n)
+				*g.locks.update(l) = Lockout{Login: l, Created: now, Until: now.Add(time.Hour), Reason: "bench"}
+			}
+			g.mu.Unlock()
+			b.ReportAllocs()
+			for b.Loop() {
+				if got := len(g.Lockouts()); got != n {
+					b.Fatalf("%d lockouts", got)
+				}
+			}
+		})
 	}
 }
