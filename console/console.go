@@ -23,7 +23,9 @@
 //     cookie (HttpOnly, SameSite=Strict, Secure over TLS) that ends after
 //     IdleTimeout without a request or MaxAge after sign-in;
 //   - roles: a viewer reads, an admin also changes (bans, unlocks). The
-//     forms are absent for a viewer, and the handlers refuse them.
+//     forms are absent for a viewer, and the handlers refuse them. A
+//     reload (ReloadUsers) applies a changed role or a removed account
+//     to the open sessions at once.
 package console
 
 import (
@@ -120,7 +122,8 @@ type Cert struct {
 // Config is what a console serves.
 type Config struct {
 	// UsersFile holds the console accounts (ParseUsers); it is read at
-	// each sign-in, so `mailgate admin passwd` takes effect at once.
+	// each sign-in, so `mailgate admin passwd` takes effect at once, and
+	// by ReloadUsers, which applies it to the open sessions.
 	UsersFile string
 	// IdleTimeout ends a session without requests; 0: DefaultIdleTimeout.
 	IdleTimeout time.Duration

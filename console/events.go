@@ -88,10 +88,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
 		case <-r.Context().Done():
 			return
 		case <-t.C:
+		case <-sess.gone: // ended, or its role changed: look again now
 		}
-		// The stream ends with the session (sign-out, idle timeout); it
-		// is no activity of the user's, so it does not keep the session.
-		if s.lookup(ck.Value, false) == nil {
+		// The stream ends with the session (sign-out, idle timeout,
+		// account removed); it is no activity of the user's, so it does
+		// not keep the session. A changed role applies to the next event.
+		if sess = s.lookup(ck.Value, false); sess == nil {
 			return
 		}
 	}
