@@ -182,6 +182,14 @@ type Server struct {
 	topCache map[string]tops     // the country page's figures by period
 
 	rate rateMeter
+
+	// One producer per live page kind, shared by every open stream
+	// (feed.go).
+	overviewFeed *feed[string]
+	liveFeed     *feed[*liveSessions]
+	// csrfMark stands for the form token in live rows rendered once
+	// for every admin's stream.
+	csrfMark string
 }
 
 // New returns a console for c.
@@ -203,7 +211,7 @@ func New(c Config) *Server {
 	if err != nil {
 		panic(err)
 	}
-	return &Server{
+	s := &Server{
 		c:           c,
 		pages:       parsePages(),
 		css:         css,
@@ -211,7 +219,11 @@ func New(c Config) *Server {
 		bcryptSlots: make(chan struct{}, 2),
 		sessions:    map[string]*session{},
 		topCache:    map[string]tops{},
+		csrfMark:    randomToken(),
 	}
+	s.overviewFeed = newFeed(eventEvery, s.overviewEvent)
+	s.liveFeed = newFeed(eventEvery, s.gatherSessions)
+	return s
 }
 
 // Handler serves every console path under Prefix.
