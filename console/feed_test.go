@@ -139,3 +139,29 @@ func TestLiveSessionsPaged(t *testing.T) {
 		t.Errorf("filtered stream: %d rows\n%s", n, ev)
 	}
 }
+
+// FuzzParseSessionView: any ?q= and ?p= either are refused or give a
+// view whose filter is printable, lower case and bounded and whose page
+// is in range, and the view of a snapshot never has more than a page of
+// rows.
+func FuzzParseSessionView(f *testing.F) {
+	f.Add("", "")
+	f.Add("BOB", "1")
+	f.Fuzz(func(t *testing.T, q, p string) {
+		v, ok := parseSessionView(q, p)
+		if !ok {
+			return
+		}
+		if !printable(v.q, maxLiveQ) || v.q != strings.ToLower(v.q) || v.page < 0 || v.page > maxLivePage {
+			t.Fatalf("parseSessionView(%q, %q) = %+v", q, p, v)
+		}
+		ls := &liveSessions{views: map[sessionView]string{}}
+		for i := range 2*livePerPage + 3 {
+			ls.rows = append(ls.rows, sessionRow{Session: Session{ID: fmt.Sprint("id", i), Account: fmt.Sprintf("u%d@b.test", i), Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})}})
+		}
+		d := ls.data(v)
+		if len(d.Rows) > livePerPage || d.Total > len(ls.rows) || d.More < 0 {
+			t.Fatalf("view %+v: %d rows, total %d, more %d", v, len(d.Rows), d.Total, d.More)
+		}
+	})
+}
