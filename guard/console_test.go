@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,28 @@ func TestConsoleKeyApartFromMailLogin(t *testing.T) {
 	}
 	if n, ok := ConsoleAccount("console:root"); ok || n != "" {
 		t.Errorf("ConsoleAccount(console:root) = %q, %v", n, ok)
+	}
+}
+
+// TestConsoleLockoutSurvivesRestart: a console account's lockout is
+// saved and loaded under its own key (the NUL survives JSON).
+func TestConsoleLockoutSurvivesRestart(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) { c.Tarpit.After = 0 })
+	for i := range 10 {
+		a := g.Attempt(ConsoleLogin("root"), netip.AddrFrom4([4]byte{10, 0, byte(i), 1}), fmt.Sprintf("pw%d", i))
+		a.Begin(context.Background())
+		a.Finish(WrongPassword, "")
+	}
+	path := filepath.Join(t.TempDir(), "guard.json")
+	if err := g.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	g2, _ := newTestGuard(t, nil)
+	if err := g2.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if ls := g2.Lockouts(); len(ls) != 1 || ls[0].Console != "root" || ls[0].Login != ConsoleLogin("root") {
+		t.Fatalf("loaded lockouts %+v", ls)
 	}
 }
 
