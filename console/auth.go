@@ -50,9 +50,6 @@ const (
 	maxUsersFile = 1 << 20
 	// cookieName is the session cookie.
 	cookieName = "mailgate_console"
-	// guardPrefix keys console accounts in the guard apart from mail
-	// logins of the same name.
-	guardPrefix = "console:"
 )
 
 // User is one console account.
@@ -165,13 +162,27 @@ var dummyHash = sync.OnceValue(func() []byte {
 	return h
 })
 
-// session is one signed-in browser.
+// session is one signed-in browser. Its fields do not change once it is
+// in the table, except last (under Server.mu); a reload that changes the
+// account's role puts a new session in its place (ReloadUsers).
 type session struct {
 	user    string
 	role    role
 	csrf    string // the form token
 	created time.Time
 	last    time.Time
+	// gone is closed when the session leaves the table: ended, or
+	// replaced by ReloadUsers. An open event stream waits on it.
+	gone chan struct{}
+}
+
+// dropLocked removes the session under key and wakes its streams; the
+// caller holds s.mu.
+func (s *Server) dropLocked(key string) {
+	if sess := s.sessions[key]; sess != nil {
+		close(sess.gone)
+		delete(s.sessions, key)
+	}
 }
 
 // sessionKey is the table key of a cookie value: a hash, so the table
@@ -214,7 +225,7 @@ func (s *Server) lookup(value string, touch bool) *session {
 		return nil
 	}
 	if now.Sub(sess.last) > s.c.IdleTimeout || now.Sub(sess.created) > MaxAge {
-		delete(s.sessions, key)
+		s.dropLocked(key)
 		return nil
 	}
 	if touch {
@@ -227,10 +238,7 @@ func (s *Server) lookup(value string, touch bool) *session {
 func (s *Server) newSession(u User) (string, *session) {
 	value := randomToken()
 	now := s.c.Now()
-	sess := &session{user: u.Name, role: roleViewer, csrf: randomToken(), created: now, last: now}
-	if u.Role == RoleAdmin {
-		sess.role = roleAdmin
-	}
+	sess := &session{user: u.Name, role: roleOf(u.Role), csrf: randomToken(), created: now, last: now, gone: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.sessions) >= maxSessions {
@@ -238,17 +246,74 @@ func (s *Server) newSession(u User) (string, *session) {
 		var oldest string
 		for k, v := range s.sessions {
 			if now.Sub(v.last) > s.c.IdleTimeout || now.Sub(v.created) > MaxAge {
-				delete(s.sessions, k)
+				s.dropLocked(k)
 			} else if oldest == "" || v.last.Before(s.sessions[oldest].last) {
 				oldest = k
 			}
 		}
 		if len(s.sessions) >= maxSessions {
-			delete(s.sessions, oldest)
+			s.dropLocked(oldest)
 		}
 	}
 	s.sessions[sessionKey(value)] = sess
 	return value, sess
+}
+
+func roleOf(r string) role {
+	if r == RoleAdmin {
+		return roleAdmin
+	}
+	return roleViewer
+}
+
+// ReloadUsers reads the users file again and applies it to the open
+// sessions at once: a session of an account no longer in the file ends,
+// and one whose account changed role has the new role from its next
+// request on (an admin demoted to viewer can change nothing more). A
+// file that cannot be read ends every session, as it refuses every
+// sign-in: rights that cannot be checked are not kept; its error is
+// returned. Each ended or changed session is logged.
+func (s *Server) ReloadUsers() error {
+	users, err := ReadUsers(s.c.UsersFile)
+	roles := map[string]role{}
+	for _, u := range users {
+		roles[u.Name] = roleOf(u.Role)
+	}
+	var ended, changed []string
+	s.mu.Lock()
+	for k, sess := range s.sessions {
+		r, ok := roles[sess.user]
+		switch {
+		case err != nil || !ok:
+			ended = append(ended, sess.user)
+			s.dropLocked(k)
+		case r != sess.role:
+			changed = append(changed, sess.user)
+			ns := *sess
+			ns.role, ns.gone = r, make(chan struct{})
+			close(sess.gone)
+			s.sessions[k] = &ns
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.c.Log.Error("console: users file unreadable on reload; every console session ended", "err", err, "sessions", len(ended))
+		return err
+	}
+	for _, u := range ended {
+		s.c.Log.Info("console: session ended, account removed from the users file", "console_user", u)
+	}
+	for _, u := range changed {
+		s.c.Log.Info("console: session's role changed by the users file", "console_user", u, "role", roles[u].String())
+	}
+	return nil
+}
+
+func (r role) String() string {
+	if r == roleAdmin {
+		return RoleAdmin
+	}
+	return RoleViewer
 }
 
 func (s *Server) setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
@@ -353,9 +418,11 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 func (s *Server) judge(ctx context.Context, name, password string, addr netip.Addr) (User, bool) {
 	var a *guard.Attempt
 	valid := ValidUserName(name)
-	key := guardPrefix + "?"
+	// The guard keys console accounts apart from mail logins
+	// (guard.ConsoleLogin): no mail login can lock a console account.
+	key := guard.ConsoleLogin("?") // no account has this name
 	if valid {
-		key = guardPrefix + name
+		key = guard.ConsoleLogin(name)
 	}
 	if s.c.Guard != nil {
 		a = s.c.Guard.Attempt(key, addr, password)
@@ -423,7 +490,7 @@ func (s *Server) judge(ctx context.Context, name, password string, addr netip.Ad
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) {
 	if ck, err := r.Cookie(cookieName); err == nil {
 		s.mu.Lock()
-		delete(s.sessions, sessionKey(ck.Value))
+		s.dropLocked(sessionKey(ck.Value))
 		s.mu.Unlock()
 	}
 	s.setCookie(w, r, "", -1)

@@ -23,7 +23,9 @@
 //     cookie (HttpOnly, SameSite=Strict, Secure over TLS) that ends after
 //     IdleTimeout without a request or MaxAge after sign-in;
 //   - roles: a viewer reads, an admin also changes (bans, unlocks). The
-//     forms are absent for a viewer, and the handlers refuse them.
+//     forms are absent for a viewer, and the handlers refuse them. A
+//     reload (ReloadUsers) applies a changed role or a removed account
+//     to the open sessions at once.
 package console
 
 import (
@@ -120,7 +122,8 @@ type Cert struct {
 // Config is what a console serves.
 type Config struct {
 	// UsersFile holds the console accounts (ParseUsers); it is read at
-	// each sign-in, so `mailgate admin passwd` takes effect at once.
+	// each sign-in, so `mailgate admin passwd` takes effect at once, and
+	// by ReloadUsers, which applies it to the open sessions.
 	UsersFile string
 	// IdleTimeout ends a session without requests; 0: DefaultIdleTimeout.
 	IdleTimeout time.Duration
@@ -179,6 +182,14 @@ type Server struct {
 	topCache map[string]tops     // the country page's figures by period
 
 	rate rateMeter
+
+	// One producer per live page kind, shared by every open stream
+	// (feed.go).
+	overviewFeed *feed[string]
+	liveFeed     *feed[*liveSessions]
+	// csrfMark stands for the form token in live rows rendered once
+	// for every admin's stream.
+	csrfMark string
 }
 
 // New returns a console for c.
@@ -200,7 +211,7 @@ func New(c Config) *Server {
 	if err != nil {
 		panic(err)
 	}
-	return &Server{
+	s := &Server{
 		c:           c,
 		pages:       parsePages(),
 		css:         css,
@@ -208,7 +219,11 @@ func New(c Config) *Server {
 		bcryptSlots: make(chan struct{}, 2),
 		sessions:    map[string]*session{},
 		topCache:    map[string]tops{},
+		csrfMark:    randomToken(),
 	}
+	s.overviewFeed = newFeed(eventEvery, s.overviewEvent)
+	s.liveFeed = newFeed(eventEvery, s.gatherSessions)
+	return s
 }
 
 // Handler serves every console path under Prefix.

@@ -534,7 +534,7 @@ func TestSessionEventStream(t *testing.T) {
 		t.Fatalf("admin's first event %q:\n%s", name, rows)
 	}
 	// The page's own table has the same rows.
-	if b := bodyOf(t, f.do("GET", "/console/sessions", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, `<tbody id="live-rows">`+"\n"+rows) || !strings.Contains(b, "console.js") {
+	if b := bodyOf(t, f.do("GET", "/console/sessions", "127.0.0.1:5000", ck, nil)); !strings.Contains(b, `<tbody id="live-rows" data-stream="/console/events?page=sessions">`+"\n"+rows) || !strings.Contains(b, "console.js") {
 		t.Errorf("the page's rows differ from the event's or it has no script:\n%s", b)
 	}
 

@@ -2,11 +2,12 @@ package console
 
 // Live parts through server-sent events, every eventEvery while the
 // session lasts: GET /console/events streams "overview" events (the
-// overview's figures, JSON), GET /console/events?page=sessions streams
-// "sessions" events (the live sessions table's rows, rendered by the
-// page's own template for the session's role). static/console.js puts
-// them into the page. Without JavaScript a page shows what it had at its
-// load.
+// overview's figures, JSON), GET /console/events?page=sessions&q=&p=
+// streams "sessions" events (the live sessions table's rows of that
+// filter and page, rendered by the page's own template for the
+// session's role). One producer per kind gathers for all streams
+// (feed.go). static/console.js puts them into the page. Without
+// JavaScript a page shows what it had at its load.
 
 import (
 	"encoding/json"
@@ -50,7 +51,21 @@ func (s *Server) liveFigures() liveFigures {
 	return f
 }
 
+// overviewEvent is the "overview" event of the current figures, the
+// same bytes for every stream.
+func (s *Server) overviewEvent() string {
+	data, _ := json.Marshal(s.liveFigures())
+	return sseEvent("overview", string(data))
+}
+
 func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
+	q := r.URL.Query()
+	sessions := q.Get("page") == "sessions"
+	view, ok := parseSessionView(q.Get("q"), q.Get("p"))
+	if sessions && !ok {
+		http.Error(w, "bad filter or page", http.StatusBadRequest)
+		return
+	}
 	if s.streams.Add(1) > maxStreams {
 		s.streams.Add(-1)
 		http.Error(w, "too many open event streams", http.StatusServiceUnavailable)
@@ -61,21 +76,26 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
-	t := time.NewTicker(eventEvery)
-	defer t.Stop()
-	sessions := r.URL.Query().Get("page") == "sessions"
+	// Every stream of a kind reads the one producer's snapshot (feed.go).
+	var next <-chan struct{}
+	var ovEvent string
+	var live *liveSessions
+	if sessions {
+		live, next = s.liveFeed.join()
+		defer s.liveFeed.leave()
+	} else {
+		ovEvent, next = s.overviewFeed.join()
+		defer s.overviewFeed.leave()
+	}
 	for {
-		var ev string
+		ev := ovEvent
 		if sessions {
-			rows, err := s.sessionRows(sess)
+			rows, err := s.liveRows(live, view, sess)
 			if err != nil {
 				s.c.Log.Error("console: live sessions failed to render", "err", err)
 				return
 			}
 			ev = sseEvent("sessions", rows)
-		} else {
-			data, _ := json.Marshal(s.liveFigures())
-			ev = sseEvent("overview", string(data))
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(streamWrite))
 		if _, err := io.WriteString(w, ev); err != nil {
@@ -87,11 +107,18 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
 		select {
 		case <-r.Context().Done():
 			return
-		case <-t.C:
+		case <-next:
+			if sessions {
+				live, next = s.liveFeed.latest()
+			} else {
+				ovEvent, next = s.overviewFeed.latest()
+			}
+		case <-sess.gone: // ended, or its role changed: look again now
 		}
-		// The stream ends with the session (sign-out, idle timeout); it
-		// is no activity of the user's, so it does not keep the session.
-		if s.lookup(ck.Value, false) == nil {
+		// The stream ends with the session (sign-out, idle timeout,
+		// account removed); it is no activity of the user's, so it does
+		// not keep the session. A changed role applies to the next event.
+		if sess = s.lookup(ck.Value, false); sess == nil {
 			return
 		}
 	}

@@ -7,9 +7,11 @@ import (
 	"html/template"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -252,6 +254,21 @@ func (s *Server) removeBan(w http.ResponseWriter, r *http.Request, sess *session
 func (s *Server) unlock(w http.ResponseWriter, r *http.Request, sess *session) {
 	if s.c.Guard == nil {
 		s.bansPage(w, r, sess, http.StatusConflict, "The brute-force guard is off.", bansData{})
+		return
+	}
+	if name := r.PostFormValue("console"); name != "" {
+		// A console account's lockout: its own guard key, never a
+		// mail login's.
+		if !ValidUserName(name) {
+			s.bansPage(w, r, sess, http.StatusBadRequest, "Console account: want the locked account as listed.", bansData{})
+			return
+		}
+		if !s.c.Guard.Unlock(guard.ConsoleLogin(name)) {
+			s.bansPage(w, r, sess, http.StatusNotFound, "That console account is not locked (the lockout may have ended).", bansData{})
+			return
+		}
+		s.record(sess, r, "console account unlocked: "+strings.ToLower(name))
+		http.Redirect(w, r, Prefix+"bans", http.StatusSeeOther)
 		return
 	}
 	login := r.PostFormValue("login")
@@ -539,6 +556,16 @@ func (s *Server) actionLog(w http.ResponseWriter, r *http.Request, sess *session
 
 // ---- live sessions ----
 
+// Live sessions are shown livePerPage at a time, filtered by a text
+// that any of account, address, country, protocol, listener or session
+// id contains: a gateway with 100,000 sessions must not render 100,000
+// rows into every open tab every 2 seconds.
+const (
+	livePerPage = 100
+	maxLiveQ    = 64
+	maxLivePage = 100000
+)
+
 type sessionRow struct {
 	Session
 	Country string
@@ -546,8 +573,129 @@ type sessionRow struct {
 }
 
 type sessionsData struct {
-	Off  bool
-	Rows []sessionRow
+	Off   bool
+	Rows  []sessionRow // this page's
+	Total int          // sessions matching the filter
+	Query string
+	Page  int // from 0
+	// First and Last number the rows shown (from 1); More counts the
+	// matching sessions after this page.
+	First, Last, More int
+	// PrevURL and NextURL are the pages' links; "": none. Stream is the
+	// event stream of this view.
+	PrevURL, NextURL, Stream string
+}
+
+// sessionView is what one table shows: the filter, the page, the role.
+type sessionView struct {
+	q     string // lower case
+	page  int
+	admin bool
+}
+
+// parseSessionView reads ?q= and ?p=; false: unusable.
+func parseSessionView(q, p string) (sessionView, bool) {
+	v := sessionView{q: strings.ToLower(strings.TrimSpace(q))}
+	if !printable(v.q, maxLiveQ) {
+		return v, false
+	}
+	if p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > maxLivePage {
+			return v, false
+		}
+		v.page = n
+	}
+	return v, true
+}
+
+// liveSessions is one snapshot of the logged-in sessions, oldest first,
+// shared by every stream; views memoizes each view's rendered rows.
+type liveSessions struct {
+	off  bool
+	rows []sessionRow
+
+	mu    sync.Mutex
+	views map[sessionView]string
+}
+
+// gatherSessions is one snapshot: the one call to Sessions and the
+// country of each address.
+func (s *Server) gatherSessions() *liveSessions {
+	ls := &liveSessions{off: s.c.Sessions == nil, views: map[sessionView]string{}}
+	if ls.off {
+		return ls
+	}
+	now := s.c.Now()
+	list := s.c.Sessions()
+	ls.rows = make([]sessionRow, 0, len(list))
+	for _, l := range list {
+		row := sessionRow{Session: l, For: now.Sub(l.Since).Round(time.Second).String()}
+		if s.c.Country != nil {
+			row.Country = s.c.Country(l.Addr)
+		}
+		ls.rows = append(ls.rows, row)
+	}
+	return ls
+}
+
+func (r *sessionRow) matches(q string) bool {
+	if q == "" {
+		return true
+	}
+	for _, f := range []string{r.Account, r.Addr.String(), r.Country, r.Protocol, r.Listener, r.ID} {
+		if strings.Contains(strings.ToLower(f), q) {
+			return true
+		}
+	}
+	return false
+}
+
+// data is the view's page of ls.
+func (ls *liveSessions) data(v sessionView) sessionsData {
+	d := sessionsData{Off: ls.off, Query: v.q, Page: v.page}
+	if d.Off {
+		return d
+	}
+	skip := v.page * livePerPage
+	for i := range ls.rows {
+		if !ls.rows[i].matches(v.q) {
+			continue
+		}
+		if d.Total >= skip && len(d.Rows) < livePerPage {
+			d.Rows = append(d.Rows, ls.rows[i])
+		}
+		d.Total++
+	}
+	if len(d.Rows) > 0 {
+		d.First, d.Last = skip+1, skip+len(d.Rows)
+	}
+	d.More = max(0, d.Total-skip-len(d.Rows))
+	link := func(page int) string {
+		u := url.Values{}
+		if v.q != "" {
+			u.Set("q", v.q)
+		}
+		if page > 0 {
+			u.Set("p", strconv.Itoa(page))
+		}
+		return Prefix + "sessions?" + u.Encode()
+	}
+	if v.page > 0 {
+		d.PrevURL = link(min(v.page-1, max(0, (d.Total-1)/livePerPage)))
+	}
+	if d.More > 0 {
+		d.NextURL = link(v.page + 1)
+	}
+	st := url.Values{"page": {"sessions"}}
+	if v.q != "" {
+		st.Set("q", v.q)
+	}
+	if v.page > 0 {
+		st.Set("p", strconv.Itoa(v.page))
+	}
+	d.Stream = Prefix + "events?" + st.Encode()
+	return d
 }
 
 func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -555,31 +703,40 @@ func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, sess *sess
 }
 
 func (s *Server) renderSessions(w http.ResponseWriter, r *http.Request, sess *session, code int, errMsg string) {
-	s.render(w, r, "sessions", sess, code, "Live sessions", errMsg, s.sessionsData())
-}
-
-// sessionRows renders the live sessions table's rows for sess, as the
-// page has them: the "sessions" event's data.
-func (s *Server) sessionRows(sess *session) (string, error) {
-	d := pageData{Page: "sessions", User: sess.user, Admin: sess.role == roleAdmin, CSRF: sess.csrf, Data: s.sessionsData()}
-	var b strings.Builder
-	err := s.pages["sessions"].ExecuteTemplate(&b, "rows", d)
-	return b.String(), err
-}
-
-func (s *Server) sessionsData() sessionsData {
-	d := sessionsData{Off: s.c.Sessions == nil}
-	if !d.Off {
-		now := s.c.Now()
-		for _, ls := range s.c.Sessions() {
-			row := sessionRow{Session: ls, For: now.Sub(ls.Since).Round(time.Second).String()}
-			if s.c.Country != nil {
-				row.Country = s.c.Country(ls.Addr)
-			}
-			d.Rows = append(d.Rows, row)
-		}
+	q := r.URL.Query()
+	v, ok := parseSessionView(q.Get("q"), q.Get("p"))
+	if !ok && errMsg == "" {
+		errMsg, code = fmt.Sprintf("Filter: at most %d printable characters; page: a number from 0.", maxLiveQ), http.StatusBadRequest
+		v = sessionView{}
 	}
-	return d
+	s.render(w, r, "sessions", sess, code, "Live sessions", errMsg, s.gatherSessions().data(v))
+}
+
+// liveRows is the "sessions" event's data for sess: the view's rows
+// rendered by the page's own template, once per snapshot and view for
+// every stream, with sess's form token put in.
+func (s *Server) liveRows(ls *liveSessions, v sessionView, sess *session) (string, error) {
+	v.admin = sess.role == roleAdmin
+	ls.mu.Lock()
+	html, ok := ls.views[v]
+	ls.mu.Unlock()
+	if !ok {
+		// csrfMark stands for the token: random, so no session data can
+		// spell it.
+		d := pageData{Page: "sessions", Admin: v.admin, CSRF: s.csrfMark, Data: ls.data(v)}
+		var b strings.Builder
+		if err := s.pages["sessions"].ExecuteTemplate(&b, "rows", d); err != nil {
+			return "", err
+		}
+		html = b.String()
+		ls.mu.Lock()
+		ls.views[v] = html
+		ls.mu.Unlock()
+	}
+	if !v.admin {
+		return html, nil
+	}
+	return strings.ReplaceAll(html, s.csrfMark, sess.csrf), nil
 }
 
 // maxSessionID bounds the disconnect form's id (proxy session ids are 12

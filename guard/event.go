@@ -64,7 +64,7 @@ func (e Event) Attrs() []slog.Attr {
 		a = append(a, slog.String("prefix", e.Prefix.String()))
 	}
 	if e.Login != "" {
-		a = append(a, slog.String("user", e.Login))
+		a = append(a, loginAttr(e.Login))
 	}
 	if !e.Until.IsZero() {
 		a = append(a, slog.Time("until", e.Until), slog.Duration("duration", e.Duration))

@@ -307,6 +307,9 @@ type Lockout struct {
 	// Compromised: locked by the compromise signal; unlike a failure
 	// lockout it also applies to networks where the login succeeded.
 	Compromised bool `json:"compromised,omitempty"`
+	// Console is the web console account the lockout is of ("": a mail
+	// login); set by Lockouts, never stored (Login is the key).
+	Console string `json:"console,omitempty"`
 }
 
 func (l *Lockout) active(now time.Time) bool {

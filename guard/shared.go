@@ -441,7 +441,7 @@ func (g *Guard) sharedUnlock(login string) bool {
 	defer cancel()
 	ok, err := g.shared.Unlock(ctx, login)
 	if err != nil {
-		g.log.Warn("guard: login not unlocked in the shared store; unlocked on this node only", "user", login, "err", err)
+		g.log.Warn("guard: login not unlocked in the shared store; unlocked on this node only", loginAttr(login), "err", err)
 	}
 	return ok
 }

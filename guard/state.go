@@ -329,19 +329,38 @@ func (g *Guard) RemoveBan(prefix netip.Prefix) bool {
 
 // Lockouts lists the locked logins, failure lockouts and compromised
 // ones, sorted by login: the fleet's when a shared store answers, with
-// this node's own (made while the store was down) added.
+// this node's own (made while the store was down) added. A console
+// account's lockout has Console set. The lock is held only to copy the
+// active lockouts; merging and sorting happen after, in O(n log n).
 func (g *Guard) Lockouts() []Lockout {
 	now := g.now()
 	out := g.sharedLockouts()
 	g.mu.Lock()
+	local := make([]Lockout, 0, g.locks.len())
 	g.locks.each(func(_ string, l *Lockout) bool {
-		if l.active(now) && !slices.ContainsFunc(out, func(o Lockout) bool { return o.Login == l.Login }) {
-			out = append(out, *l)
+		if l.active(now) {
+			local = append(local, *l)
 		}
 		return false
 	})
 	g.mu.Unlock()
+	if len(out) == 0 {
+		out = local
+	} else {
+		shared := make(map[string]bool, len(out))
+		for _, l := range out {
+			shared[l.Login] = true
+		}
+		for _, l := range local {
+			if !shared[l.Login] {
+				out = append(out, l)
+			}
+		}
+	}
 	slices.SortFunc(out, func(a, b Lockout) int { return strings.Compare(a.Login, b.Login) })
+	for i := range out {
+		out[i].Console, _ = ConsoleAccount(out[i].Login)
+	}
 	return out
 }
 
@@ -365,7 +384,7 @@ func (g *Guard) Unlock(login string) bool {
 		ok = true
 	}
 	if ok {
-		g.log.Info("guard: login unlocked", "user", login)
+		g.log.Info("guard: login unlocked", loginAttr(login))
 	}
 	return ok
 }

@@ -51,6 +51,15 @@ const (
 // and the login history on; it returns the console's base URL.
 func consoleMailgate(t *testing.T) (*Mailgate, string, int) {
 	t.Helper()
+	// A small failure penalty and no tarpit: the five wrong console
+	// passwords would otherwise take a minute.
+	return consoleMailgateGuard(t, "{tarpit: {after: 0}, failure_penalty: {init: 50ms, max: 200ms}}")
+}
+
+// consoleMailgateGuard is consoleMailgate with guardYAML as its guard
+// section.
+func consoleMailgateGuard(t *testing.T, guardYAML string) (*Mailgate, string, int) {
+	t.Helper()
 	hs := need(t)
 	c := newCfg(t)
 	ports, err := freePorts(9)
@@ -71,11 +80,9 @@ func consoleMailgate(t *testing.T) (*Mailgate, string, int) {
 			t.Fatalf("mailgate admin passwd %s: %v\n%s", u.name, err, out)
 		}
 	}
-	// A small failure penalty and no tarpit: the five wrong console
-	// passwords would otherwise take a minute.
 	c.Extra = fmt.Sprintf(`admin: {address: %q, console: {users_file: %q}}
 audit: {path: %q, batch_interval: 50ms}
-guard: {tarpit: {after: 0}, failure_penalty: {init: 50ms, max: 200ms}}`, admin, users, filepath.Join(dir, "audit.db"))
+guard: %s`, admin, users, filepath.Join(dir, "audit.db"), guardYAML)
 	rules := filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(rules, []byte("rules: []\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ const bansUsage = `Usage:
   mailgate bans remove [flags] PREFIX                 lift a ban
   mailgate lockouts [flags]                           list locked logins
   mailgate unlock [flags] USER                        unlock a login
+  mailgate unlock [flags] -console ACCOUNT            unlock a web console account
 
 Flags:
   -config FILE       read admin.address and admin.token_file from FILE
@@ -46,8 +47,11 @@ type adminClient struct {
 
 // adminFlags parses the shared flags and resolves the admin address and
 // token, from the flags first and the config file for what they lack.
-func adminFlags(name string, args []string, stderr io.Writer) (*adminClient, []string, error) {
+func adminFlags(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*adminClient, []string, error) {
 	fs, path := commandFlags(name, stderr)
+	for _, e := range extra {
+		e(fs)
+	}
 	fs.Usage = func() { fmt.Fprint(stderr, bansUsage) }
 	admin := fs.String("admin", "", "admin listener URL")
 	tokenFile := fs.String("token-file", "", "admin token file")
@@ -185,16 +189,34 @@ func runLockouts(args []string, stdout, stderr io.Writer) int {
 		if !l.Until.IsZero() {
 			until = l.Until.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Login, until, l.Reason)
+		login := l.Login
+		if l.Console != "" {
+			login = "console account " + l.Console // mailgate unlock -console
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", login, until, l.Reason)
 	}
 	tw.Flush()
 	return 0
 }
 
 func runUnlock(args []string, stdout, stderr io.Writer) int {
-	a, rest, err := adminFlags("unlock", args, stderr)
+	var account string
+	a, rest, err := adminFlags("unlock", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&account, "console", "", "unlock this web console account (not a mail login)")
+	})
 	if err != nil {
 		return cmdErr(stderr, err)
+	}
+	if account != "" {
+		if len(rest) != 0 {
+			fmt.Fprint(stderr, bansUsage)
+			return 2
+		}
+		if err := a.call("POST", "/unlock?console="+url.QueryEscape(account), nil, nil); err != nil {
+			return cmdErr(stderr, err)
+		}
+		fmt.Fprintf(stdout, "console account %s unlocked\n", account)
+		return 0
 	}
 	if len(rest) != 1 {
 		fmt.Fprint(stderr, bansUsage)

@@ -74,7 +74,18 @@ func newConsole(g *gateway, c ConsoleConfig) *console.Server {
 		cc.Audit = g.audit
 		cc.ActionLog = g.audit // the action log lasts in the audit database
 	}
-	return console.New(cc)
+	cs := console.New(cc)
+	g.console.Store(cs)
+	return cs
+}
+
+// reloadConsoleUsers applies the console's users file to its open
+// sessions (removed accounts signed out, changed roles applied); the
+// console logs what it did and a file it cannot read.
+func (g *gateway) reloadConsoleUsers() {
+	if cs := g.console.Load(); cs != nil {
+		_ = cs.ReloadUsers()
+	}
 }
 
 // started is when this process started serving, for the overview.

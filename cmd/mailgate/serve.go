@@ -18,6 +18,7 @@ import (
 	"github.com/mailgate/mailgate/adapter"
 	"github.com/mailgate/mailgate/audit"
 	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/console"
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/guard"
 	"github.com/mailgate/mailgate/policy"
@@ -200,6 +201,9 @@ type gateway struct {
 	// adapters runs the Dovecot adapter's goroutines; stopping waits for
 	// them before the guard's final save.
 	adapters sync.WaitGroup
+	// console is the web console; nil: off. A reload re-reads its users
+	// file (console.go).
+	console atomic.Pointer[console.Server]
 }
 
 // current returns the state in use.
@@ -325,6 +329,9 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	old := g.current() // only reloads store, and they hold reloadMu
+	// The console's accounts and roles apply whether or not the config
+	// loads: taking rights away must not wait for a config fix.
+	defer g.reloadConsoleUsers()
 	cfg, err := load()
 	if err == nil {
 		var st *state

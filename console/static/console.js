@@ -18,7 +18,9 @@
   var rows = document.getElementById("live-rows");
   if (rows) {
     // The rows arrive rendered and escaped by the server's template.
-    new EventSource("/console/events?page=sessions").addEventListener("sessions", function (e) {
+    // The stream of this page's filter and page, as the server named it.
+    var src = rows.getAttribute("data-stream") || "/console/events?page=sessions";
+    new EventSource(src).addEventListener("sessions", function (e) {
       // Not under a keyboard user's focus (a Disconnect button).
       if (rows.contains(document.activeElement)) {
         return;

@@ -8,6 +8,7 @@ package admin
 //	DELETE /bans?prefix=P      lift the ban of exactly P
 //	GET    /lockouts           list locked logins
 //	POST   /unlock?user=U      unlock a login (failure or compromise lockout)
+//	POST   /unlock?console=C   unlock the web console account C
 //
 // Replies are JSON; errors are {"error": "..."}.
 
@@ -24,6 +25,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/mailgate/mailgate/console"
 	"github.com/mailgate/mailgate/guard"
 )
 
@@ -141,8 +143,23 @@ func guardHandler(g *guard.Guard) http.Handler {
 		writeJSON(w, http.StatusOK, l)
 	})
 	mux.HandleFunc("POST /unlock", func(w http.ResponseWriter, r *http.Request) {
+		if name := r.URL.Query().Get("console"); name != "" {
+			// A console account: its own guard key (guard.ConsoleLogin),
+			// never a mail login's.
+			if !console.ValidUserName(name) {
+				writeError(w, http.StatusBadRequest, "console: want ?console=ACCOUNT")
+				return
+			}
+			if !g.Unlock(guard.ConsoleLogin(name)) {
+				writeError(w, http.StatusNotFound, "console account "+strings.ToLower(name)+" is not locked")
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"unlocked_console": strings.ToLower(name)})
+			return
+		}
 		user := r.URL.Query().Get("user")
-		if user == "" || len(user) > maxUser {
+		// A NUL is in no mail login; it marks console keys, which ?console= unlocks.
+		if user == "" || len(user) > maxUser || strings.ContainsRune(user, 0) {
 			writeError(w, http.StatusBadRequest, "user: want ?user=LOGIN")
 			return
 		}

@@ -323,6 +323,9 @@ type Handler struct {
 // legacyFields are the record fields a legacy line is built from.
 type legacyFields struct {
 	user, proto, remote, country, countryName, prefix string
+	// console: the record is about a web console account (the guard's
+	// LOCKED of one), which the PHP script never had: no legacy line.
+	console bool
 }
 
 func (f *legacyFields) set(a slog.Attr) {
@@ -340,6 +343,8 @@ func (f *legacyFields) set(a slog.Attr) {
 		f.countryName = v
 	case "prefix":
 		f.prefix = v
+	case "console_user":
+		f.console = true
 	}
 }
 
@@ -362,7 +367,9 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if !h.group && legacyEvents[r.Message] && r.Level >= slog.LevelInfo {
 		f := h.attrs
 		r.Attrs(func(a slog.Attr) bool { f.set(a); return true })
-		h.sink.send(line{warn: h.sink.failWarn && r.Message != "AUTHPASS", text: legacyLine(r.Message, f)})
+		if !f.console {
+			h.sink.send(line{warn: h.sink.failWarn && r.Message != "AUTHPASS", text: legacyLine(r.Message, f)})
+		}
 	}
 	if h.next.Enabled(ctx, r.Level) {
 		return h.next.Handle(ctx, r)
