@@ -83,10 +83,11 @@ func TestStreamsShareOneGather(t *testing.T) {
 		}
 		// One gather when the first stream opened, one per tick since:
 		// each stream read `events` of them. A stream that fell behind
-		// skips to the latest, so allow two more ticks, far below one
-		// gather per stream per event.
-		if n := tc.count.Load(); n > events+2 {
-			t.Errorf("%s: %d gathers for %d streams reading %d events each; want at most %d", tc.path, n, streams, events, events+2)
+		// skips to the latest, and opening the streams may take a tick or
+		// two on a loaded machine, so allow four more ticks: still half of
+		// one gather per stream per event (12).
+		if n := tc.count.Load(); n > events+4 {
+			t.Errorf("%s: %d gathers for %d streams reading %d events each; want at most %d", tc.path, n, streams, events, events+4)
 		}
 	}
 }
