@@ -25,6 +25,7 @@ import "github.com/redis/go-redis/v9"
 //	13 bans index of bans                   ZSET prefix -> until ms
 //	14 locks index of lockouts              ZSET login -> until ms (compromised: +inf)
 //	15 feed change feed                     STREAM op, p, v
+//	16 fx   pair windows of the login       ZSET address -> ms (guard.window)
 //	then per counted network: fn (failures), ln (leases), b (ban), o (offences)
 //
 // Times are milliseconds since the epoch, from the node (ARGV), so one
@@ -32,6 +33,7 @@ import "github.com/redis/go-redis/v9"
 
 const luaCommon = `
 local now = tonumber(ARGV[1])
+local NB = 16 -- the last fixed key; the networks' keys follow
 local function fails(k, span)
   return redis.call('ZCOUNT', k, '(' .. (now - span), '+inf')
 end
@@ -77,7 +79,7 @@ local nn = tonumber(ARGV[13])
 local b = banBlocks(KEYS[10], exempt)
 for i = 1, nn do
   if b then break end
-  b = banBlocks(KEYS[15 + 4 * (i - 1) + 3], exempt)
+  b = banBlocks(KEYS[NB + 4 * (i - 1) + 3], exempt)
 end
 if b then return {4, b, nip, npair} end
 local remember = tonumber(ARGV[12])
@@ -111,7 +113,7 @@ if over(nip, inflight(KEYS[4]), ipLim, 'from this address') then return deny() e
 local netAfter = tonumber(ARGV[11])
 if not exempt and netAfter > 0 then
   for i = 1, nn do
-    local base = 15 + 4 * (i - 1)
+    local base = NB + 4 * (i - 1)
     if over(fails(KEYS[base + 1], win), inflight(KEYS[base + 2]), netAfter, 'from the network') then return deny() end
   end
 end
@@ -123,7 +125,7 @@ end
 reserve(KEYS[4])
 reserve(KEYS[5])
 if lock then reserve(KEYS[6]) end
-for i = 1, nn do reserve(KEYS[15 + 4 * (i - 1) + 2]) end
+for i = 1, nn do reserve(KEYS[NB + 4 * (i - 1) + 2]) end
 return {0, '', nip, npair}
 `)
 
@@ -150,7 +152,7 @@ local country, login, nn = ARGV[6], ARGV[7], tonumber(ARGV[8])
 redis.call('ZREM', KEYS[4], lease)
 redis.call('ZREM', KEYS[5], lease)
 redis.call('ZREM', KEYS[6], lease)
-for i = 1, nn do redis.call('ZREM', KEYS[15 + 4 * (i - 1) + 2], lease) end
+for i = 1, nn do redis.call('ZREM', KEYS[NB + 4 * (i - 1) + 2], lease) end
 if outcome == 'a' then return {} end
 local win, lockWin = tonumber(ARGV[9]), tonumber(ARGV[10])
 local remember = tonumber(ARGV[21])
@@ -205,6 +207,10 @@ end
 local exempt = isExempt(KEYS[7])
 if outcome == 'w' then
   addWin(KEYS[2], win, tonumber(ARGV[28]))
+  -- The login's index of its (login, address) windows, for Unlock.
+  redis.call('ZREMRANGEBYSCORE', KEYS[16], '-inf', now - win)
+  redis.call('ZADD', KEYS[16], now, ARGV[33])
+  redis.call('PEXPIRE', KEYS[16], win)
   local lockAfter = tonumber(ARGV[11])
   if lockAfter > 0 and not known(KEYS[9], home, remember) then
     local n = addWin(KEYS[3], lockWin, tonumber(ARGV[27]))
@@ -228,7 +234,7 @@ end
 if outcome == 'e' and exempt then return ev end
 if banBlocks(KEYS[10], exempt) then return ev end
 for i = 1, nn do
-  if banBlocks(KEYS[15 + 4 * (i - 1) + 3], exempt) then return ev end
+  if banBlocks(KEYS[NB + 4 * (i - 1) + 3], exempt) then return ev end
 end
 local function ban(bk, ok, fk, prefix, failures, reason)
   local cur = redis.call('GET', bk)
@@ -273,7 +279,7 @@ end
 local netAfter = tonumber(ARGV[14])
 if exempt or netAfter == 0 then return ev end
 for i = 1, nn do
-  local base = 15 + 4 * (i - 1)
+  local base = NB + 4 * (i - 1)
   local m = addWin(KEYS[base + 1], win, tonumber(ARGV[26]))
   if m >= netAfter then
     ban(KEYS[base + 3], KEYS[base + 4], KEYS[base + 1], ARGV[33 + i], m,
@@ -320,8 +326,10 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'op', 'lift', 'p', ARGV
 return had
 `)
 
-// unlockScript lifts a lockout and forgets the login's failures and
-// countries. KEYS: lockout, failures, countries, index. ARGV: login, now.
+// unlockScript lifts a lockout and forgets the login's failures,
+// countries and (login, address) windows. KEYS: lockout, failures,
+// countries, lockout index, the login's pair index, then the pair
+// windows the index named. ARGV: login, now.
 var unlockScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 local active = 0
@@ -329,7 +337,8 @@ if v then
   local u, comp = string.match(v, '^(%d+)|%d+|(%d)|')
   if comp == '1' or tonumber(u) > tonumber(ARGV[2]) then active = 1 end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
+for i = 6, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('ZREM', KEYS[4], ARGV[1])
 return active
 `)

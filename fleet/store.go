@@ -258,13 +258,13 @@ func (s *Store) attemptKeys(q *guard.SharedAttempt) []string {
 	k := newKeys(s.cfg.KeyPrefix)
 	a := q.Addr.String()
 	ipP := netip.PrefixFrom(q.Addr, q.Addr.BitLen()).String()
-	out := make([]string, 0, 15+4*len(q.Nets))
+	out := make([]string, 0, 16+4*len(q.Nets))
 	out = append(out,
 		k.p+"fi:"+a, k.pair(q.Login, a), k.p+"fl:"+q.Login,
 		k.p+"li:"+a, k.p+"lp:"+k.pairTail(q.Login, a), k.p+"ll:"+q.Login,
 		k.p+"e:"+a, k.lock(q.Login), k.p+"n:"+q.Login,
 		k.ban(ipP), k.p+"o:"+ipP, k.p+"c:"+q.Login,
-		k.bans(), k.locks(), k.feed())
+		k.bans(), k.locks(), k.feed(), k.pairIndex(q.Login))
 	for _, n := range q.Nets {
 		p := n.String()
 		out = append(out, k.p+"fn:"+p, k.p+"ln:"+p, k.ban(p), k.p+"o:"+p)
@@ -465,31 +465,31 @@ func (s *Store) RemoveBan(ctx context.Context, p netip.Prefix) (bool, error) {
 	return n == 1, s.done("lift", start, err)
 }
 
-// Unlock implements guard.Shared. The (login, address) windows are found
-// by a SCAN over the login's keys: an admin action, rare, that must let
-// the owner in from her own address too.
+// Unlock implements guard.Shared. The (login, address) windows are
+// found through the login's index of them (kept by finishScript with the
+// windows' own lifetime), never by a scan of the keyspace: an unlock
+// touches only the login's keys. Two round trips: read the index, then
+// one script that deletes everything at once.
 func (s *Store) Unlock(ctx context.Context, login string) (bool, error) {
 	k := newKeys(s.cfg.KeyPrefix)
 	ctx, cancel := context.WithTimeout(ctx, 4*s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	n, err := unlockScript.Run(ctx, s.c, []string{k.lock(login), k.p + "fl:" + login, k.p + "c:" + login, k.locks()},
-		login, ms(s.now())).Int()
+	addrs, err := s.c.ZRange(ctx, k.pairIndex(login), 0, -1).Result()
 	if err = s.done("unlock", start, err); err != nil {
 		return false, err
 	}
-	iter := s.c.Scan(ctx, 0, k.pairPattern(login), 1000).Iterator()
-	var pairs []string
-	for iter.Next(ctx) {
-		pairs = append(pairs, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		return n == 1, s.done("unlock", start, err)
-	}
-	if len(pairs) > 0 {
-		if err := s.c.Del(ctx, pairs...).Err(); err != nil {
-			return n == 1, s.done("unlock", start, err)
+	ks := []string{k.lock(login), k.p + "fl:" + login, k.p + "c:" + login, k.locks(), k.pairIndex(login)}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			continue
 		}
+		ks = append(ks, k.pair(login, p.Addr().String()))
+	}
+	n, err := unlockScript.Run(ctx, s.c, ks, login, ms(s.now())).Int()
+	if err = s.done("unlock", start, err); err != nil {
+		return false, err
 	}
 	return n == 1, nil
 }
@@ -568,21 +568,8 @@ func (k keys) pairTail(login, addr string) string {
 
 func (k keys) pair(login, addr string) string { return k.p + "fp:" + k.pairTail(login, addr) }
 
-// pairPattern matches the (login, address) failure keys of login.
-func (k keys) pairPattern(login string) string {
-	return globEscape(k.p+"fp:"+strconv.Itoa(len(login))+":"+login+"|") + "*"
-}
-
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\^`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+// pairIndex is the login's index of its (login, address) windows.
+func (k keys) pairIndex(login string) string { return k.p + "fx:" + login }
 
 var _ guard.Shared = (*Store)(nil)
 

@@ -34,7 +34,7 @@ import (
 const fleetACL = "user mailgate on >fleet-store-password-0123 ~mailgate:* resetchannels -@all +@connection " +
 	"+evalsha +eval +script|load +get +set +del +mget +zadd +zrem +zcard +zcount +zscore " +
 	"+zrange +zrangebyscore +zremrangebyscore +zremrangebyrank +pexpire +xadd +xread " +
-	"+xinfo|stream +scan +select"
+	"+xinfo|stream +select"
 
 // The store's users: mailgate's, the tests' own (to look into the store
 // and trim the feed), and the default user off.
