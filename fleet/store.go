@@ -63,6 +63,17 @@ type Store struct {
 	m       *metrics
 	kick    chan struct{} // wakes Run after the login path lost the store
 	reloads atomic.Uint64
+	// held are the leases of this node's attempts in flight, which Run
+	// renews until Finish; heldMu covers it.
+	heldMu sync.Mutex
+	held   map[string]*heldLease
+}
+
+// heldLease is one reservation of this node: the lease sets that hold
+// it, and when it was made and last renewed.
+type heldLease struct {
+	keys           []string
+	since, renewed time.Time
 }
 
 // Options are the Store's collaborators.
@@ -80,7 +91,7 @@ func New(cfg guard.SharedConfig, o Options) (*Store, error) {
 	if !cfg.Enabled() {
 		return nil, errors.New("fleet: guard.shared.addresses is empty")
 	}
-	s := &Store{cfg: cfg, log: o.Logger, now: o.Now, kick: make(chan struct{}, 1)}
+	s := &Store{cfg: cfg, log: o.Logger, now: o.Now, kick: make(chan struct{}, 1), held: map[string]*heldLease{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -280,7 +291,8 @@ func (s *Store) Begin(ctx context.Context, q *guard.SharedAttempt) (guard.Shared
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	res, err := beginScript.Run(ctx, s.c, s.attemptKeys(q),
+	ks := s.attemptKeys(q)
+	res, err := beginScript.Run(ctx, s.c, ks,
 		ms(now), lease, ms(now.Add(s.cfg.Lease)), q.Home.String(), dms(c.Window),
 		dms(c.Lockout.Window), c.Lockout.PerIPAfter, c.Lockout.After, c.Ban.IPAfter,
 		c.Exemption.MaxFailures, c.Ban.NetworkAfter, dms(c.Lockout.RememberSuccess),
@@ -300,6 +312,7 @@ func (s *Store) Begin(ctx context.Context, q *guard.SharedAttempt) (guard.Shared
 	case 0:
 		v.Allow = true
 		q.Lease = lease
+		s.hold(lease, ks, len(q.Nets), now)
 	case 2:
 		v.Wait = true
 	case 3:
@@ -331,6 +344,7 @@ func (s *Store) Finish(ctx context.Context, q *guard.SharedAttempt, o guard.Outc
 	if o == guard.Abandoned && q.Lease == "" {
 		return nil, nil
 	}
+	s.unhold(q.Lease)
 	now := s.now()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
