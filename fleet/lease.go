@@ -15,7 +15,7 @@ import (
 // outlast it.
 
 // fixedKeys is how many keys attemptKeys gives before the networks'.
-const fixedKeys = 16
+const fixedKeys = 17
 
 // maxHold ends the renewal of a lease whose attempt never finished (a
 // bug): longer than any attempt can live (login deadline, backend login

@@ -67,6 +67,7 @@ type Store struct {
 	// renews until Finish; heldMu covers it.
 	heldMu sync.Mutex
 	held   map[string]*heldLease
+	wakeUp atomic.Bool // subscribed to the wake channel (wake.go)
 }
 
 // heldLease is one reservation of this node: the lease sets that hold
@@ -269,13 +270,13 @@ func (s *Store) attemptKeys(q *guard.SharedAttempt) []string {
 	k := newKeys(s.cfg.KeyPrefix)
 	a := q.Addr.String()
 	ipP := netip.PrefixFrom(q.Addr, q.Addr.BitLen()).String()
-	out := make([]string, 0, 16+4*len(q.Nets))
+	out := make([]string, 0, fixedKeys+4*len(q.Nets))
 	out = append(out,
 		k.p+"fi:"+a, k.pair(q.Login, a), k.p+"fl:"+q.Login,
 		k.p+"li:"+a, k.p+"lp:"+k.pairTail(q.Login, a), k.p+"ll:"+q.Login,
 		k.p+"e:"+a, k.lock(q.Login), k.p+"n:"+q.Login,
 		k.ban(ipP), k.p+"o:"+ipP, k.p+"c:"+q.Login,
-		k.bans(), k.locks(), k.feed(), k.pairIndex(q.Login))
+		k.bans(), k.locks(), k.feed(), k.pairIndex(q.Login), k.waits())
 	for _, n := range q.Nets {
 		p := n.String()
 		out = append(out, k.p+"fn:"+p, k.p+"ln:"+p, k.ban(p), k.p+"o:"+p)
@@ -296,7 +297,7 @@ func (s *Store) Begin(ctx context.Context, q *guard.SharedAttempt) (guard.Shared
 		ms(now), lease, ms(now.Add(s.cfg.Lease)), q.Home.String(), dms(c.Window),
 		dms(c.Lockout.Window), c.Lockout.PerIPAfter, c.Lockout.After, c.Ban.IPAfter,
 		c.Exemption.MaxFailures, c.Ban.NetworkAfter, dms(c.Lockout.RememberSuccess),
-		len(q.Nets), dms(s.cfg.Lease)).Slice()
+		len(q.Nets), dms(s.cfg.Lease), dms(waitMark)).Slice()
 	if err = s.done("begin", start, err); err != nil {
 		return guard.SharedVerdict{}, err
 	}
@@ -349,6 +350,7 @@ func (s *Store) Finish(ctx context.Context, q *guard.SharedAttempt, o guard.Outc
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	keep := guard.KeepLimits(c)
+	k := newKeys(s.cfg.KeyPrefix)
 	deny := 0
 	if c.Compromise.Deny {
 		deny = 1
@@ -363,6 +365,7 @@ func (s *Store) Finish(ctx context.Context, q *guard.SharedAttempt, o guard.Outc
 		keep[0], keep[1], keep[2], keep[3], s.cfg.FeedLength,
 		c.Window.String(), c.Lockout.Window.String(), c.Compromise.Window.String(),
 		netip.PrefixFrom(q.Addr, q.Addr.BitLen()).String(),
+		k.wake(), s.wakeMessage(q),
 	}
 	for _, n := range q.Nets {
 		args = append(args, n.String())
@@ -573,6 +576,10 @@ func (k keys) bans() string             { return k.p + "bans" }
 func (k keys) locks() string            { return k.p + "locks" }
 func (k keys) lock(login string) string { return k.p + "k:" + login }
 func (k keys) feed() string             { return k.p + "feed" }
+func (k keys) waits() string            { return k.p + "waits" }
+
+// wake is the pub/sub channel of releases that attempts wait on.
+func (k keys) wake() string { return k.p + "wake" }
 
 // pairTail frames the login by its length, so no login can make its
 // (login, address) key another's, and Unlock can match the login's keys.

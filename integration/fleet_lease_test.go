@@ -13,7 +13,7 @@ import (
 // renewal) keeps a source's budget held no longer than the default
 // guard.shared.lease, against the real redis-server.
 func TestFleetKilledNodeLeasesEnd(t *testing.T) {
-	rs := redisOnly(t)
+	rs := redisOnly(t, "")
 	c := storeGuardConfig(t, rs.Addr()) // ip_after 3, default lease
 	lease := c.Shared.Lease
 	a, b := startStoreNode(t, c), startStoreNode(t, c)

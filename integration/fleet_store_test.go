@@ -21,9 +21,10 @@ import (
 	"github.com/mailgate/mailgate/integration/redisstack"
 )
 
-// redisOnly starts a redis-server with the fleet's users, without the
-// mail stack, or skips (fails in CI) when it is not installed.
-func redisOnly(t testing.TB) *redisstack.Server {
+// redisOnly starts a redis-server with the fleet's users (users: the
+// redis.conf lines; "" the documented ones), without the mail stack, or
+// skips (fails in CI) when it is not installed.
+func redisOnly(t testing.TB, users string) *redisstack.Server {
 	t.Helper()
 	if m := redisstack.Missing(); len(m) > 0 {
 		if inCI() {
@@ -32,7 +33,10 @@ func redisOnly(t testing.TB) *redisstack.Server {
 		t.Skipf("%v not installed", m)
 	}
 	dir := t.TempDir()
-	s, err := redisstack.Start(dir, fleetUsers)
+	if users == "" {
+		users = fleetUsers
+	}
+	s, err := redisstack.Start(dir, users)
 	if err != nil {
 		t.Fatal(err)
 	}
