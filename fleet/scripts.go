@@ -38,9 +38,11 @@ local NB = 17 -- the last fixed key; the networks' keys follow
 local function fails(k, span)
   return redis.call('ZCOUNT', k, '(' .. (now - span), '+inf')
 end
+-- Leases not yet ended (one command: a lease a dead node left behind is
+-- not counted, and goes with its set, which expires a lease after the
+-- last reservation in it).
 local function inflight(k)
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-  return redis.call('ZCARD', k)
+  return redis.call('ZCOUNT', k, '(' .. now, '+inf')
 end
 local function banBlocks(k, exempt)
   local v = redis.call('GET', k)
@@ -205,7 +207,11 @@ local function addWin(k, span, keep)
 end
 local function trim(k, limit)
   local n = redis.call('ZCARD', k)
-  if n > limit then redis.call('ZREMRANGEBYRANK', k, 0, n - limit - 1) end
+  if n > limit then
+    redis.call('ZREMRANGEBYRANK', k, 0, n - limit - 1)
+    n = limit
+  end
+  return n
 end
 if outcome == 'p' then
   redis.call('DEL', KEYS[2])
@@ -219,11 +225,9 @@ if outcome == 'p' then
   local ccN, ccWin = tonumber(ARGV[22]), tonumber(ARGV[23])
   if ccN > 0 and string.match(country, '^[A-Z][A-Z]$') then
     redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - ccWin)
-    local isNew = redis.call('ZSCORE', KEYS[12], country) == false
-    redis.call('ZADD', KEYS[12], now, country)
-    trim(KEYS[12], 16)
+    local isNew = redis.call('ZADD', KEYS[12], now, country) == 1
+    local n = trim(KEYS[12], 16)
     redis.call('PEXPIRE', KEYS[12], ccWin)
-    local n = redis.call('ZCARD', KEYS[12])
     if isNew and n > ccN then
       local ccs = redis.call('ZRANGE', KEYS[12], 0, -1)
       local reason = 'logins from ' .. n .. ' countries within ' .. ARGV[32]
