@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,7 +26,14 @@ const retryEvery = time.Second
 // hands over the bans it made meanwhile and reloads the list. A feed
 // trimmed past the last entry seen (the node was too far behind) also
 // reloads the list.
+//
+// It also renews the leases of this node's attempts in flight (lease.go)
+// and wakes this node's waits on releases elsewhere (wake.go).
 func (s *Store) Run(ctx context.Context, g *guard.Guard) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.renewLeases(ctx) })
+	wg.Go(func() { s.listenWake(ctx, g) })
 	last := "" // "": resynchronize first
 	for ctx.Err() == nil {
 		if last == "" {

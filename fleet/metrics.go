@@ -16,7 +16,7 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mailgate_shared_state_seconds",
-			Help:    "Round-trip time of one call to the shared store, by operation (begin, finish, ban, lift, unlock, lockouts, feed, reload).",
+			Help:    "Round-trip time of one call to the shared store, by operation (begin, finish, renew, ban, lift, unlock, lockouts, feed, reload).",
 			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .05, .25, 1},
 		}, []string{"op"}),
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -25,6 +25,8 @@ import "github.com/redis/go-redis/v9"
 //	13 bans index of bans                   ZSET prefix -> until ms
 //	14 locks index of lockouts              ZSET login -> until ms (compromised: +inf)
 //	15 feed change feed                     STREAM op, p, v
+//	16 fx   pair windows of the login       ZSET address -> ms (guard.window)
+//	17 waits lease sets waited on           ZSET lease set key -> ms (mark end)
 //	then per counted network: fn (failures), ln (leases), b (ban), o (offences)
 //
 // Times are milliseconds since the epoch, from the node (ARGV), so one
@@ -32,12 +34,15 @@ import "github.com/redis/go-redis/v9"
 
 const luaCommon = `
 local now = tonumber(ARGV[1])
+local NB = 17 -- the last fixed key; the networks' keys follow
 local function fails(k, span)
   return redis.call('ZCOUNT', k, '(' .. (now - span), '+inf')
 end
+-- Leases not yet ended (one command: a lease a dead node left behind is
+-- not counted, and goes with its set, which expires a lease after the
+-- last reservation in it).
 local function inflight(k)
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-  return redis.call('ZCARD', k)
+  return redis.call('ZCOUNT', k, '(' .. now, '+inf')
 end
 local function banBlocks(k, exempt)
   local v = redis.call('GET', k)
@@ -63,7 +68,10 @@ end
 // ARGV: 1 now, 2 lease, 3 lease expiry, 4 home network, 5 window,
 // 6 lockout.window, 7 per_ip_after, 8 lockout.after, 9 ip_after,
 // 10 exemption.max_failures, 11 network_after, 12 remember_success,
-// 13 number of networks, 14 lease ms.
+// 13 number of networks, 14 lease ms, 15 how long a wait mark lasts.
+//
+// A wait (code 2) marks the lease set that holds the attempt back in
+// waits, so that finishScript announces its releases.
 //
 // Returns {code, reason, address failures, pair failures}; code 0:
 // allowed and reserved, 1: refused, 2: wait for attempts in flight,
@@ -77,7 +85,7 @@ local nn = tonumber(ARGV[13])
 local b = banBlocks(KEYS[10], exempt)
 for i = 1, nn do
   if b then break end
-  b = banBlocks(KEYS[15 + 4 * (i - 1) + 3], exempt)
+  b = banBlocks(KEYS[NB + 4 * (i - 1) + 3], exempt)
 end
 if b then return {4, b, nip, npair} end
 local remember = tonumber(ARGV[12])
@@ -91,28 +99,37 @@ if l then
 end
 local wait = 0
 local reason = ''
-local function over(f, fl, lim, what)
-  if lim <= 0 or f + fl < lim then return false end
-  if f < lim and fl > 0 then wait = 1 end
+local waitKey
+local function over(f, lk, lim, what)
+  if lim <= 0 then return false end
+  local fl = inflight(lk)
+  if f + fl < lim then return false end
+  if f < lim and fl > 0 then wait = 1; waitKey = lk end
   reason = f .. ' failures and ' .. fl .. ' attempts in flight ' .. what
   return true
 end
 local function deny()
-  if wait == 1 then return {2, reason, nip, npair} end
+  if wait == 1 then
+    local mark = tonumber(ARGV[15])
+    redis.call('ZREMRANGEBYSCORE', KEYS[17], '-inf', now)
+    redis.call('ZADD', KEYS[17], now + mark, waitKey)
+    redis.call('PEXPIRE', KEYS[17], mark)
+    return {2, reason, nip, npair}
+  end
   return {1, reason, nip, npair}
 end
-if over(npair, inflight(KEYS[5]), tonumber(ARGV[7]), 'for this login from this address') then return deny() end
+if over(npair, KEYS[5], tonumber(ARGV[7]), 'for this login from this address') then return deny() end
 local lockAfter = tonumber(ARGV[8])
 local lock = lockAfter > 0 and not isKnown
-if lock and over(fails(KEYS[3], tonumber(ARGV[6])), inflight(KEYS[6]), lockAfter, 'for this login') then return deny() end
+if lock and over(fails(KEYS[3], tonumber(ARGV[6])), KEYS[6], lockAfter, 'for this login') then return deny() end
 local ipLim = tonumber(ARGV[9])
 if exempt then ipLim = tonumber(ARGV[10]) end
-if over(nip, inflight(KEYS[4]), ipLim, 'from this address') then return deny() end
+if over(nip, KEYS[4], ipLim, 'from this address') then return deny() end
 local netAfter = tonumber(ARGV[11])
 if not exempt and netAfter > 0 then
   for i = 1, nn do
-    local base = 15 + 4 * (i - 1)
-    if over(fails(KEYS[base + 1], win), inflight(KEYS[base + 2]), netAfter, 'from the network') then return deny() end
+    local base = NB + 4 * (i - 1)
+    if over(fails(KEYS[base + 1], win), KEYS[base + 2], netAfter, 'from the network') then return deny() end
   end
 end
 local lease, exp, ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[14])
@@ -123,7 +140,7 @@ end
 reserve(KEYS[4])
 reserve(KEYS[5])
 if lock then reserve(KEYS[6]) end
-for i = 1, nn do reserve(KEYS[15 + 4 * (i - 1) + 2]) end
+for i = 1, nn do reserve(KEYS[NB + 4 * (i - 1) + 2]) end
 return {0, '', nip, npair}
 `)
 
@@ -139,7 +156,12 @@ return {0, '', nip, npair}
 // 23 compromise.window, 24 compromise.deny (0/1), 25-28 keep (address,
 // network, login, pair), 29 feed length, 30 window text, 31 lockout
 // window text, 32 compromise window text, 33 the address as a prefix,
-// then the networks as prefixes.
+// 34 the wake channel, 35 the wake message, then the networks as
+// prefixes.
+//
+// Releasing a lease set that an attempt waits on (marked in waits by
+// beginScript) publishes the wake message, so the nodes wake their
+// waiters instead of polling.
 //
 // Returns the events: {kind, prefix or login, until, duration, failures,
 // offence, reason, refuse, countries}; kind B banned, L locked,
@@ -150,7 +172,23 @@ local country, login, nn = ARGV[6], ARGV[7], tonumber(ARGV[8])
 redis.call('ZREM', KEYS[4], lease)
 redis.call('ZREM', KEYS[5], lease)
 redis.call('ZREM', KEYS[6], lease)
-for i = 1, nn do redis.call('ZREM', KEYS[15 + 4 * (i - 1) + 2], lease) end
+for i = 1, nn do redis.call('ZREM', KEYS[NB + 4 * (i - 1) + 2], lease) end
+if lease ~= '' then
+  local sets = {KEYS[4], KEYS[5], KEYS[6]}
+  for i = 1, nn do table.insert(sets, KEYS[NB + 4 * (i - 1) + 2]) end
+  -- pcall: a store user without these commands (the ACL before the
+  -- wake channel) only loses the wake-ups, never the attempt.
+  local marks = redis.pcall('ZMSCORE', KEYS[17], unpack(sets))
+  if type(marks) == 'table' and not marks.err then
+    for i = 1, #sets do
+      local m = marks[i]
+      if m and tonumber(m) > now then
+        redis.pcall('PUBLISH', ARGV[34], ARGV[35])
+        break
+      end
+    end
+  end
+end
 if outcome == 'a' then return {} end
 local win, lockWin = tonumber(ARGV[9]), tonumber(ARGV[10])
 local remember = tonumber(ARGV[21])
@@ -169,7 +207,11 @@ local function addWin(k, span, keep)
 end
 local function trim(k, limit)
   local n = redis.call('ZCARD', k)
-  if n > limit then redis.call('ZREMRANGEBYRANK', k, 0, n - limit - 1) end
+  if n > limit then
+    redis.call('ZREMRANGEBYRANK', k, 0, n - limit - 1)
+    n = limit
+  end
+  return n
 end
 if outcome == 'p' then
   redis.call('DEL', KEYS[2])
@@ -183,11 +225,9 @@ if outcome == 'p' then
   local ccN, ccWin = tonumber(ARGV[22]), tonumber(ARGV[23])
   if ccN > 0 and string.match(country, '^[A-Z][A-Z]$') then
     redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - ccWin)
-    local isNew = redis.call('ZSCORE', KEYS[12], country) == false
-    redis.call('ZADD', KEYS[12], now, country)
-    trim(KEYS[12], 16)
+    local isNew = redis.call('ZADD', KEYS[12], now, country) == 1
+    local n = trim(KEYS[12], 16)
     redis.call('PEXPIRE', KEYS[12], ccWin)
-    local n = redis.call('ZCARD', KEYS[12])
     if isNew and n > ccN then
       local ccs = redis.call('ZRANGE', KEYS[12], 0, -1)
       local reason = 'logins from ' .. n .. ' countries within ' .. ARGV[32]
@@ -205,6 +245,10 @@ end
 local exempt = isExempt(KEYS[7])
 if outcome == 'w' then
   addWin(KEYS[2], win, tonumber(ARGV[28]))
+  -- The login's index of its (login, address) windows, for Unlock.
+  redis.call('ZREMRANGEBYSCORE', KEYS[16], '-inf', now - win)
+  redis.call('ZADD', KEYS[16], now, ARGV[33])
+  redis.call('PEXPIRE', KEYS[16], win)
   local lockAfter = tonumber(ARGV[11])
   if lockAfter > 0 and not known(KEYS[9], home, remember) then
     local n = addWin(KEYS[3], lockWin, tonumber(ARGV[27]))
@@ -228,7 +272,7 @@ end
 if outcome == 'e' and exempt then return ev end
 if banBlocks(KEYS[10], exempt) then return ev end
 for i = 1, nn do
-  if banBlocks(KEYS[15 + 4 * (i - 1) + 3], exempt) then return ev end
+  if banBlocks(KEYS[NB + 4 * (i - 1) + 3], exempt) then return ev end
 end
 local function ban(bk, ok, fk, prefix, failures, reason)
   local cur = redis.call('GET', bk)
@@ -273,10 +317,10 @@ end
 local netAfter = tonumber(ARGV[14])
 if exempt or netAfter == 0 then return ev end
 for i = 1, nn do
-  local base = 15 + 4 * (i - 1)
+  local base = NB + 4 * (i - 1)
   local m = addWin(KEYS[base + 1], win, tonumber(ARGV[26]))
   if m >= netAfter then
-    ban(KEYS[base + 3], KEYS[base + 4], KEYS[base + 1], ARGV[33 + i], m,
+    ban(KEYS[base + 3], KEYS[base + 4], KEYS[base + 1], ARGV[35 + i], m,
       m .. ' distinct failures from the network in ' .. ARGV[30])
   end
 end
@@ -320,8 +364,10 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'op', 'lift', 'p', ARGV
 return had
 `)
 
-// unlockScript lifts a lockout and forgets the login's failures and
-// countries. KEYS: lockout, failures, countries, index. ARGV: login, now.
+// unlockScript lifts a lockout and forgets the login's failures,
+// countries and (login, address) windows. KEYS: lockout, failures,
+// countries, lockout index, the login's pair index, then the pair
+// windows the index named. ARGV: login, now.
 var unlockScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 local active = 0
@@ -329,7 +375,8 @@ if v then
   local u, comp = string.match(v, '^(%d+)|%d+|(%d)|')
   if comp == '1' or tonumber(u) > tonumber(ARGV[2]) then active = 1 end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
+for i = 6, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('ZREM', KEYS[4], ARGV[1])
 return active
 `)

@@ -63,6 +63,18 @@ type Store struct {
 	m       *metrics
 	kick    chan struct{} // wakes Run after the login path lost the store
 	reloads atomic.Uint64
+	// held are the leases of this node's attempts in flight, which Run
+	// renews until Finish; heldMu covers it.
+	heldMu sync.Mutex
+	held   map[string]*heldLease
+	wakeUp atomic.Bool // subscribed to the wake channel (wake.go)
+}
+
+// heldLease is one reservation of this node: the lease sets that hold
+// it, and when it was made and last renewed.
+type heldLease struct {
+	keys           []string
+	since, renewed time.Time
 }
 
 // Options are the Store's collaborators.
@@ -80,7 +92,7 @@ func New(cfg guard.SharedConfig, o Options) (*Store, error) {
 	if !cfg.Enabled() {
 		return nil, errors.New("fleet: guard.shared.addresses is empty")
 	}
-	s := &Store{cfg: cfg, log: o.Logger, now: o.Now, kick: make(chan struct{}, 1)}
+	s := &Store{cfg: cfg, log: o.Logger, now: o.Now, kick: make(chan struct{}, 1), held: map[string]*heldLease{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -258,13 +270,13 @@ func (s *Store) attemptKeys(q *guard.SharedAttempt) []string {
 	k := newKeys(s.cfg.KeyPrefix)
 	a := q.Addr.String()
 	ipP := netip.PrefixFrom(q.Addr, q.Addr.BitLen()).String()
-	out := make([]string, 0, 15+4*len(q.Nets))
+	out := make([]string, 0, fixedKeys+4*len(q.Nets))
 	out = append(out,
 		k.p+"fi:"+a, k.pair(q.Login, a), k.p+"fl:"+q.Login,
 		k.p+"li:"+a, k.p+"lp:"+k.pairTail(q.Login, a), k.p+"ll:"+q.Login,
 		k.p+"e:"+a, k.lock(q.Login), k.p+"n:"+q.Login,
 		k.ban(ipP), k.p+"o:"+ipP, k.p+"c:"+q.Login,
-		k.bans(), k.locks(), k.feed())
+		k.bans(), k.locks(), k.feed(), k.pairIndex(q.Login), k.waits())
 	for _, n := range q.Nets {
 		p := n.String()
 		out = append(out, k.p+"fn:"+p, k.p+"ln:"+p, k.ban(p), k.p+"o:"+p)
@@ -280,11 +292,12 @@ func (s *Store) Begin(ctx context.Context, q *guard.SharedAttempt) (guard.Shared
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	res, err := beginScript.Run(ctx, s.c, s.attemptKeys(q),
+	ks := s.attemptKeys(q)
+	res, err := beginScript.Run(ctx, s.c, ks,
 		ms(now), lease, ms(now.Add(s.cfg.Lease)), q.Home.String(), dms(c.Window),
 		dms(c.Lockout.Window), c.Lockout.PerIPAfter, c.Lockout.After, c.Ban.IPAfter,
 		c.Exemption.MaxFailures, c.Ban.NetworkAfter, dms(c.Lockout.RememberSuccess),
-		len(q.Nets), dms(s.cfg.Lease)).Slice()
+		len(q.Nets), dms(s.cfg.Lease), dms(waitMark)).Slice()
 	if err = s.done("begin", start, err); err != nil {
 		return guard.SharedVerdict{}, err
 	}
@@ -300,6 +313,7 @@ func (s *Store) Begin(ctx context.Context, q *guard.SharedAttempt) (guard.Shared
 	case 0:
 		v.Allow = true
 		q.Lease = lease
+		s.hold(lease, ks, len(q.Nets), now)
 	case 2:
 		v.Wait = true
 	case 3:
@@ -331,10 +345,12 @@ func (s *Store) Finish(ctx context.Context, q *guard.SharedAttempt, o guard.Outc
 	if o == guard.Abandoned && q.Lease == "" {
 		return nil, nil
 	}
+	s.unhold(q.Lease)
 	now := s.now()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	keep := guard.KeepLimits(c)
+	k := newKeys(s.cfg.KeyPrefix)
 	deny := 0
 	if c.Compromise.Deny {
 		deny = 1
@@ -349,6 +365,7 @@ func (s *Store) Finish(ctx context.Context, q *guard.SharedAttempt, o guard.Outc
 		keep[0], keep[1], keep[2], keep[3], s.cfg.FeedLength,
 		c.Window.String(), c.Lockout.Window.String(), c.Compromise.Window.String(),
 		netip.PrefixFrom(q.Addr, q.Addr.BitLen()).String(),
+		k.wake(), s.wakeMessage(q),
 	}
 	for _, n := range q.Nets {
 		args = append(args, n.String())
@@ -465,31 +482,31 @@ func (s *Store) RemoveBan(ctx context.Context, p netip.Prefix) (bool, error) {
 	return n == 1, s.done("lift", start, err)
 }
 
-// Unlock implements guard.Shared. The (login, address) windows are found
-// by a SCAN over the login's keys: an admin action, rare, that must let
-// the owner in from her own address too.
+// Unlock implements guard.Shared. The (login, address) windows are
+// found through the login's index of them (kept by finishScript with the
+// windows' own lifetime), never by a scan of the keyspace: an unlock
+// touches only the login's keys. Two round trips: read the index, then
+// one script that deletes everything at once.
 func (s *Store) Unlock(ctx context.Context, login string) (bool, error) {
 	k := newKeys(s.cfg.KeyPrefix)
 	ctx, cancel := context.WithTimeout(ctx, 4*s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	n, err := unlockScript.Run(ctx, s.c, []string{k.lock(login), k.p + "fl:" + login, k.p + "c:" + login, k.locks()},
-		login, ms(s.now())).Int()
+	addrs, err := s.c.ZRange(ctx, k.pairIndex(login), 0, -1).Result()
 	if err = s.done("unlock", start, err); err != nil {
 		return false, err
 	}
-	iter := s.c.Scan(ctx, 0, k.pairPattern(login), 1000).Iterator()
-	var pairs []string
-	for iter.Next(ctx) {
-		pairs = append(pairs, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		return n == 1, s.done("unlock", start, err)
-	}
-	if len(pairs) > 0 {
-		if err := s.c.Del(ctx, pairs...).Err(); err != nil {
-			return n == 1, s.done("unlock", start, err)
+	ks := []string{k.lock(login), k.p + "fl:" + login, k.p + "c:" + login, k.locks(), k.pairIndex(login)}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			continue
 		}
+		ks = append(ks, k.pair(login, p.Addr().String()))
+	}
+	n, err := unlockScript.Run(ctx, s.c, ks, login, ms(s.now())).Int()
+	if err = s.done("unlock", start, err); err != nil {
+		return false, err
 	}
 	return n == 1, nil
 }
@@ -559,6 +576,10 @@ func (k keys) bans() string             { return k.p + "bans" }
 func (k keys) locks() string            { return k.p + "locks" }
 func (k keys) lock(login string) string { return k.p + "k:" + login }
 func (k keys) feed() string             { return k.p + "feed" }
+func (k keys) waits() string            { return k.p + "waits" }
+
+// wake is the pub/sub channel of releases that attempts wait on.
+func (k keys) wake() string { return k.p + "wake" }
 
 // pairTail frames the login by its length, so no login can make its
 // (login, address) key another's, and Unlock can match the login's keys.
@@ -568,21 +589,8 @@ func (k keys) pairTail(login, addr string) string {
 
 func (k keys) pair(login, addr string) string { return k.p + "fp:" + k.pairTail(login, addr) }
 
-// pairPattern matches the (login, address) failure keys of login.
-func (k keys) pairPattern(login string) string {
-	return globEscape(k.p+"fp:"+strconv.Itoa(len(login))+":"+login+"|") + "*"
-}
-
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\^`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+// pairIndex is the login's index of its (login, address) windows.
+func (k keys) pairIndex(login string) string { return k.p + "fx:" + login }
 
 var _ guard.Shared = (*Store)(nil)
 

@@ -89,7 +89,8 @@ type SharedConfig struct {
 	FailClosed bool `yaml:"fail_closed"`
 	// Timeout bounds each call to the store.
 	Timeout time.Duration `yaml:"timeout"`
-	// Lease is how long a reservation outlives a node that crashed.
+	// Lease is how long a reservation outlives a node that crashed; the
+	// node renews it every third of that while the attempt is alive.
 	Lease time.Duration `yaml:"lease"`
 	// FeedLength is how many changes the feed keeps for nodes that
 	// resume it; a node further behind reloads the whole ban list.
@@ -261,7 +262,7 @@ func Defaults() Config {
 		MaxTracked:     100_000,
 		Shared: SharedConfig{
 			KeyPrefix: "mailgate:", Timeout: 250 * time.Millisecond,
-			Lease: 2 * time.Minute, FeedLength: 10000,
+			Lease: 15 * time.Second, FeedLength: 10000,
 		},
 	}
 }

@@ -7,12 +7,15 @@ package guard
 // seam is small on purpose:
 //
 //   - Attempt.Begin asks the store once (Shared.Begin) for an untrusted
-//     source; the store decides and reserves atomically, across nodes. A
-//     wait for attempts in flight on other nodes polls the store.
+//     source; the store decides and reserves atomically, across nodes.
 //   - Attempt.Finish tells the store once (Shared.Finish): it records the
 //     outcome, releases the reservation and returns the events it raised,
 //     which this node logs (each event is logged once, by the node whose
 //     attempt raised it).
+//   - A wait for attempts in flight on other nodes is woken by the store
+//     (WakeShared, when one of them ends; WakeAllShared, when the store's
+//     wake-ups resume or stop) and polls the store only while the store
+//     cannot wake it (WakeFeed), with a capped back-off.
 //   - Accept never asks the store: it reads the local ban table, which
 //     the store's change feed keeps a copy of (ApplyBan, ApplyLift,
 //     ReplaceBans), together with the bans this node raised itself.
@@ -93,11 +96,66 @@ type SharedVerdict struct {
 	IPFails, PairFails int
 }
 
-// sharedPoll bounds a wait for attempts in flight on other nodes: the
-// store is asked again after sharedPoll plus a random part of it (so
-// waiters do not ask all at once); the local wake-up comes sooner when
-// the attempt that holds the budget is this node's.
-const sharedPoll = 100 * time.Millisecond
+// WakeFeed is a Shared that wakes waits itself: while WakeFeedUp, the
+// end of an attempt on any node that a wait of this node is held back by
+// reaches WakeShared, so the wait need not poll.
+type WakeFeed interface {
+	WakeFeedUp() bool
+}
+
+// A wait for attempts in flight on other nodes asks the store again when
+// woken (the end of an attempt on the same keys, on this node or, through
+// the store's wake-ups, another), and otherwise after a poll interval:
+// while the store cannot wake it, sharedPoll doubling up to sharedPollMax
+// (a random half of it added, so waiters do not ask all at once); while
+// it can, sharedSafetyPoll, which only catches a node that died holding
+// the budget (its leases end without a release to announce).
+const (
+	sharedPoll       = 100 * time.Millisecond
+	sharedPollMax    = 2 * time.Second
+	sharedSafetyPoll = 5 * time.Second
+)
+
+// nextPoll is the wait before asking the store again, and the next base:
+// base doubled up to sharedPollMax, sharedSafetyPoll while the store
+// wakes waits itself. r in [0,1) is the random part.
+func nextPoll(base time.Duration, feedUp bool, r float64) (wait, next time.Duration) {
+	if feedUp {
+		return sharedSafetyPoll + time.Duration(r*float64(sharedSafetyPoll)), base
+	}
+	if base <= 0 {
+		base = sharedPoll
+	}
+	return base + time.Duration(r*float64(base/2)), min(2*base, sharedPollMax)
+}
+
+// WakeShared wakes one of this node's waits per key of an attempt (its
+// address, login and networks) that ended on another node.
+func (g *Guard) WakeShared(addr netip.Addr, login string, nets []netip.Prefix) {
+	keys := []wakeKey{addr, loginWake(login)}
+	for _, p := range nets {
+		keys = append(keys, p)
+	}
+	g.mu.Lock()
+	g.wakeShared(keys)
+	g.mu.Unlock()
+}
+
+// WakeAllShared wakes every wait for attempts on other nodes: the
+// store's wake-ups resumed (one may have been missed) or stopped (the
+// waits must poll).
+func (g *Guard) WakeAllShared() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, q := range g.sharedWait {
+		for _, ch := range q {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
 
 // queueShared adds ch to the waiters on each of keys. mu is held.
 func (g *Guard) queueShared(keys []wakeKey, ch chan struct{}) {
@@ -186,6 +244,9 @@ func (a *Attempt) beginShared(ctx context.Context) (v Verdict, ok bool) {
 	}
 	q := &SharedAttempt{Config: &r.cfg, Login: a.login, Addr: a.addr, Nets: r.networks(a.addr), Home: r.homeNet(a.addr)}
 	var start time.Time
+	var poll time.Duration
+	woken := false
+	feed, _ := s.(WakeFeed)
 	for {
 		// The round trip is bounded by the store's own timeout; ctx
 		// bounds only the wait for attempts in flight.
@@ -202,25 +263,37 @@ func (a *Attempt) beginShared(ctx context.Context) (v Verdict, ok bool) {
 		}
 		delay := r.tarpit(max(sv.IPFails, sv.PairFails))
 		if !sv.Wait {
+			if woken && !sv.Allow {
+				// Woken, but refused for another reason now (the ending
+				// attempt failed): the place it freed is not taken, so
+				// the next waiter asks in turn.
+				g.mu.Lock()
+				g.wakeShared(a.keys(r))
+				g.mu.Unlock()
+			}
 			a.sq = q
 			return Verdict{Allow: sv.Allow, Reason: sv.Reason, Locked: sv.Locked, Delay: delay}, true
 		}
 		if start.IsZero() {
 			start = g.now()
 		}
-		// Woken by the end of one of this node's own attempts on the
-		// same keys (one waiter per ending attempt: each wake-up costs
-		// a round trip, and one ending attempt frees one place), by
-		// other nodes' through the poll.
+		// Woken by the end of an attempt on the same keys, on this node
+		// or another (one waiter per ending attempt: each wake-up costs
+		// a round trip, and one ending attempt frees one place), or by
+		// the poll.
 		keys := a.keys(r)
 		ch := make(chan struct{}, 1)
 		g.mu.Lock()
 		g.queueShared(keys, ch)
 		g.mu.Unlock()
-		t := time.NewTimer(sharedPoll + time.Duration(rand.Int64N(int64(sharedPoll))))
+		wait, next := nextPoll(poll, feed != nil && feed.WakeFeedUp(), rand.Float64())
+		poll = next
+		t := time.NewTimer(wait)
+		woken = false
 		select {
 		case <-ctx.Done():
 		case <-ch:
+			woken = true
 		case <-t.C:
 		}
 		t.Stop()

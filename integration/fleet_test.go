@@ -31,10 +31,10 @@ import (
 )
 
 // fleetACL is the user docs/fleet.md asks for, as a redis.conf line.
-const fleetACL = "user mailgate on >fleet-store-password-0123 ~mailgate:* resetchannels -@all +@connection " +
+const fleetACL = "user mailgate on >fleet-store-password-0123 ~mailgate:* resetchannels &mailgate:* -@all +@connection " +
 	"+evalsha +eval +script|load +get +set +del +mget +zadd +zrem +zcard +zcount +zscore " +
-	"+zrange +zrangebyscore +zremrangebyscore +zremrangebyrank +pexpire +xadd +xread " +
-	"+xinfo|stream +scan +select"
+	"+zmscore +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank +pexpire +xadd +xread " +
+	"+xinfo|stream +publish +subscribe +select"
 
 // The store's users: mailgate's, the tests' own (to look into the store
 // and trim the feed), and the default user off.
