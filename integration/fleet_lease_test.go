@@ -134,7 +134,7 @@ guard:
 		}
 		return n
 	}
-	if !waitFor(func() bool { return leases() == 1 }, 20*time.Second) {
+	if !waitFor(func() bool { return leases() == 1 }, eventually) {
 		t.Fatalf("no reservation of the login in the store: %d", leases())
 	}
 	const defaultLease = 15 * time.Second

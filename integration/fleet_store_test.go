@@ -94,7 +94,7 @@ func startStoreNode(t testing.TB, c guard.Config) *storeNode {
 	var once sync.Once
 	n := &storeNode{g: g, s: s, stop: func() { once.Do(func() { cancel(); wg.Wait(); s.Close() }) }}
 	t.Cleanup(n.stop)
-	if !waitFor(s.Up, 10*time.Second) {
+	if !waitFor(s.Up, eventually) {
 		t.Fatal("store not up within 10s")
 	}
 	return n

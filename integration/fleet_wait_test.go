@@ -46,7 +46,7 @@ func TestFleetWaitsAreWokenNotPolled(t *testing.T) {
 	rs := redisOnly(t, "")
 	c := storeGuardConfig(t, rs.Addr()) // ip_after 3
 	a, b := startStoreNode(t, c), startStoreNode(t, c)
-	if !waitFor(func() bool { return a.s.WakeFeedUp() && b.s.WakeFeedUp() }, 10*time.Second) {
+	if !waitFor(func() bool { return a.s.WakeFeedUp() && b.s.WakeFeedUp() }, eventually) {
 		t.Fatal("the nodes did not subscribe to the wake channel within 10s")
 	}
 	const src = "198.51.100.50"
