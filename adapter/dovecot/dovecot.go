@@ -15,9 +15,14 @@
 // AUTHFAILED line is written as the proxy writes it.
 //
 // Whatever goes wrong, the answer is HTTP 200 with a status: Dovecot
-// treats an HTTP error or a timeout as "accept" unless
-// auth_policy_reject_on_fail is set, so an invalid request must get -1,
-// never a 4xx or a slow answer.
+// (auth-policy.c) takes a status below 0 as a refusal, 0 as "go on" and
+// N > 0 as "wait N seconds, then go on", but an HTTP error, a timeout or
+// an answer it cannot parse as "no opinion" unless
+// auth_policy_reject_on_fail is set. So every refusal of mailgate's,
+// including a request without the secret (Protect), with another method
+// or an unknown command, gets 200 and -1, never a 4xx or a slow answer:
+// a secret rotated on one side only must refuse logins, not switch the
+// policy off.
 package dovecot
 
 import (
@@ -133,6 +138,47 @@ type Handler struct {
 	log  *slog.Logger
 	park *parking
 	now  func() time.Time
+	// badLog bounds the WARN lines for requests Dovecot does not send
+	// (another method, an unknown command).
+	badLog adapter.LogLimit
+}
+
+// refusal is the answer that makes Dovecot refuse the login.
+const refusal = `{"status":-1,"msg":""}` + "\n"
+
+// refuse answers -1 with HTTP 200, the refusal Dovecot acts on whatever
+// auth_policy_reject_on_fail says.
+func refuse(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, refusal)
+}
+
+// commandLabel is r's command as a metric label: allow, report or other
+// (a bounded set whatever the caller sends).
+func commandLabel(r *http.Request) string {
+	switch c := r.URL.Query().Get("command"); c {
+	case "allow", "report":
+		return c
+	}
+	return "other"
+}
+
+// Protect puts h behind the shared secret in force (secret returns it; a
+// reload may replace it). A request without it is refused as Dovecot
+// reads a refusal, HTTP 200 and -1, logged at most once a minute and
+// counted with result "unauthorized": a wrong secret on either side
+// refuses every login until it is fixed, it never lets logins through
+// unchecked.
+func Protect(secret func() *adapter.Secret, h *Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sec := secret(); !sec.OK(r) {
+			sec.LogRefusal(r)
+			h.o.Metrics.request(commandLabel(r), "unauthorized")
+			refuse(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // New returns the handler.
@@ -178,15 +224,22 @@ func (h *Handler) abandon(ps []*parked, reason string) {
 
 // ServeHTTP answers one request: POST ?command=allow or ?command=report.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "POST only", http.StatusMethodNotAllowed)
-		return
-	}
-	cmd := r.URL.Query().Get("command")
-	if cmd != "allow" && cmd != "report" {
-		// Dovecot sends no other command; a 400 here cannot open a login.
-		http.Error(w, "command must be allow or report", http.StatusBadRequest)
+	cmd := commandLabel(r)
+	if r.Method != http.MethodPost || cmd == "other" {
+		// Dovecot POSTs allow and report only: this is no Dovecot of
+		// ours, or one configured wrong (auth_policy_server_url). -1,
+		// which refuses an allow and means nothing to a report.
+		result, why := "bad_command", "the command is not allow or report"
+		if r.Method != http.MethodPost {
+			result, why = "bad_method", "the method is not POST"
+		}
+		if ok, quiet := h.badLog.Take(); ok {
+			h.log.Warn("dovecot policy: request refused: "+why, "listener", Listener,
+				"method", logfield.Clean(r.Method, 16), "command", logfield.Clean(r.URL.Query().Get("command"), 32),
+				"not_logged_before", quiet)
+		}
+		h.o.Metrics.request(cmd, result)
+		refuse(w)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))

@@ -415,11 +415,6 @@ func TestInvalidAllowIsRefused(t *testing.T) {
 	if strings.Contains(e.log.String(), "\nmsg=AUTHPASS") {
 		t.Fatalf("the login split a log line:\n%s", e.log.String())
 	}
-	rec := httptest.NewRecorder()
-	e.h.ServeHTTP(rec, httptest.NewRequest("GET", "/?command=allow", nil))
-	if rec.Code != http.StatusMethodNotAllowed {
-		t.Fatalf("GET: %d", rec.Code)
-	}
 }
 
 // Run ends every parked attempt when its context ends.
