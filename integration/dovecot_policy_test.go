@@ -66,6 +66,13 @@ type policyStack struct {
 // (denied), the others GB (allowed), by mailgate's geo overrides.
 func startPolicyStack(t *testing.T, guardYAML string) *policyStack {
 	t.Helper()
+	return startPolicyStackVia(t, guardYAML, nil)
+}
+
+// startPolicyStackVia is startPolicyStack with Dovecot calling the
+// address via returns for mailgate's adapter address (nil: mailgate's).
+func startPolicyStackVia(t *testing.T, guardYAML string, via func(mailgate string) string) *policyStack {
+	t.Helper()
 	need(t)
 	dir := t.TempDir()
 	secret := "it-dovecot-policy-secret-0123456789"
@@ -98,7 +105,11 @@ func startPolicyStack(t *testing.T, guardYAML string) *policyStack {
 		t.Fatal(err)
 	}
 	// auth_debug: Dovecot logs each request's JSON, which the test reads.
-	extra := docPolicyConf(t, addr(port), secret, "it-nonce-4f2a") + "auth_debug = yes\n"
+	target := addr(port)
+	if via != nil {
+		target = via(target)
+	}
+	extra := docPolicyConf(t, target, secret, "it-nonce-4f2a") + "auth_debug = yes\n"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := mailstack.Start(ctx, mailstack.Options{Users: users, Dir: sdir, Name: "mailgate-policy", NoTLS: true,

@@ -8,11 +8,15 @@
 // reservations; its tarpit becomes status N, which Dovecot waits), then
 // the policy, and answers {"status": -1 | 0 | N, "msg": ""}. The message
 // stays empty: Dovecot would show it to the client. An allowed attempt
-// is parked (park.go) until Dovecot's second allow (after the password
-// was verified, auth_policy_check_after_auth) or its report says how it
-// ended; then the guard counts it, by Dovecot's password hash in a
-// namespace of its own (guard.AttemptHashed), and the one AUTHPASS or
-// AUTHFAILED line is written as the proxy writes it.
+// is parked (park.go) until Dovecot's report says how it ended; then the
+// guard counts it, by Dovecot's password hash in a namespace of its own
+// (guard.AttemptHashed), and the one AUTHPASS or AUTHFAILED line is
+// written as the proxy writes it. Only a report with success true is
+// proof of a right password. An allow carries nothing that tells the
+// after-auth check (auth_policy_check_after_auth) from a retry of the
+// same password in the same session whose report was lost or is late,
+// so a second allow for a parked attempt is judged as a new attempt and
+// the first ends uncounted, never as a success.
 //
 // Whatever goes wrong, the answer is HTTP 200 with a status: Dovecot
 // (auth-policy.c) takes a status below 0 as a refusal, 0 as "go on" and
@@ -214,9 +218,7 @@ func (h *Handler) Run(ctx context.Context) {
 func (h *Handler) abandon(ps []*parked, reason string) {
 	for _, p := range ps {
 		p.att.Finish(guard.Abandoned, "")
-		if !p.passed {
-			h.log.Debug("dovecot policy: allowed attempt ended without its report", "cid", p.cid, "why", reason)
-		}
+		h.log.Debug("dovecot policy: allowed attempt ended without its report", "cid", p.cid, "why", reason)
 	}
 	h.o.Metrics.abandoned(reason, len(ps))
 	h.o.Metrics.setParked(h.park.len())
@@ -295,9 +297,13 @@ func (h *Handler) allow(ctx context.Context, req request, perr error) int {
 	}
 	a := h.newAttempt(req, "")
 	if perr == nil {
-		if p := h.park.take(a.key); p != nil && !p.passed {
-			// The second allow, after Dovecot verified the password.
-			return h.verified(ctx, p, req)
+		if p := h.park.take(a.key); p != nil {
+			// The same attempt again, before its report: a retry whose
+			// report was lost or is late, or Dovecot's after-auth check.
+			// Neither is proof of a right password: the first ends
+			// uncounted (its reservation freed before this one asks) and
+			// this one is judged as any other.
+			h.abandon([]*parked{p}, "replaced")
 		}
 	}
 	att := h.o.Guard.AttemptHashed(scheme, req.Login, req.Remote, req.PWHash)
@@ -366,25 +372,6 @@ func (h *Handler) put(p *parked) {
 	h.o.Metrics.setParked(h.park.len())
 }
 
-// verified records the success that Dovecot's after-auth allow stands
-// for, and answers it: -1 when the success raised a denying compromise
-// signal (Dovecot then refuses the login it had verified), else 0.
-func (h *Handler) verified(ctx context.Context, p *parked, req request) int {
-	a := h.newAttempt(req, p.cid)
-	evs := p.att.Finish(guard.Passed, p.d.Location.Country)
-	h.logEvents(ctx, evs)
-	// A marker until the report, which must not count the login again.
-	h.put(&parked{key: p.key, cid: p.cid, passed: true, expires: h.now().Add(h.o.Config.Lease)})
-	if compromised(evs) {
-		h.decision(ctx, a, "AUTHFAILED", "guard: login compromised", p.d)
-		h.o.Metrics.request("allow", "reject")
-		return -1
-	}
-	h.decision(ctx, a, "AUTHPASS", p.d.Reason, p.d)
-	h.o.Metrics.request("allow", "accept")
-	return 0
-}
-
 // report takes ?command=report: the outcome of an attempt allow saw
 // (or did not see: a lost place, auth_policy_check_before_auth = no).
 func (h *Handler) report(req request, perr error) {
@@ -412,11 +399,6 @@ func (h *Handler) report(req request, perr error) {
 			p.att.Finish(guard.Abandoned, "")
 		}
 		h.o.Metrics.request("report", "policy_reject")
-		return
-	case p != nil && p.passed:
-		// The after-auth allow recorded the success; a failure after it
-		// (a userdb problem) is no wrong password.
-		h.o.Metrics.request("report", map[bool]string{true: "success", false: "failure"}[req.Success])
 		return
 	}
 	var att *guard.Attempt

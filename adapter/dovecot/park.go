@@ -13,9 +13,9 @@ import (
 // Dovecot's allow and report are separate requests that name no attempt.
 // An allowed attempt is parked under what both requests carry, the
 // login, the remote address, Dovecot's session id and the password hash,
-// until its report (or the second allow that auth_policy_check_after_auth
-// sends once the password was right) comes. A session runs one
-// authentication at a time, so the key finds the right attempt.
+// until its report comes. A session runs one authentication at a time,
+// so the key finds the right attempt; a second allow under a parked key
+// replaces it (Handler.allow).
 //
 // A parked attempt holds its guard reservation (so parallel guesses meet
 // the thresholds as they do at the proxy) for at most its lease; one
@@ -39,10 +39,7 @@ type parked struct {
 	d       policy.Decision
 	cid     string    // the id on its log lines
 	expires time.Time // end of the lease
-	// passed: a marker left by the after-auth allow, which recorded the
-	// success (att is nil); the report only removes it.
-	passed bool
-	elem   *list.Element
+	elem    *list.Element
 }
 
 // parking is the table of parked attempts. Safe for concurrent use.
