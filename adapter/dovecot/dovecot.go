@@ -60,8 +60,14 @@ const scheme = "dovecot"
 
 // Defaults of Config.
 const (
-	DefaultLease     = 30 * time.Second
+	// DefaultLease: Dovecot reports as soon as it has checked the
+	// password (before its failure delay), in milliseconds for a local
+	// passdb; a report later than the lease is still counted.
+	DefaultLease     = 5 * time.Second
 	DefaultMaxParked = 10000
+	// maxLease bounds the lease: a reservation held longer serves no
+	// guard purpose and lets allows without reports hold logins back.
+	maxLease = 30 * time.Second
 )
 
 // beginWait bounds how long an allow waits for attempts in flight that
@@ -79,10 +85,10 @@ type Config struct {
 	adapter.Config `yaml:",inline"`
 	// Lease is how long an allowed attempt waits for its report (after
 	// the tarpit Dovecot was told to wait) before it ends as Abandoned
-	// and releases its guard reservation.
+	// and releases its guard reservation; at most maxLease.
 	Lease time.Duration `yaml:"lease"`
 	// MaxParked bounds the allowed attempts waiting for their report;
-	// when full, the oldest ends as Abandoned.
+	// when full, the source holding the most gives way (park.go).
 	MaxParked int `yaml:"max_parked"`
 }
 
@@ -100,8 +106,8 @@ func (c Config) WithDefaults() Config {
 // Validate checks c (with defaults applied); key is "adapters.dovecot".
 func (c Config) Validate(key string) error {
 	errs := []error{c.Config.Validate(key)}
-	if c.Lease < time.Second || c.Lease > time.Hour {
-		errs = append(errs, fmt.Errorf("%s.lease: %v is not between 1s and 1h", key, c.Lease))
+	if c.Lease < time.Second || c.Lease > maxLease {
+		errs = append(errs, fmt.Errorf("%s.lease: %v is not between 1s and %v (Dovecot reports once it has checked the password; a later report is still counted)", key, c.Lease, maxLease))
 	}
 	if c.MaxParked < 1 || c.MaxParked > 1_000_000 {
 		errs = append(errs, fmt.Errorf("%s.max_parked: %d is not between 1 and 1000000", key, c.MaxParked))
@@ -348,7 +354,8 @@ func (h *Handler) allow(ctx context.Context, req request, perr error) int {
 		h.o.Metrics.request("allow", "reject")
 		return -1
 	}
-	p := &parked{key: a.key, att: att, d: d, cid: a.cid, expires: h.now().Add(v.Delay + h.o.Config.Lease)}
+	p := &parked{key: a.key, att: att, d: d, cid: a.cid, expires: h.now().Add(v.Delay + h.o.Config.Lease),
+		privileged: h.o.Guard.Privileged(req.Remote)}
 	h.put(p)
 	status := 0
 	if v.Delay > 0 {
@@ -362,11 +369,15 @@ func (h *Handler) allow(ctx context.Context, req request, perr error) int {
 	return status
 }
 
-// put parks p and ends the attempts it displaced.
+// put parks p and ends the attempts it displaced, or p itself when the
+// table has no room for it.
 func (h *Handler) put(p *parked) {
-	replaced, evicted := h.park.park(p)
+	replaced, evicted, ok := h.park.park(p)
 	if replaced != nil {
 		h.abandon([]*parked{replaced}, "replaced")
+	}
+	if !ok {
+		evicted = append(evicted, p)
 	}
 	h.abandon(evicted, "full")
 	h.o.Metrics.setParked(h.park.len())

@@ -23,7 +23,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_dovecot_policy_abandoned_total",
-			Help: "Allowed Dovecot logins ended without their report, by reason: lease (no report in time), full (the oldest, to make room), replaced (the same key allowed again).",
+			Help: "Allowed Dovecot logins ended without their report, by reason: lease (no report in time), full (the table was full: the source holding the most gave way, or a newcomer found only privileged attempts), replaced (the same attempt allowed again).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.requests, m.parked, m.ended)

@@ -132,7 +132,7 @@ func TestDovecotPolicyServe(t *testing.T) {
 	if strings.Contains(logBuf.String(), "take effect after a restart") || strings.Contains(logBuf.String(), "takes effect after a restart") {
 		t.Errorf("a reload that changed no listener said something waits for a restart:\n%s", logBuf.String())
 	}
-	if err := g.reload(func() (*Config, error) { return mk("RU", time.Minute), nil }); err != nil {
+	if err := g.reload(func() (*Config, error) { return mk("RU", 10*time.Second), nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logBuf.String(), "reload: adapters.dovecot.lease and max_parked take effect after a restart") {
