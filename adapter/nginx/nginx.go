@@ -353,7 +353,7 @@ func (s *session) judge(start *time.Time, floor *time.Duration) outcome {
 func (s *session) verify() error {
 	c := backend.Client{Addr: netip.AddrPortFrom(s.r.clientIP, 0), Session: s.cid}
 	if s.d.DovecotAuth != "" {
-		return backend.VerifyDovecotAuthSocket(s.ctx, s.d.DovecotOpts, s.d.DovecotAuth, c, s.r.user, s.r.pass)
+		return backend.VerifyDovecotAuthSocket(s.ctx, s.d.DovecotOpts, s.d.DovecotAuth, string(s.r.proto), c, s.r.user, s.r.pass)
 	}
 	if s.d.IMAP == nil {
 		return errors.New("no IMAP backend to verify passwords with")
