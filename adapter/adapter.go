@@ -6,8 +6,10 @@
 // Both are off by default. An adapter listens on loopback or a unix
 // socket only (the program that calls it runs on the same host), and
 // every request must carry the shared secret in a header, compared in
-// constant time; a request without it is answered 401 and logged at most
-// once per RefusalLogInterval.
+// constant time; a request without it is refused (nginx's gets 401,
+// Dovecot's a policy refusal, each as its caller reads a "no") and
+// logged at most once per RefusalLogInterval. The secret in force is
+// held by Secrets, which a reload replaces when the file changed.
 package adapter
 
 import (
@@ -24,14 +26,24 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// HTTP server limits: the callers send one small request per login.
+// HTTP server limits: the callers, on this host, send one small request
+// per login at once, so a request that takes longer to arrive is not
+// theirs and must not hold a connection and a goroutine.
 const (
-	readHeaderTimeout = 5 * time.Second
-	idleTimeout       = 60 * time.Second
-	maxHeaderBytes    = 16 << 10
+	// readHeaderTimeout bounds the request line and headers.
+	readHeaderTimeout = 2 * time.Second
+	// readTimeout bounds the whole request, body included (Dovecot's
+	// body is a few hundred octets, nginx's none).
+	readTimeout = 5 * time.Second
+	idleTimeout = 60 * time.Second
+	// maxHeaderBytes: nginx's longest headers (a 320-octet login and a
+	// 1024-octet password, each URL-escaped, and the others) stay well
+	// under it; Dovecot sends a few short headers.
+	maxHeaderBytes = 8 << 10
 	// MinSecretLen: a shorter secret is refused at start.
 	MinSecretLen = 16
 	// RefusalLogInterval bounds the WARN lines for requests without the
@@ -124,6 +136,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -144,20 +157,42 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 	return err
 }
 
+// LogLimit lets a kind of WARN line through at most once per
+// RefusalLogInterval, so a misconfigured or hostile caller cannot flood
+// the log; the lines it held back are counted on the next one. The zero
+// value is ready. Safe for concurrent use.
+type LogLimit struct {
+	mu      sync.Mutex
+	logged  time.Time
+	quieted int
+}
+
+// Take reports whether a line may be logged now and, if so, how many
+// were held back since the last one.
+func (l *LogLimit) Take() (ok bool, quieted int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if !l.logged.IsZero() && now.Sub(l.logged) < RefusalLogInterval {
+		l.quieted++
+		return false, 0
+	}
+	quieted = l.quieted
+	l.logged, l.quieted = now, 0
+	return true, quieted
+}
+
 // Secret guards a handler with a shared secret sent in a header.
 type Secret struct {
 	header string
 	sum    [32]byte
 	log    *slog.Logger
-
-	mu      sync.Mutex // guards the two below
-	logged  time.Time
-	quieted int
+	limit  *LogLimit
 }
 
 // NewSecret returns the check for secret sent in header.
 func NewSecret(header, secret string, log *slog.Logger) *Secret {
-	return &Secret{header: header, sum: sha256.Sum256([]byte(secret)), log: log}
+	return &Secret{header: header, sum: sha256.Sum256([]byte(secret)), log: log, limit: &LogLimit{}}
 }
 
 // OK reports whether r carries the secret. The hashes are compared, in
@@ -186,21 +221,48 @@ func (s *Secret) Protect(h http.Handler) http.Handler {
 // Refuse answers 401 to r, which lacks the secret, and logs it (at most
 // once per RefusalLogInterval).
 func (s *Secret) Refuse(w http.ResponseWriter, r *http.Request) {
-	s.logRefusal(r)
+	s.LogRefusal(r)
 	http.Error(w, "missing or wrong secret", http.StatusUnauthorized)
 }
 
-func (s *Secret) logRefusal(r *http.Request) {
-	s.mu.Lock()
-	now := time.Now()
-	if !s.logged.IsZero() && now.Sub(s.logged) < RefusalLogInterval {
-		s.quieted++
-		s.mu.Unlock()
+// LogRefusal logs that r lacks the secret, at most once per
+// RefusalLogInterval, for a caller that answers r itself.
+func (s *Secret) LogRefusal(r *http.Request) {
+	ok, quiet := s.limit.Take()
+	if !ok {
 		return
 	}
-	quiet := s.quieted
-	s.logged, s.quieted = now, 0
-	s.mu.Unlock()
 	s.log.Warn("adapter request refused: missing or wrong secret", "header", s.header,
 		"path", r.URL.EscapedPath(), "remote", r.RemoteAddr, "not_logged_before", quiet)
+}
+
+// Secrets holds the secret an adapter checks, which a reload replaces
+// when secret_file holds another one (a rotation). Safe for concurrent
+// use.
+type Secrets struct {
+	header string
+	log    *slog.Logger
+	limit  *LogLimit // one for every secret in turn: a rotation is no reason for more lines
+	cur    atomic.Pointer[Secret]
+}
+
+// NewSecrets returns the holder of secret, sent in header.
+func NewSecrets(header, secret string, log *slog.Logger) *Secrets {
+	s := &Secrets{header: header, log: log, limit: &LogLimit{}}
+	s.Set(secret)
+	return s
+}
+
+// Current is the secret in force.
+func (s *Secrets) Current() *Secret { return s.cur.Load() }
+
+// Set puts secret in force and reports whether it differs from the one
+// before. Requests already checked are not affected.
+func (s *Secrets) Set(secret string) (changed bool) {
+	n := &Secret{header: s.header, sum: sha256.Sum256([]byte(secret)), log: s.log, limit: s.limit}
+	if old := s.cur.Load(); old != nil && old.sum == n.sum {
+		return false
+	}
+	s.cur.Store(n)
+	return true
 }

@@ -14,7 +14,8 @@ package backend
 // Dovecot's own password check, so a pool is not worth its failure modes
 // (a half-dead shared connection failing many logins at once).
 //
-// Every field we send is ours: the service name, addresses formatted from
+// Every field we send is ours: the service name (imap, pop3 or smtp, the
+// protocol of the login), addresses formatted from
 // netip values, the session id only when it is plain alphanumeric, and the
 // credentials inside base64. The server's lines are read bounded
 // (maxLineLen, maxReplyLines) and parsed strictly.
@@ -57,11 +58,18 @@ func DovecotAuthNetwork(addr string) (network, address string, err error) {
 	return "tcp", addr, nil
 }
 
-// dovecotAuth checks user and pass for c on the auth socket at addr. It
-// returns nil (password right), ErrAuthFailed (wrong password, unknown or
+// dovecotServices are the services a check may name: Dovecot's own
+// protocol names for the logins mailgate judges.
+var dovecotServices = map[string]bool{"imap": true, "pop3": true, "smtp": true}
+
+// dovecotAuth checks user and pass for c, a login to service, on the auth
+// socket at addr. It returns nil (password right), ErrAuthFailed (wrong password, unknown or
 // disabled user) or ErrUnavailable (socket down, timeout, FAIL with temp,
 // anything unexpected).
-func dovecotAuth(ctx context.Context, o Options, addr string, c Client, user, pass string) error {
+func dovecotAuth(ctx context.Context, o Options, addr, service string, c Client, user, pass string) error {
+	if !dovecotServices[service] {
+		return fmt.Errorf("%w: dovecot-auth: service %q is not imap, pop3 or smtp", ErrUnavailable, service)
+	}
 	network, address, err := DovecotAuthNetwork(addr)
 	if err != nil {
 		return fmt.Errorf("%w: dovecot-auth: %v", ErrUnavailable, err)
@@ -87,7 +95,7 @@ func dovecotAuth(ctx context.Context, o Options, addr string, c Client, user, pa
 	if err := cn.write([]byte("VERSION\t1\t2\nCPID\t" + strconv.Itoa(os.Getpid()) + "\n")); err != nil {
 		return err
 	}
-	req := dovecotAuthRequest(c)
+	req := dovecotAuthRequest(service, c)
 	if err := cn.writeSecret([]byte(req+"\tresp="+saslPlain(user, pass)+"\n"), req+"\tresp="); err != nil {
 		return err
 	}
@@ -99,9 +107,9 @@ func dovecotAuth(ctx context.Context, o Options, addr string, c Client, user, pa
 }
 
 // dovecotAuthRequest is the AUTH line up to resp=, all of it ours.
-func dovecotAuthRequest(c Client) string {
+func dovecotAuthRequest(service string, c Client) string {
 	var b strings.Builder
-	b.WriteString("AUTH\t" + dovecotAuthID + "\tPLAIN\tservice=smtp")
+	b.WriteString("AUTH\t" + dovecotAuthID + "\tPLAIN\tservice=" + service)
 	if c.Local.IsValid() {
 		b.WriteString("\tlip=" + c.Local.Addr().Unmap().WithZone("").String() + "\tlport=" + strconv.Itoa(int(c.Local.Port())))
 	}

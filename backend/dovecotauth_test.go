@@ -65,7 +65,7 @@ func TestDovecotAuthVerdicts(t *testing.T) {
 			})
 			c := testClient
 			c.TLS = &tls.ConnectionState{Version: tls.VersionTLS13}
-			err := dovecotAuth(withTimeout(t), testOpts(t, srv.addr()), srv.addr(), c, "alice", "s3cret")
+			err := dovecotAuth(withTimeout(t), testOpts(t, srv.addr()), srv.addr(), "smtp", c, "alice", "s3cret")
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
@@ -86,16 +86,16 @@ func TestDovecotAuthVerdicts(t *testing.T) {
 func TestDovecotAuthRequestFields(t *testing.T) {
 	c := testClient
 	c.Session = "x\tresp=AGEAYg=="
-	if got := dovecotAuthRequest(c); strings.Contains(got, "session") || strings.Count(got, "\t") != 7 {
+	if got := dovecotAuthRequest("smtp", c); strings.Contains(got, "session") || strings.Count(got, "\t") != 7 {
 		t.Fatalf("request %q", got)
 	}
 }
 
 func TestDovecotAuthDown(t *testing.T) {
 	srv := newFakeServer(t, func(fc *fakeConn) {}) // accepts and closes
-	err := dovecotAuth(withTimeout(t), testOpts(t, srv.addr()), srv.addr(), testClient, "alice", "s3cret")
+	err := dovecotAuth(withTimeout(t), testOpts(t, srv.addr()), srv.addr(), "smtp", testClient, "alice", "s3cret")
 	wantErr(t, err, ErrNoService)
-	err = dovecotAuth(context.Background(), testOpts(t, "127.0.0.1:1"), t.TempDir()+"/no-such-socket", testClient, "alice", "s3cret")
+	err = dovecotAuth(context.Background(), testOpts(t, "127.0.0.1:1"), t.TempDir()+"/no-such-socket", "smtp", testClient, "alice", "s3cret")
 	wantErr(t, err, ErrNoService)
 }
 
@@ -142,7 +142,7 @@ func FuzzDovecotAuth(f *testing.F) {
 	f.Add([]byte("VERSION\t2\t0\n"))
 	f.Fuzz(func(t *testing.T, script []byte) {
 		fuzzBackend(t, script, func(ctx context.Context, o Options) (*Session, error) {
-			err := dovecotAuth(ctx, o, o.Address, testClient, "alice", "s3cret")
+			err := dovecotAuth(ctx, o, o.Address, "smtp", testClient, "alice", "s3cret")
 			if err == nil && !strings.Contains("\n"+string(script), "\nOK\t1") {
 				t.Fatalf("accepted without OK for our id: %q", script)
 			}

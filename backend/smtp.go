@@ -168,7 +168,7 @@ func (b *SMTP) verify(ctx context.Context, c Client, user, pass string) error {
 		return nil
 	}
 	if b.Verify == VerifyDovecotAuth {
-		if err := dovecotAuth(ctx, b.Opts.withDefaults(), b.DovecotAuth, c, user, pass); err != nil {
+		if err := dovecotAuth(ctx, b.Opts.withDefaults(), b.DovecotAuth, "smtp", c, user, pass); err != nil {
 			return err
 		}
 		b.cache.add(user, pass)

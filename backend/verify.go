@@ -28,11 +28,13 @@ func (b *IMAP) Verify(ctx context.Context, c Client, user, pass string) error {
 
 // VerifyDovecotAuthSocket checks user and pass on Dovecot's auth socket
 // at addr (an absolute path or host:port, as backends.smtp.dovecot_auth),
-// with o's timeouts and logger. Dovecot sees service=smtp. It returns
-// nil, ErrAuthFailed or ErrUnavailable (wrapped).
-func VerifyDovecotAuthSocket(ctx context.Context, o Options, addr string, c Client, user, pass string) error {
+// with o's timeouts and logger, for a login to service: "imap", "pop3" or
+// "smtp", the service Dovecot's passdb and its per-protocol settings see
+// (anything else is refused, unsent). It returns nil, ErrAuthFailed or
+// ErrUnavailable (wrapped).
+func VerifyDovecotAuthSocket(ctx context.Context, o Options, addr, service string, c Client, user, pass string) error {
 	if err := checkCredentials(user, pass); err != nil {
 		return err
 	}
-	return dovecotAuth(ctx, o.withDefaults(), addr, c, user, pass)
+	return dovecotAuth(ctx, o.withDefaults(), addr, service, c, user, pass)
 }

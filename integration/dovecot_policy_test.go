@@ -54,6 +54,10 @@ type policyStack struct {
 	dovecot *mailstack.Stack
 	m       *Mailgate
 	cfg     *cfg
+	// render is mailgate's config as launched (for Reload); secretFile
+	// its adapters.dovecot.secret_file, secret what it and Dovecot hold.
+	render             func() string
+	secretFile, secret string
 }
 
 // startPolicyStack starts mailgate with adapters.dovecot and guardYAML
@@ -61,6 +65,13 @@ type policyStack struct {
 // Clients log in to Dovecot directly from 127.0.0.x: 127.0.0.2 is RU
 // (denied), the others GB (allowed), by mailgate's geo overrides.
 func startPolicyStack(t *testing.T, guardYAML string) *policyStack {
+	t.Helper()
+	return startPolicyStackVia(t, guardYAML, nil)
+}
+
+// startPolicyStackVia is startPolicyStack with Dovecot calling the
+// address via returns for mailgate's adapter address (nil: mailgate's).
+func startPolicyStackVia(t *testing.T, guardYAML string, via func(mailgate string) string) *policyStack {
 	t.Helper()
 	need(t)
 	dir := t.TempDir()
@@ -94,7 +105,11 @@ func startPolicyStack(t *testing.T, guardYAML string) *policyStack {
 		t.Fatal(err)
 	}
 	// auth_debug: Dovecot logs each request's JSON, which the test reads.
-	extra := docPolicyConf(t, addr(port), secret, "it-nonce-4f2a") + "auth_debug = yes\n"
+	target := addr(port)
+	if via != nil {
+		target = via(target)
+	}
+	extra := docPolicyConf(t, target, secret, "it-nonce-4f2a") + "auth_debug = yes\n"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := mailstack.Start(ctx, mailstack.Options{Users: users, Dir: sdir, Name: "mailgate-policy", NoTLS: true,
@@ -110,7 +125,7 @@ func startPolicyStack(t *testing.T, guardYAML string) *policyStack {
 	if err != nil {
 		t.Fatalf("policy Dovecot: %v", err)
 	}
-	return &policyStack{dovecot: st, m: m, cfg: c}
+	return &policyStack{dovecot: st, m: m, cfg: c, render: render, secretFile: secretFile, secret: secret}
 }
 
 // waitDovecot waits until a line of the policy Dovecot's log contains
@@ -165,7 +180,8 @@ func (p *policyStack) login(t *testing.T, src, user, pass string) (ok bool, secs
 // itself with its ordinary failure; repeated wrong passwords are
 // tarpitted (Dovecot waits the seconds mailgate says) and then refused,
 // the right password too; Dovecot sends the attributes the adapter reads;
-// and with mailgate stopped Dovecot fails open, as documented.
+// a secret that differs is a refusal Dovecot acts on, and a reload takes
+// the new one; with mailgate stopped Dovecot fails closed, as documented.
 func TestDovecotPolicy(t *testing.T) {
 	// Two distinct wrong passwords start the tarpit, the fourth for one
 	// (login, address) refuses it; nothing is banned or locked.
@@ -318,18 +334,54 @@ func TestDovecotPolicy(t *testing.T) {
 		}
 	})
 
-	t.Run("mailgate down fails open", func(t *testing.T) {
-		p.m.stop()
-		ok, _, text := p.login(t, ruLocal, user, pass)
-		if !ok {
-			t.Fatalf("with mailgate stopped the login was refused (%s); Dovecot fails open with auth_policy_reject_on_fail = no", text)
-		}
-		if err := waitDovecot(p.dovecot.DovecotLog, "Policy server HTTP error"); err != nil {
+	t.Run("a wrong secret refuses, a reload takes the new one", func(t *testing.T) {
+		// mailgate's secret file changes and mailgate reloads, Dovecot
+		// still sends the old secret: mailgate refuses with -1, which
+		// Dovecot acts on (a 401 it would take as no opinion).
+		const src = "127.0.0.31"
+		if err := os.WriteFile(p.secretFile, []byte("it-rotated-policy-secret-9876543210\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// Still only the right password: Dovecot checks it itself.
-		if ok, _, _ := p.login(t, ruLocal, user, wrongPass); ok {
-			t.Fatal("a wrong password passed while mailgate was down")
+		if !p.m.Reload(t, p.render()) {
+			t.Fatalf("reload refused:\n%s", p.m.Log())
+		}
+		p.m.WaitLog(t, "reload: adapters.dovecot uses the new secret from secret_file")
+		mark := len(p.dovecot.DovecotLog())
+		if ok, _, text := p.login(t, src, user, pass); ok || text != wrongText {
+			t.Fatalf("right password while the secrets differ: ok=%v %q, want the ordinary failure", ok, text)
+		}
+		if err := waitDovecot(func() string { return p.dovecot.DovecotLog()[mark:] }, "policy("+user+","+src, "Authentication failure due to policy server refusal"); err != nil {
+			t.Fatalf("Dovecot did not take mailgate's answer as a refusal: %v\n%s", err, p.dovecot.DovecotLog()[mark:])
+		}
+		if strings.Contains(p.dovecot.DovecotLog()[mark:], "Policy server HTTP error") {
+			t.Errorf("mailgate answered a wrong secret with an HTTP error:\n%s", p.dovecot.DovecotLog()[mark:])
+		}
+		p.m.WaitLog(t, "adapter request refused: missing or wrong secret")
+		// The secret Dovecot sends back in the file: the next reload
+		// takes it, and the login passes.
+		if err := os.WriteFile(p.secretFile, []byte(p.secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if !p.m.Reload(t, p.render()) {
+			t.Fatalf("reload refused:\n%s", p.m.Log())
+		}
+		if ok, _, text := p.login(t, src, user, pass); !ok {
+			t.Fatalf("right password with the secrets equal again: %s", text)
+		}
+	})
+
+	t.Run("mailgate down fails closed", func(t *testing.T) {
+		p.m.stop()
+		mark := len(p.dovecot.DovecotLog())
+		ok, _, text := p.login(t, "127.0.0.1", user, pass)
+		if ok {
+			t.Fatal("with mailgate stopped the right password passed; the page asks for auth_policy_reject_on_fail = yes, which refuses")
+		}
+		if text != wrongText {
+			t.Errorf("refusal while mailgate is down %q differs from a wrong password's %q", text, wrongText)
+		}
+		if err := waitDovecot(func() string { return p.dovecot.DovecotLog()[mark:] }, "Policy server HTTP error"); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -8,16 +8,25 @@
 // reservations; its tarpit becomes status N, which Dovecot waits), then
 // the policy, and answers {"status": -1 | 0 | N, "msg": ""}. The message
 // stays empty: Dovecot would show it to the client. An allowed attempt
-// is parked (park.go) until Dovecot's second allow (after the password
-// was verified, auth_policy_check_after_auth) or its report says how it
-// ended; then the guard counts it, by Dovecot's password hash in a
-// namespace of its own (guard.AttemptHashed), and the one AUTHPASS or
-// AUTHFAILED line is written as the proxy writes it.
+// is parked (park.go) until Dovecot's report says how it ended; then the
+// guard counts it, by Dovecot's password hash in a namespace of its own
+// (guard.AttemptHashed), and the one AUTHPASS or AUTHFAILED line is
+// written as the proxy writes it. Only a report with success true is
+// proof of a right password. An allow carries nothing that tells the
+// after-auth check (auth_policy_check_after_auth) from a retry of the
+// same password in the same session whose report was lost or is late,
+// so a second allow for a parked attempt is judged as a new attempt and
+// the first ends uncounted, never as a success.
 //
 // Whatever goes wrong, the answer is HTTP 200 with a status: Dovecot
-// treats an HTTP error or a timeout as "accept" unless
-// auth_policy_reject_on_fail is set, so an invalid request must get -1,
-// never a 4xx or a slow answer.
+// (auth-policy.c) takes a status below 0 as a refusal, 0 as "go on" and
+// N > 0 as "wait N seconds, then go on", but an HTTP error, a timeout or
+// an answer it cannot parse as "no opinion" unless
+// auth_policy_reject_on_fail is set. So every refusal of mailgate's,
+// including a request without the secret (Protect), with another method
+// or an unknown command, gets 200 and -1, never a 4xx or a slow answer:
+// a secret rotated on one side only must refuse logins, not switch the
+// policy off.
 package dovecot
 
 import (
@@ -51,8 +60,14 @@ const scheme = "dovecot"
 
 // Defaults of Config.
 const (
-	DefaultLease     = 30 * time.Second
+	// DefaultLease: Dovecot reports as soon as it has checked the
+	// password (before its failure delay), in milliseconds for a local
+	// passdb; a report later than the lease is still counted.
+	DefaultLease     = 5 * time.Second
 	DefaultMaxParked = 10000
+	// maxLease bounds the lease: a reservation held longer serves no
+	// guard purpose and lets allows without reports hold logins back.
+	maxLease = 30 * time.Second
 )
 
 // beginWait bounds how long an allow waits for attempts in flight that
@@ -70,10 +85,10 @@ type Config struct {
 	adapter.Config `yaml:",inline"`
 	// Lease is how long an allowed attempt waits for its report (after
 	// the tarpit Dovecot was told to wait) before it ends as Abandoned
-	// and releases its guard reservation.
+	// and releases its guard reservation; at most maxLease.
 	Lease time.Duration `yaml:"lease"`
 	// MaxParked bounds the allowed attempts waiting for their report;
-	// when full, the oldest ends as Abandoned.
+	// when full, the source holding the most gives way (park.go).
 	MaxParked int `yaml:"max_parked"`
 }
 
@@ -91,8 +106,8 @@ func (c Config) WithDefaults() Config {
 // Validate checks c (with defaults applied); key is "adapters.dovecot".
 func (c Config) Validate(key string) error {
 	errs := []error{c.Config.Validate(key)}
-	if c.Lease < time.Second || c.Lease > time.Hour {
-		errs = append(errs, fmt.Errorf("%s.lease: %v is not between 1s and 1h", key, c.Lease))
+	if c.Lease < time.Second || c.Lease > maxLease {
+		errs = append(errs, fmt.Errorf("%s.lease: %v is not between 1s and %v (Dovecot reports once it has checked the password; a later report is still counted)", key, c.Lease, maxLease))
 	}
 	if c.MaxParked < 1 || c.MaxParked > 1_000_000 {
 		errs = append(errs, fmt.Errorf("%s.max_parked: %d is not between 1 and 1000000", key, c.MaxParked))
@@ -133,6 +148,47 @@ type Handler struct {
 	log  *slog.Logger
 	park *parking
 	now  func() time.Time
+	// badLog bounds the WARN lines for requests Dovecot does not send
+	// (another method, an unknown command).
+	badLog adapter.LogLimit
+}
+
+// refusal is the answer that makes Dovecot refuse the login.
+const refusal = `{"status":-1,"msg":""}` + "\n"
+
+// refuse answers -1 with HTTP 200, the refusal Dovecot acts on whatever
+// auth_policy_reject_on_fail says.
+func refuse(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, refusal)
+}
+
+// commandLabel is r's command as a metric label: allow, report or other
+// (a bounded set whatever the caller sends).
+func commandLabel(r *http.Request) string {
+	switch c := r.URL.Query().Get("command"); c {
+	case "allow", "report":
+		return c
+	}
+	return "other"
+}
+
+// Protect puts h behind the shared secret in force (secret returns it; a
+// reload may replace it). A request without it is refused as Dovecot
+// reads a refusal, HTTP 200 and -1, logged at most once a minute and
+// counted with result "unauthorized": a wrong secret on either side
+// refuses every login until it is fixed, it never lets logins through
+// unchecked.
+func Protect(secret func() *adapter.Secret, h *Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sec := secret(); !sec.OK(r) {
+			sec.LogRefusal(r)
+			h.o.Metrics.request(commandLabel(r), "unauthorized")
+			refuse(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // New returns the handler.
@@ -168,9 +224,7 @@ func (h *Handler) Run(ctx context.Context) {
 func (h *Handler) abandon(ps []*parked, reason string) {
 	for _, p := range ps {
 		p.att.Finish(guard.Abandoned, "")
-		if !p.passed {
-			h.log.Debug("dovecot policy: allowed attempt ended without its report", "cid", p.cid, "why", reason)
-		}
+		h.log.Debug("dovecot policy: allowed attempt ended without its report", "cid", p.cid, "why", reason)
 	}
 	h.o.Metrics.abandoned(reason, len(ps))
 	h.o.Metrics.setParked(h.park.len())
@@ -178,15 +232,22 @@ func (h *Handler) abandon(ps []*parked, reason string) {
 
 // ServeHTTP answers one request: POST ?command=allow or ?command=report.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "POST only", http.StatusMethodNotAllowed)
-		return
-	}
-	cmd := r.URL.Query().Get("command")
-	if cmd != "allow" && cmd != "report" {
-		// Dovecot sends no other command; a 400 here cannot open a login.
-		http.Error(w, "command must be allow or report", http.StatusBadRequest)
+	cmd := commandLabel(r)
+	if r.Method != http.MethodPost || cmd == "other" {
+		// Dovecot POSTs allow and report only: this is no Dovecot of
+		// ours, or one configured wrong (auth_policy_server_url). -1,
+		// which refuses an allow and means nothing to a report.
+		result, why := "bad_command", "the command is not allow or report"
+		if r.Method != http.MethodPost {
+			result, why = "bad_method", "the method is not POST"
+		}
+		if ok, quiet := h.badLog.Take(); ok {
+			h.log.Warn("dovecot policy: request refused: "+why, "listener", Listener,
+				"method", logfield.Clean(r.Method, 16), "command", logfield.Clean(r.URL.Query().Get("command"), 32),
+				"not_logged_before", quiet)
+		}
+		h.o.Metrics.request(cmd, result)
+		refuse(w)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
@@ -242,9 +303,13 @@ func (h *Handler) allow(ctx context.Context, req request, perr error) int {
 	}
 	a := h.newAttempt(req, "")
 	if perr == nil {
-		if p := h.park.take(a.key); p != nil && !p.passed {
-			// The second allow, after Dovecot verified the password.
-			return h.verified(ctx, p, req)
+		if p := h.park.take(a.key); p != nil {
+			// The same attempt again, before its report: a retry whose
+			// report was lost or is late, or Dovecot's after-auth check.
+			// Neither is proof of a right password: the first ends
+			// uncounted (its reservation freed before this one asks) and
+			// this one is judged as any other.
+			h.abandon([]*parked{p}, "replaced")
 		}
 	}
 	att := h.o.Guard.AttemptHashed(scheme, req.Login, req.Remote, req.PWHash)
@@ -289,7 +354,8 @@ func (h *Handler) allow(ctx context.Context, req request, perr error) int {
 		h.o.Metrics.request("allow", "reject")
 		return -1
 	}
-	p := &parked{key: a.key, att: att, d: d, cid: a.cid, expires: h.now().Add(v.Delay + h.o.Config.Lease)}
+	p := &parked{key: a.key, att: att, d: d, cid: a.cid, expires: h.now().Add(v.Delay + h.o.Config.Lease),
+		privileged: h.o.Guard.Privileged(req.Remote)}
 	h.put(p)
 	status := 0
 	if v.Delay > 0 {
@@ -303,33 +369,18 @@ func (h *Handler) allow(ctx context.Context, req request, perr error) int {
 	return status
 }
 
-// put parks p and ends the attempts it displaced.
+// put parks p and ends the attempts it displaced, or p itself when the
+// table has no room for it.
 func (h *Handler) put(p *parked) {
-	replaced, evicted := h.park.park(p)
+	replaced, evicted, ok := h.park.park(p)
 	if replaced != nil {
 		h.abandon([]*parked{replaced}, "replaced")
 	}
+	if !ok {
+		evicted = append(evicted, p)
+	}
 	h.abandon(evicted, "full")
 	h.o.Metrics.setParked(h.park.len())
-}
-
-// verified records the success that Dovecot's after-auth allow stands
-// for, and answers it: -1 when the success raised a denying compromise
-// signal (Dovecot then refuses the login it had verified), else 0.
-func (h *Handler) verified(ctx context.Context, p *parked, req request) int {
-	a := h.newAttempt(req, p.cid)
-	evs := p.att.Finish(guard.Passed, p.d.Location.Country)
-	h.logEvents(ctx, evs)
-	// A marker until the report, which must not count the login again.
-	h.put(&parked{key: p.key, cid: p.cid, passed: true, expires: h.now().Add(h.o.Config.Lease)})
-	if compromised(evs) {
-		h.decision(ctx, a, "AUTHFAILED", "guard: login compromised", p.d)
-		h.o.Metrics.request("allow", "reject")
-		return -1
-	}
-	h.decision(ctx, a, "AUTHPASS", p.d.Reason, p.d)
-	h.o.Metrics.request("allow", "accept")
-	return 0
 }
 
 // report takes ?command=report: the outcome of an attempt allow saw
@@ -359,11 +410,6 @@ func (h *Handler) report(req request, perr error) {
 			p.att.Finish(guard.Abandoned, "")
 		}
 		h.o.Metrics.request("report", "policy_reject")
-		return
-	case p != nil && p.passed:
-		// The after-auth allow recorded the success; a failure after it
-		// (a userdb problem) is no wrong password.
-		h.o.Metrics.request("report", map[bool]string{true: "success", false: "failure"}[req.Success])
 		return
 	}
 	var att *guard.Attempt

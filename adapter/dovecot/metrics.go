@@ -15,7 +15,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_dovecot_policy_requests_total",
-			Help: "Dovecot auth_policy requests by command (allow, report) and result: allow: accept, tarpit, reject, invalid; report: success, failure, policy_reject, invalid.",
+			Help: "Dovecot auth_policy requests by command (allow, report, other) and result: allow: accept, tarpit, reject, invalid; report: success, failure, policy_reject, invalid; any: unauthorized (no or a wrong secret), bad_method, bad_command (each answered -1).",
 		}, []string{"command", "result"}),
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mailgate_dovecot_policy_parked",
@@ -23,7 +23,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_dovecot_policy_abandoned_total",
-			Help: "Allowed Dovecot logins ended without their report, by reason: lease (no report in time), full (the oldest, to make room), replaced (the same key allowed again).",
+			Help: "Allowed Dovecot logins ended without their report, by reason: lease (no report in time), full (the table was full: the source holding the most gave way, or a newcomer found only privileged attempts), replaced (the same attempt allowed again).",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.requests, m.parked, m.ended)

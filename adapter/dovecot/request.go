@@ -144,24 +144,10 @@ func parseRequest(body []byte, report bool) (request, error) {
 		return request{}, err
 	}
 	r.Login = login
-	if reason := checkLogin(login); reason != "" {
+	if reason := authlimit.CheckUser(login); reason != "" {
 		return r, fmt.Errorf("%w: %s", errBadLogin, reason)
 	}
 	return r, nil
-}
-
-// checkLogin returns why a login name is unusable, or "": the proxy's
-// rules for names (internal/authlimit).
-func checkLogin(s string) string {
-	switch {
-	case s == "":
-		return "empty login name"
-	case len(s) > authlimit.MaxUsername:
-		return "login name too long"
-	case strings.ContainsAny(s, "\r\n\x00"):
-		return "invalid login name"
-	}
-	return ""
 }
 
 func notPrintable(r rune) bool { return r < 0x21 || r > 0x7e }

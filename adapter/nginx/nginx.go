@@ -156,6 +156,10 @@ type Deps struct {
 type Handler struct {
 	deps    atomic.Pointer[Deps]
 	metrics *Metrics
+	// unsupported bounds the WARN lines for an Auth-Method without a
+	// password, as adapter.Secret bounds its own: every login of an
+	// nginx configured so is refused, and must not flood the log.
+	unsupported adapter.LogLimit
 	// sleep waits until t or ctx's end; tests replace it.
 	sleep func(ctx context.Context, t time.Time)
 }
@@ -271,8 +275,10 @@ func (h *Handler) badRequest(w http.ResponseWriter, d *Deps, r request, err erro
 		// nginx offers a mechanism mailgate cannot check: a config
 		// mistake of the nginx side, answered like a wrong password.
 		status, result, text = http.StatusOK, "unsupported", failedStatus
-		d.Logger.Warn("nginx auth request refused: only plain and login carry a password mailgate can check; set imap_auth, pop3_auth and smtp_auth to plain/login",
-			"listener", Listener, "err", err)
+		if ok, quiet := h.unsupported.Take(); ok {
+			d.Logger.Warn("nginx auth request refused: only plain and login carry a password mailgate can check; set imap_auth, pop3_auth and smtp_auth to plain/login",
+				"listener", Listener, "err", err, "not_logged_before", quiet)
+		}
 	} else {
 		d.Logger.Warn("nginx auth request refused: malformed", "listener", Listener, "err", err)
 	}
@@ -347,7 +353,7 @@ func (s *session) judge(start *time.Time, floor *time.Duration) outcome {
 func (s *session) verify() error {
 	c := backend.Client{Addr: netip.AddrPortFrom(s.r.clientIP, 0), Session: s.cid}
 	if s.d.DovecotAuth != "" {
-		return backend.VerifyDovecotAuthSocket(s.ctx, s.d.DovecotOpts, s.d.DovecotAuth, c, s.r.user, s.r.pass)
+		return backend.VerifyDovecotAuthSocket(s.ctx, s.d.DovecotOpts, s.d.DovecotAuth, string(s.r.proto), c, s.r.user, s.r.pass)
 	}
 	if s.d.IMAP == nil {
 		return errors.New("no IMAP backend to verify passwords with")

@@ -395,3 +395,20 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("mapped address: %v %v", ap, err)
 	}
 }
+
+// An nginx that offers cram-md5 gets every login refused: one WARN line
+// a minute says why, not one per login.
+func TestUnsupportedMethodLogIsRateLimited(t *testing.T) {
+	ta := newTestAdapter(t, nil)
+	for range 5 {
+		if w := ta.ask(map[string]string{"Auth-Method": "cram-md5", "Auth-Salt": "<1.2@x>"}); w.Code != 200 {
+			t.Fatalf("answer %d %v", w.Code, w.Header())
+		}
+	}
+	if n := strings.Count(ta.logText(), "only plain and login carry a password"); n != 1 {
+		t.Errorf("%d WARN lines for 5 refusals within a minute, want 1:\n%s", n, ta.logText())
+	}
+	if n := testutil.ToFloat64(ta.h.metrics.requests.WithLabelValues("imap", "unsupported")); n != 5 {
+		t.Errorf("unsupported metric %v, want 5 (every refusal counted)", n)
+	}
+}

@@ -271,8 +271,8 @@ func TestMigrationGuideFilesExist(t *testing.T) {
 // the integration test gives the real Dovecot as it is) and its mailgate
 // section agree: Dovecot calls the address mailgate listens on, sends the
 // secret in the header mailgate reads, sends every attribute the adapter
-// needs, asks before and after the password and reports, and fails open
-// as the page says.
+// needs, asks before the password and reports (the report, not a second
+// allow, records a login), and fails closed as the page says.
 func TestDovecotPolicyDocs(t *testing.T) {
 	doc := readRepo(t, "docs/dovecot-policy.md")
 	confs := regexp.MustCompile("(?s)```conf\n(.*?)```").FindAllStringSubmatch(doc, -1)
@@ -316,8 +316,8 @@ func TestDovecotPolicyDocs(t *testing.T) {
 			t.Errorf("auth_policy_request_attributes: %s=%q, the adapter needs %s=%s", k, attrs[k], k, v)
 		}
 	}
-	for k, v := range map[string]string{"auth_policy_check_before_auth": "yes", "auth_policy_check_after_auth": "yes",
-		"auth_policy_report_after_auth": "yes", "auth_policy_reject_on_fail": "no"} {
+	for k, v := range map[string]string{"auth_policy_check_before_auth": "yes", "auth_policy_check_after_auth": "no",
+		"auth_policy_report_after_auth": "yes", "auth_policy_reject_on_fail": "yes"} {
 		if set[k] != v {
 			t.Errorf("%s = %q, the page explains %s", k, set[k], v)
 		}

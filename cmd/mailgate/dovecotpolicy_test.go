@@ -78,11 +78,13 @@ func TestDovecotPolicyServe(t *testing.T) {
 		out, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, strings.TrimSpace(string(out))
 	}
-	if code, _ := allow("127.0.0.1", ""); code != http.StatusUnauthorized {
-		t.Fatalf("without the secret: HTTP %d, want 401", code)
+	// Without the secret: a refusal Dovecot acts on (an HTTP error it
+	// would take as no opinion).
+	if code, out := allow("127.0.0.1", ""); code != 200 || out != `{"status":-1,"msg":""}` {
+		t.Fatalf("without the secret: HTTP %d %s, want 200 and status -1", code, out)
 	}
-	if code, _ := allow("127.0.0.1", "wrong-secret-0123456789"); code != http.StatusUnauthorized {
-		t.Fatalf("with a wrong secret: HTTP %d, want 401", code)
+	if code, out := allow("127.0.0.1", "wrong-secret-0123456789"); code != 200 || out != `{"status":-1,"msg":""}` {
+		t.Fatalf("with a wrong secret: HTTP %d %s, want 200 and status -1", code, out)
 	}
 	if code, out := allow("127.0.0.1", secret); code != 200 || out != `{"status":0,"msg":""}` {
 		t.Fatalf("US: HTTP %d %s, want status 0", code, out)
@@ -98,17 +100,43 @@ func TestDovecotPolicyServe(t *testing.T) {
 	wantSeries(t, metrics, `mailgate_dovecot_policy_requests_total{command="allow",result="accept"}`, "1")
 	wantSeries(t, metrics, `mailgate_dovecot_policy_requests_total{command="allow",result="reject"}`, "1")
 	wantSeries(t, metrics, "mailgate_dovecot_policy_parked", "1")
+	wantSeries(t, metrics, `mailgate_dovecot_policy_requests_total{command="allow",result="unauthorized"}`, "2")
+	if n := strings.Count(logBuf.String(), "adapter request refused: missing or wrong secret"); n != 1 {
+		t.Errorf("%d refusal lines for two refusals within a minute, want 1:\n%s", n, logBuf.String())
+	}
 
-	// The policy follows a reload; the adapter's own keys wait for a
-	// restart, and the reload says so.
-	if err := g.reload(func() (*Config, error) { return mk("RU", time.Minute), nil }); err != nil {
+	// The policy and a new secret follow a reload (a broken secret file
+	// fails it and keeps the old); the reload says which keys wait for a
+	// restart, and only those.
+	const rotated = "unit-test-rotated-secret-9876"
+	os.WriteFile(secretFile, []byte("short\n"), 0o600)
+	if err := g.reload(func() (*Config, error) { return mk("RU", 30*time.Second), nil }); err == nil || !strings.Contains(err.Error(), "adapters.dovecot.secret_file") {
+		t.Errorf("reload with a broken secret file: %v", err)
+	}
+	if _, out := allow("127.0.0.1", secret); out != `{"status":0,"msg":""}` {
+		t.Fatalf("the secret in force after a failed reload: %s, want status 0", out)
+	}
+	os.WriteFile(secretFile, []byte(rotated+"\n"), 0o600)
+	if err := g.reload(func() (*Config, error) { return mk("RU", 30*time.Second), nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, out := allow("127.0.0.2", secret); out != `{"status":0,"msg":""}` {
-		t.Fatalf("RU after the reload to RU: %s, want status 0", out)
+	if _, out := allow("127.0.0.2", rotated); out != `{"status":0,"msg":""}` {
+		t.Fatalf("RU with the new secret after the reload to RU: %s, want status 0", out)
 	}
-	if !strings.Contains(logBuf.String(), "adapters settings changed; they take effect after a restart") {
-		t.Errorf("no warning that adapters changes need a restart:\n%s", logBuf.String())
+	if _, out := allow("127.0.0.4", secret); out != `{"status":-1,"msg":""}` {
+		t.Fatalf("the old secret after a rotation: %s, want status -1", out)
+	}
+	if !strings.Contains(logBuf.String(), "reload: adapters.dovecot uses the new secret from secret_file") {
+		t.Errorf("no line for the new secret:\n%s", logBuf.String())
+	}
+	if strings.Contains(logBuf.String(), "take effect after a restart") || strings.Contains(logBuf.String(), "takes effect after a restart") {
+		t.Errorf("a reload that changed no listener said something waits for a restart:\n%s", logBuf.String())
+	}
+	if err := g.reload(func() (*Config, error) { return mk("RU", 10*time.Second), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logBuf.String(), "reload: adapters.dovecot.lease and max_parked take effect after a restart") {
+		t.Errorf("no warning that lease changes need a restart:\n%s", logBuf.String())
 	}
 }
 

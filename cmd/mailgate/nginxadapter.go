@@ -5,12 +5,10 @@ package main
 // reload.
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/adapter"
@@ -107,8 +105,7 @@ func (g *gateway) nginxDeps(st *state) *nginx.Deps {
 // and the wait for its server to stop.
 type nginxAdapter struct {
 	h    *nginx.Handler
-	sec  atomic.Pointer[adapter.Secret]
-	hash string // of the secret in force, to tell a new one
+	sec  *adapter.Secrets
 	done chan struct{}
 }
 
@@ -143,10 +140,9 @@ func (g *gateway) startNginxAdapter(st *state) error {
 	}
 	log := g.log.With("component", "nginx-adapter")
 	m := nginx.NewMetrics(g.ops.reg)
-	a := &nginxAdapter{h: nginx.New(g.nginxDeps(st), m), hash: secretHash(st.nginxSecret), done: make(chan struct{})}
-	a.sec.Store(adapter.NewSecret(nginx.SecretHeader, st.nginxSecret, log))
+	a := &nginxAdapter{h: nginx.New(g.nginxDeps(st), m), sec: adapter.NewSecrets(nginx.SecretHeader, st.nginxSecret, log), done: make(chan struct{})}
 	g.nginx = a
-	h := nginx.Protect(a.sec.Load, a.h, m)
+	h := nginx.Protect(a.sec.Current, a.h, m)
 	go func() {
 		defer close(a.done)
 		if err := adapter.Serve(g.ctx, ln, h, log, adapterGrace); err != nil {
@@ -172,17 +168,9 @@ func (g *gateway) reloadNginxAdapter(old, st *state, log *slog.Logger) {
 		return
 	}
 	a.h.Update(g.nginxDeps(st))
-	if h := secretHash(st.nginxSecret); h != a.hash {
-		a.sec.Store(adapter.NewSecret(nginx.SecretHeader, st.nginxSecret, log.With("component", "nginx-adapter")))
-		a.hash = h
+	if a.sec.Set(st.nginxSecret) {
 		log.Info("reload: adapters.nginx uses the new secret from secret_file")
 	}
-}
-
-// secretHash tells secrets apart without keeping a second copy.
-func secretHash(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return string(h[:])
 }
 
 func orDefault(s, def string) string {

@@ -33,8 +33,9 @@ type state struct {
 	geo  *geo.DB
 	pol  *policy.Engine
 	opts proxy.Options
-	// nginxSecret is adapters.nginx's shared secret ("" when it is off).
-	nginxSecret string
+	// nginxSecret and dovecotSecret are adapters.nginx's and
+	// adapters.dovecot's shared secrets ("" when off).
+	nginxSecret, dovecotSecret string
 	// stop ends this state's background watchers when it is replaced.
 	stop context.CancelFunc
 }
@@ -64,6 +65,10 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 	if err != nil {
 		return nil, err
 	}
+	dovecotSecret, err := readDovecotSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
 	imap := &backend.IMAP{Opts: imapB}
 	smtp := &backend.SMTP{
 		Opts:        smtpB,
@@ -78,10 +83,11 @@ func buildState(cfg *Config, tm *tlsconf.Manager, log *slog.Logger) (*state, err
 		smtp.CacheTTL = *t
 	}
 	return &state{
-		cfg:         cfg,
-		geo:         gdb,
-		pol:         pol,
-		nginxSecret: nginxSecret,
+		cfg:           cfg,
+		geo:           gdb,
+		pol:           pol,
+		nginxSecret:   nginxSecret,
+		dovecotSecret: dovecotSecret,
 		opts: proxy.Options{
 			Logger:     log,
 			Hostname:   cfg.Hostname,
@@ -198,6 +204,7 @@ type gateway struct {
 	nginx    *nginxAdapter // the auth_http adapter; nil: off
 	// dovecotPolicy is the address adapters.dovecot listens on; nil: off.
 	dovecotPolicy net.Addr
+	dovecot       *dovecotPolicy // the auth_policy adapter; nil: off
 	// adapters runs the Dovecot adapter's goroutines; stopping waits for
 	// them before the guard's final save.
 	adapters sync.WaitGroup
@@ -273,7 +280,7 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 	}()
 	st.startWatchers(ctx)
 	g.cur.Store(st) // complete now; before anything that reads it runs
-	if err := startDovecotPolicy(g, cfg); err != nil {
+	if err := startDovecotPolicy(g, st); err != nil {
 		g.closeListeners()
 		cancel()
 		return nil, err
@@ -349,9 +356,6 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			if !reflect.DeepEqual(cfg.Listeners, old.cfg.Listeners) || !reflect.DeepEqual(cfg.TLS, old.cfg.TLS) {
 				g.log.Warn("reload: listener and tls settings changed; they take effect after a restart")
 			}
-			if !reflect.DeepEqual(cfg.Adapters, old.cfg.Adapters) {
-				g.log.Warn("reload: adapters settings changed; they take effect after a restart")
-			}
 			old.stop()
 			st.startWatchers(g.ctx)
 			st.opts.Metrics = g.ops.proxy
@@ -361,6 +365,7 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			g.cur.Store(st) // complete: nothing writes st after this
 			g.srv.Update(st.opts)
 			g.reloadNginxAdapter(old, st, g.log)
+			g.reloadDovecotPolicy(old, st, g.log)
 			g.ops.reloaded(nil)
 			g.log.Info("reload: new config, policy and databases in use")
 			warnStaleGeo(g.log, st)

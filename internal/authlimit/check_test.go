@@ -21,3 +21,13 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// CheckUser refuses what Check refuses for the name, and nothing more.
+func TestCheckUser(t *testing.T) {
+	for _, user := range []string{"alice", "", strings.Repeat("a", MaxUsername), strings.Repeat("a", MaxUsername+1), "a\xff", "a\nb", "a\x00"} {
+		want := Check(user, "pw")
+		if got := CheckUser(user); got != want {
+			t.Errorf("CheckUser(%q) = %q, Check says %q", user, got, want)
+		}
+	}
+}
