@@ -131,7 +131,7 @@ func startPolicyStackVia(t *testing.T, guardYAML string, via func(mailgate strin
 // waitDovecot waits until a line of the policy Dovecot's log contains
 // every one of parts.
 func waitDovecot(log func() string, parts ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
 	defer cancel()
 	return mailstack.WaitLog(ctx, log, parts...)
 }
