@@ -247,11 +247,42 @@ func (a *Attempt) beginShared(ctx context.Context) (v Verdict, ok bool) {
 	var poll time.Duration
 	woken := false
 	feed, _ := s.(WakeFeed)
+	keys := a.keys(r)
 	for {
+		// Queued before the round trip, not after it: an attempt on the
+		// same keys that ends while Begin is on the wire wakes ch (its
+		// buffer of 1 keeps the wake-up), so a Wait verdict asks again at
+		// once instead of sitting out the safety poll (review round 2,
+		// M1). Woken through several keys, or not at all, ch is removed
+		// from every queue after the verdict.
+		ch := make(chan struct{}, 1)
+		g.mu.Lock()
+		g.queueShared(keys, ch)
+		g.mu.Unlock()
 		// The round trip is bounded by the store's own timeout; ctx
 		// bounds only the wait for attempts in flight.
 		sv, err := s.Begin(context.WithoutCancel(ctx), q)
+		passOn := false
+		if err != nil || !sv.Wait {
+			g.mu.Lock()
+			g.unqueueShared(keys, ch)
+			select {
+			case <-ch:
+				// Woken during the round trip but not waiting: the
+				// store may have decided before the place was freed,
+				// so the next waiter asks (a wake-up too many costs a
+				// round trip, one too few the safety poll).
+				passOn = true
+			default:
+			}
+			g.mu.Unlock()
+		}
 		if err != nil {
+			if woken || passOn {
+				g.mu.Lock()
+				g.wakeShared(keys)
+				g.mu.Unlock()
+			}
 			if ctx.Err() != nil && !start.IsZero() {
 				break
 			}
@@ -263,12 +294,12 @@ func (a *Attempt) beginShared(ctx context.Context) (v Verdict, ok bool) {
 		}
 		delay := r.tarpit(max(sv.IPFails, sv.PairFails))
 		if !sv.Wait {
-			if woken && !sv.Allow {
+			if woken && !sv.Allow || passOn {
 				// Woken, but refused for another reason now (the ending
 				// attempt failed): the place it freed is not taken, so
 				// the next waiter asks in turn.
 				g.mu.Lock()
-				g.wakeShared(a.keys(r))
+				g.wakeShared(keys)
 				g.mu.Unlock()
 			}
 			a.sq = q
@@ -281,11 +312,6 @@ func (a *Attempt) beginShared(ctx context.Context) (v Verdict, ok bool) {
 		// or another (one waiter per ending attempt: each wake-up costs
 		// a round trip, and one ending attempt frees one place), or by
 		// the poll.
-		keys := a.keys(r)
-		ch := make(chan struct{}, 1)
-		g.mu.Lock()
-		g.queueShared(keys, ch)
-		g.mu.Unlock()
 		wait, next := nextPoll(poll, feed != nil && feed.WakeFeedUp(), rand.Float64())
 		poll = next
 		t := time.NewTimer(wait)
