@@ -248,6 +248,9 @@ if outcome == 'w' then
   -- The login's index of its (login, address) windows, for Unlock.
   redis.call('ZREMRANGEBYSCORE', KEYS[16], '-inf', now - win)
   redis.call('ZADD', KEYS[16], now, ARGV[33])
+  -- Capped to the newest pairIndexCap (10000): Unlock reads it in
+  -- batches, and an older window not in it ends by itself.
+  redis.call('ZREMRANGEBYRANK', KEYS[16], 0, -10001)
   redis.call('PEXPIRE', KEYS[16], win)
   local lockAfter = tonumber(ARGV[11])
   if lockAfter > 0 and not known(KEYS[9], home, remember) then
@@ -364,10 +367,10 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'op', 'lift', 'p', ARGV
 return had
 `)
 
-// unlockScript lifts a lockout and forgets the login's failures,
-// countries and (login, address) windows. KEYS: lockout, failures,
-// countries, lockout index, the login's pair index, then the pair
-// windows the index named. ARGV: login, now.
+// unlockScript lifts a lockout and forgets the login's failures and
+// countries; the (login, address) windows are deleted after it, in
+// batches (Store.Unlock). KEYS: lockout, failures, countries, lockout
+// index. ARGV: login, now.
 var unlockScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 local active = 0
@@ -375,8 +378,7 @@ if v then
   local u, comp = string.match(v, '^(%d+)|%d+|(%d)|')
   if comp == '1' or tonumber(u) > tonumber(ARGV[2]) then active = 1 end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
-for i = 6, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return active
 `)

@@ -482,33 +482,88 @@ func (s *Store) RemoveBan(ctx context.Context, p netip.Prefix) (bool, error) {
 	return n == 1, s.done("lift", start, err)
 }
 
-// Unlock implements guard.Shared. The (login, address) windows are
-// found through the login's index of them (kept by finishScript with the
-// windows' own lifetime), never by a scan of the keyspace: an unlock
-// touches only the login's keys. Two round trips: read the index, then
-// one script that deletes everything at once.
+// pairIndexCap is the most entries a login's index of its (login,
+// address) windows keeps (the newest; finishScript trims it), and
+// unlockBatch the most windows one call of Unlock deletes: a login
+// sprayed from many addresses must not make one call that blocks the
+// store for every node (review round 2, M2).
+const (
+	pairIndexCap = 10000
+	unlockBatch  = 1000
+)
+
+// Unlock implements guard.Shared. One small script lifts the lockout and
+// forgets the login's failures and countries; then the (login, address)
+// windows, found through the login's index of them (kept by finishScript
+// with the windows' own lifetime, never by a scan of the keyspace), are
+// deleted in batches of unlockBatch, each its own round trip. The unlock
+// succeeds once the lockout is lifted: a batch that fails leaves windows
+// that end by themselves, and is logged.
 func (s *Store) Unlock(ctx context.Context, login string) (bool, error) {
 	k := newKeys(s.cfg.KeyPrefix)
-	ctx, cancel := context.WithTimeout(ctx, 4*s.cfg.Timeout)
-	defer cancel()
 	start := time.Now()
-	addrs, err := s.c.ZRange(ctx, k.pairIndex(login), 0, -1).Result()
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	n, err := unlockScript.Run(sctx, s.c, []string{k.lock(login), k.p + "fl:" + login, k.p + "c:" + login, k.locks()},
+		login, ms(s.now())).Int()
+	cancel()
 	if err = s.done("unlock", start, err); err != nil {
 		return false, err
 	}
-	ks := []string{k.lock(login), k.p + "fl:" + login, k.p + "c:" + login, k.locks(), k.pairIndex(login)}
-	for _, a := range addrs {
-		p, err := netip.ParsePrefix(a)
-		if err != nil {
-			continue
-		}
-		ks = append(ks, k.pair(login, p.Addr().String()))
-	}
-	n, err := unlockScript.Run(ctx, s.c, ks, login, ms(s.now())).Int()
-	if err = s.done("unlock", start, err); err != nil {
-		return false, err
+	if err := s.unlockPairs(ctx, k, login); err != nil {
+		s.log.Warn("fleet: unlock lifted the lockout but left (login, address) windows to expire",
+			"login", login, "err", err)
 	}
 	return n == 1, nil
+}
+
+// unlockPairs deletes the login's (login, address) windows named by its
+// index, and their index entries, unlockBatch at a time. The index is
+// read from its start each time (the batch just done is gone from it);
+// as many batches as it had entries at the start (one more), so entries
+// added meanwhile cannot keep it going. An index larger than
+// pairIndexCap (written before the cap) is still emptied.
+func (s *Store) unlockPairs(ctx context.Context, k keys, login string) error {
+	idx := k.pairIndex(login)
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	total, err := s.c.ZCard(cctx, idx).Result()
+	cancel()
+	if err = s.done("unlock", start, err); err != nil {
+		return err
+	}
+	for range total/unlockBatch + 1 {
+		bctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		start := time.Now()
+		members, err := s.c.ZRange(bctx, idx, 0, unlockBatch-1).Result()
+		if err = s.done("unlock", start, err); err != nil || len(members) == 0 {
+			cancel()
+			return err
+		}
+		pairs := make([]string, 0, len(members))
+		drop := make([]any, len(members))
+		for i, m := range members {
+			drop[i] = m
+			if p, err := netip.ParsePrefix(m); err == nil {
+				pairs = append(pairs, k.pair(login, p.Addr().String()))
+			}
+		}
+		start = time.Now()
+		_, err = s.c.Pipelined(bctx, func(p redis.Pipeliner) error {
+			if len(pairs) > 0 {
+				p.Del(bctx, pairs...)
+			}
+			p.ZRem(bctx, idx, drop...)
+			return nil
+		})
+		cancel()
+		if err = s.done("unlock", start, err); err != nil {
+			return err
+		}
+		if len(members) < unlockBatch {
+			return nil
+		}
+	}
+	return nil
 }
 
 // Lockouts implements guard.Shared.
