@@ -10,6 +10,8 @@ type metrics struct {
 	feed     prometheus.Counter
 	reloads  prometheus.Counter
 	unsynced prometheus.Counter
+	// wakeDenied: wake-ups the store refused to publish.
+	wakeDenied prometheus.Counter
 }
 
 func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
@@ -39,11 +41,15 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 			Name: "mailgate_shared_state_handed_over_total",
 			Help: "Bans this node handed to the store after losing it that the store did not have (made while it was down, or lost by it).",
 		}),
+		wakeDenied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mailgate_shared_state_wake_denied_total",
+			Help: "Wake-ups the shared store refused to publish (the store user lacks +zmscore or +publish); this node's waits poll meanwhile.",
+		}),
 	}
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.seconds, m.ops, m.errors, m.feed, m.reloads, m.unsynced,
+	reg.MustRegister(m.seconds, m.ops, m.errors, m.feed, m.reloads, m.unsynced, m.wakeDenied,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mailgate_shared_state_up",
 			Help: "1 when the shared store (guard.shared) answers, 0 while this node decides on its own state.",

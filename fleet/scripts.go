@@ -165,7 +165,8 @@ return {0, '', nip, npair}
 //
 // Returns the events: {kind, prefix or login, until, duration, failures,
 // offence, reason, refuse, countries}; kind B banned, L locked,
-// C compromised.
+// C compromised. First, when a wake-up was due, the string P (published)
+// or W (the store refused ZMSCORE or PUBLISH: the user lacks them).
 var finishScript = redis.NewScript(luaCommon + `
 local lease, outcome, h, home = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local country, login, nn = ARGV[6], ARGV[7], tonumber(ARGV[8])
@@ -173,27 +174,36 @@ redis.call('ZREM', KEYS[4], lease)
 redis.call('ZREM', KEYS[5], lease)
 redis.call('ZREM', KEYS[6], lease)
 for i = 1, nn do redis.call('ZREM', KEYS[NB + 4 * (i - 1) + 2], lease) end
+local wake = ''
 if lease ~= '' then
   local sets = {KEYS[4], KEYS[5], KEYS[6]}
   for i = 1, nn do table.insert(sets, KEYS[NB + 4 * (i - 1) + 2]) end
   -- pcall: a store user without these commands (the ACL before the
-  -- wake channel) only loses the wake-ups, never the attempt.
+  -- wake channel) only loses the wake-ups, never the attempt; the node
+  -- is told (W), and polls.
   local marks = redis.pcall('ZMSCORE', KEYS[17], unpack(sets))
-  if type(marks) == 'table' and not marks.err then
+  if type(marks) == 'table' and marks.err then
+    wake = 'W'
+  elseif type(marks) == 'table' then
     for i = 1, #sets do
       local m = marks[i]
       if m and tonumber(m) > now then
-        redis.pcall('PUBLISH', ARGV[34], ARGV[35])
+        local r = redis.pcall('PUBLISH', ARGV[34], ARGV[35])
+        if type(r) == 'table' and r.err then wake = 'W' else wake = 'P' end
         break
       end
     end
   end
 end
-if outcome == 'a' then return {} end
+if outcome == 'a' then
+  if wake ~= '' then return {wake} end
+  return {}
+end
 local win, lockWin = tonumber(ARGV[9]), tonumber(ARGV[10])
 local remember = tonumber(ARGV[21])
 local feedLen = ARGV[29]
 local ev = {}
+if wake ~= '' then table.insert(ev, wake) end
 local function addWin(k, span, keep)
   redis.call('ZREMRANGEBYSCORE', k, '-inf', now - span)
   redis.call('ZADD', k, now, h)

@@ -68,6 +68,11 @@ type Store struct {
 	heldMu sync.Mutex
 	held   map[string]*heldLease
 	wakeUp atomic.Bool // subscribed to the wake channel (wake.go)
+	// wakeDenied: the store refused a wake-up this node had to publish
+	// (the user lacks +zmscore or +publish); the wake channel counts as
+	// down for this node's waits until one is published (wake.go).
+	wakeDenied atomic.Bool
+	wakeGuard  atomic.Pointer[guard.Guard]
 }
 
 // heldLease is one reservation of this node: the lease sets that hold
@@ -377,6 +382,10 @@ func (s *Store) Finish(ctx context.Context, q *guard.SharedAttempt, o guard.Outc
 	}
 	var evs []guard.Event
 	for _, r := range res {
+		if w, ok := r.(string); ok {
+			s.wakePublished(w == "P")
+			continue
+		}
 		f, ok := r.([]any)
 		if !ok || len(f) != 9 {
 			continue

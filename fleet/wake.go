@@ -36,7 +36,29 @@ const wakePing = 5 * time.Second
 
 // WakeFeedUp reports whether this node receives the store's wake-ups;
 // the guard polls only while it does not.
-func (s *Store) WakeFeedUp() bool { return s.wakeUp.Load() }
+// A node whose wake-ups the store refuses (wakeDenied) counts it as down
+// too: the other nodes, on the same store user, cannot wake it either.
+func (s *Store) WakeFeedUp() bool { return s.wakeUp.Load() && !s.wakeDenied.Load() }
+
+// wakePublished records whether finishScript could publish a wake-up
+// that was due. The first refusal is logged (WARN) and switches this
+// node's waits to polling; one published again switches them back.
+func (s *Store) wakePublished(ok bool) {
+	if !ok {
+		s.m.wakeDenied.Inc()
+	}
+	if s.wakeDenied.Swap(!ok) == !ok {
+		return
+	}
+	if ok {
+		s.log.Info("fleet: the store publishes wake-ups again; waits are woken, not polled")
+	} else {
+		s.log.Warn("fleet: the store refused to publish a wake-up (the store user lacks +zmscore or +publish, see docs/fleet.md); waits for attempts on other nodes poll the store")
+	}
+	if g := s.wakeGuard.Load(); g != nil {
+		g.WakeAllShared()
+	}
+}
 
 // wakeMessage is the wake-up finishScript publishes for q: this node,
 // the address, the networks and the login (last: it may hold anything).
@@ -87,6 +109,7 @@ func parseWake(msg string) (node string, addr netip.Addr, nets []netip.Prefix, l
 // have been missed, and a waiter must switch between waiting for the
 // channel and polling.
 func (s *Store) listenWake(ctx context.Context, g *guard.Guard) {
+	s.wakeGuard.Store(g)
 	ps := s.c.Subscribe(ctx, newKeys(s.cfg.KeyPrefix).wake())
 	// A read in progress ends with its connection, not with ctx.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
