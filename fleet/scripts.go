@@ -134,6 +134,9 @@ if not exempt and netAfter > 0 then
 end
 local lease, exp, ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[14])
 local function reserve(k)
+  -- Leases of nodes that died end here: inflight only counts the live
+  -- ones, so without this a busy set keeps every expired member.
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
   redis.call('ZADD', k, exp, lease)
   redis.call('PEXPIRE', k, ms)
 end
