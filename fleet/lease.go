@@ -52,10 +52,9 @@ func (s *Store) Held() int {
 }
 
 // renewLeases renews, every third of guard.shared.lease until ctx ends,
-// the leases this node holds that are older than that third (a login
-// that finishes sooner costs no renewal): one pipelined round trip for
-// all of them. ZADD XX never brings back a lease Finish released
-// meanwhile.
+// the leases this node holds that are due (renewDue; a login that
+// finishes sooner costs no renewal): one pipelined round trip for all of
+// them. ZADD XX never brings back a lease Finish released meanwhile.
 func (s *Store) renewLeases(ctx context.Context) {
 	every := s.cfg.Lease / 3
 	t := time.NewTicker(every)
@@ -77,7 +76,7 @@ func (s *Store) renewLeases(ctx context.Context) {
 			switch {
 			case now.Sub(h.since) > maxHold:
 				delete(s.held, l)
-			case now.Sub(h.renewed) >= every:
+			case renewDue(now.Sub(h.renewed), every):
 				list = append(list, due{l, h.keys})
 			}
 		}
@@ -108,4 +107,14 @@ func (s *Store) renewLeases(ctx context.Context) {
 		}
 		s.heldMu.Unlock()
 	}
+}
+
+// renewDue reports whether a lease last renewed (or made) age ago is
+// renewed at a tick of the renewal, which ticks every third of the
+// lease. Half a tick, not a whole one: a tick that comes a little late
+// makes the next one come a little less than a tick after the renewal,
+// and a lease skipped there would go two thirds of its length unrenewed
+// (review round 2, L4).
+func renewDue(age, every time.Duration) bool {
+	return age >= every/2
 }

@@ -52,7 +52,10 @@ func heldBack(n *node, src string) bool {
 func TestFleetLeaseRenewedWhileAlive(t *testing.T) {
 	m := miniredis.RunT(t)
 	c := testConfig(t, m.Addr()) // ip_after 3
-	c.Shared.Lease = time.Second
+	// 3 s, not less: the renewal ticks every second, and a lease's
+	// margin (a third of it after a late tick) must dwarf the 250 ms
+	// store timeout on a busy machine.
+	c.Shared.Lease = 3 * time.Second
 	a, stop := stoppableNode(t, c)
 	b := newNode(t, c, nil)
 	const src = "198.51.100.30"
@@ -87,5 +90,31 @@ func TestFleetLeaseRenewedWhileAlive(t *testing.T) {
 func TestFleetDefaultLease(t *testing.T) {
 	if d := guard.Defaults().Shared.Lease; d != 15*time.Second {
 		t.Fatalf("guard.shared.lease default %v, want 15s (docs/config.md, docs/fleet.md)", d)
+	}
+}
+
+// A lease is renewed at the first tick at least half a tick after its
+// last renewal: after a tick that came late (here 10 ms), the next one
+// comes a little less than a tick after the renewal and must still
+// renew it, or the lease goes two thirds of its length unrenewed
+// (review round 2, L4). A lease made just before a tick waits for the
+// next.
+func TestFleetRenewDue(t *testing.T) {
+	every := 5 * time.Second
+	for _, tc := range []struct {
+		age  time.Duration
+		want bool
+	}{
+		{every - 10*time.Millisecond, true},
+		{every, true},
+		{2 * every, true},
+		{every / 2, true},
+		{every/2 - time.Millisecond, false},
+		{10 * time.Millisecond, false},
+		{0, false},
+	} {
+		if got := renewDue(tc.age, every); got != tc.want {
+			t.Errorf("renewDue(%v, %v) = %v, want %v", tc.age, every, got, tc.want)
+		}
 	}
 }
