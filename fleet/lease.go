@@ -19,7 +19,7 @@ const fixedKeys = 17
 
 // maxHold ends the renewal of a lease whose attempt never finished (a
 // bug): longer than any attempt can live (login deadline, backend login
-// timeout, the Dovecot adapter's lease of at most 1h).
+// timeout, the Dovecot adapter's lease of at most 30 s).
 const maxHold = 2 * time.Hour
 
 // hold notes a lease this node holds; ks are the attempt's keys (with
