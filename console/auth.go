@@ -270,11 +270,17 @@ func roleOf(r string) role {
 // sessions at once: a session of an account no longer in the file ends,
 // and one whose account changed role has the new role from its next
 // request on (an admin demoted to viewer can change nothing more). A
-// file that cannot be read ends every session, as it refuses every
-// sign-in: rights that cannot be checked are not kept; its error is
-// returned. Each ended or changed session is logged.
+// file that cannot be read or parsed changes nothing: the sessions and
+// the accounts of the last good read stay (a file caught half rewritten
+// must not sign every admin out), the error is logged and returned, and
+// sign-ins stay refused until the file reads again. Each ended or
+// changed session is logged.
 func (s *Server) ReloadUsers() error {
 	users, err := ReadUsers(s.c.UsersFile)
+	if err != nil {
+		s.c.Log.Error("console: users file unreadable on reload; console sessions and accounts kept", "err", err)
+		return err
+	}
 	roles := map[string]role{}
 	for _, u := range users {
 		roles[u.Name] = roleOf(u.Role)
@@ -284,7 +290,7 @@ func (s *Server) ReloadUsers() error {
 	for k, sess := range s.sessions {
 		r, ok := roles[sess.user]
 		switch {
-		case err != nil || !ok:
+		case !ok:
 			ended = append(ended, sess.user)
 			s.dropLocked(k)
 		case r != sess.role:
@@ -296,10 +302,6 @@ func (s *Server) ReloadUsers() error {
 		}
 	}
 	s.mu.Unlock()
-	if err != nil {
-		s.c.Log.Error("console: users file unreadable on reload; every console session ended", "err", err, "sessions", len(ended))
-		return err
-	}
 	for _, u := range ended {
 		s.c.Log.Info("console: session ended, account removed from the users file", "console_user", u)
 	}
