@@ -229,8 +229,8 @@ func New(c Config) *Server {
 		topCache:    map[string]tops{},
 		csrfMark:    randomToken(),
 	}
-	s.overviewFeed = newFeed(eventEvery, s.overviewEvent)
-	s.liveFeed = newFeed(eventEvery, s.gatherSessions)
+	s.overviewFeed = newFeed(eventEvery, s.overviewEvent, c.Log)
+	s.liveFeed = newFeed(eventEvery, s.gatherSessions, c.Log)
 	return s
 }
 
