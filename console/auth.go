@@ -235,12 +235,24 @@ func (s *Server) lookup(value string, touch bool) *session {
 }
 
 // newSession stores a session for user and returns its cookie value.
-func (s *Server) newSession(u User) (string, *session) {
+// gen is the users generation (usersGeneration) from before u was read
+// from the file: when a reload has applied the file since, the sign-in
+// takes the role that reload found, and an account it did not find gets
+// no session (false), so a sign-in that raced a reload cannot keep what
+// the reload took away.
+func (s *Server) newSession(u User, gen uint64) (string, *session, bool) {
 	value := randomToken()
 	now := s.c.Now()
 	sess := &session{user: u.Name, role: roleOf(u.Role), csrf: randomToken(), created: now, last: now, gone: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if gen != s.usersGen {
+		r, ok := s.roles[u.Name]
+		if !ok {
+			return "", nil, false
+		}
+		sess.role = r
+	}
 	if len(s.sessions) >= maxSessions {
 		// Drop expired sessions, then the least recently used one.
 		var oldest string
@@ -256,7 +268,14 @@ func (s *Server) newSession(u User) (string, *session) {
 		}
 	}
 	s.sessions[sessionKey(value)] = sess
-	return value, sess
+	return value, sess, true
+}
+
+// usersGeneration returns the count of users-file reloads applied so far.
+func (s *Server) usersGeneration() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.usersGen
 }
 
 func roleOf(r string) role {
@@ -270,21 +289,29 @@ func roleOf(r string) role {
 // sessions at once: a session of an account no longer in the file ends,
 // and one whose account changed role has the new role from its next
 // request on (an admin demoted to viewer can change nothing more). A
-// file that cannot be read ends every session, as it refuses every
-// sign-in: rights that cannot be checked are not kept; its error is
-// returned. Each ended or changed session is logged.
+// file that cannot be read or parsed changes nothing: the sessions and
+// the accounts of the last good read stay (a file caught half rewritten
+// must not sign every admin out), the error is logged and returned, and
+// sign-ins stay refused until the file reads again. Each ended or
+// changed session is logged.
 func (s *Server) ReloadUsers() error {
 	users, err := ReadUsers(s.c.UsersFile)
+	if err != nil {
+		s.c.Log.Error("console: users file unreadable on reload; console sessions and accounts kept", "err", err)
+		return err
+	}
 	roles := map[string]role{}
 	for _, u := range users {
 		roles[u.Name] = roleOf(u.Role)
 	}
 	var ended, changed []string
 	s.mu.Lock()
+	s.usersGen++
+	s.roles = roles
 	for k, sess := range s.sessions {
 		r, ok := roles[sess.user]
 		switch {
-		case err != nil || !ok:
+		case !ok:
 			ended = append(ended, sess.user)
 			s.dropLocked(k)
 		case r != sess.role:
@@ -296,10 +323,6 @@ func (s *Server) ReloadUsers() error {
 		}
 	}
 	s.mu.Unlock()
-	if err != nil {
-		s.c.Log.Error("console: users file unreadable on reload; every console session ended", "err", err, "sessions", len(ended))
-		return err
-	}
 	for _, u := range ended {
 		s.c.Log.Info("console: session ended, account removed from the users file", "console_user", u)
 	}
@@ -393,7 +416,15 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	} else {
 		delay = s.c.FailureDelay
 	}
-	u, ok := s.judge(r.Context(), name, password, addr)
+	u, gen, ok := s.judge(r.Context(), name, password, addr)
+	var value string
+	if ok {
+		if value, _, ok = s.newSession(u, gen); !ok {
+			// The password was right, but a reload removed the account
+			// while it was checked: refused like a wrong password.
+			s.c.Log.Warn("console: sign-in refused", "console_user", u.Name, "remote", addr.String(), "reason", "account removed from the users file during the sign-in")
+		}
+	}
 	if !ok {
 		// Every refusal ends at the same time: the failure delay from
 		// the start, whatever was refused and how fast.
@@ -408,14 +439,15 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, "login", nil, http.StatusOK, "Sign in", signInFailed, nil)
 		return
 	}
-	value, _ := s.newSession(u)
 	s.setCookie(w, r, value, int(MaxAge/time.Second))
 	s.c.Log.Info("console: signed in", "console_user", u.Name, "role", u.Role, "remote", addr.String())
 	http.Redirect(w, r, Prefix, http.StatusSeeOther)
 }
 
-// judge checks one sign-in through the guard and the users file.
-func (s *Server) judge(ctx context.Context, name, password string, addr netip.Addr) (User, bool) {
+// judge checks one sign-in through the guard and the users file; it
+// returns the users generation from before the file was read, for
+// newSession.
+func (s *Server) judge(ctx context.Context, name, password string, addr netip.Addr) (User, uint64, bool) {
 	var a *guard.Attempt
 	valid := ValidUserName(name)
 	// The guard keys console accounts apart from mail logins
@@ -431,12 +463,12 @@ func (s *Server) judge(ctx context.Context, name, password string, addr netip.Ad
 	if !valid {
 		logName = "" // client bytes that are not a name never reach the log
 	}
-	refuse := func(o guard.Outcome, why string) (User, bool) {
+	refuse := func(o guard.Outcome, why string) (User, uint64, bool) {
 		for _, e := range a.Finish(o, "") {
 			e.Log(ctx, s.c.Log)
 		}
 		s.c.Log.Warn("console: sign-in refused", "console_user", logName, "remote", addr.String(), "reason", why)
-		return User{}, false
+		return User{}, 0, false
 	}
 	if !valid || password == "" || len(password) > MaxPasswordLen || strings.ContainsAny(password, "\x00\r\n") {
 		return refuse(guard.Refused, "unusable user name or password")
@@ -454,10 +486,14 @@ func (s *Server) judge(ctx context.Context, name, password string, addr netip.Ad
 	if !v.Allow {
 		return refuse(guard.Refused, "guard: "+v.Reason)
 	}
+	gen := s.usersGeneration()
 	users, err := ReadUsers(s.c.UsersFile)
 	if err != nil {
 		s.c.Log.Error("console: users file unreadable; nobody can sign in", "err", err)
 		return refuse(guard.Abandoned, "users file unreadable")
+	}
+	if s.afterUsersRead != nil {
+		s.afterUsersRead()
 	}
 	var found User
 	for _, u := range users {
@@ -484,7 +520,7 @@ func (s *Server) judge(ctx context.Context, name, password string, addr netip.Ad
 	for _, e := range a.Finish(guard.Passed, "") {
 		e.Log(ctx, s.c.Log)
 	}
-	return found, true
+	return found, gen, true
 }
 
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) {

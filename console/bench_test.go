@@ -38,7 +38,7 @@ func benchConsole(b *testing.B, n int) (http.Handler, string) {
 	}
 	srv := New(Config{UsersFile: usersFile(b), Audit: st, Overview: func() Overview { return Overview{Sessions: 1} }})
 	h := srv.Handler()
-	value, _ := srv.newSession(User{Name: "bench", Role: RoleViewer})
+	value, _, _ := srv.newSession(User{Name: "bench", Role: RoleViewer}, 0)
 	benchServer = srv
 	return h, value
 }

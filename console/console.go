@@ -178,8 +178,13 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by sessionKey(cookie value)
-	actions  []Action            // newest last, at most maxActions
-	topCache map[string]tops     // the country page's figures by period
+	// usersGen counts the users-file reloads applied (ReloadUsers) and
+	// roles is the last one's accounts: newSession checks a sign-in
+	// that read the file before a reload against them.
+	usersGen uint64
+	roles    map[string]role
+	actions  []Action        // newest last, at most maxActions
+	topCache map[string]tops // the country page's figures by period
 
 	rate rateMeter
 
@@ -187,6 +192,9 @@ type Server struct {
 	// (feed.go).
 	overviewFeed *feed[string]
 	liveFeed     *feed[*liveSessions]
+	// afterUsersRead, when set (tests), runs in a sign-in between its
+	// read of the users file and its password check.
+	afterUsersRead func()
 	// csrfMark stands for the form token in live rows rendered once
 	// for every admin's stream.
 	csrfMark string
@@ -221,8 +229,8 @@ func New(c Config) *Server {
 		topCache:    map[string]tops{},
 		csrfMark:    randomToken(),
 	}
-	s.overviewFeed = newFeed(eventEvery, s.overviewEvent)
-	s.liveFeed = newFeed(eventEvery, s.gatherSessions)
+	s.overviewFeed = newFeed(eventEvery, s.overviewEvent, c.Log)
+	s.liveFeed = newFeed(eventEvery, s.gatherSessions, c.Log)
 	return s
 }
 

@@ -88,8 +88,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess *session) {
 		defer s.overviewFeed.leave()
 	}
 	for {
-		ev := ovEvent
-		if sessions {
+		ev := ovEvent // "" (nothing sent) until a first snapshot exists
+		if sessions && live != nil {
 			rows, err := s.liveRows(live, view, sess)
 			if err != nil {
 				s.c.Log.Error("console: live sessions failed to render", "err", err)

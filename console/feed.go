@@ -8,6 +8,9 @@ package console
 // tick, not N. With no stream open nothing is gathered.
 
 import (
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -16,6 +19,7 @@ import (
 type feed[T any] struct {
 	every  time.Duration
 	gather func() T
+	log    *slog.Logger
 
 	mu   sync.Mutex
 	n    int           // streams listening
@@ -24,8 +28,22 @@ type feed[T any] struct {
 	stop chan struct{} // closed when the last stream leaves
 }
 
-func newFeed[T any](every time.Duration, gather func() T) *feed[T] {
-	return &feed[T]{every: every, gather: gather}
+func newFeed[T any](every time.Duration, gather func() T, log *slog.Logger) *feed[T] {
+	return &feed[T]{every: every, gather: gather, log: log}
+}
+
+// safeGather runs gather and recovers a panic in it (a bug in what it
+// reads: the proxy's session list, the geo lookup), which would
+// otherwise end the process from the producer's goroutine: it is logged
+// and ok is false, and the caller keeps the snapshot it has.
+func (f *feed[T]) safeGather() (v T, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.log.Error("console: live data gather panicked; previous snapshot kept", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			ok = false
+		}
+	}()
+	return f.gather(), true
 }
 
 // join adds a stream and returns the latest snapshot and the channel
@@ -37,7 +55,9 @@ func (f *feed[T]) join() (T, <-chan struct{}) {
 	defer f.mu.Unlock()
 	f.n++
 	if f.n == 1 {
-		f.cur = f.gather()
+		if v, ok := f.safeGather(); ok {
+			f.cur = v
+		}
 		f.next = make(chan struct{})
 		f.stop = make(chan struct{})
 		go f.run(f.stop)
@@ -71,7 +91,10 @@ func (f *feed[T]) run(stop chan struct{}) {
 			return
 		case <-t.C:
 		}
-		v := f.gather() // outside the lock: joining streams do not wait
+		v, ok := f.safeGather() // outside the lock: joining streams do not wait
+		if !ok {
+			continue // the streams wait for the next tick's snapshot
+		}
 		f.mu.Lock()
 		select {
 		case <-stop: // the streams left while it gathered

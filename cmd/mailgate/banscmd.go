@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -189,7 +190,10 @@ func runLockouts(args []string, stdout, stderr io.Writer) int {
 		if !l.Until.IsZero() {
 			until = l.Until.Format(time.RFC3339)
 		}
-		login := l.Login
+		// A mail login is quoted: no mail login, whatever its bytes,
+		// prints as a console account (a name of letters, digits and
+		// ._@- only) or spills into the next column.
+		login := strconv.Quote(l.Login)
 		if l.Console != "" {
 			login = "console account " + l.Console // mailgate unlock -console
 		}
@@ -225,7 +229,7 @@ func runUnlock(args []string, stdout, stderr io.Writer) int {
 	if err := a.call("POST", "/unlock?user="+url.QueryEscape(rest[0]), nil, nil); err != nil {
 		return cmdErr(stderr, err)
 	}
-	fmt.Fprintf(stdout, "%s unlocked\n", rest[0])
+	fmt.Fprintf(stdout, "%q unlocked\n", rest[0])
 	return 0
 }
 

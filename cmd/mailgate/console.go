@@ -81,11 +81,13 @@ func newConsole(g *gateway, c ConsoleConfig) *console.Server {
 
 // reloadConsoleUsers applies the console's users file to its open
 // sessions (removed accounts signed out, changed roles applied); the
-// console logs what it did and a file it cannot read.
-func (g *gateway) reloadConsoleUsers() {
+// console logs what it did and a file it cannot read, whose error is
+// returned for the reload's count.
+func (g *gateway) reloadConsoleUsers() error {
 	if cs := g.console.Load(); cs != nil {
-		_ = cs.ReloadUsers()
+		return cs.ReloadUsers()
 	}
+	return nil
 }
 
 // started is when this process started serving, for the overview.

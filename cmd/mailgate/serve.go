@@ -335,10 +335,21 @@ func (g *gateway) closeListeners() {
 func (g *gateway) reload(load func() (*Config, error)) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	old := g.current() // only reloads store, and they hold reloadMu
+	err := g.reloadState(load)
 	// The console's accounts and roles apply whether or not the config
-	// loads: taking rights away must not wait for a config fix.
-	defer g.reloadConsoleUsers()
+	// loads: taking rights away must not wait for a config fix. A users
+	// file that cannot be read keeps the console's sessions and accounts
+	// (the console logs it) and counts as a failed reload.
+	if cerr := g.reloadConsoleUsers(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("console users file: %w", cerr))
+	}
+	g.ops.reloaded(err)
+	return err
+}
+
+// reloadState is reload's config part; the caller holds reloadMu.
+func (g *gateway) reloadState(load func() (*Config, error)) error {
+	old := g.current() // only reloads store, and they hold reloadMu
 	cfg, err := load()
 	if err == nil {
 		var st *state
@@ -366,7 +377,6 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 			g.srv.Update(st.opts)
 			g.reloadNginxAdapter(old, st, g.log)
 			g.reloadDovecotPolicy(old, st, g.log)
-			g.ops.reloaded(nil)
 			g.log.Info("reload: new config, policy and databases in use")
 			warnStaleGeo(g.log, st)
 			return nil
@@ -375,7 +385,6 @@ func (g *gateway) reload(load func() (*Config, error)) error {
 	for _, e := range errlist.Split(err) {
 		g.log.Error("reload failed; previous config kept", "err", e)
 	}
-	g.ops.reloaded(err)
 	return err
 }
 
