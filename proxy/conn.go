@@ -233,7 +233,6 @@ func (c *conn) serve() {
 		c.finish(reason)
 		return
 	}
-	c.publishLive()
 	// The splice runs on a fresh goroutine: this one's stack grew during
 	// the TLS handshake and the login and would keep that size for the
 	// whole session, which for an idle IMAP client is days. A new

@@ -35,7 +35,8 @@ type liveInfo struct {
 	since   time.Time
 }
 
-// publishLive marks c logged in; called once, by c's goroutine.
+// publishLive marks c logged in; called once, by c's goroutine, when
+// the login passed and before the client is told.
 func (c *conn) publishLive() {
 	c.live.Store(&liveInfo{account: c.user, addr: c.remote.Addr(), since: time.Now()})
 }

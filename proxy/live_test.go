@@ -37,3 +37,18 @@ func TestLiveSessionsAndDisconnect(t *testing.T) {
 	pre.send("b NOOP\r\n")
 	pre.expect("b OK")
 }
+
+// TestLiveSessionListedWhenClientHearsOK: a client that has read its
+// login's OK is already on the live list (the console's live sessions
+// page must show what the client saw), every time.
+func TestLiveSessionListedWhenClientHearsOK(t *testing.T) {
+	e := startServer(t, Listener{}, fastLimits())
+	for i := range 50 {
+		c := e.dialGreeted()
+		c.send("a LOGIN alice secret\r\n")
+		c.expect("a OK")
+		if n := len(e.srv.LiveSessions()); n != i+1 {
+			t.Fatalf("login %d: the client read OK, %d sessions listed, want %d", i+1, n, i+1)
+		}
+	}
+}

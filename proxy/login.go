@@ -363,6 +363,9 @@ func (c *conn) loginAndAnswer(a loginAttempt, dial dialFunc, r loginReplies) (*b
 	line := r.failed
 	switch reply {
 	case loginPassed:
+		// Listed as live before the client hears the OK, so that what the
+		// client saw is on the console's live sessions page.
+		c.publishLive()
 		if err := r.passed(sess); err != nil {
 			sess.Conn.Close()
 			return nil, err
