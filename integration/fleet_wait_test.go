@@ -47,17 +47,10 @@ func TestFleetWaitsAreWokenNotPolled(t *testing.T) {
 	c := storeGuardConfig(t, rs.Addr()) // ip_after 3
 	a, b := startStoreNode(t, c), startStoreNode(t, c)
 	if !waitFor(func() bool { return a.s.WakeFeedUp() && b.s.WakeFeedUp() }, eventually) {
-		t.Fatal("the nodes did not subscribe to the wake channel within 10s")
+		t.Fatal("the nodes did not subscribe to the wake channel")
 	}
 	const src = "198.51.100.50"
-	var held []*guard.Attempt
-	for i := range 3 {
-		at := a.g.Attempt("holder", netip.MustParseAddr(src), "h"+strconv.Itoa(i))
-		if v := at.Begin(context.Background()); !v.Allow {
-			t.Fatalf("holding attempt %d: %+v", i, v)
-		}
-		held = append(held, at)
-	}
+	held := holdBudget(t, a, src, 3)
 	if _, err := storeClient(t, rs.Addr()).ConfigResetStat(context.Background()).Result(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,14 +106,7 @@ func TestFleetWaitsPollWithoutWakeChannel(t *testing.T) {
 	c := storeGuardConfig(t, rs.Addr())
 	a, b := startStoreNode(t, c), startStoreNode(t, c)
 	const src = "198.51.100.60"
-	var held []*guard.Attempt
-	for i := range 3 {
-		at := a.g.Attempt("holder", netip.MustParseAddr(src), "h"+strconv.Itoa(i))
-		if v := at.Begin(context.Background()); !v.Allow {
-			t.Fatalf("holding attempt %d: %+v", i, v)
-		}
-		held = append(held, at)
-	}
+	held := holdBudget(t, a, src, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -157,4 +143,19 @@ func TestFleetWaitsPollWithoutWakeChannel(t *testing.T) {
 	if n, err := storeClient(t, rs.Addr()).ZCard(context.Background(), c.Shared.KeyPrefix+"fi:"+src).Result(); err != nil || n != 1 {
 		t.Fatalf("failures of %s in the store: %d, %v; want 1", src, n, err)
 	}
+}
+
+// holdBudget begins n attempts of src on node a and keeps them open, so
+// that src's parallel-attempt budget is held there.
+func holdBudget(t *testing.T, a *storeNode, src string, n int) []*guard.Attempt {
+	t.Helper()
+	var held []*guard.Attempt
+	for i := range n {
+		at := a.g.Attempt("holder", netip.MustParseAddr(src), "h"+strconv.Itoa(i))
+		if v := at.Begin(context.Background()); !v.Allow {
+			t.Fatalf("holding attempt %d: %+v", i, v)
+		}
+		held = append(held, at)
+	}
+	return held
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -73,14 +72,7 @@ func TestFleetWakeDeniedCountsTheChannelDown(t *testing.T) {
 		t.Fatal("not subscribed to the wake channel (+subscribe is granted)")
 	}
 	const src = "198.51.100.61"
-	var held []*guard.Attempt
-	for i := range 3 {
-		at := a.g.Attempt("holder", netip.MustParseAddr(src), "h"+strconv.Itoa(i))
-		if v := at.Begin(context.Background()); !v.Allow {
-			t.Fatalf("holding attempt %d: %+v", i, v)
-		}
-		held = append(held, at)
-	}
+	held := holdBudget(t, a, src, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	got := make(chan guard.Verdict, 1)
