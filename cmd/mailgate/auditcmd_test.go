@@ -21,18 +21,22 @@ func auditDB(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now().UTC().Truncate(time.Second)
+	// Rows aggregate per UTC day, and the command's --since counts back
+	// from the real clock: the times hang from yesterday's noon, so the
+	// two RU denials fall on one day at any hour the test runs (from
+	// now, they straddled midnight between 01:00 and 02:00 UTC).
+	noon := time.Now().UTC().Truncate(24 * time.Hour).Add(-12 * time.Hour)
 	for _, e := range []audit.Event{
-		{Time: now.Add(-3 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("81.2.69.142"), Country: "GB",
+		{Time: noon.Add(-3 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("81.2.69.142"), Country: "GB",
 			Protocol: "imap", Listener: "imaps", Mech: "PLAIN", ClientID: "Thunderbird/128.1", TLS: "TLS 1.3",
 			Cipher: "TLS_AES_128_GCM_SHA256", SNI: "mail.example.com", Result: audit.ResultPass, Cause: "policy.allow_countries"},
-		{Time: now.Add(-2 * time.Hour), Account: "Alice@Example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
+		{Time: noon.Add(-2 * time.Hour), Account: "Alice@Example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
 			Protocol: "smtp", Listener: "submission", Mech: "LOGIN", Result: audit.ResultDenied, Cause: "policy.allow_countries: country RU not allowed"},
-		{Time: now.Add(-time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
+		{Time: noon.Add(-time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
 			Protocol: "smtp", Listener: "submission", Mech: "LOGIN", Result: audit.ResultDenied, Cause: "policy.allow_countries: country RU not allowed"},
-		{Time: now.Add(-10 * 24 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
+		{Time: noon.Add(-10 * 24 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
 			Protocol: "imap", Listener: "imaps", Mech: "PLAIN", Result: audit.ResultFailed, Cause: "backend refused credentials"},
-		{Time: now.Add(-time.Hour), Account: "bob@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
+		{Time: noon.Add(-time.Hour), Account: "bob@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
 			Protocol: "imap", Listener: "imaps", Mech: "PLAIN", Result: audit.ResultGuard, Cause: "address banned"},
 	} {
 		st.Record(e)
@@ -69,7 +73,7 @@ func TestAuditCommandText(t *testing.T) {
 			t.Errorf("header %q lacks %s", lines[1], w)
 		}
 	}
-	// Newest first: the denied row (count 2, last an hour ago), then the pass.
+	// Newest first: the denied row (count 2, last at 11:00 yesterday), then the pass.
 	denied, pass := strings.Fields(lines[2]), strings.Fields(lines[3])
 	// LAST SEEN and FIRST SEEN are two words each, in head and rows;
 	// CAUSE, the last column, may have spaces.
