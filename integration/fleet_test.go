@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -284,12 +285,8 @@ func TestFleetStoreKilledMidAttack(t *testing.T) {
 		t.Error("no login was answered")
 	}
 	for i, m := range rig.nodes {
-		log := m.Log()
-		if n := strings.Count(log, "fleet: shared store lost"); n != 1 {
-			t.Errorf("node %d logged the loss %d times, want once", i+1, n)
-		}
-		if n := strings.Count(log, "fleet: shared store reachable"); n != 2 {
-			t.Errorf("node %d logged the store reachable %d times, want twice (start, return)", i+1, n)
+		if seq := storeUpDown(m.Log()); !storeLogOK.MatchString(seq) {
+			t.Errorf("node %d logged the store reachable (R) and lost (L) as %q, want R at the start, then each loss once and each return once (RLR)", i+1, seq)
 		}
 	}
 	// Every ban made while the store was up is back in the store and on
@@ -350,4 +347,26 @@ func TestFleetTrimmedFeedReloads(t *testing.T) {
 	resumed := time.Now()
 	rig.nodes[1].WaitLog(t, "change feed trimmed past the last change seen")
 	within(t, "ban after a trimmed feed", rig.lbs[1:], resumed, 2*time.Second, func(lb string) bool { return refusedAtAccept(lb, src) })
+}
+
+// storeLogOK is a node's store log over one outage: reachable at the
+// start, then each loss once and each return once. Usually one outage
+// (RLR); on a loaded machine the restarted store can also miss the
+// test's 500 ms timeout once more, which is a second outage, logged as
+// one (RLRLR), not a loss logged on every failed call.
+var storeLogOK = regexp.MustCompile(`^R(LR)+$`)
+
+// storeUpDown is the order of a node's "store reachable" (R) and "store
+// lost" (L) lines.
+func storeUpDown(log string) string {
+	var seq strings.Builder
+	for line := range strings.Lines(log) {
+		switch {
+		case strings.Contains(line, "fleet: shared store lost"):
+			seq.WriteByte('L')
+		case strings.Contains(line, "fleet: shared store reachable"):
+			seq.WriteByte('R')
+		}
+	}
+	return seq.String()
 }
