@@ -26,12 +26,7 @@ var pageNames = []string{"login", "error", "overview", "bans", "countries", "acc
 
 func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{
-		"when": func(t time.Time) string {
-			if t.IsZero() {
-				return "never"
-			}
-			return t.UTC().Format("2006-01-02 15:04:05 UTC")
-		},
+		"when": when,
 		"bytes": func(n int64) string {
 			switch {
 			case n >= 10<<20:
@@ -53,6 +48,14 @@ func parsePages() map[string]*template.Template {
 		out[p] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+p+".html"))
 	}
 	return out
+}
+
+// when is how the pages show a time.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
 // pageData is what every page template gets.
@@ -173,9 +176,13 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess *session)
 // ---- bans and lockouts ----
 
 type bansData struct {
-	Bans     []guard.Ban
+	Bans     []banRow // this page's (banlist.go)
 	Lockouts []guard.Lockout
-	NoGuard  bool
+	// BanList and LockList say what each list shows; View is the page's
+	// view as hidden fields, for the lift, unlock and add forms.
+	BanList, LockList listPage
+	View              []field
+	NoGuard           bool
 	// The add form's values, kept after an error.
 	Prefix, Duration, Reason string
 }
@@ -188,12 +195,33 @@ const (
 )
 
 func (s *Server) bansPage(w http.ResponseWriter, r *http.Request, sess *session, code int, errMsg string, d bansData) {
+	bv, bad := s.banView(r)
+	if bad != "" && errMsg == "" {
+		errMsg, code = bad, http.StatusBadRequest
+	}
 	if s.c.Guard == nil {
 		d.NoGuard = true
 	} else {
-		d.Bans, d.Lockouts = s.c.Guard.Bans(), s.c.Guard.Lockouts()
+		d.fill(bv, s.c.Guard.Bans(), s.c.Guard.Lockouts())
 	}
+	d.View = fields(bv.values())
 	s.render(w, r, "bans", sess, code, "Bans and lockouts", errMsg, d)
+}
+
+// banView is the bans page's view of r: its query, or for a form the
+// view the form was posted from.
+func (s *Server) banView(r *http.Request) (banView, string) {
+	if r.Method == http.MethodPost {
+		_ = r.ParseForm() // already parsed for the form token
+		return parseBanView(r.PostForm)
+	}
+	return parseBanView(r.URL.Query())
+}
+
+// backToBans answers a done change with the view it was made from.
+func (s *Server) backToBans(w http.ResponseWriter, r *http.Request, anchor string) {
+	bv, _ := s.banView(r)
+	http.Redirect(w, r, bv.url(anchor), http.StatusSeeOther)
 }
 
 func (s *Server) bans(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -230,7 +258,7 @@ func (s *Server) addBan(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 	s.record(sess, r, fmt.Sprintf("ban added: %s for %v (%s)", b.Prefix, dur, reason))
-	http.Redirect(w, r, Prefix+"bans", http.StatusSeeOther)
+	s.backToBans(w, r, "")
 }
 
 func (s *Server) removeBan(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -248,7 +276,7 @@ func (s *Server) removeBan(w http.ResponseWriter, r *http.Request, sess *session
 		return
 	}
 	s.record(sess, r, "ban lifted: "+p.String())
-	http.Redirect(w, r, Prefix+"bans", http.StatusSeeOther)
+	s.backToBans(w, r, "")
 }
 
 func (s *Server) unlock(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -268,7 +296,7 @@ func (s *Server) unlock(w http.ResponseWriter, r *http.Request, sess *session) {
 			return
 		}
 		s.record(sess, r, "console account unlocked: "+strings.ToLower(name))
-		http.Redirect(w, r, Prefix+"bans", http.StatusSeeOther)
+		s.backToBans(w, r, "locks")
 		return
 	}
 	login := r.PostFormValue("login")
@@ -281,7 +309,7 @@ func (s *Server) unlock(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 	s.record(sess, r, "login unlocked: "+strings.ToLower(login))
-	http.Redirect(w, r, Prefix+"bans", http.StatusSeeOther)
+	s.backToBans(w, r, "locks")
 }
 
 // ---- failed and denied logins by country ----
