@@ -122,7 +122,8 @@ type listPage struct {
 }
 
 // pageRows returns the rows of v's page among those matching v's
-// filter, and how many match.
+// filter, and how many match: the one paging of the live sessions and
+// the bans page's two lists.
 func pageRows[T any](rows []T, v listView, match func(*T, string) bool) (page []T, total int) {
 	skip := v.page * banPerPage
 	for i := range rows {

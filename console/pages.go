@@ -686,15 +686,7 @@ func (ls *liveSessions) data(v sessionView) sessionsData {
 		return d
 	}
 	skip := v.page * livePerPage
-	for i := range ls.rows {
-		if !ls.rows[i].matches(v.q) {
-			continue
-		}
-		if d.Total >= skip && len(d.Rows) < livePerPage {
-			d.Rows = append(d.Rows, ls.rows[i])
-		}
-		d.Total++
-	}
+	d.Rows, d.Total = pageRows(ls.rows, listView{v.q, v.page}, (*sessionRow).matches)
 	if len(d.Rows) > 0 {
 		d.First, d.Last = skip+1, skip+len(d.Rows)
 	}
