@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -412,22 +413,58 @@ func TestCheckAddr(t *testing.T) {
 func TestAuthHTTP(t *testing.T) {
 	a := &authHTTP{ports: map[string]int{"imap": 1143, "smtp": 1025}}
 	for proto, port := range map[string]string{"imap": "1143", "smtp": "1025"} {
-		req := httptest.NewRequest("GET", "/auth", nil)
-		req.Header.Set("Auth-Protocol", proto)
-		req.Header.Set("Auth-User", "alice@example.test")
-		rec := httptest.NewRecorder()
-		a.ServeHTTP(rec, req)
-		h := rec.Result().Header
+		h := askAuth(a, proto, "alice@example.test", "anything")
 		if h.Get("Auth-Status") != "OK" || h.Get("Auth-Server") != "127.0.0.1" || h.Get("Auth-Port") != port {
 			t.Errorf("%s: headers %v", proto, h)
 		}
 	}
+	if s := askAuth(a, "gopher", "alice@example.test", "x").Get("Auth-Status"); s == "OK" || s == "" {
+		t.Errorf("unknown protocol: Auth-Status %q", s)
+	}
+}
+
+// TestAuthHTTPVerifiesSMTP: with verify set, an SMTP login is OK only
+// when the IMAP server takes the password (nginx escapes both names,
+// so an escaped space and quote must arrive unescaped); IMAP logins
+// are still passed to the backend unchecked.
+func TestAuthHTTPVerifiesSMTP(t *testing.T) {
+	imap := fakeServer(t, false, imapFake(`bob smith`, `pa"ss`))
+	a := &authHTTP{ports: map[string]int{"imap": 1143, "smtp": 1025}, verify: imap, step: 5 * time.Second}
+	if h := askAuth(a, "smtp", "bob%20smith", "pa%22ss"); h.Get("Auth-Status") != "OK" || h.Get("Auth-Port") != "1025" {
+		t.Errorf("right password: %v", h)
+	}
+	h := askAuth(a, "smtp", "bob%20smith", "wrong")
+	if h.Get("Auth-Status") == "OK" || h.Get("Auth-Wait") == "" {
+		t.Errorf("wrong password: %v", h)
+	}
+	if h := askAuth(a, "smtp", "bob%zzsmith", "pa%22ss"); h.Get("Auth-Status") == "OK" {
+		t.Errorf("undecodable name: %v", h)
+	}
+	if h := askAuth(a, "imap", "bob%20smith", "wrong"); h.Get("Auth-Status") != "OK" {
+		t.Errorf("imap is the backend's to check: %v", h)
+	}
+}
+
+func askAuth(a *authHTTP, proto, user, pass string) http.Header {
 	req := httptest.NewRequest("GET", "/auth", nil)
-	req.Header.Set("Auth-Protocol", "gopher")
+	req.Header.Set("Auth-Protocol", proto)
+	req.Header.Set("Auth-User", user)
+	req.Header.Set("Auth-Pass", pass)
 	rec := httptest.NewRecorder()
 	a.ServeHTTP(rec, req)
-	if s := rec.Result().Header.Get("Auth-Status"); s == "OK" || s == "" {
-		t.Errorf("unknown protocol: Auth-Status %q", s)
+	return rec.Result().Header
+}
+
+// TestAuthHTTPCommandFlags: the authhttp subcommand refuses to serve
+// off loopback and says what a bad -ports is.
+func TestAuthHTTPCommandFlags(t *testing.T) {
+	var stderr strings.Builder
+	if code := run([]string{"authhttp", "-listen", "192.0.2.1:80", "-ports", "imap=143"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "loopback") {
+		t.Errorf("non-loopback listen: code %d, %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"authhttp", "-listen", "127.0.0.1:0", "-ports", "imap"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "proto=port") {
+		t.Errorf("bad -ports: code %d, %q", code, stderr.String())
 	}
 }
 

@@ -47,6 +47,8 @@ func run(args []string, stderr io.Writer) int {
 		return runSuite(args[1:])
 	case "logins", "throughput", "idle":
 		return runSingle(args[0], args[1:], stderr)
+	case "authhttp": // the suite's own auth_http endpoint for nginx, not in the usage
+		return runAuthHTTP(args[1:], stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stderr, usage)
 		return 0

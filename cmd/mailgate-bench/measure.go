@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -30,6 +31,17 @@ type loginResult struct {
 	FirstErr    string
 	CPUPerLogin time.Duration // of the watched process tree, if any
 	BackendCPU  time.Duration // per login, of the backend's process tree, if watched
+	ClientCPU   time.Duration // per login, of this process: the load generator
+	AuthCPU     time.Duration // per login, of nginx's auth_http endpoint (suite, nginx only)
+}
+
+// selfCPU is this process's user and system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Rate is successful logins per second.
@@ -127,6 +139,7 @@ func runWorkers(ctx context.Context, conc int, max int64, next func() (time.Time
 	if backendCPU != nil {
 		bcpu0 = backendCPU()
 	}
+	self0 := selfCPU()
 	begin := time.Now()
 	for w := range conc {
 		wg.Add(1)
@@ -183,6 +196,9 @@ func runWorkers(ctx context.Context, conc int, max int64, next func() (time.Time
 	}
 	if backendCPU != nil && res.OK > 0 {
 		res.BackendCPU = (backendCPU() - bcpu0) / time.Duration(res.OK)
+	}
+	if res.OK > 0 {
+		res.ClientCPU = (selfCPU() - self0) / time.Duration(res.OK)
 	}
 	return res
 }

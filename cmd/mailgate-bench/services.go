@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,37 +17,6 @@ import (
 
 // ngxMailModule is where Debian's libnginx-mod-mail installs the module.
 const ngxMailModule = "/usr/lib/nginx/modules/ngx_mail_module.so"
-
-// authHTTP is nginx's auth_http endpoint at its most minimal: every
-// login is OK and goes to the backend for its protocol, which then
-// checks the password itself (nginx logs in with the user's credentials).
-// It answers from memory with no lookup, so it measures nginx, not PHP.
-type authHTTP struct {
-	ports map[string]int // Auth-Protocol ("imap", "pop3", "smtp") → backend port
-}
-
-func (a *authHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	port, ok := a.ports[r.Header.Get("Auth-Protocol")]
-	if !ok {
-		w.Header().Set("Auth-Status", "unknown protocol")
-		return
-	}
-	w.Header().Set("Auth-Status", "OK")
-	w.Header().Set("Auth-Server", "127.0.0.1")
-	w.Header().Set("Auth-Port", strconv.Itoa(port))
-}
-
-// serveAuthHTTP serves a on a new loopback port until ctx ends.
-func serveAuthHTTP(ctx context.Context, a *authHTTP) (string, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	srv := &http.Server{Handler: a, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	go func() { <-ctx.Done(); srv.Close() }()
-	return l.Addr().String(), nil
-}
 
 // proc is a child process the suite started.
 type proc struct {

@@ -56,12 +56,17 @@ type suiteOpts struct {
 	curves     []tls.CurveID // client key exchanges; nil: Go's default
 	base       string        // git revision of a second mailgate to measure beside this one ("": none)
 	resumeC    int           // concurrency of the runs with TLS session resumption (0: none)
+	// smtpNoVerify: nginx's auth_http answers OK to every SMTP login
+	// without checking the password (as before 2026-12-07).
+	smtpNoVerify bool
+	idleNatural  time.Duration // idle: also read memory this long after the sessions opened, with no forced collection (0: skip)
 }
 
 // stackEnv is everything the suite started.
 type stackEnv struct {
 	st        *mailstack.Stack
 	nginx     *proc
+	auth      *proc // nginx's auth_http endpoint
 	mg        *proc
 	mgBin     string
 	base      *proc // the -base mailgate, nil without
@@ -86,7 +91,7 @@ func runSuite(args []string) int {
 	size := fs.String("size", "20MB", "message size of the throughput run")
 	fs.IntVar(&o.xferReps, "xfer", 3, "throughput repetitions per target")
 	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
-	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through mailgate alone (0: skip)")
+	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through nginx and mailgate (0: skip)")
 	mgEnv := fs.String("mailgate-env", "", `extra environment for mailgate only, space-separated (e.g. "GOMAXPROCS=1")`)
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "idle: after two forced collections, wait this long before the settled memory reading")
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
@@ -96,6 +101,8 @@ func runSuite(args []string) int {
 	fs.BoolVar(&o.keep, "keep", false, "keep the daemons' scratch directories (logs, configs) for inspection")
 	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, resume, paced, throughput, idle, denied, profile")
 	fs.StringVar(&o.base, "base", "", "git revision of a second mailgate, built and measured beside this tree's as mailgate-base (before/after in one run)")
+	fs.BoolVar(&o.smtpNoVerify, "nginx-smtp-noverify", false, "nginx's auth_http answers OK to SMTP logins without checking the password (default: it checks it by an IMAP LOGIN against Dovecot, as a real deployment must)")
+	fs.DurationVar(&o.idleNatural, "idle-natural", 0, "idle: also read memory this long after the sessions opened, with no forced collection (Go collects at least every 2 minutes; 0: skip)")
 	fs.IntVar(&o.resumeC, "resume-c", 64, "concurrency of the IMAPS and POP3S login runs with TLS session resumption (0: skip them)")
 	fs.Float64Var(&o.pacedRate, "paced-rate", 0, "paced IMAPS logins offered per second at the highest -c (0: 0.9 × nginx's closed-loop rate there)")
 	if err := fs.Parse(args); err != nil {
@@ -154,7 +161,7 @@ func runSuite(args []string) int {
 	if !o.skip["throughput"] {
 		suiteThroughput(ctx, w, env, o)
 	}
-	if !o.skip["idle"] && o.idle > 0 {
+	if !o.skip["idle"] && (o.idle > 0 || o.idleBig > 0) {
 		suiteIdle(ctx, w, env, o)
 	}
 	if !o.skip["denied"] {
@@ -259,10 +266,21 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		env.addrs[tDirect]["smtp"] = mailstack.Addr(st.SMTPS)
 	}
 
-	authPorts := map[string]int{"imap": st.IMAP, "pop3": st.POP3, "smtp": st.SMTP}
-	authAddr, err := serveAuthHTTP(ctx, &authHTTP{ports: authPorts})
-	if err != nil {
-		return env, err
+	// The auth_http endpoint is a process of its own, started on a port
+	// of its own like nginx and mailgate below.
+	var authAddr string
+	for attempt := 1; ; attempt++ {
+		ports, err := mailstack.FreePorts(1)
+		if err != nil {
+			return env, err
+		}
+		env.auth, authAddr, err = startAuthHTTP(env.workDir, st, ports[0], !o.smtpNoVerify, o.step)
+		if err == nil {
+			break
+		}
+		if attempt == testport.Attempts || !testport.InUse(err.Error()) {
+			return env, err
+		}
 	}
 	// nginx and mailgate bind their ports themselves, so the ports come
 	// from mailstack.FreePorts (outside the ephemeral range, never handed
@@ -346,6 +364,9 @@ func (e *stackEnv) teardown() {
 	if e.nginx != nil {
 		e.nginx.stop(syscall.SIGQUIT)
 	}
+	if e.auth != nil {
+		e.auth.stop(syscall.SIGTERM)
+	}
 	e.st.Stop()
 	if e.workDir != "" && (e.st == nil || !e.st.Keep) {
 		os.RemoveAll(e.workDir)
@@ -358,11 +379,26 @@ func (e *stackEnv) target(name, proto string, o suiteOpts) (target, bool) {
 }
 
 // cpuOf returns a CPU reader for target name's process tree, or nil.
+// nginx's includes its auth_http endpoint: the decision mailgate makes
+// in its own process, nginx asks of another.
 func (e *stackEnv) cpuOf(name string) func() time.Duration {
 	pid := e.pids[name]
 	if pid == 0 {
 		return nil
 	}
+	if name == tNginx && e.auth != nil {
+		apid := e.auth.pid()
+		return func() time.Duration { return treeCPU(pid) + treeCPU(apid) }
+	}
+	return func() time.Duration { return treeCPU(pid) }
+}
+
+// authCPU reads the CPU time of nginx's auth_http endpoint, or is nil.
+func (e *stackEnv) authCPU() func() time.Duration {
+	if e.auth == nil {
+		return nil
+	}
+	pid := e.auth.pid()
 	return func() time.Duration { return treeCPU(pid) }
 }
 
@@ -452,8 +488,16 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) flo
 						profDone <- fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", mailstack.Addr(e.mgPorts.Pprof), secs), filepath.Join(o.out, "mailgate-logins.pprof"))
 					}()
 				}
+				var auth0 time.Duration
+				authCPU := e.authCPU()
+				if name == tNginx && authCPU != nil {
+					auth0 = authCPU()
+				}
 				lr := runLogins(ctx, k.conc, o.dur, 0, func(ctx context.Context) error { return loginOnce(ctx, proto, t) }, e.cpuOf(name), e.backendCPU)
 				lr.Proto = proto
+				if name == tNginx && authCPU != nil && lr.OK > 0 {
+					lr.AuthCPU = (authCPU() - auth0) / time.Duration(lr.OK)
+				}
 				if profDone != nil {
 					if err := <-profDone; err != nil {
 						warnf("CPU profile: %v", err)
@@ -476,13 +520,15 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) flo
 		}
 	}
 	fmt.Fprintf(w, "\n## logins (connect, TLS handshake, login, logout)\n\n")
-	fmt.Fprintf(w, "| proto | conc | TLS resumption | target | logins/s | p50 | p90 | p99 | errors (all rounds) | proxy CPU/login | backend CPU/login | c/a | c/b | c/base |\n|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| proto | conc | TLS resumption | target | logins/s | p50 | p90 | p99 | errors (all rounds) | proxy CPU/login | backend CPU/login | client CPU/login | all CPU/login | c/a | c/b | c/b by CPU | c/base |\n|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, k := range runs {
 		byT := res[k]
 		med := map[string]float64{}
+		all := map[string]float64{} // median over rounds of proxy + backend + client CPU per login
 		for _, name := range e.names {
 			if rs := byT[name]; len(rs) > 0 {
 				med[name] = medianF(rs, func(r loginResult) float64 { return r.Rate() })
+				all[name] = medianF(rs, func(r loginResult) float64 { return float64(r.CPUPerLogin + r.BackendCPU + r.ClientCPU) })
 			}
 		}
 		for _, name := range e.names {
@@ -491,19 +537,26 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) flo
 				continue
 			}
 			m := summarize(rs, e.pids[name] != 0)
-			ratioA, ratioB, ratioBase := "", "", ""
+			ratioA, ratioB, ratioBase, ratioCPU := "", "", "", ""
 			if name == tMailgate {
 				ratioA, ratioB, ratioBase = ratio(med[tMailgate], med[tDirect]), ratio(med[tMailgate], med[tNginx]), ratio(med[tMailgate], med[tBase])
+				// Rates on saturated cores go as the inverse of the CPU
+				// all processes spend per login.
+				ratioCPU = ratio(all[tNginx], all[tMailgate])
 			}
 			resume := "off"
 			if k.resume {
 				resume = fmt.Sprintf("on (%.0f%% resumed)", 100*median(resumed[k][name]))
 			}
-			fmt.Fprintf(w, "| %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.proto, k.conc, resume, name, med[name],
-				m.p50, m.p90, m.p99, m.errs, m.cpu, m.backendCPU, ratioA, ratioB, ratioBase)
+			proxy := m.cpu
+			if name == tNginx && e.auth != nil {
+				proxy += " (auth_http " + fmtDur(time.Duration(medianF(rs, func(r loginResult) float64 { return float64(r.AuthCPU) }))) + ")"
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.proto, k.conc, resume, name, med[name],
+				m.p50, m.p90, m.p99, m.errs, proxy, m.backendCPU, m.clientCPU, fmtDur(time.Duration(all[name])), ratioA, ratioB, ratioCPU, ratioBase)
 		}
 	}
-	fmt.Fprintf(w, "\nc/a: mailgate ÷ Dovecot with TLS; c/b: mailgate ÷ nginx mail proxy; c/base: mailgate ÷ mailgate-base (-base), logins/s. Proxy CPU/login is the proxy's own process tree (nginx: master and workers; the auth_http answer is served by the bench tool and not counted). Backend CPU/login is every Dovecot and every Postfix process, reaped children included, per login of the run. TLS resumption on: each client worker keeps the session (TLS 1.3 ticket) of its last connection and offers it on the next, as mail clients do; the share of handshakes that resumed is given. SMTP: direct is Postfix smtps with SASL through Dovecot; nginx hands the session to Postfix with XCLIENT after auth_http said OK, so no backend checks the password there.\n")
+	fmt.Fprintf(w, "\nc/a: mailgate ÷ Dovecot with TLS; c/b: mailgate ÷ nginx mail proxy; c/base: mailgate ÷ mailgate-base (-base), logins/s. Proxy CPU/login is the proxy's own process tree (nginx: master and workers, plus its auth_http endpoint, a process of its own, given in brackets). Backend CPU/login is every Dovecot and every Postfix process, reaped children included, per login of the run. Client CPU/login is the load generator (this process). All: the three summed; c/b by CPU: nginx's all ÷ mailgate's, the rate ratio the CPU alone predicts once the cores are saturated. TLS resumption on: each client worker keeps the session (TLS 1.3 ticket) of its last connection and offers it on the next, as mail clients do; the share of handshakes that resumed is given. SMTP: direct is Postfix smtps with SASL through Dovecot; nginx hands the session to Postfix with XCLIENT after auth_http said OK, and its auth_http checks the password by an IMAP LOGIN against Dovecot, as the PHP script mailgate replaces did (-nginx-smtp-noverify: it checks nothing).\n")
 	if rs := res[key{"imap", slices.Max(o.concs), false}][tNginx]; len(rs) > 0 {
 		return medianF(rs, func(r loginResult) float64 { return r.Rate() })
 	}
@@ -515,6 +568,7 @@ func suiteLogins(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) flo
 type runSummary struct {
 	p50, p90, p99   string
 	cpu, backendCPU string // cpu "-" when the target's process is not watched
+	clientCPU       string
 	errs            string
 }
 
@@ -534,6 +588,7 @@ func summarize(rs []loginResult, watched bool) runSummary {
 		p99:        dur(func(r loginResult) time.Duration { return r.P99 }),
 		cpu:        "-",
 		backendCPU: dur(func(r loginResult) time.Duration { return r.BackendCPU }),
+		clientCPU:  dur(func(r loginResult) time.Duration { return r.ClientCPU }),
 		errs:       loginResult{Errors: errs}.errString(),
 	}
 	if watched {
@@ -656,6 +711,9 @@ type idleFigures struct {
 	// After two collections and a pause (settle): what an idle period
 	// reaches, since the runtime collects at least every two minutes.
 	rss2, heap2, stack2 float64
+	// idleNatural after the sessions opened, nothing forced: what an
+	// admin sees while sessions sit idle (0 when not measured).
+	rssN, heapN, stackN float64
 	openErrs, closeErrs map[string]int
 	openTime            time.Duration
 }
@@ -695,6 +753,12 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 		f.gor1, _ = metric(ctx, metrics, "go_goroutines")
 		f.heap1, _ = metric(ctx, metrics, "go_memstats_heap_inuse_bytes")
 		f.stack1, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
+		if o.idleNatural > 0 {
+			time.Sleep(o.idleNatural - time.Since(t0) + f.openTime)
+			f.rssN = float64(rss())
+			f.heapN, _ = metric(ctx, metrics, "go_memstats_heap_inuse_bytes")
+			f.stackN, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
+		}
 		// Where the per-session memory is: a heap profile while idle.
 		prof := filepath.Join(o.out, fmt.Sprintf("mailgate-idle-%d.heap.pprof", k))
 		if err := fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mailstack.Addr(e.mgPorts.Pprof)), prof); err != nil {
@@ -720,7 +784,7 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 
 func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 	fmt.Fprintf(w, "\n## idle IMAPS sessions (login, SELECT INBOX, IDLE; memory read from /proc/<pid>/status VmRSS before and after)\n\n")
-	fmt.Fprintf(w, "| target | sessions | opened | open errors | close errors | RSS before | RSS after | per session | goroutines per session | heap / stacks per session | settled per session | time to open |\n|---|---:|---:|---|---|---:|---:|---:|---:|---|---|---:|\n")
+	fmt.Fprintf(w, "| target | sessions | opened | open errors | close errors | RSS before | RSS after | per session | goroutines per session | heap / stacks per session | %s per session, nothing forced | settled per session | time to open |\n|---|---:|---:|---|---|---:|---:|---:|---:|---|---|---|---:|\n", o.idleNatural)
 	row := func(f idleFigures) {
 		per := "-"
 		if f.open > 0 {
@@ -730,25 +794,34 @@ func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 		if f.target == tMailgate && f.open > 0 && f.gor1 > 0 {
 			gor = fmt.Sprintf("%.2f", (f.gor1-f.gor0)/float64(f.open))
 		}
-		mem, settled := "-", "-"
+		mem, natural, settled := "-", "-", "-"
 		if f.target == tMailgate && f.open > 0 && f.heap1 > 0 {
 			n := float64(f.open)
 			mem = fmt.Sprintf("%.1f / %.1f KiB", (f.heap1-f.heap0)/1024/n, (f.stack1-f.stack0)/1024/n)
 			settled = fmt.Sprintf("%.1f KiB (heap %.1f, stacks %.1f)", (f.rss2-float64(f.rss0))/n,
 				(f.heap2-f.heap0)/1024/n, (f.stack2-f.stack0)/1024/n)
+			if f.rssN > 0 {
+				natural = fmt.Sprintf("%.1f KiB (heap %.1f, stacks %.1f)", (f.rssN-float64(f.rss0))/n,
+					(f.heapN-f.heap0)/1024/n, (f.stackN-f.stack0)/1024/n)
+			}
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %.1f MiB | %.1f MiB | %s | %s | %s | %s | %s |\n", f.target, f.k, f.open,
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %.1f MiB | %.1f MiB | %s | %s | %s | %s | %s | %s |\n", f.target, f.k, f.open,
 			loginResult{Errors: f.openErrs}.errString(), loginResult{Errors: f.closeErrs}.errString(),
-			float64(f.rss0)/1024, float64(f.rss1)/1024, per, gor, mem, settled, f.openTime.Round(time.Millisecond))
+			float64(f.rss0)/1024, float64(f.rss1)/1024, per, gor, mem, natural, settled, f.openTime.Round(time.Millisecond))
 	}
 	for _, name := range []string{tNginx, tMailgate, tDirect} {
+		if o.idle == 0 {
+			break
+		}
 		if f, ok := measureIdle(ctx, e, name, o.idle, o); ok {
 			row(f)
 		}
 	}
 	if o.idleBig > 0 {
-		if f, ok := measureIdle(ctx, e, tMailgate, o.idleBig, o); ok {
-			row(f)
+		for _, name := range []string{tNginx, tMailgate} {
+			if f, ok := measureIdle(ctx, e, name, o.idleBig, o); ok {
+				row(f)
+			}
 		}
 	}
 	if o.idleNote != "" {
