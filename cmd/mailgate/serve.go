@@ -278,6 +278,7 @@ func startGateway(cfg *Config, log *slog.Logger) (*gateway, error) {
 			log.Error("tls manager stopped", "err", err)
 		}
 	}()
+	go memoryReleaser(ctx, log)
 	st.startWatchers(ctx)
 	g.cur.Store(st) // complete now; before anything that reads it runs
 	if err := startDovecotPolicy(g, st); err != nil {
