@@ -46,6 +46,9 @@ const (
 	// BcryptCost is what `mailgate admin passwd` uses: about 0.25 s on
 	// a current core, each sign-in's cost; the guard bounds the rate.
 	BcryptCost = 12
+	// MaxBcryptCost: at 17 one sign-in takes about 8 s of a core, as far
+	// as htpasswd -B goes; beyond, sign-ins would outlast the browser.
+	MaxBcryptCost = 17
 	// maxUsersFile bounds the users file read at each sign-in.
 	maxUsersFile = 1 << 20
 	// cookieName is the session cookie.
@@ -105,8 +108,11 @@ func ParseUsers(data []byte) ([]User, error) {
 			errs = append(errs, fmt.Errorf("line %d: role %q is not viewer or admin", n, r))
 			continue
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		if c, err := bcrypt.Cost([]byte(hash)); err != nil {
 			errs = append(errs, fmt.Errorf("line %d: not a bcrypt hash (make it with mailgate admin passwd)", n))
+			continue
+		} else if c > MaxBcryptCost {
+			errs = append(errs, fmt.Errorf("line %d: bcrypt cost %d is above %d: a sign-in would take minutes", n, c, MaxBcryptCost))
 			continue
 		}
 		if seen[name] {
@@ -151,16 +157,34 @@ func readLimited(f *os.File, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// dummyHash is compared against when the account does not exist, so an
-// unknown name costs what a wrong password costs.
-// It is made at the first sign-in, not at start.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, err := bcrypt.GenerateFromPassword([]byte("no such console account"), BcryptCost)
-	if err != nil {
-		panic(err)
+// dummyHashes are compared against when the account does not exist, so
+// an unknown name costs what a wrong password costs: one per bcrypt
+// cost, made at the first sign-in that needs it, not at start.
+var dummyHashes sync.Map // cost → []byte
+
+// dummyHash is the dummy hash at the highest cost in users (BcryptCost
+// when there are none), so that an unknown name takes as long as the
+// slowest known account.
+func dummyHash(users []User) []byte {
+	cost := 0
+	for _, u := range users {
+		if c, err := bcrypt.Cost([]byte(u.Hash)); err == nil && c > cost {
+			cost = c
+		}
 	}
-	return h
-})
+	if cost == 0 {
+		cost = BcryptCost
+	}
+	if h, ok := dummyHashes.Load(cost); ok {
+		return h.([]byte)
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte("no such console account"), cost)
+	if err != nil {
+		panic(err) // only for a cost out of range, which ReadUsers refuses
+	}
+	h2, _ := dummyHashes.LoadOrStore(cost, h)
+	return h2.([]byte)
+}
 
 // session is one signed-in browser. Its fields do not change once it is
 // in the table, except last (under Server.mu); a reload that changes the
@@ -501,7 +525,7 @@ func (s *Server) judge(ctx context.Context, name, password string, addr netip.Ad
 			found = u
 		}
 	}
-	hash := dummyHash()
+	hash := dummyHash(users)
 	if found.Name != "" {
 		hash = []byte(found.Hash)
 	}

@@ -345,10 +345,31 @@ func TestParseUsers(t *testing.T) {
 	if err != nil || len(u) != 2 || u[0].Name != "ann" || u[1].Role != RoleViewer {
 		t.Fatalf("ParseUsers = %+v, %v", u, err)
 	}
-	_, err = ParseUsers([]byte("ann:admin:" + h + "\nann:viewer:" + h + "\nx y:admin:" + h + "\ncarl:root:" + h + "\ndan:admin:plain\nnocolon\n"))
-	for _, want := range []string{"line 2: user ann named twice", "line 3: user name", "line 4: role", "line 5: not a bcrypt hash", "line 6: want user:role:hash"} {
+	slow := "$2a$18$abcdefghijklmnopqrstuu5sXp8Ms9PdU6XbUnB8oLSnPqd2B7kBq" // cost 18
+	_, err = ParseUsers([]byte("ann:admin:" + h + "\nann:viewer:" + h + "\nx y:admin:" + h + "\ncarl:root:" + h + "\ndan:admin:plain\nnocolon\neve:admin:" + slow + "\n"))
+	for _, want := range []string{"line 2: user ann named twice", "line 3: user name", "line 4: role", "line 5: not a bcrypt hash", "line 6: want user:role:hash", "line 7: bcrypt cost 18 is above 17"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+// TestDummyHashFollowsTheUsersCost: an unknown name is checked against
+// a hash as slow as the slowest account, not a fixed cost 12 (which,
+// with cheap test hashes, made unknown names the slow ones).
+func TestDummyHashFollowsTheUsersCost(t *testing.T) {
+	cheap := hash(t, "x") // bcrypt.MinCost
+	for _, c := range []struct {
+		users []User
+		want  int
+	}{
+		{nil, BcryptCost},
+		{[]User{{Name: "a", Hash: cheap}}, bcrypt.MinCost},
+		{[]User{{Name: "a", Hash: cheap}, {Name: "b", Hash: "$2a$05$abcdefghijklmnopqrstuu5sXp8Ms9PdU6XbUnB8oLSnPqd2B7kBq"}}, 5},
+	} {
+		got, err := bcrypt.Cost(dummyHash(c.users))
+		if err != nil || got != c.want {
+			t.Errorf("dummyHash(%d users): cost %d (%v), want %d", len(c.users), got, err, c.want)
 		}
 	}
 }
@@ -361,6 +382,9 @@ func FuzzParseUsers(f *testing.F) {
 		for _, u := range users {
 			if !ValidUserName(u.Name) || (u.Role != RoleAdmin && u.Role != RoleViewer) {
 				t.Fatalf("accepted %+v", u)
+			}
+			if c, err := bcrypt.Cost([]byte(u.Hash)); err != nil || c > MaxBcryptCost {
+				t.Fatalf("accepted hash of cost %d (%v): %+v", c, err, u)
 			}
 		}
 		_ = err

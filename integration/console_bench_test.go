@@ -45,7 +45,7 @@ func BenchmarkConsoleLogins(b *testing.B) {
 	}
 	users := filepath.Join(dir, "console.users")
 	pw := "console-bench-pw"
-	passwd := exec.Command(hs.mailgateBin, "admin", "passwd", "-file", users, "bench")
+	passwd := exec.Command(hs.mailgateBin, "admin", "passwd", "-file", users, "-cost", "4", "bench")
 	passwd.Stdin = strings.NewReader(pw + "\n")
 	if out, err := passwd.CombinedOutput(); err != nil {
 		b.Fatalf("mailgate admin passwd: %v\n%s", err, out)

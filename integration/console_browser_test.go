@@ -71,10 +71,12 @@ func consoleMailgateGuard(t *testing.T, guardYAML string) (*Mailgate, string, in
 	admin := addr(ports[0])
 	dir := t.TempDir()
 	users := filepath.Join(dir, "console.users")
+	// -cost 4: at the default 12 each sign-in took 10 to 30 s of the
+	// race-built binary's CPU on the 2-core CI machine.
 	for _, u := range []struct{ name, pw, role string }{
 		{consoleAdmin, consoleAdminPW, "admin"}, {consoleViewer, consoleViewerPW, "viewer"}, {consoleDeputy, consoleDeputyPW, "admin"},
 	} {
-		cmd := exec.Command(hs.mailgateBin, "admin", "passwd", "-file", users, "-role", u.role, u.name)
+		cmd := exec.Command(hs.mailgateBin, "admin", "passwd", "-file", users, "-cost", "4", "-role", u.role, u.name)
 		cmd.Stdin = strings.NewReader(u.pw + "\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("mailgate admin passwd %s: %v\n%s", u.name, err, out)

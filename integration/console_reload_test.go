@@ -57,7 +57,7 @@ func TestConsoleRolesApplyOnSIGHUP(t *testing.T) {
 	admin, tok := signIn(consoleAdmin, consoleAdminPW)
 	viewer, _ := signIn(consoleViewer, consoleViewerPW)
 
-	cmd := exec.Command(hs.mailgateBin, "admin", "passwd", "-file", users, "-role", "viewer", consoleAdmin)
+	cmd := exec.Command(hs.mailgateBin, "admin", "passwd", "-file", users, "-cost", "4", "-role", "viewer", consoleAdmin)
 	cmd.Stdin = strings.NewReader(consoleAdminPW + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mailgate admin passwd: %v\n%s", err, out)

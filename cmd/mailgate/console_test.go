@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
 	"github.com/mailgate/mailgate/console"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestAdminPasswd(t *testing.T) {
@@ -32,11 +33,17 @@ func TestAdminPasswd(t *testing.T) {
 	if code, out := passwd("first-password\n", "-role", "admin", "ann"); code != 0 || !strings.Contains(out, "ann: account created (admin)") {
 		t.Fatalf("create: %d %s", code, out)
 	}
-	if code, out := passwd("viewer-password", "bob"); code != 0 || !strings.Contains(out, "bob: account created (viewer)") {
+	if users, err := console.ReadUsers(file); err != nil || len(users) != 1 {
+		t.Fatalf("users %+v, %v", users, err)
+	} else if c, _ := bcrypt.Cost([]byte(users[0].Hash)); c != console.BcryptCost {
+		t.Errorf("bcrypt cost %d, want the default %d", c, console.BcryptCost)
+	}
+	// The rest at -cost 4: cost 12 takes seconds under the race detector.
+	if code, out := passwd("viewer-password", "-cost", "4", "bob"); code != 0 || !strings.Contains(out, "bob: account created (viewer)") {
 		t.Fatalf("create without a newline: %d %s", code, out)
 	}
 	before, _ := os.ReadFile(file)
-	if code, out := passwd("second-password\n", "ann"); code != 0 || !strings.Contains(out, "ann: password changed (admin)") {
+	if code, out := passwd("second-password\n", "-cost", "4", "ann"); code != 0 || !strings.Contains(out, "ann: password changed (admin)") {
 		t.Fatalf("change keeps the role: %d %s", code, out)
 	}
 	users, err := console.ReadUsers(file)
@@ -45,6 +52,11 @@ func TestAdminPasswd(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(file); bytes.Equal(before, after) || strings.Contains(string(after), "second-password") {
 		t.Error("the hash did not change, or the password is in the file")
+	}
+	for _, u := range users {
+		if c, _ := bcrypt.Cost([]byte(u.Hash)); c != 4 {
+			t.Errorf("%s: -cost 4 made a hash of cost %d", u.Name, c)
+		}
 	}
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("new users file mode %v, %v; want 0600", fi.Mode(), err)
@@ -59,6 +71,8 @@ func TestAdminPasswd(t *testing.T) {
 		{"long-enough-pw\n", []string{"bad name"}, "user name"},
 		{"long-enough-pw\n", []string{"-role", "root", "ann"}, "want viewer or admin"},
 		{strings.Repeat("x", 73) + "\n", []string{"ann"}, "at most 72 bytes"},
+		{"long-enough-pw\n", []string{"-cost", "3", "ann"}, "-cost 3: want 4 to 17"},
+		{"long-enough-pw\n", []string{"-cost", "18", "ann"}, "-cost 18: want 4 to 17"},
 	} {
 		if code, out := passwd(tc.stdin, tc.args...); code != exitError || !strings.Contains(out, tc.want) {
 			t.Errorf("passwd %q with %q: %d %q, want exit 2 and %q", tc.args, tc.stdin, code, out, tc.want)
@@ -161,7 +175,8 @@ func mustHash(t *testing.T, pw string) string {
 	t.Helper()
 	var out, errb bytes.Buffer
 	file := filepath.Join(t.TempDir(), "h")
-	if code := run([]string{"admin", "passwd", "-file", file, "x"}, strings.NewReader(pw+"\n"), &out, &errb); code != 0 {
+	// -cost 4: the default 12 takes seconds per check under the race detector.
+	if code := run([]string{"admin", "passwd", "-file", file, "-cost", "4", "x"}, strings.NewReader(pw+"\n"), &out, &errb); code != 0 {
 		t.Fatalf("passwd: %s", errb.String())
 	}
 	u, err := console.ReadUsers(file)
