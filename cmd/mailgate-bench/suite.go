@@ -734,11 +734,16 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 		}
 		return rssKiB(pid)
 	}
-	metrics := fmt.Sprintf("http://%s/metrics", mailstack.Addr(e.mgPorts.Admin))
+	ports := e.mgPorts
+	if name == tBase {
+		ports = e.basePorts
+	}
+	isMG := name == tMailgate || name == tBase
+	metrics := fmt.Sprintf("http://%s/metrics", mailstack.Addr(ports.Admin))
 	runtime.GC()
 	time.Sleep(time.Second)
 	f.rss0 = rss()
-	if name == tMailgate {
+	if isMG {
 		f.gor0, _ = metric(ctx, metrics, "go_goroutines")
 		f.heap0, _ = metric(ctx, metrics, "go_memstats_heap_inuse_bytes")
 		f.stack0, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
@@ -749,7 +754,7 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 	f.open, f.openErrs = len(cs), errs
 	time.Sleep(2 * time.Second) // let the proxy finish its post-login work
 	f.rss1 = rss()
-	if name == tMailgate {
+	if isMG {
 		f.gor1, _ = metric(ctx, metrics, "go_goroutines")
 		f.heap1, _ = metric(ctx, metrics, "go_memstats_heap_inuse_bytes")
 		f.stack1, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
@@ -760,8 +765,8 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 			f.stackN, _ = metric(ctx, metrics, "go_memstats_stack_inuse_bytes")
 		}
 		// Where the per-session memory is: a heap profile while idle.
-		prof := filepath.Join(o.out, fmt.Sprintf("mailgate-idle-%d.heap.pprof", k))
-		if err := fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mailstack.Addr(e.mgPorts.Pprof)), prof); err != nil {
+		prof := filepath.Join(o.out, fmt.Sprintf("%s-idle-%d.heap.pprof", name, k))
+		if err := fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mailstack.Addr(ports.Pprof)), prof); err != nil {
 			warnf("heap profile: %v", err)
 		} else {
 			out, _ := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-sample_index=inuse_space", "-nodecount=25", e.mgBin, prof).CombinedOutput()
@@ -770,7 +775,7 @@ func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOp
 		// The profile's ?gc=1 was one collection; a second one shrinks
 		// the stacks grown during handshakes again (the runtime halves a
 		// stack using under a quarter of it at each collection).
-		_ = fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mailstack.Addr(e.mgPorts.Pprof)), prof+".2")
+		_ = fetchFile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", mailstack.Addr(ports.Pprof)), prof+".2")
 		_ = os.Remove(prof + ".2")
 		time.Sleep(o.settle)
 		f.rss2 = float64(rss())
@@ -791,11 +796,12 @@ func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 			per = fmt.Sprintf("%.1f KiB", float64(f.rss1-f.rss0)/float64(f.open))
 		}
 		gor := "-"
-		if f.target == tMailgate && f.open > 0 && f.gor1 > 0 {
+		isMG := f.target == tMailgate || f.target == tBase
+		if isMG && f.open > 0 && f.gor1 > 0 {
 			gor = fmt.Sprintf("%.2f", (f.gor1-f.gor0)/float64(f.open))
 		}
 		mem, natural, settled := "-", "-", "-"
-		if f.target == tMailgate && f.open > 0 && f.heap1 > 0 {
+		if isMG && f.open > 0 && f.heap1 > 0 {
 			n := float64(f.open)
 			mem = fmt.Sprintf("%.1f / %.1f KiB", (f.heap1-f.heap0)/1024/n, (f.stack1-f.stack0)/1024/n)
 			settled = fmt.Sprintf("%.1f KiB (heap %.1f, stacks %.1f)", (f.rss2-float64(f.rss0))/n,
@@ -809,7 +815,7 @@ func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 			loginResult{Errors: f.openErrs}.errString(), loginResult{Errors: f.closeErrs}.errString(),
 			float64(f.rss0)/1024, float64(f.rss1)/1024, per, gor, mem, natural, settled, f.openTime.Round(time.Millisecond))
 	}
-	for _, name := range []string{tNginx, tMailgate, tDirect} {
+	for _, name := range []string{tNginx, tMailgate, tBase, tDirect} {
 		if o.idle == 0 {
 			break
 		}
@@ -818,7 +824,7 @@ func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 		}
 	}
 	if o.idleBig > 0 {
-		for _, name := range []string{tNginx, tMailgate} {
+		for _, name := range []string{tNginx, tMailgate, tBase} {
 			if f, ok := measureIdle(ctx, e, name, o.idleBig, o); ok {
 				row(f)
 			}
