@@ -177,7 +177,19 @@ func TestFleetBanReachesEveryNode(t *testing.T) {
 	if len(replies) != 3 {
 		t.Fatalf("replies %v, want three failures", replies)
 	}
-	rig.nodes[0].WaitLog(t, "msg=BANNED")
+	// A failure counted while node 1 had lost the store stays in its own
+	// memory and does not reach the shared count (docs/fleet.md), so the
+	// ban then takes one more. With CI loops sharing two cores the store
+	// once missed guard.shared.timeout during these three; each loss
+	// logged earns one more distinct failure, and no more.
+	for extra := 1; !waitFor(func() bool { return strings.Contains(rig.nodes[0].Log(), "msg=BANNED") }, eventually); extra++ {
+		if lost := strings.Count(rig.nodes[0].Log(), "shared store lost"); extra > lost {
+			t.Fatalf("no BANNED after %d distinct failures and %d store losses; log:\n%s", 2+extra, lost, rig.nodes[0].Log())
+		}
+		t.Logf("node 1 lost the store during the failures; one more failure (%d)", extra)
+		imapAttempt(rig.lbs[0], x, []string{fmt.Sprintf("dave%d@example.test", extra)}, []string{"w"})
+		banned = time.Now()
+	}
 	within(t, "automatic ban refused at accept", others, banned, time.Second, func(lb string) bool { return refusedAtAccept(lb, x) })
 
 	// Through the admin API (the CLI) of node 1.
