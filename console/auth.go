@@ -159,8 +159,13 @@ func readLimited(f *os.File, max int64) ([]byte, error) {
 
 // dummyHashes are compared against when the account does not exist, so
 // an unknown name costs what a wrong password costs: one per bcrypt
-// cost, made at the first sign-in that needs it, not at start.
-var dummyHashes sync.Map // cost → []byte
+// cost, made at the first sign-in that needs it, not at start. Made
+// under dummyMu, so a burst of unknown names right after start makes it
+// once, as the bcrypt slots bound the checks.
+var (
+	dummyMu     sync.Mutex
+	dummyHashes = map[int][]byte{}
+)
 
 // dummyHash is the dummy hash at the highest cost in users (BcryptCost
 // when there are none), so that an unknown name takes as long as the
@@ -175,15 +180,17 @@ func dummyHash(users []User) []byte {
 	if cost == 0 {
 		cost = BcryptCost
 	}
-	if h, ok := dummyHashes.Load(cost); ok {
-		return h.([]byte)
+	dummyMu.Lock()
+	defer dummyMu.Unlock()
+	if h, ok := dummyHashes[cost]; ok {
+		return h
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte("no such console account"), cost)
 	if err != nil {
 		panic(err) // only for a cost out of range, which ReadUsers refuses
 	}
-	h2, _ := dummyHashes.LoadOrStore(cost, h)
-	return h2.([]byte)
+	dummyHashes[cost] = h
+	return h
 }
 
 // session is one signed-in browser. Its fields do not change once it is
