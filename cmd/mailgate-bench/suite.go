@@ -60,6 +60,10 @@ type suiteOpts struct {
 	// without checking the password (as before 2026-12-07).
 	smtpNoVerify bool
 	idleNatural  time.Duration // idle: also read memory this long after the sessions opened, with no forced collection (0: skip)
+	// idleFresh restarts nginx and mailgate before each idle
+	// measurement, so each grows from its own start, not from memory an
+	// earlier step left it.
+	idleFresh bool
 }
 
 // stackEnv is everything the suite started.
@@ -77,38 +81,53 @@ type stackEnv struct {
 	pids      map[string]int               // target → pid whose tree is "the proxy"
 	mgPorts   mailgatePorts
 	basePorts mailgatePorts
+	ngxPorts  nginxPorts
+	authAddr  string
 	workDir   string
 	nginxErr  error
 }
 
-func runSuite(args []string) int {
+// suiteRaw holds the suite's flags that runSuite parses further.
+type suiteRaw struct{ conc, size, mgEnv, kex, skip *string }
+
+// suiteFlags defines the suite's command line over o. docs/BENCHMARKS.md
+// ("Suite flags") lists every flag with its default; a test keeps the two
+// the same.
+func suiteFlags(o *suiteOpts) (*flag.FlagSet, suiteRaw) {
 	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
-	var o suiteOpts
-	conc := fs.String("c", "1,8,64", "IMAPS login concurrencies")
+	var r suiteRaw
+	r.conc = fs.String("c", "1,8,64", "IMAPS login concurrencies")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each figure is the median over rounds, targets alternate within a round")
 	fs.DurationVar(&o.dur, "d", 8*time.Second, "duration of each logins run")
 	fs.IntVar(&o.protoConc, "proto-c", 8, "concurrency of the POP3S and SMTPS login runs (0: skip them)")
-	size := fs.String("size", "20MB", "message size of the throughput run")
+	r.size = fs.String("size", "20MB", "message size of the throughput run")
 	fs.IntVar(&o.xferReps, "xfer", 3, "throughput repetitions per target")
 	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
 	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through nginx and mailgate (0: skip)")
-	mgEnv := fs.String("mailgate-env", "", `extra environment for mailgate only, space-separated (e.g. "GOMAXPROCS=1")`)
+	r.mgEnv = fs.String("mailgate-env", "", `extra environment for mailgate only, space-separated (e.g. "GOMAXPROCS=1")`)
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "idle: after two forced collections, wait this long before the settled memory reading")
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
 	fs.DurationVar(&o.step, "step", 10*time.Second, "deadline of each network step")
 	fs.IntVar(&o.loginProcs, "dovecot-login-procs", 0, "run Dovecot's login services in high-performance mode with this many processes (0: Debian's default, a process per connection)")
-	kex := fs.String("client-kex", "default", `client key exchange: "default" (Go's: X25519MLKEM768 first) or "x25519" (what nginx and Dovecot on OpenSSL 3.0 choose anyway)`)
+	r.kex = fs.String("client-kex", "default", `client key exchange: "default" (Go's: X25519MLKEM768 first) or "x25519" (what nginx and Dovecot on OpenSSL 3.0 choose anyway)`)
 	fs.BoolVar(&o.keep, "keep", false, "keep the daemons' scratch directories (logs, configs) for inspection")
-	skip := fs.String("skip", "", "comma-separated parts to skip: logins, protos, resume, paced, throughput, idle, denied, profile")
+	r.skip = fs.String("skip", "", "comma-separated parts to skip: logins, protos, resume, paced, throughput, idle, denied, profile")
 	fs.StringVar(&o.base, "base", "", "git revision of a second mailgate, built and measured beside this tree's as mailgate-base (before/after in one run)")
 	fs.BoolVar(&o.smtpNoVerify, "nginx-smtp-noverify", false, "nginx's auth_http answers OK to SMTP logins without checking the password (default: it checks it by an IMAP LOGIN against Dovecot, as a real deployment must)")
 	fs.DurationVar(&o.idleNatural, "idle-natural", 0, "idle: also read memory this long after the sessions opened, with no forced collection (Go collects at least every 2 minutes; 0: skip)")
+	fs.BoolVar(&o.idleFresh, "idle-fresh", true, "idle: restart nginx and mailgate before each idle measurement, so each grows from a fresh start (false: they go on from the steps before, and a process that kept an earlier step's memory shows less growth)")
 	fs.IntVar(&o.resumeC, "resume-c", 64, "concurrency of the IMAPS and POP3S login runs with TLS session resumption (0: skip them)")
 	fs.Float64Var(&o.pacedRate, "paced-rate", 0, "paced IMAPS logins offered per second at the highest -c (0: 0.9 × nginx's closed-loop rate there)")
+	return fs, r
+}
+
+func runSuite(args []string) int {
+	var o suiteOpts
+	fs, r := suiteFlags(&o)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	o.mgEnv = strings.Fields(*mgEnv)
+	o.mgEnv = strings.Fields(*r.mgEnv)
 	for _, kv := range o.mgEnv {
 		if !strings.Contains(kv, "=") {
 			warnf("-mailgate-env: %q is not NAME=value", kv)
@@ -116,15 +135,15 @@ func runSuite(args []string) int {
 		}
 	}
 	var err error
-	if o.concs, err = parseInts(*conc); err != nil {
+	if o.concs, err = parseInts(*r.conc); err != nil {
 		warnf("-c: %v", err)
 		return 2
 	}
-	if o.size, err = parseSize(*size); err != nil {
+	if o.size, err = parseSize(*r.size); err != nil {
 		warnf("-size: %v", err)
 		return 2
 	}
-	switch *kex {
+	switch *r.kex {
 	case "default":
 	case "x25519":
 		o.curves = []tls.CurveID{tls.X25519}
@@ -133,7 +152,7 @@ func runSuite(args []string) int {
 		return 2
 	}
 	o.skip = map[string]bool{}
-	for _, s := range strings.Split(*skip, ",") {
+	for _, s := range strings.Split(*r.skip, ",") {
 		if s != "" {
 			o.skip[s] = true
 		}
@@ -268,13 +287,12 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 
 	// The auth_http endpoint is a process of its own, started on a port
 	// of its own like nginx and mailgate below.
-	var authAddr string
 	for attempt := 1; ; attempt++ {
 		ports, err := mailstack.FreePorts(1)
 		if err != nil {
 			return env, err
 		}
-		env.auth, authAddr, err = startAuthHTTP(env.workDir, st, ports[0], !o.smtpNoVerify, o.step)
+		env.auth, env.authAddr, err = startAuthHTTP(env.workDir, st, ports[0], !o.smtpNoVerify, o.step)
 		if err == nil {
 			break
 		}
@@ -292,7 +310,8 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 			return env, err
 		}
 		np = nginxPorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2]}
-		env.nginx, env.nginxErr = startNginx(env.workDir, authAddr, st, np)
+		env.ngxPorts = np
+		env.nginx, env.nginxErr = startNginx(env.workDir, env.authAddr, st, np)
 		if env.nginxErr == nil || attempt == testport.Attempts || !testport.InUse(env.nginxErr.Error()) {
 			break
 		}
@@ -352,6 +371,39 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 		}
 	}
 	return env, nil
+}
+
+// restart stops a proxy target and starts it again on the same ports,
+// so a measurement sees a process with nothing left from earlier steps.
+func (e *stackEnv) restart(ctx context.Context, name string, o suiteOpts) error {
+	var err error
+	switch name {
+	case tNginx:
+		e.nginx.stop(syscall.SIGQUIT)
+		e.nginx, err = startNginx(e.workDir, e.authAddr, e.st, e.ngxPorts)
+		if err == nil {
+			e.pids[name] = e.nginx.pid()
+		}
+	case tMailgate:
+		e.mg.stop(syscall.SIGTERM)
+		e.mg, _, err = startMailgate(ctx, e.mgBin, e.workDir, e.st, e.mgPorts, o.mgEnv)
+		if err == nil {
+			e.pids[name] = e.mg.pid()
+		}
+	case tBase:
+		e.base.stop(syscall.SIGTERM)
+		e.base, _, err = startMailgate(ctx, e.baseBin, filepath.Join(e.workDir, "base"), e.st, e.basePorts, o.mgEnv)
+		if err == nil {
+			e.pids[name] = e.base.pid()
+		}
+	default:
+		return nil // Dovecot alone is the shared backend: never restarted
+	}
+	if err != nil {
+		delete(e.addrs, name) // nothing listens there any more
+		return fmt.Errorf("restarting %s: %w", name, err)
+	}
+	return nil
 }
 
 func (e *stackEnv) teardown() {
@@ -719,6 +771,11 @@ type idleFigures struct {
 }
 
 func measureIdle(ctx context.Context, e *stackEnv, name string, k int, o suiteOpts) (idleFigures, bool) {
+	if _, ok := e.target(name, "imap", o); ok && o.idleFresh {
+		if err := e.restart(ctx, name, o); err != nil {
+			warnf("%v", err)
+		}
+	}
 	t, ok := e.target(name, "imap", o)
 	if !ok {
 		return idleFigures{}, false
@@ -832,6 +889,11 @@ func suiteIdle(ctx context.Context, w io.Writer, e *stackEnv, o suiteOpts) {
 	}
 	if o.idleNote != "" {
 		fmt.Fprintf(w, "\nNote: %s.\n", o.idleNote)
+	}
+	if o.idleFresh {
+		fmt.Fprintf(w, "\nnginx and mailgate were started afresh before each measurement (-idle-fresh): RSS before is a new process's.\n")
+	} else {
+		fmt.Fprintf(w, "\nnginx and mailgate went on from the steps before (-idle-fresh=false): a process that kept an earlier step's memory shows less growth.\n")
 	}
 	fmt.Fprintf(w, "\nnginx: master and workers summed. dovecot: every Dovecot process summed (shared pages counted once per process, so an overstatement; Dovecot keeps TLS in imap-login processes). mailgate: one process; goroutines, heap in use and goroutine stacks from go_goroutines, go_memstats_heap_inuse_bytes and go_memstats_stack_inuse_bytes on its /metrics.\n")
 }
