@@ -400,7 +400,10 @@ func (e *stackEnv) restart(ctx context.Context, name string, o suiteOpts) error 
 		return nil // Dovecot alone is the shared backend: never restarted
 	}
 	if err != nil {
-		delete(e.addrs, name) // nothing listens there any more
+		// Nothing listens there any more: later steps skip the target
+		// rather than measure a dead process.
+		delete(e.addrs, name)
+		delete(e.pids, name)
 		return fmt.Errorf("restarting %s: %w", name, err)
 	}
 	return nil
