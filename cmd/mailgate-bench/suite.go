@@ -47,6 +47,7 @@ type suiteOpts struct {
 	pacedRate  float64 // paced step: sessions offered per second (0: 0.9 × nginx's rate)
 	settle     time.Duration
 	mgEnv      []string // extra environment for mailgate only, e.g. GOMAXPROCS=1
+	baseEnv    []string // extra environment for mailgate-base (-base); nil: mgEnv
 	out        string
 	step       time.Duration
 	skip       map[string]bool
@@ -88,7 +89,7 @@ type stackEnv struct {
 }
 
 // suiteRaw holds the suite's flags that runSuite parses further.
-type suiteRaw struct{ conc, size, mgEnv, kex, skip *string }
+type suiteRaw struct{ conc, size, mgEnv, baseEnv, kex, skip *string }
 
 // suiteFlags defines the suite's command line over o. docs/BENCHMARKS.md
 // ("Suite flags") lists every flag with its default; a test keeps the two
@@ -105,6 +106,7 @@ func suiteFlags(o *suiteOpts) (*flag.FlagSet, suiteRaw) {
 	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
 	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through nginx and mailgate (0: skip)")
 	r.mgEnv = fs.String("mailgate-env", "", `extra environment for mailgate only, space-separated (e.g. "GOMAXPROCS=1")`)
+	r.baseEnv = fs.String("base-env", "", `extra environment for mailgate-base in place of -mailgate-env, space-separated; with -base HEAD it measures a runtime setting against none in one run`)
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "idle: after two forced collections, wait this long before the settled memory reading")
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
 	fs.DurationVar(&o.step, "step", 10*time.Second, "deadline of each network step")
@@ -127,14 +129,19 @@ func runSuite(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	o.mgEnv = strings.Fields(*r.mgEnv)
-	for _, kv := range o.mgEnv {
-		if !strings.Contains(kv, "=") {
-			warnf("-mailgate-env: %q is not NAME=value", kv)
-			return 2
-		}
-	}
 	var err error
+	if o.mgEnv, err = parseEnv(*r.mgEnv); err != nil {
+		warnf("-mailgate-env: %v", err)
+		return 2
+	}
+	if o.baseEnv, err = parseEnv(*r.baseEnv); err != nil {
+		warnf("-base-env: %v", err)
+		return 2
+	}
+	if o.baseEnv != nil && o.base == "" {
+		warnf("-base-env needs -base")
+		return 2
+	}
 	if o.concs, err = parseInts(*r.conc); err != nil {
 		warnf("-c: %v", err)
 		return 2
@@ -351,7 +358,7 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 				return env, err
 			}
 			env.basePorts = mailgatePorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2], Admin: ports[3], Pprof: ports[4]}
-			env.base, _, err = startMailgate(ctx, env.baseBin, filepath.Join(env.workDir, "base"), st, env.basePorts, o.mgEnv)
+			env.base, _, err = startMailgate(ctx, env.baseBin, filepath.Join(env.workDir, "base"), st, env.basePorts, o.envOfBase())
 			if err == nil {
 				break
 			}
@@ -392,7 +399,7 @@ func (e *stackEnv) restart(ctx context.Context, name string, o suiteOpts) error 
 		}
 	case tBase:
 		e.base.stop(syscall.SIGTERM)
-		e.base, _, err = startMailgate(ctx, e.baseBin, filepath.Join(e.workDir, "base"), e.st, e.basePorts, o.mgEnv)
+		e.base, _, err = startMailgate(ctx, e.baseBin, filepath.Join(e.workDir, "base"), e.st, e.basePorts, o.envOfBase())
 		if err == nil {
 			e.pids[name] = e.base.pid()
 		}
@@ -484,8 +491,34 @@ func header(w io.Writer, o suiteOpts) {
 	}
 	if o.base != "" {
 		fmt.Fprintf(w, "mailgate-base: mailgate built from %s, measured beside this tree's\n", o.base)
+		if o.baseEnv != nil {
+			fmt.Fprintf(w, "mailgate-base environment: %s\n", strings.Join(o.baseEnv, " "))
+		}
 	}
 	fmt.Fprintf(w, "rounds %d, %s per logins run, targets alternate within each round; figures are medians over rounds\n", o.rounds, o.dur)
+}
+
+// parseEnv splits a space-separated NAME=value list; nil for none.
+func parseEnv(s string) ([]string, error) {
+	env := strings.Fields(s)
+	for _, kv := range env {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			return nil, fmt.Errorf("%q is not NAME=value", kv)
+		}
+	}
+	if len(env) == 0 {
+		return nil, nil
+	}
+	return env, nil
+}
+
+// envOfBase is mailgate-base's extra environment: -base-env when given,
+// else the same as mailgate's.
+func (o suiteOpts) envOfBase() []string {
+	if o.baseEnv != nil {
+		return o.baseEnv
+	}
+	return o.mgEnv
 }
 
 // rotate gives round r's order of the targets, so none always runs first.

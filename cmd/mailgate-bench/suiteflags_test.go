@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"flag"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -71,5 +72,36 @@ func TestSuiteFlagsDocumented(t *testing.T) {
 	})
 	for name := range doc {
 		t.Errorf("docs/BENCHMARKS.md lists -%s, which the suite does not have", name)
+	}
+}
+
+// TestParseEnv: -mailgate-env and -base-env take NAME=value words and
+// refuse anything else, so a typo does not start a target with a
+// setting nobody asked for.
+func TestParseEnv(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+		bad  bool
+	}{
+		{in: "", want: nil},
+		{in: "  ", want: nil},
+		{in: "GOMAXPROCS=1", want: []string{"GOMAXPROCS=1"}},
+		{in: "GOGC=200  GOMEMLIMIT=1GiB", want: []string{"GOGC=200", "GOMEMLIMIT=1GiB"}},
+		{in: "GODEBUG=", want: []string{"GODEBUG="}},
+		{in: "GOMAXPROCS", bad: true},
+		{in: "=1", bad: true},
+		{in: "GOGC=200 oops", bad: true},
+	} {
+		got, err := parseEnv(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("parseEnv(%q) = %q, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("parseEnv(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
 	}
 }
