@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"net/netip"
@@ -212,6 +213,15 @@ func (g *Guard) ConnStats() ConnStats {
 }
 
 // backendSlots hands out the backend login slots (guard.backend).
+//
+// Waiting logins queue in arrival order and a released slot goes
+// straight to the first one that may take it. An earlier version woke
+// every waiter on each release and let them race with new arrivals:
+// with 64 clients on 8 slots every release woke dozens of goroutines
+// for one slot, newcomers overtook logins that had waited, and some
+// trusted logins lost every race until queue_wait ran out and got the
+// temporary error (docs/BENCHMARKS.md, "Backend login slots under
+// load").
 type backendSlots struct {
 	mu    sync.Mutex
 	inUse int
@@ -219,9 +229,59 @@ type backendSlots struct {
 	perSrc map[netip.Addr]int
 	// queued counts untrusted, unproven logins waiting for a slot.
 	queued int
-	// wake is closed (and cleared) when a slot is released; nil while
-	// nobody waits.
-	wake chan struct{}
+	// waiters are the logins waiting for a slot, oldest first.
+	waiters list.List // of *slotWaiter
+}
+
+// slotWaiter is one login waiting for a slot. granted and counted are
+// set under backendSlots.mu before ready is closed.
+type slotWaiter struct {
+	addr    netip.Addr // normalized source; invalid: none
+	priv    bool       // trusted or proven when it queued
+	ready   chan struct{}
+	granted bool
+	counted netip.Addr // the address the granted slot is counted for
+}
+
+// fits reports whether a login from addr (priv: trusted or proven) may
+// take a free slot now. Called with s.mu held.
+func (s *backendSlots) fits(b *BackendConfig, addr netip.Addr, priv bool) bool {
+	if priv {
+		return s.inUse < b.MaxConcurrent
+	}
+	return s.inUse < b.MaxConcurrent-b.reserve() &&
+		(b.MaxPerSource == 0 || !addr.IsValid() || s.perSrc[addr] < b.MaxPerSource)
+}
+
+// take counts one slot for a login from addr and returns the address it
+// is counted for (none for trusted and proven logins, which no
+// per-source cap holds). Called with s.mu held.
+func (s *backendSlots) take(addr netip.Addr, priv bool) netip.Addr {
+	s.inUse++
+	if priv || !addr.IsValid() {
+		return netip.Addr{}
+	}
+	s.perSrc[addr]++
+	return addr
+}
+
+// put returns a slot counted for src and hands free slots to the oldest
+// waiters that may take them. Called with s.mu held.
+func (s *backendSlots) put(b *BackendConfig, src netip.Addr) {
+	s.inUse--
+	if src.IsValid() {
+		decAddr(s.perSrc, src)
+	}
+	for e := s.waiters.Front(); e != nil && s.inUse < b.MaxConcurrent; {
+		next := e.Next()
+		w := e.Value.(*slotWaiter)
+		if s.fits(b, w.addr, w.priv) {
+			s.waiters.Remove(e)
+			w.granted, w.counted = true, s.take(w.addr, w.priv)
+			close(w.ready)
+		}
+		e = next
+	}
 }
 
 // BackendSlot is BackendSlotFor without a source: the caller is held
@@ -242,6 +302,9 @@ func (g *Guard) BackendSlot(ctx context.Context) (release func(), err error) {
 // outside that queue); past either the answer is ErrBackendBusy and the
 // client gets the protocol's temporary error, so a flood from allowed
 // places cannot exhaust the backend's auth processes or its database.
+// Waiters are served in arrival order, skipping those the reserve or
+// their per-source cap holds back, so a trusted login never waits behind
+// an unproven one that may not take the slot.
 // release must be called when the backend login has finished (not when
 // the session ends); it is safe to call more than once.
 func (g *Guard) BackendSlotFor(ctx context.Context, addr netip.Addr) (release func(), err error) {
@@ -250,61 +313,52 @@ func (g *Guard) BackendSlotFor(ctx context.Context, addr netip.Addr) (release fu
 		return func() {}, nil
 	}
 	addr = normAddr(addr)
+	priv := g.privileged(addr) // takes g.mu: never under s.mu
 	s := &g.slots
-	var t *time.Timer
-	queued := false
-	defer func() {
-		if t != nil {
-			t.Stop()
-		}
-		if queued {
-			s.mu.Lock()
-			s.queued--
-			s.mu.Unlock()
-		}
-	}()
-	for {
-		priv := g.privileged(addr)
-		s.mu.Lock()
-		if priv && s.inUse < b.MaxConcurrent {
-			s.inUse++
-			s.mu.Unlock()
-			return g.slotRelease(netip.Addr{}), nil
-		}
-		if !priv && s.inUse < b.MaxConcurrent-b.reserve() &&
-			(b.MaxPerSource == 0 || !addr.IsValid() || s.perSrc[addr] < b.MaxPerSource) {
-			s.inUse++
-			if addr.IsValid() {
-				s.perSrc[addr]++
-			}
-			s.mu.Unlock()
-			return g.slotRelease(addr), nil
-		}
-		if t == nil {
-			// First time without a slot: join the queue.
-			if b.QueueWait == 0 || (!priv && s.queued >= b.Queue) {
-				s.mu.Unlock()
-				return nil, fmt.Errorf("%w: %d logins in progress and the queue of %d is full", ErrBackendBusy, b.MaxConcurrent, b.Queue)
-			}
-			if !priv {
-				s.queued++
-				queued = true
-			}
-			t = time.NewTimer(b.QueueWait)
-		}
-		if s.wake == nil {
-			s.wake = make(chan struct{})
-		}
-		ch := s.wake
+	s.mu.Lock()
+	// A free slot that fits is one no waiter may take (put hands every
+	// other one on at once), so taking it overtakes nobody.
+	if s.fits(b, addr, priv) {
+		src := s.take(addr, priv)
 		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-t.C:
-			return nil, fmt.Errorf("%w: no slot within %v", ErrBackendBusy, b.QueueWait)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("guard: waiting for a backend slot: %w", ctx.Err())
-		}
+		return g.slotRelease(src), nil
 	}
+	if b.QueueWait == 0 || (!priv && s.queued >= b.Queue) {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d logins in progress and the queue of %d is full", ErrBackendBusy, b.MaxConcurrent, b.Queue)
+	}
+	w := &slotWaiter{addr: addr, priv: priv, ready: make(chan struct{})}
+	e := s.waiters.PushBack(w)
+	if !priv {
+		s.queued++
+	}
+	s.mu.Unlock()
+
+	t := time.NewTimer(b.QueueWait)
+	defer t.Stop()
+	select {
+	case <-w.ready:
+	case <-t.C:
+		err = fmt.Errorf("%w: no slot within %v", ErrBackendBusy, b.QueueWait)
+	case <-ctx.Done():
+		err = fmt.Errorf("guard: waiting for a backend slot: %w", ctx.Err())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !priv {
+		s.queued--
+	}
+	switch {
+	case w.granted && (err == nil || ctx.Err() == nil):
+		// Granted, perhaps just as the timer fired: a slot all the same.
+		return g.slotRelease(w.counted), nil
+	case w.granted:
+		// Granted as the caller gave up: pass the slot on.
+		s.put(b, w.counted)
+		return nil, err
+	}
+	s.waiters.Remove(e)
+	return nil, err
 }
 
 // slotRelease returns the release of one slot; src is the address it
@@ -317,14 +371,7 @@ func (g *Guard) slotRelease(src netip.Addr) func() {
 		}
 		s := &g.slots
 		s.mu.Lock()
-		s.inUse--
-		if src.IsValid() {
-			decAddr(s.perSrc, src)
-		}
-		if s.wake != nil {
-			close(s.wake)
-			s.wake = nil
-		}
+		s.put(&g.static.Backend, src)
 		s.mu.Unlock()
 	}
 }
