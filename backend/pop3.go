@@ -109,17 +109,24 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 	if err := s.stls(); err != nil {
 		return nil, noService(err)
 	}
-	var xclient string // the XCLIENT line to send, "" for none
+	// XCLIENT goes out on its own and its reply is read before the login
+	// command, even when the server pipelines: Dovecot writes "+OK
+	// Updated" and, after the auth round trip, the login reply as two
+	// small segments without TCP_NODELAY, so when both commands arrive
+	// together the second waits, under Nagle's algorithm, for an ACK our
+	// side delays by 40 ms, in about 4 logins of 10 (docs/BENCHMARKS.md,
+	// "The POP3 login stall"). Reading the reply first lets the login
+	// command carry that ACK.
 	if s.opts.ForwardClient && s.opts.ProxyProtocol == ProxyNone {
-		xclient = s.xclientLine(b, c, greet)
+		if err := s.xclient(s.xclientLine(b, c, greet)); err != nil {
+			b.login.forget()
+			return nil, err
+		}
 	}
 	key := capaGreeting(greet)
 	caps := b.login.known(key, capaRefresh)
 	if caps == nil {
 		// Nothing remembered for this greeting: ask, as every login did.
-		if err := s.xclient(xclient); err != nil {
-			return nil, err
-		}
 		if caps, err = s.capa(); err != nil {
 			b.login.forget()
 			return nil, err
@@ -128,23 +135,14 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 			caps = []string{} // CAPA unknown to the server: USER/PASS
 		}
 		b.login.remember(key, caps)
-		reply, err := s.auth(caps, "", user, pass)
+		reply, err := s.auth(caps, user, pass)
 		if err != nil && !errors.Is(err, ErrAuthFailed) {
 			b.login.forget()
 		}
 		return reply, err
 	}
-	// The same greeting as a moment ago: log in as that CAPA said,
-	// with XCLIENT in the same write as the login when the server
-	// pipelines (RFC 2449 6.6).
-	if !hasCapa(caps, "PIPELINING") {
-		if err := s.xclient(xclient); err != nil {
-			b.login.forget()
-			return nil, err
-		}
-		xclient = ""
-	}
-	reply, err := s.auth(caps, xclient, user, pass)
+	// The same greeting as a moment ago: log in as that CAPA said.
+	reply, err := s.auth(caps, user, pass)
 	switch {
 	case err == nil:
 		return reply, nil
@@ -168,20 +166,19 @@ func (s *pop3Session) login(b *POP3, c Client, user, pass string) ([]byte, error
 	}
 	s.log.Info("pop3 backend capabilities changed; logging in as the new CAPA says")
 	b.login.remember(key, fresh)
-	reply, err = s.auth(fresh, "", user, pass)
+	reply, err = s.auth(fresh, user, pass)
 	if err != nil && !errors.Is(err, ErrAuthFailed) {
 		b.login.forget()
 	}
 	return reply, err
 }
 
-// auth logs in with AUTH PLAIN when caps list it, else USER/PASS; a
-// non-empty xclient line goes out first, in the same write.
-func (s *pop3Session) auth(caps []string, xclient, user, pass string) ([]byte, error) {
+// auth logs in with AUTH PLAIN when caps list it, else USER/PASS.
+func (s *pop3Session) auth(caps []string, user, pass string) ([]byte, error) {
 	if hasSASL(caps, "PLAIN") {
-		return s.authPlain(xclient, user, pass)
+		return s.authPlain(user, pass)
 	}
-	return s.userPass(xclient, user, pass)
+	return s.userPass(user, pass)
 }
 
 // capaGreeting is the part of a greeting that says which server answers:
@@ -332,16 +329,15 @@ func hasSASL(caps []string, mech string) bool {
 }
 
 // authPlain logs in with AUTH PLAIN (RFC 5034), with the initial response
-// on the command line when that fits 255 octets; xclient ("": none) goes
-// out before it in the same write.
-func (s *pop3Session) authPlain(xclient, user, pass string) ([]byte, error) {
+// on the command line when that fits 255 octets.
+func (s *pop3Session) authPlain(user, pass string) ([]byte, error) {
 	ir := saslPlain(user, pass)
 	var line []byte
 	var err error
 	if len("AUTH PLAIN ")+len(ir)+2 <= maxPOP3Line {
-		line, err = s.pipelined(xclient, "AUTH PLAIN "+ir, "AUTH PLAIN")
+		line, err = s.cmdSecret("AUTH PLAIN "+ir, "AUTH PLAIN")
 	} else {
-		line, err = s.pipelined(xclient, "AUTH PLAIN", "")
+		line, err = s.cmd("AUTH PLAIN")
 		if err == nil {
 			if !bytes.HasPrefix(line, []byte("+")) || bytes.HasPrefix(line, []byte("+OK")) {
 				return nil, s.loginFailed(line)
@@ -358,11 +354,11 @@ func (s *pop3Session) authPlain(xclient, user, pass string) ([]byte, error) {
 // userPass logs in with USER and PASS (RFC 1939 7). USER takes one
 // argument and servers split at spaces, so a name with a space cannot be
 // sent this way; PASS takes the rest of the line (RFC 1939 7, "PASS").
-func (s *pop3Session) userPass(xclient, user, pass string) ([]byte, error) {
+func (s *pop3Session) userPass(user, pass string) ([]byte, error) {
 	if strings.ContainsAny(user, " \t") {
 		return nil, fmt.Errorf("%w: pop3 %s: user name with a space needs SASL PLAIN, which the backend does not offer", ErrAuthFailed, s.opts.Address)
 	}
-	line, err := s.pipelined(xclient, "USER "+user, "")
+	line, err := s.cmd("USER " + user)
 	if err != nil {
 		return nil, err
 	}
@@ -403,32 +399,6 @@ func (s *pop3Session) loginFailed(line []byte) error {
 // cmd sends one command line and reads the one-line reply.
 func (s *pop3Session) cmd(line string) ([]byte, error) {
 	if err := s.write([]byte(line + "\r\n")); err != nil {
-		return nil, err
-	}
-	return s.readLine()
-}
-
-// pipelined sends the xclient line ("": none) and line in one write,
-// reads the XCLIENT reply and returns line's. shown is what the trace
-// shows for a line with credentials; "" when line has none.
-func (s *pop3Session) pipelined(xclient, line, shown string) ([]byte, error) {
-	if xclient == "" {
-		if shown == "" {
-			return s.cmd(line)
-		}
-		return s.cmdSecret(line, shown)
-	}
-	b := []byte(xclient + "\r\n" + line + "\r\n")
-	var err error
-	if shown == "" {
-		err = s.write(b)
-	} else {
-		err = s.writeSecret(b, xclient+" + "+shown)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := s.xclientReply(); err != nil {
 		return nil, err
 	}
 	return s.readLine()

@@ -13,13 +13,14 @@ import (
 
 // pop3Fake is a scripted Dovecot-like POP3 server with failure knobs.
 type pop3Fake struct {
-	greeting     string      // default "+OK [XCLIENT] Dovecot ready."
-	capa         []string    // CAPA lines; default Dovecot's
-	noCapa       bool        // answer CAPA with -ERR
-	authReply    string      // reply to a complete login; default "+OK Logged in."
-	xclientReply string      // default "+OK Updated"
-	startTLS     *tls.Config // offer STLS
-	noAuth       bool        // refuse AUTH as unsupported, as Dovecot does for a mechanism it does not offer
+	greeting     string                         // default "+OK [XCLIENT] Dovecot ready."
+	capa         []string                       // CAPA lines; default Dovecot's
+	noCapa       bool                           // answer CAPA with -ERR
+	authReply    string                         // reply to a complete login; default "+OK Logged in."
+	xclientReply string                         // default "+OK Updated"
+	startTLS     *tls.Config                    // offer STLS
+	noAuth       bool                           // refuse AUTH as unsupported, as Dovecot does for a mechanism it does not offer
+	seen         func(fc *fakeConn, cmd string) // called with each command as read, before the reply
 
 	cmds    recorder // command names in order
 	logins  recorder // "user\x00pass" as decoded
@@ -43,6 +44,9 @@ func (f *pop3Fake) handle(fc *fakeConn) {
 		cmd, arg, _ := strings.Cut(l, " ")
 		cmd = strings.ToUpper(cmd)
 		f.cmds.add(cmd)
+		if f.seen != nil {
+			f.seen(fc, cmd)
+		}
 		switch cmd {
 		case "CAPA":
 			if f.noCapa {
