@@ -170,15 +170,16 @@ type mailgatePorts struct{ IMAPS, POP3S, SMTPS, Admin, Pprof int }
 // Dovecot and nginx, loopback backends, 127.0.0.1 allowed (GB),
 // 127.0.0.2 denied (RU); guard adds the refused-at-accept source
 // 127.0.0.3 and trusts loopback otherwise, so the load is not banned.
-func mailgateConfig(st *mailstack.Stack, p mailgatePorts, guard bool) string {
+// slots is guard.backend.max_concurrent (0: no cap).
+func mailgateConfig(st *mailstack.Stack, p mailgatePorts, guard bool, slots int) string {
 	g := ""
 	if guard {
-		g = `guard:
+		g = fmt.Sprintf(`guard:
   trusted_networks: ["127.0.0.1/32", "127.0.0.2/32"]
   deny_networks: ["127.0.0.3/32"]
   connections: {max_total: 30000, max_preauth: 30000}
-  backend: {max_concurrent: 0}
-`
+  backend: {max_concurrent: %d}
+`, slots)
 	}
 	return fmt.Sprintf(`hostname: mail.example.test
 log: {level: info, format: text}
@@ -250,12 +251,12 @@ func buildBase(ctx context.Context, repo, rev, dir string) (string, error) {
 // startMailgate writes the config and starts mailgate serve. It tries
 // the config with the guard section first and drops it if this build of
 // mailgate does not know the section yet.
-func startMailgate(ctx context.Context, bin, dir string, st *mailstack.Stack, ports mailgatePorts, extraEnv []string) (*proc, bool, error) {
+func startMailgate(ctx context.Context, bin, dir string, st *mailstack.Stack, ports mailgatePorts, extraEnv []string, slots int) (*proc, bool, error) {
 	cfgFile := filepath.Join(dir, "mailgate.yaml")
 	guard := true
 	for _, g := range []bool{true, false} {
 		guard = g
-		if err := os.WriteFile(cfgFile, []byte(mailgateConfig(st, ports, g)), 0o644); err != nil {
+		if err := os.WriteFile(cfgFile, []byte(mailgateConfig(st, ports, g, slots)), 0o644); err != nil {
 			return nil, false, err
 		}
 		out, err := exec.CommandContext(ctx, bin, "check-config", "-config", cfgFile).CombinedOutput()

@@ -36,27 +36,30 @@ var targetNames = []string{tDirect, tNginx, tMailgate}
 
 // suiteOpts are the suite's flags.
 type suiteOpts struct {
-	rounds     int
-	dur        time.Duration
-	concs      []int
-	protoConc  int
-	size       int
-	xferReps   int
-	idle       int
-	idleBig    int
-	pacedRate  float64 // paced step: sessions offered per second (0: 0.9 × nginx's rate)
-	settle     time.Duration
-	mgEnv      []string // extra environment for mailgate only, e.g. GOMAXPROCS=1
-	baseEnv    []string // extra environment for mailgate-base (-base); nil: mgEnv
-	out        string
-	step       time.Duration
-	skip       map[string]bool
-	keep       bool
-	idleNote   string        // why idleBig was reduced, for the results
-	loginProcs int           // Dovecot login processes in high-performance mode; 0: one per connection
-	curves     []tls.CurveID // client key exchanges; nil: Go's default
-	base       string        // git revision of a second mailgate to measure beside this one ("": none)
-	resumeC    int           // concurrency of the runs with TLS session resumption (0: none)
+	rounds    int
+	dur       time.Duration
+	concs     []int
+	protoConc int
+	size      int
+	xferReps  int
+	idle      int
+	idleBig   int
+	pacedRate float64 // paced step: sessions offered per second (0: 0.9 × nginx's rate)
+	settle    time.Duration
+	mgEnv     []string // extra environment for mailgate only, e.g. GOMAXPROCS=1
+	baseEnv   []string // extra environment for mailgate-base (-base); nil: mgEnv
+	// backendSlots is guard.backend.max_concurrent for both mailgates
+	// (0: no cap).
+	backendSlots int
+	out          string
+	step         time.Duration
+	skip         map[string]bool
+	keep         bool
+	idleNote     string        // why idleBig was reduced, for the results
+	loginProcs   int           // Dovecot login processes in high-performance mode; 0: one per connection
+	curves       []tls.CurveID // client key exchanges; nil: Go's default
+	base         string        // git revision of a second mailgate to measure beside this one ("": none)
+	resumeC      int           // concurrency of the runs with TLS session resumption (0: none)
 	// smtpNoVerify: nginx's auth_http answers OK to every SMTP login
 	// without checking the password (as before 2026-12-07).
 	smtpNoVerify bool
@@ -106,6 +109,7 @@ func suiteFlags(o *suiteOpts) (*flag.FlagSet, suiteRaw) {
 	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
 	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through nginx and mailgate (0: skip)")
 	r.mgEnv = fs.String("mailgate-env", "", `extra environment for mailgate only, space-separated (e.g. "GOMAXPROCS=1")`)
+	fs.IntVar(&o.backendSlots, "backend-slots", 0, "guard.backend.max_concurrent of mailgate and mailgate-base (0: no cap; mailgate's own default is 32)")
 	r.baseEnv = fs.String("base-env", "", `extra environment for mailgate-base in place of -mailgate-env, space-separated; with -base HEAD it measures a runtime setting against none in one run`)
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "idle: after two forced collections, wait this long before the settled memory reading")
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
@@ -136,6 +140,10 @@ func runSuite(args []string) int {
 	}
 	if o.baseEnv, err = parseEnv(*r.baseEnv); err != nil {
 		warnf("-base-env: %v", err)
+		return 2
+	}
+	if o.backendSlots < 0 {
+		warnf("-backend-slots: 0 or more")
 		return 2
 	}
 	if o.baseEnv != nil && o.base == "" {
@@ -338,7 +346,7 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 			return env, err
 		}
 		env.mgPorts = mailgatePorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2], Admin: ports[3], Pprof: ports[4]}
-		env.mg, env.guard, err = startMailgate(ctx, env.mgBin, env.workDir, st, env.mgPorts, o.mgEnv)
+		env.mg, env.guard, err = startMailgate(ctx, env.mgBin, env.workDir, st, env.mgPorts, o.mgEnv, o.backendSlots)
 		if err == nil {
 			break
 		}
@@ -358,7 +366,7 @@ func setupSuite(ctx context.Context, o *suiteOpts) (*stackEnv, error) {
 				return env, err
 			}
 			env.basePorts = mailgatePorts{IMAPS: ports[0], POP3S: ports[1], SMTPS: ports[2], Admin: ports[3], Pprof: ports[4]}
-			env.base, _, err = startMailgate(ctx, env.baseBin, filepath.Join(env.workDir, "base"), st, env.basePorts, o.envOfBase())
+			env.base, _, err = startMailgate(ctx, env.baseBin, filepath.Join(env.workDir, "base"), st, env.basePorts, o.envOfBase(), o.backendSlots)
 			if err == nil {
 				break
 			}
@@ -393,13 +401,13 @@ func (e *stackEnv) restart(ctx context.Context, name string, o suiteOpts) error 
 		}
 	case tMailgate:
 		e.mg.stop(syscall.SIGTERM)
-		e.mg, _, err = startMailgate(ctx, e.mgBin, e.workDir, e.st, e.mgPorts, o.mgEnv)
+		e.mg, _, err = startMailgate(ctx, e.mgBin, e.workDir, e.st, e.mgPorts, o.mgEnv, o.backendSlots)
 		if err == nil {
 			e.pids[name] = e.mg.pid()
 		}
 	case tBase:
 		e.base.stop(syscall.SIGTERM)
-		e.base, _, err = startMailgate(ctx, e.baseBin, filepath.Join(e.workDir, "base"), e.st, e.basePorts, o.envOfBase())
+		e.base, _, err = startMailgate(ctx, e.baseBin, filepath.Join(e.workDir, "base"), e.st, e.basePorts, o.envOfBase(), o.backendSlots)
 		if err == nil {
 			e.pids[name] = e.base.pid()
 		}
@@ -488,6 +496,9 @@ func header(w io.Writer, o suiteOpts) {
 	fmt.Fprintf(w, "client key exchange: %s\n", kexNote)
 	if len(o.mgEnv) > 0 {
 		fmt.Fprintf(w, "mailgate environment: %s\n", strings.Join(o.mgEnv, " "))
+	}
+	if o.backendSlots > 0 {
+		fmt.Fprintf(w, "mailgate guard.backend.max_concurrent: %d\n", o.backendSlots)
 	}
 	if o.base != "" {
 		fmt.Fprintf(w, "mailgate-base: mailgate built from %s, measured beside this tree's\n", o.base)
