@@ -21,22 +21,29 @@ func auditDB(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Rows aggregate per UTC day, and the command's --since counts back
-	// from the real clock: the times hang from yesterday's noon, so the
-	// two RU denials fall on one day at any hour the test runs (from
-	// now, they straddled midnight between 01:00 and 02:00 UTC).
-	noon := time.Now().UTC().Truncate(24 * time.Hour).Add(-12 * time.Hour)
+	// Rows aggregate per UTC day, and the command's --since (24h for
+	// --top) counts back from the real clock, so the recent events must
+	// fall within the last 24 hours and on one UTC day at any hour the
+	// test runs. They hang from ref, 1 to 3 hours before it: now when
+	// today is 4 hours old, else 23:00 yesterday. (Hung from now, the two
+	// RU denials straddled midnight between 01:00 and 02:00 UTC; from
+	// yesterday's noon, they left --top's 24 hours after 11:00 UTC.)
+	now := time.Now().UTC()
+	ref := now.Truncate(24 * time.Hour).Add(-time.Hour)
+	if now.Sub(now.Truncate(24*time.Hour)) >= 4*time.Hour {
+		ref = now
+	}
 	for _, e := range []audit.Event{
-		{Time: noon.Add(-3 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("81.2.69.142"), Country: "GB",
+		{Time: ref.Add(-3 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("81.2.69.142"), Country: "GB",
 			Protocol: "imap", Listener: "imaps", Mech: "PLAIN", ClientID: "Thunderbird/128.1", TLS: "TLS 1.3",
 			Cipher: "TLS_AES_128_GCM_SHA256", SNI: "mail.example.com", Result: audit.ResultPass, Cause: "policy.allow_countries"},
-		{Time: noon.Add(-2 * time.Hour), Account: "Alice@Example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
+		{Time: ref.Add(-2 * time.Hour), Account: "Alice@Example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
 			Protocol: "smtp", Listener: "submission", Mech: "LOGIN", Result: audit.ResultDenied, Cause: "policy.allow_countries: country RU not allowed"},
-		{Time: noon.Add(-time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
+		{Time: ref.Add(-time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("77.88.55.88"), Country: "RU",
 			Protocol: "smtp", Listener: "submission", Mech: "LOGIN", Result: audit.ResultDenied, Cause: "policy.allow_countries: country RU not allowed"},
-		{Time: noon.Add(-10 * 24 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
+		{Time: ref.Add(-10 * 24 * time.Hour), Account: "alice@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
 			Protocol: "imap", Listener: "imaps", Mech: "PLAIN", Result: audit.ResultFailed, Cause: "backend refused credentials"},
-		{Time: noon.Add(-time.Hour), Account: "bob@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
+		{Time: ref.Add(-time.Hour), Account: "bob@example.com", Addr: netip.MustParseAddr("1.2.4.8"), Country: "CN",
 			Protocol: "imap", Listener: "imaps", Mech: "PLAIN", Result: audit.ResultGuard, Cause: "address banned"},
 	} {
 		st.Record(e)
