@@ -194,17 +194,6 @@ func capaGreeting(greet []byte) string {
 	return string(g)
 }
 
-// hasCapa reports whether caps has a line whose tag is name.
-func hasCapa(caps []string, name string) bool {
-	for _, c := range caps {
-		tag, _, _ := strings.Cut(c, " ")
-		if strings.EqualFold(tag, name) {
-			return true
-		}
-	}
-	return false
-}
-
 // greeting requires "+OK" (RFC 1939 4) and returns the line.
 func (s *pop3Session) greeting() ([]byte, error) {
 	line, err := s.readLine()
