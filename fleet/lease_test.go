@@ -11,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // stoppableNode is a node whose Run the test can stop: a node that dies
@@ -32,7 +33,7 @@ func stoppableNode(t *testing.T, c guard.Config) (*node, func()) {
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); wg.Wait(); s.Close() }) }
 	t.Cleanup(stop)
-	waitFor(t, "store up", s.Up)
+	testwait.For(t, "store up", s.Up)
 	return &node{g, s}, stop
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // Network bans count over nodes too, for IPv4 (one network) and IPv6
@@ -35,7 +36,7 @@ func TestFleetNetworkBans(t *testing.T) {
 			t.Fatalf("%v: events %+v, want one BANNED of %s", tc.addrs, evs, tc.want)
 		}
 		for _, n := range []*node{a, b} {
-			waitFor(t, "network ban on every node", func() bool { return banned(n.g, tc.other) })
+			testwait.For(t, "network ban on every node", func() bool { return banned(n.g, tc.other) })
 		}
 	}
 }
@@ -64,7 +65,7 @@ func TestFleetExemptionAndCeiling(t *testing.T) {
 	if len(evs) != 1 || evs[0].Kind != guard.EventBanned || !strings.Contains(evs[0].Reason, "exemption ceiling") {
 		t.Fatalf("events at the ceiling: %+v", evs)
 	}
-	waitFor(t, "ceiling ban on node a", func() bool { return banned(a.g, src) })
+	testwait.For(t, "ceiling ban on node a", func() bool { return banned(a.g, src) })
 	if _, err := a.g.Accept(netip.MustParseAddr(src)); err == nil {
 		t.Fatal("accepted")
 	}

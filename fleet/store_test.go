@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // node is one mailgate node's guard and store, on a shared miniredis.
@@ -60,19 +61,8 @@ func newNode(t *testing.T, c guard.Config, now func() time.Time) *node {
 	wg.Add(1)
 	go func() { defer wg.Done(); s.Run(ctx, g) }()
 	t.Cleanup(func() { cancel(); wg.Wait(); s.Close() })
-	waitFor(t, "store up", s.Up)
+	testwait.For(t, "store up", s.Up)
 	return &node{g, s}
-}
-
-func waitFor(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // try runs one whole attempt and returns its verdict and events.
@@ -115,7 +105,7 @@ func TestFleetSharesFailuresAndBans(t *testing.T) {
 		t.Fatal("the node that banned still accepts the source")
 	}
 	for i, n := range []*node{a, b} {
-		waitFor(t, "ban reaches node", func() bool { return banned(n.g, src) })
+		testwait.For(t, "ban reaches node", func() bool { return banned(n.g, src) })
 		if v, _ := n.try("dave", src, "x", guard.WrongPassword); v.Allow {
 			t.Fatalf("node %d: a banned source's attempt was allowed", i)
 		}
@@ -125,7 +115,7 @@ func TestFleetSharesFailuresAndBans(t *testing.T) {
 		t.Fatal("RemoveBan: no ban")
 	}
 	for _, n := range []*node{a, n3} {
-		waitFor(t, "lift reaches node", func() bool { return !banned(n.g, src) })
+		testwait.For(t, "lift reaches node", func() bool { return !banned(n.g, src) })
 	}
 }
 
@@ -298,7 +288,7 @@ func TestFleetFailOpenAndClosed(t *testing.T) {
 	// The first call finds the store gone; from then on the node
 	// decides alone and keeps its ban copy.
 	a.try("u", "198.51.100.20", "p", guard.Abandoned)
-	waitFor(t, "store down", func() bool { return !a.s.Up() })
+	testwait.For(t, "store down", func() bool { return !a.s.Up() })
 	if !banned(a.g, "192.0.2.200") {
 		t.Fatal("the local ban copy was lost with the store")
 	}
@@ -312,8 +302,8 @@ func TestFleetFailOpenAndClosed(t *testing.T) {
 	if err := m.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "store back", a.s.Up)
-	waitFor(t, "ban handed over", func() bool { return m.Exists(c.Shared.KeyPrefix + "b:198.51.100.21/32") })
+	testwait.For(t, "store back", a.s.Up)
+	testwait.For(t, "ban handed over", func() bool { return m.Exists(c.Shared.KeyPrefix + "b:198.51.100.21/32") })
 
 	// fail_closed refuses logins, without counting them.
 	c2 := c
@@ -323,7 +313,7 @@ func TestFleetFailOpenAndClosed(t *testing.T) {
 	b := newNode(t, c2, nil)
 	m2.Close()
 	b.try("u", "198.51.100.22", "p", guard.Abandoned)
-	waitFor(t, "store down", func() bool { return !b.s.Up() })
+	testwait.For(t, "store down", func() bool { return !b.s.Up() })
 	v, _ := b.try("u", "198.51.100.22", "p", guard.Passed)
 	if v.Allow || !v.Waited {
 		t.Fatalf("fail_closed with the store down: %+v, want a refusal not counted", v)

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // countryBIN is a small BIN placing 8.8.8.0/24 and 2001:4860::/32 in code;
@@ -141,18 +143,6 @@ func TestReloadConfig(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestWatch: a changed file is picked up, a broken one is ignored (the old
 // data stays), and a good one after it is picked up again.
 func TestWatch(t *testing.T) {
@@ -166,12 +156,12 @@ func TestWatch(t *testing.T) {
 	lookup := func() string { return d.Lookup(netip.MustParseAddr("8.8.8.8")).Country }
 
 	replaceFile(t, path, countryBIN("CH", 1))
-	waitFor(t, "the watcher to load CH", func() bool { return lookup() == "CH" })
+	testwait.For(t, "the watcher to load CH", func() bool { return lookup() == "CH" })
 
 	replaceFile(t, path, countryBIN("FR", 2)[:200])
 	// The broken version is tried (and recorded as failed) on the next
 	// poll; wait until the watcher has seen it, then check nothing changed.
-	waitFor(t, "the watcher to reject the broken file", func() bool {
+	testwait.For(t, "the watcher to reject the broken file", func() bool {
 		d.reloadMu.Lock()
 		defer d.reloadMu.Unlock()
 		return d.failed[path].size == 200
@@ -187,7 +177,7 @@ func TestWatch(t *testing.T) {
 	}
 
 	replaceFile(t, path, countryBIN("FR", 3))
-	waitFor(t, "the watcher to load FR", func() bool { return lookup() == "FR" })
+	testwait.For(t, "the watcher to load FR", func() bool { return lookup() == "FR" })
 }
 
 // TestWatchDisabled: a negative interval never reloads; Watch still ends

@@ -9,25 +9,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 func (g *Guard) slotsWaiting() int {
 	g.slots.mu.Lock()
 	defer g.slots.mu.Unlock()
 	return g.slots.waiters.Len()
-}
-
-// waitFor polls until cond holds; the slot code has no hook to say a
-// goroutine is queued, only its counts.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // Waiting logins get released slots in the order they came: none waits
@@ -57,7 +46,7 @@ func TestBackendSlotFIFO(t *testing.T) {
 			<-release[i]
 			r()
 		}()
-		waitFor(t, "waiter to queue", func() bool { return g.slotsWaiting() == i+1 })
+		testwait.For(t, "waiter to queue", func() bool { return g.slotsWaiting() == i+1 })
 	}
 	r0()
 	for want := range n {
@@ -66,7 +55,7 @@ func TestBackendSlotFIFO(t *testing.T) {
 		}
 		close(release[want])
 	}
-	waitFor(t, "all slots back", func() bool { return g.slotsInUse() == 0 })
+	testwait.For(t, "all slots back", func() bool { return g.slotsInUse() == 0 })
 }
 
 // A released slot goes to the login that waited for it, not to one that
@@ -88,7 +77,7 @@ func TestBackendSlotNoOvertaking(t *testing.T) {
 		}
 		got <- r
 	}()
-	waitFor(t, "waiter to queue", func() bool { return g.slotsWaiting() == 1 })
+	testwait.For(t, "waiter to queue", func() bool { return g.slotsWaiting() == 1 })
 	r0()
 	// The waiter holds the slot now, before its goroutine even ran: a
 	// newcomer finds none free.
@@ -135,9 +124,9 @@ func TestBackendSlotQueueSkipsHeldBack(t *testing.T) {
 		got <- res{who, r}
 	}
 	go wait("unproven", addr2)
-	waitFor(t, "unproven login to queue", func() bool { return g.slotsWaiting() == 1 })
+	testwait.For(t, "unproven login to queue", func() bool { return g.slotsWaiting() == 1 })
 	go wait("trusted", netip.MustParseAddr("203.0.113.9"))
-	waitFor(t, "trusted login to queue", func() bool { return g.slotsWaiting() == 2 })
+	testwait.For(t, "trusted login to queue", func() bool { return g.slotsWaiting() == 2 })
 
 	rT() // one slot free, but only for trusted and proven logins
 	first := <-got

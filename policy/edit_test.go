@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 var editNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -232,16 +234,16 @@ func TestAllowSeenByWatch(t *testing.T) {
 	if _, err := Allow(c, Change{User: "bob", Target: "GB"}, editNow); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "bob allowed after mailgate allow", func() bool { return e.Decide(bob).Allow })
+	testwait.For(t, "bob allowed after mailgate allow", func() bool { return e.Decide(bob).Allow })
 	if _, err := Allow(c, Change{User: "bob", Target: "81.2.69.0/24", Protocols: []Protocol{IMAP}}, editNow); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Revoke(c, Change{User: "bob", Target: "GB"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "bob denied after revoke", func() bool { return !e.Decide(bob).Allow })
+	testwait.For(t, "bob denied after revoke", func() bool { return !e.Decide(bob).Allow })
 	bob.Protocol = IMAP
-	waitFor(t, "bob allowed for IMAP by the CIDR rule", func() bool { return e.Decide(bob).Allow })
+	testwait.For(t, "bob allowed for IMAP by the CIDR rule", func() bool { return e.Decide(bob).Allow })
 }
 
 func TestAllowWarnsWhenStillDenied(t *testing.T) {

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"github.com/mailgate/mailgate/internal/errlist"
+	"github.com/mailgate/mailgate/internal/testwait"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,7 +121,7 @@ func TestWatchPicksUpChanges(t *testing.T) {
 	if err := os.Rename(tmp, e.cfg.UserFile); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "bob allowed after file change", func() bool { return e.Decide(bob).Allow })
+	testwait.For(t, "bob allowed after file change", func() bool { return e.Decide(bob).Allow })
 
 	if !strings.Contains(lb.String(), "reloaded") {
 		t.Error("no log line for the reload")
@@ -133,20 +134,9 @@ func TestWatchPicksUpChanges(t *testing.T) {
 	go func() { e2.Watch(ctx2); close(done2) }()
 	defer func() { cancel2(); <-done2 }()
 	writeFile(t, e2.cfg.RulesFile, "rules:\n  - users: bob\n    deny: [GB, NOT!]\n")
-	waitFor(t, "reload error logged", func() bool { return strings.Contains(lb2.String(), "rules.yaml:3") })
+	testwait.For(t, "reload error logged", func() bool { return strings.Contains(lb2.String(), "rules.yaml:3") })
 	if d := e2.Decide(bob); d.Allow || !strings.HasSuffix(d.Rule, "rules.yaml:2") {
 		t.Errorf("after broken rewrite bob = %+v, want the old deny", d)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -40,7 +41,7 @@ func TestGuardRefusedInAcceptLoop(t *testing.T) {
 		}
 		nc.Close()
 	}
-	waitFor(t, "refusals counted", func() bool {
+	testwait.For(t, "refusals counted", func() bool {
 		return testutil.ToFloat64(m.refused.WithLabelValues("imap-plain")) == n
 	})
 	logs := e.logs.String()

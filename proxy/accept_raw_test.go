@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // serveGuarded runs a server that has guard g from its first accept, so
@@ -96,7 +97,7 @@ func TestRawAcceptGuardsPeersAndClosesBothDescriptors(t *testing.T) {
 			if got := greeting(t, tc.allowed, addr); !strings.HasPrefix(got, "* OK ") {
 				t.Fatalf("allowed %s got %q", tc.allowed, got)
 			}
-			waitFor(t, "the session to end", func() bool { return srv.Sessions() == 0 })
+			testwait.For(t, "the session to end", func() bool { return srv.Sessions() == 0 })
 			if !strings.Contains(logs.String(), "remote="+tc.allowed) {
 				t.Errorf("session log lacks remote %s:\n%s", tc.allowed, logs)
 			}
@@ -105,7 +106,7 @@ func TestRawAcceptGuardsPeersAndClosesBothDescriptors(t *testing.T) {
 			}
 
 			srv.Close()
-			waitFor(t, "the port to close", func() bool {
+			testwait.For(t, "the port to close", func() bool {
 				nc, err := net.DialTimeout("tcp", addr, time.Second)
 				if err == nil {
 					nc.Close()

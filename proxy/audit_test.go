@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/audit"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // withAudit gives the test server a real audit database.
@@ -56,7 +57,7 @@ func TestAuditRecordsEveryOutcome(t *testing.T) {
 		audit.ResultInvalid:     "empty password",
 		audit.ResultUnavailable: "backend unavailable",
 	}
-	waitFor(t, "five decisions in the history", func() bool {
+	testwait.For(t, "five decisions in the history", func() bool {
 		st.Flush()
 		s, _ := st.Stats(context.Background())
 		return s.Events == 5
@@ -98,7 +99,7 @@ func TestAuditRecordsGuardRefusal(t *testing.T) {
 		c.line()
 	}
 	var rows []audit.Row
-	waitFor(t, "three decisions in the history", func() bool {
+	testwait.For(t, "three decisions in the history", func() bool {
 		st.Flush()
 		rows, _ = st.History(context.Background(), audit.Query{Account: "alice"})
 		n := int64(0)

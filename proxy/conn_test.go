@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/mailgate/mailgate/policy"
 )
 
@@ -40,7 +41,7 @@ func TestStartTLSInjectionIsDiscarded(t *testing.T) {
 	c.expect("e BAD ")
 	c.send("f LOGIN alice secret\r\n")
 	c.expect("f OK [CAPABILITY")
-	waitFor(t, "discard log", func() bool {
+	testwait.For(t, "discard log", func() bool {
 		return strings.Contains(e.logs.String(), `msg="discarded bytes pipelined after STARTTLS"`)
 	})
 }
@@ -94,7 +95,7 @@ func TestProxyHeader(t *testing.T) {
 		if got := lastAddr(e); got != netip.MustParseAddr("203.0.113.7") {
 			t.Errorf("Decide saw %v", got)
 		}
-		waitFor(t, "log", func() bool { return strings.Contains(e.logs.String(), "remote=203.0.113.7") })
+		testwait.For(t, "log", func() bool { return strings.Contains(e.logs.String(), "remote=203.0.113.7") })
 	})
 	t.Run("trusted v1 TCP6", func(t *testing.T) {
 		e := startServer(t, Listener{TLS: tlsNone, PlaintextFrom: anywhere6, ProxyFrom: trusted}, fastLimits())
@@ -150,14 +151,14 @@ func TestProxyHeader(t *testing.T) {
 		if n := len(e.auth.requests()); n != 0 {
 			t.Errorf("%d decisions", n)
 		}
-		waitFor(t, "log", func() bool { return strings.Contains(e.logs.String(), "PROXY header from untrusted peer") })
+		testwait.For(t, "log", func() bool { return strings.Contains(e.logs.String(), "PROXY header from untrusted peer") })
 	})
 	t.Run("untrusted implicit TLS", func(t *testing.T) {
 		e := startServer(t, Listener{TLS: tlsImplicit}, fastLimits())
 		c := e.dial()
 		c.send("PROXY TCP4 203.0.113.7 127.0.0.1 5555 993\r\n")
 		c.expectClosed()
-		waitFor(t, "log", func() bool { return strings.Contains(e.logs.String(), "PROXY header from untrusted peer") })
+		testwait.For(t, "log", func() bool { return strings.Contains(e.logs.String(), "PROXY header from untrusted peer") })
 	})
 }
 
@@ -195,7 +196,7 @@ func TestSpliceHalfClose(t *testing.T) {
 	}
 	c.expect("* answer after EOF")
 	c.expectClosed()
-	waitFor(t, "close", func() bool { return e.srv.Sessions() == 0 })
+	testwait.For(t, "close", func() bool { return e.srv.Sessions() == 0 })
 }
 
 func TestSpliceIdleTimeout(t *testing.T) {
@@ -214,7 +215,7 @@ func TestSpliceIdleTimeout(t *testing.T) {
 	}
 	// ...and silence ends it.
 	c.expectClosed()
-	waitFor(t, "close log", func() bool { return strings.Contains(e.logs.String(), `reason="idle timeout"`) })
+	testwait.For(t, "close log", func() bool { return strings.Contains(e.logs.String(), `reason="idle timeout"`) })
 }
 
 func TestShutdown(t *testing.T) {
@@ -241,7 +242,7 @@ func TestShutdown(t *testing.T) {
 	if _, err := net.Dial("tcp", e.addr); err == nil {
 		t.Error("listener still accepting")
 	}
-	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+	testwait.For(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
 	if err := e.srv.Shutdown(context.Background()); err != nil {
 		t.Errorf("second Shutdown = %v", err)
 	}
@@ -305,7 +306,7 @@ func TestManySessionsNoLeak(t *testing.T) {
 		io.ReadAll(br)
 		c.nc.Close()
 	}
-	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+	testwait.For(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
 }
 
 func TestTLSHandshakeTimeout(t *testing.T) {
@@ -317,7 +318,7 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	c = e.dial()
 	c.send("a CAPABILITY\r\n") // not TLS
 	c.expectClosed()
-	waitFor(t, "log", func() bool { return strings.Count(e.logs.String(), `msg="TLS handshake failed"`) == 2 })
+	testwait.For(t, "log", func() bool { return strings.Count(e.logs.String(), `msg="TLS handshake failed"`) == 2 })
 }
 
 func TestUpdateKeepsLimitsOfOpenConnections(t *testing.T) {
@@ -388,7 +389,7 @@ func TestSpliceIdleResetByOneWayTraffic(t *testing.T) {
 			c.expect("* done")
 			close(done)
 			c.expectClosed()
-			waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+			testwait.For(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
 		})
 	}
 }
@@ -416,7 +417,7 @@ func TestSessionsLeaveNoFileDescriptors(t *testing.T) {
 	c.expect("a OK")
 	c.expectClosed()
 	c.nc.Close()
-	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+	testwait.For(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
 	before := openFDs(t)
 	for i := 0; i < 24; i++ {
 		c := e.dialGreeted()
@@ -442,8 +443,8 @@ func TestSessionsLeaveNoFileDescriptors(t *testing.T) {
 		}
 		c.nc.Close()
 	}
-	waitFor(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
-	waitFor(t, "file descriptors back to the level before", func() bool { return openFDs(t) <= before })
+	testwait.For(t, "sessions", func() bool { return e.srv.Sessions() == 0 })
+	testwait.For(t, "file descriptors back to the level before", func() bool { return openFDs(t) <= before })
 }
 
 // Under LOGINDISABLED a LOGIN with a synchronizing literal is refused

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // TestGuardLockoutRefusalIsNoFail2banFailure: anyone can lock a login
@@ -34,7 +36,7 @@ func TestGuardLockoutRefusalIsNoFail2banFailure(t *testing.T) {
 		attacker.send("a LOGIN alice " + guess + "\r\n")
 		attacker.expect("a NO [AUTHENTICATIONFAILED]")
 	}
-	waitFor(t, "the lockout", func() bool { return strings.Contains(e.logs.String(), "msg=LOCKED") })
+	testwait.For(t, "the lockout", func() bool { return strings.Contains(e.logs.String(), "msg=LOCKED") })
 
 	const victim = "203.0.113.80"
 	c := e.dialFrom(victim)
@@ -47,7 +49,7 @@ func TestGuardLockoutRefusalIsNoFail2banFailure(t *testing.T) {
 	}
 	c.send("c LOGOUT\r\n")
 	c.expect("* BYE")
-	waitFor(t, "the victim's session closed", func() bool {
+	testwait.For(t, "the victim's session closed", func() bool {
 		return strings.Contains(e.logs.String(), "remote="+victim+" user=alice client_id=\"\" duration=")
 	})
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailgate/mailgate/backend"
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // countingIMAP counts every backend login attempt, refused or not, and
@@ -105,10 +106,10 @@ func TestGuardBanClosesBeforeGreeting(t *testing.T) {
 	if len(g.Bans()) != 1 {
 		t.Errorf("bans %v, want one", g.Bans())
 	}
-	waitFor(t, "BANNED line", func() bool {
+	testwait.For(t, "BANNED line", func() bool {
 		return strings.Contains(e.logs.String(), "msg=BANNED remote=203.0.113.7 prefix=203.0.113.7/32")
 	})
-	waitFor(t, "refusal logged", func() bool {
+	testwait.For(t, "refusal logged", func() bool {
 		return strings.Contains(e.logs.String(), `msg="connection refused by guard"`)
 	})
 	if strings.Contains(e.logs.String(), "wrong0") {
@@ -135,7 +136,7 @@ func TestGuardRefusalLooksLikeWrongPassword(t *testing.T) {
 	if n := ci.calls.Load(); n != 2 {
 		t.Errorf("backend saw %d logins, want 2", n)
 	}
-	waitFor(t, "refusal logged", func() bool {
+	testwait.For(t, "refusal logged", func() bool {
 		return strings.Contains(e.logs.String(), `msg=AUTHFAILED`) && strings.Contains(e.logs.String(), `reason="guard: `)
 	})
 	// Another login from the same address is not blocked.
@@ -193,7 +194,7 @@ func TestGuardBackendSlotsFull(t *testing.T) {
 	first := e.dialFrom("203.0.113.40")
 	first.expect("* OK [CAPABILITY")
 	first.send("a LOGIN alice secret\r\n")
-	waitFor(t, "first login at the backend", func() bool { return ci.calls.Load() == 1 })
+	testwait.For(t, "first login at the backend", func() bool { return ci.calls.Load() == 1 })
 	second := e.dialFrom("203.0.113.41")
 	second.expect("* OK [CAPABILITY")
 	second.send("b LOGIN alice secret\r\n")
@@ -218,7 +219,7 @@ func TestGuardFingerprintOnAuthFailed(t *testing.T) {
 	c.send("a LOGIN alice hunter2\r\n")
 	c.expect("a NO [AUTHENTICATIONFAILED]")
 	want := "pwfp=" + g.Fingerprint("hunter2")
-	waitFor(t, "fingerprint on AUTHFAILED", func() bool {
+	testwait.For(t, "fingerprint on AUTHFAILED", func() bool {
 		for _, l := range strings.Split(e.logs.String(), "\n") {
 			if strings.Contains(l, "msg=AUTHFAILED") && strings.Contains(l, want) {
 				return true

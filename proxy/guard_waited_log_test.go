@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // TestGuardWaitedOutIsNoFail2banFailure: an attempt that waited for the
@@ -34,7 +36,7 @@ func TestGuardWaitedOutIsNoFail2banFailure(t *testing.T) {
 		c.send("a LOGIN alice secret\r\n")
 		holders = append(holders, c)
 	}
-	waitFor(t, "two logins at the backend", func() bool { return ci.calls.Load() == 2 })
+	testwait.For(t, "two logins at the backend", func() bool { return ci.calls.Load() == 2 })
 
 	// A third, with a short login deadline, waits for them until its
 	// deadline runs out.
@@ -47,7 +49,7 @@ func TestGuardWaitedOutIsNoFail2banFailure(t *testing.T) {
 	if line := c.expect("b NO ["); !strings.HasPrefix(line, "b NO [AUTHENTICATIONFAILED]") {
 		t.Fatalf("waited-out attempt: %q, want the uniform failure", line)
 	}
-	waitFor(t, "the waited-out attempt's log line", func() bool { return strings.Contains(e.logs.String(), "waited") })
+	testwait.For(t, "the waited-out attempt's log line", func() bool { return strings.Contains(e.logs.String(), "waited") })
 	close(ci.hold)
 	for _, h := range holders {
 		h.expect("a OK")

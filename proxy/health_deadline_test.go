@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/mailgate/mailgate/policy"
 )
 
@@ -110,7 +111,7 @@ func TestClientLoginDeadlineDoesNotMarkBackendDown(t *testing.T) {
 	if line := c.expect("a NO ["); !strings.HasPrefix(line, "a NO [AUTHENTICATIONFAILED]") {
 		t.Fatalf("login cut by its own deadline: %q, want the uniform failure", line)
 	}
-	waitFor(t, "the attempt's ERROR line", func() bool { return strings.Contains(logs.String(), `msg="backend unavailable"`) })
+	testwait.For(t, "the attempt's ERROR line", func() bool { return strings.Contains(logs.String(), `msg="backend unavailable"`) })
 	if srv.health.of(policy.IMAP).down() {
 		t.Error("a client's own login deadline marked the backend down for every user")
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/backend"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // timedLogin sends one LOGIN on a fresh connection and returns the reply
@@ -46,7 +47,7 @@ func TestBackendDownReplyDoesNotDependOnDecision(t *testing.T) {
 			t.Errorf("%s login with the backend known down: %q after %v, want NO [UNAVAILABLE] after %v", try.what, line, d, delay)
 		}
 	}
-	waitFor(t, "COUNTRYFAILED logged", func() bool { return strings.Contains(e.logs.String(), "msg=COUNTRYFAILED") })
+	testwait.For(t, "COUNTRYFAILED logged", func() bool { return strings.Contains(e.logs.String(), "msg=COUNTRYFAILED") })
 	if n := len(e.imap.loginList()); n != 0 {
 		t.Errorf("%d logins reached the backend", n)
 	}

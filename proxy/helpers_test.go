@@ -269,19 +269,6 @@ func startServer(t testing.TB, l Listener, lim Limits) *testEnv {
 	return e
 }
 
-// waitFor polls cond until true; it fails the test after 10 s. Used to
-// wait for effects, never to assert durations.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // client is the test's side of one connection.
 type client struct {
 	t  testing.TB

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 func TestGreetingCapabilities(t *testing.T) {
@@ -211,7 +213,7 @@ func TestDeniedAndWrongPasswordLookTheSame(t *testing.T) {
 	c.send("b LOGIN alice secret\r\n")
 	c.expect("b OK [CAPABILITY")
 	c.nc.Close()
-	waitFor(t, "session closed", func() bool { return strings.Contains(e.logs.String(), "session closed") })
+	testwait.For(t, "session closed", func() bool { return strings.Contains(e.logs.String(), "session closed") })
 	logs := e.logs.String()
 	wantLines := [][]string{
 		{"level=WARN msg=AUTHFAILED ", "event=AUTHFAILED user=alice country=loopback country_name=Loopback rule=test:2 reason=\"backend refused credentials\" mech=LOGIN"},
@@ -251,7 +253,7 @@ func TestBackendUnavailable(t *testing.T) {
 	c.expect("b NO [UNAVAILABLE] ")
 	c.send("c NOOP\r\n")
 	c.expect("c OK")
-	waitFor(t, "error log", func() bool { return strings.Contains(e.logs.String(), `msg="backend unavailable"`) })
+	testwait.For(t, "error log", func() bool { return strings.Contains(e.logs.String(), `msg="backend unavailable"`) })
 }
 
 func TestInvalidCredentialsNeverReachBackend(t *testing.T) {
@@ -299,7 +301,7 @@ func TestClientIDIsLoggedSanitized(t *testing.T) {
 	c.expect("d BAD ")
 	c.send("e LOGIN alice secret\r\n")
 	c.expect("e OK")
-	waitFor(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "client_id=Thunder\\u0001bird/115.0") })
+	testwait.For(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "client_id=Thunder\\u0001bird/115.0") })
 }
 
 // Every refusal waits the same AuthFailureDelay before its reply, whatever

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/mailgate/mailgate/policy"
 	"github.com/mailgate/mailgate/proxy/internal/imapwire"
 )
@@ -273,7 +274,7 @@ func TestLimitsEndSessions(t *testing.T) {
 				}
 				c.expectClosed()
 				c.nc.Close() // ends the lingering close of a session with unread input
-				waitFor(t, "the close reason in the log", func() bool {
+				testwait.For(t, "the close reason in the log", func() bool {
 					return strings.Contains(e.logs.String(), fmt.Sprintf("reason=%q", reason.Error()))
 				})
 			})

@@ -3,6 +3,8 @@ package proxy
 import (
 	"strings"
 	"testing"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // TestLiveSessionsAndDisconnect: a session is listed once its login
@@ -15,7 +17,7 @@ func TestLiveSessionsAndDisconnect(t *testing.T) {
 	c.send("a LOGIN alice secret\r\n")
 	c.expect("a OK")
 	var id string
-	waitFor(t, "the logged-in session listed", func() bool {
+	testwait.For(t, "the logged-in session listed", func() bool {
 		ls := e.srv.LiveSessions()
 		if len(ls) != 1 {
 			return false
@@ -33,7 +35,7 @@ func TestLiveSessionsAndDisconnect(t *testing.T) {
 		t.Fatal("Disconnect of the listed session failed")
 	}
 	c.expectClosed()
-	waitFor(t, "the session gone", func() bool { return len(e.srv.LiveSessions()) == 0 })
+	testwait.For(t, "the session gone", func() bool { return len(e.srv.LiveSessions()) == 0 })
 	pre.send("b NOOP\r\n")
 	pre.expect("b OK")
 }

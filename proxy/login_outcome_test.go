@@ -8,6 +8,7 @@ import (
 
 	"github.com/mailgate/mailgate/geo"
 	"github.com/mailgate/mailgate/guard"
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/mailgate/mailgate/policy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -116,7 +117,7 @@ func TestLoginEveryOutcomeRecordedOnce(t *testing.T) {
 	first.expect("* OK [CAPABILITY")
 	calls := ci.calls.Load()
 	first.send("x LOGIN erin secret\r\n")
-	waitFor(t, "first login at the backend", func() bool { return ci.calls.Load() > calls })
+	testwait.For(t, "first login at the backend", func() bool { return ci.calls.Load() > calls })
 	try("no backend slot", "LOGIN erin secret", failed, resultUnavailable, "DE", "no backend login slot", nil)
 	close(ci.hold)
 	first.expect("x NO [AUTHENTICATIONFAILED]") // erin has no password in the fake

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/geo"
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/mailgate/mailgate/policy"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,7 +43,7 @@ func TestMetricsCountLoginsDecisionsAndSplice(t *testing.T) {
 		t.Errorf("spliced sessions while logged in = %v, want 1", got)
 	}
 	c.nc.Close()
-	waitFor(t, "session end", func() bool { return e.srv.Sessions() == 0 })
+	testwait.For(t, "session end", func() bool { return e.srv.Sessions() == 0 })
 
 	checks := []struct {
 		name string
@@ -109,7 +110,7 @@ func TestMetricsTLSHandshakeFailure(t *testing.T) {
 	c := e.dial()
 	c.send("this is not a TLS ClientHello\r\n")
 	c.expectClosed()
-	waitFor(t, "handshake failure counted", func() bool {
+	testwait.For(t, "handshake failure counted", func() bool {
 		return testutil.ToFloat64(m.tlsFailures.WithLabelValues("imaps")) == 1
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 func enc64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -96,7 +98,7 @@ func TestPOP3UserPass(t *testing.T) {
 	if r := e.auth.requests(); len(r) != 1 || r[0].Protocol != pop3Proto || r[0].Login != "alice" {
 		t.Errorf("policy requests %+v", r)
 	}
-	waitFor(t, "AUTHPASS log", func() bool { return strings.Contains(e.logs.String(), "msg=AUTHPASS") })
+	testwait.For(t, "AUTHPASS log", func() bool { return strings.Contains(e.logs.String(), "msg=AUTHPASS") })
 	if l := e.logs.String(); !strings.Contains(l, "proto=pop3") || strings.Contains(l, "secret") {
 		t.Errorf("log lacks proto=pop3 or has the password:\n%s", l)
 	}
@@ -159,7 +161,7 @@ func TestPOP3UniformFailure(t *testing.T) {
 	if replies[0] != replies[1] || replies[1] != replies[2] {
 		t.Errorf("replies differ: %q", replies)
 	}
-	waitFor(t, "log lines", func() bool {
+	testwait.For(t, "log lines", func() bool {
 		l := e.logs.String()
 		return strings.Count(l, "msg=AUTHFAILED") == 2 && strings.Count(l, "msg=COUNTRYFAILED") == 1
 	})
@@ -271,7 +273,7 @@ func TestPOP3STLSInjection(t *testing.T) {
 	c.startTLS()
 	c.send("PASS secret\r\n")
 	c.expect("-ERR No USER given")
-	waitFor(t, "discard log", func() bool { return strings.Contains(e.logs.String(), "discarded bytes pipelined after STARTTLS") })
+	testwait.For(t, "discard log", func() bool { return strings.Contains(e.logs.String(), "discarded bytes pipelined after STARTTLS") })
 }
 
 func TestPOP3STLSNotOffered(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/mailgate/mailgate/policy"
 )
 
@@ -140,7 +141,7 @@ func TestSMTPAuthPipelined(t *testing.T) {
 	if r := e.auth.requests(); len(r) != 1 || r[0].Protocol != smtpProto {
 		t.Errorf("policy requests %+v", r)
 	}
-	waitFor(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "msg=AUTHPASS") })
+	testwait.For(t, "AUTHPASS", func() bool { return strings.Contains(e.logs.String(), "msg=AUTHPASS") })
 	if l := e.logs.String(); !strings.Contains(l, "proto=smtp") || strings.Contains(l, "secret") || strings.Contains(l, enc64("\x00alice\x00secret")) {
 		t.Errorf("log lacks proto=smtp or shows credentials:\n%s", l)
 	}
@@ -247,7 +248,7 @@ func TestSMTPUniformFailure(t *testing.T) {
 	if replies[0] != replies[1] {
 		t.Errorf("replies differ: %q", replies)
 	}
-	waitFor(t, "log lines", func() bool {
+	testwait.For(t, "log lines", func() bool {
 		l := e.logs.String()
 		return strings.Contains(l, "msg=AUTHFAILED") && strings.Contains(l, "msg=COUNTRYFAILED")
 	})
@@ -334,13 +335,13 @@ func TestSMTPEarlyTalker(t *testing.T) {
 	c.send("EHLO hasty\r\n")
 	c.expect("554 5.5.0")
 	c.expectClosed()
-	waitFor(t, "log", func() bool { return strings.Contains(e.logs.String(), "early talker") })
+	testwait.For(t, "log", func() bool { return strings.Contains(e.logs.String(), "early talker") })
 
 	// A PROXY header from an untrusted peer is refused as such.
 	c = e.dial()
 	c.send("PROXY TCP4 203.0.113.9 127.0.0.1 1 587\r\n")
 	c.expectClosed()
-	waitFor(t, "log", func() bool { return strings.Contains(e.logs.String(), "PROXY header from untrusted peer") })
+	testwait.For(t, "log", func() bool { return strings.Contains(e.logs.String(), "PROXY header from untrusted peer") })
 }
 
 // A client that waits gets its greeting after the delay.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // TestSMTPFilterRefusesAfterLogin: XCLIENT, XFORWARD, STARTTLS, AUTH and
@@ -34,7 +36,7 @@ func TestSMTPFilterRefusesAfterLogin(t *testing.T) {
 	c.send("QUIT\r\n")
 	c.expect("250 echo QUIT")
 	c.nc.Close()
-	waitFor(t, "session closed", func() bool { return strings.Contains(e.logs.String(), "session closed") })
+	testwait.For(t, "session closed", func() bool { return strings.Contains(e.logs.String(), "session closed") })
 	logs := e.logs.String()
 	if n := strings.Count(logs, `msg="command refused after login"`); n != 1 {
 		t.Errorf("%d refused-command WARN lines, want 1:\n%s", n, logs)
@@ -129,7 +131,7 @@ func TestSMTPFilterBackendGarbage(t *testing.T) {
 	c.send("AUTH PLAIN " + enc64("\x00alice\x00secret") + "\r\nNOOP\r\n")
 	c.expect("235 2.7.0")
 	c.expectClosed()
-	waitFor(t, "session closed", func() bool { return strings.Contains(e.logs.String(), `reason="backend error"`) })
+	testwait.For(t, "session closed", func() bool { return strings.Contains(e.logs.String(), `reason="backend error"`) })
 }
 
 // TestPOP3FilterRefusesXCLIENT: POP3 XCLIENT after login reaches the

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/integration/acmetest"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // pebbleEnv is a running Pebble (integration/acmetest) and its root.
@@ -77,7 +78,7 @@ func runManager(t *testing.T, m *Manager) {
 func waitIssued(t *testing.T, addr, domain string, roots *x509.CertPool) *tls.Conn {
 	t.Helper()
 	var conn *tls.Conn
-	waitFor(t, "a certificate from Pebble", func() bool {
+	testwait.For(t, "a certificate from Pebble", func() bool {
 		c, err := dialTLS(t, addr, &tls.Config{ServerName: domain, RootCAs: roots, NextProtos: []string{"imap"}})
 		if err != nil {
 			return false // the fallback is served meanwhile; it does not verify
@@ -185,7 +186,7 @@ func TestACMERenewal(t *testing.T) {
 	runManager(t, m)
 	first := waitIssued(t, addr, domain, env.roots)
 	serial := first.ConnectionState().PeerCertificates[0].SerialNumber
-	waitFor(t, "a renewed certificate", func() bool {
+	testwait.For(t, "a renewed certificate", func() bool {
 		c, err := dialTLS(t, addr, &tls.Config{ServerName: domain, RootCAs: env.roots})
 		return err == nil && c.ConnectionState().PeerCertificates[0].SerialNumber.Cmp(serial) != 0
 	})

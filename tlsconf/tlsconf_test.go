@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 func TestValidate(t *testing.T) {
@@ -209,7 +211,7 @@ func TestReloadLiveSession(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // a distinct mtime even on coarse clocks
 	writeFile(t, cf.Key, k3)
 	writeFile(t, cf.Cert, c3)
-	waitFor(t, "watcher to load the renewed certificate", func() bool {
+	testwait.For(t, "watcher to load the renewed certificate", func() bool {
 		c, err := dialTLS(t, addr, client)
 		return err == nil && peerSerial(c) == leaf3.SerialNumber.Int64()
 	})
@@ -217,19 +219,6 @@ func TestReloadLiveSession(t *testing.T) {
 	echo(t, nc, "b1 NOOP after watched reload")
 	if got := m.Expiry()["mail.example.org"]; !got.Equal(leaf3.NotAfter) {
 		t.Errorf("Expiry()[mail.example.org] = %v, want %v", got, leaf3.NotAfter)
-	}
-}
-
-// waitFor polls cond for up to 30s; it is a liveness bound, not a timing
-// assertion.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

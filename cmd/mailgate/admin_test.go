@@ -21,6 +21,7 @@ import (
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/admin"
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/demo"
 	"github.com/mailgate/mailgate/geo"
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/mailgate/mailgate/policy"
 	"github.com/mailgate/mailgate/tlsconf"
 )
@@ -151,7 +152,7 @@ func TestMetricsAfterScriptedLogins(t *testing.T) {
 	if r := imapLogin(t, e.imap, "127.0.0.2", "bob@example.test", "bobpass"); !strings.HasPrefix(r, "a NO") {
 		t.Fatalf("login from RU: %q", r)
 	}
-	waitForT(t, "sessions to end", func() bool { return e.g.srv.Sessions() == 0 })
+	testwait.For(t, "sessions to end", func() bool { return e.g.srv.Sessions() == 0 })
 
 	code, body := e.get(t, "/metrics")
 	if code != http.StatusOK {
@@ -289,18 +290,6 @@ func TestAdminTokenFile(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("token file %s: err = %v, want %q", tc.file, err, tc.want)
 		}
-	}
-}
-
-// waitForT polls cond for up to 10 s; for effects, never durations.
-func waitForT(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/demo"
+	"github.com/mailgate/mailgate/internal/testwait"
 )
 
 // reloadEnv is a running gateway in front of the demo backends with its
@@ -155,7 +156,7 @@ func TestReloadRacesNothing(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() { exited <- e.g.waitSignals(load) }()
 	// The loop listens once a SIGHUP shows up in the log.
-	waitForT(t, "the signals loop to take SIGHUP", func() bool {
+	testwait.For(t, "the signals loop to take SIGHUP", func() bool {
 		kill(syscall.SIGHUP)
 		time.Sleep(20 * time.Millisecond)
 		return strings.Contains(e.log.String(), "SIGHUP: reloading")
@@ -220,7 +221,7 @@ func TestReloadRacesNothing(t *testing.T) {
 		kill(syscall.SIGHUP)
 		time.Sleep(5 * time.Millisecond)
 	}
-	waitForT(t, "SIGHUP reloads", func() bool { return strings.Count(e.log.String(), "SIGHUP: reloading") >= 3 })
+	testwait.For(t, "SIGHUP reloads", func() bool { return strings.Count(e.log.String(), "SIGHUP: reloading") >= 3 })
 	close(stopLogins) // SIGTERM closes the mail listeners
 	<-logins
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/cmd/mailgate/internal/legacysyslog"
+	"github.com/mailgate/mailgate/internal/testwait"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -111,13 +112,13 @@ func TestSyslogSocketMissingThenBack(t *testing.T) {
 	}
 	sink := log.Handler().(*legacysyslog.Handler).Sink()
 	logDecision(s, "AUTHFAILED", "early", "RU", "Russia")
-	waitForT(t, "a dropped line counted", func() bool { return sink.Lost() >= 1 })
+	testwait.For(t, "a dropped line counted", func() bool { return sink.Lost() >= 1 })
 	u := listenUnixSyslog(t, path)
 	sendUntil(u, "first")
 	u.gone(t, path)
 	n := sink.Lost()
 	logDecision(s, "AUTHFAILED", "lost", "RU", "Russia")
-	waitForT(t, "the line to a removed socket counted", func() bool { return sink.Lost() > n })
+	testwait.For(t, "the line to a removed socket counted", func() bool { return sink.Lost() > n })
 	u = listenUnixSyslog(t, path)
 	defer u.gone(t, path)
 	sendUntil(u, "again")
