@@ -237,7 +237,7 @@ type backendSlots struct {
 // set under backendSlots.mu before ready is closed.
 type slotWaiter struct {
 	addr    netip.Addr // normalized source; invalid: none
-	priv    bool       // trusted or proven when it queued
+	priv    bool       // trusted or proven, as last looked at (privRecheck)
 	ready   chan struct{}
 	granted bool
 	counted netip.Addr // the address the granted slot is counted for
@@ -265,24 +265,56 @@ func (s *backendSlots) take(addr netip.Addr, priv bool) netip.Addr {
 	return addr
 }
 
-// put returns a slot counted for src and hands free slots to the oldest
-// waiters that may take them. Called with s.mu held.
+// put returns a slot counted for src and hands the free slots on.
+// Called with s.mu held.
 func (s *backendSlots) put(b *BackendConfig, src netip.Addr) {
 	s.inUse--
 	if src.IsValid() {
 		decAddr(s.perSrc, src)
 	}
-	for e := s.waiters.Front(); e != nil && s.inUse < b.MaxConcurrent; {
-		next := e.Next()
-		w := e.Value.(*slotWaiter)
-		if s.fits(b, w.addr, w.priv) {
-			s.waiters.Remove(e)
-			w.granted, w.counted = true, s.take(w.addr, w.priv)
-			close(w.ready)
+	s.handOn(b)
+}
+
+// handOn gives free slots to waiters: trusted and proven ones first, in
+// arrival order, then the others in arrival order, each only if it may
+// take one. Trusted logins going first keeps attackers' queued logins
+// from delaying them even where no slot is reserved (reserved: 0, or
+// max_concurrent 1). Called with s.mu held.
+func (s *backendSlots) handOn(b *BackendConfig) {
+	for _, priv := range []bool{true, false} {
+		for e := s.waiters.Front(); e != nil && s.inUse < b.MaxConcurrent; {
+			next := e.Next()
+			if w := e.Value.(*slotWaiter); w.priv == priv && s.fits(b, w.addr, w.priv) {
+				s.grant(e)
+			}
+			e = next
 		}
-		e = next
 	}
 }
+
+// grant takes a slot for the waiter at e, takes it out of the queue and
+// wakes it. Called with s.mu held.
+func (s *backendSlots) grant(e *list.Element) {
+	w := s.remove(e)
+	w.granted, w.counted = true, s.take(w.addr, w.priv)
+	close(w.ready)
+}
+
+// remove takes the waiter at e out of the queue. Called with s.mu held.
+func (s *backendSlots) remove(e *list.Element) *slotWaiter {
+	w := s.waiters.Remove(e).(*slotWaiter)
+	if !w.priv {
+		s.queued--
+	}
+	return w
+}
+
+// privRecheck is how often a waiting login looks again at whether its
+// source is trusted or proven: an address proven by a success on another
+// of its connections (a mail client opens several at once) must not wait
+// out queue_wait on the unreserved slots, and one whose exemption ended
+// must not keep the reserve.
+const privRecheck = 100 * time.Millisecond
 
 // BackendSlot is BackendSlotFor without a source: the caller is held
 // to the unreserved slots and the queue, with no per-source cap.
@@ -302,9 +334,9 @@ func (g *Guard) BackendSlot(ctx context.Context) (release func(), err error) {
 // outside that queue); past either the answer is ErrBackendBusy and the
 // client gets the protocol's temporary error, so a flood from allowed
 // places cannot exhaust the backend's auth processes or its database.
-// Waiters are served in arrival order, skipping those the reserve or
-// their per-source cap holds back, so a trusted login never waits behind
-// an unproven one that may not take the slot.
+// Waiters are served in arrival order, trusted and proven ones before
+// the others, skipping those the reserve or their per-source cap holds
+// back; a waiter's standing is looked at again every privRecheck.
 // release must be called when the backend login has finished (not when
 // the session ends); it is safe to call more than once.
 func (g *Guard) BackendSlotFor(ctx context.Context, addr netip.Addr) (release func(), err error) {
@@ -336,18 +368,25 @@ func (g *Guard) BackendSlotFor(ctx context.Context, addr netip.Addr) (release fu
 
 	t := time.NewTimer(b.QueueWait)
 	defer t.Stop()
-	select {
-	case <-w.ready:
-	case <-t.C:
-		err = fmt.Errorf("%w: no slot within %v", ErrBackendBusy, b.QueueWait)
-	case <-ctx.Done():
-		err = fmt.Errorf("guard: waiting for a backend slot: %w", ctx.Err())
+	recheck := time.NewTicker(privRecheck)
+	defer recheck.Stop()
+wait:
+	for {
+		select {
+		case <-w.ready:
+			break wait
+		case <-t.C:
+			err = fmt.Errorf("%w: no slot within %v", ErrBackendBusy, b.QueueWait)
+			break wait
+		case <-ctx.Done():
+			err = fmt.Errorf("guard: waiting for a backend slot: %w", ctx.Err())
+			break wait
+		case <-recheck.C:
+			g.restand(w, e, g.privileged(addr))
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !priv {
-		s.queued--
-	}
 	switch {
 	case w.granted && (err == nil || ctx.Err() == nil):
 		// Granted, perhaps just as the timer fired: a slot all the same.
@@ -357,8 +396,28 @@ func (g *Guard) BackendSlotFor(ctx context.Context, addr netip.Addr) (release fu
 		s.put(b, w.counted)
 		return nil, err
 	}
-	s.waiters.Remove(e)
+	s.remove(e)
 	return nil, err
+}
+
+// restand records that a waiting login's source is now priv (trusted or
+// proven) or not, and hands it a slot if that lets it take one.
+func (g *Guard) restand(w *slotWaiter, e *list.Element, priv bool) {
+	s := &g.slots
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w.granted || w.priv == priv {
+		return
+	}
+	w.priv = priv
+	if priv {
+		s.queued--
+	} else {
+		s.queued++
+	}
+	if s.fits(&g.static.Backend, w.addr, w.priv) {
+		s.grant(e)
+	}
 }
 
 // slotRelease returns the release of one slot; src is the address it

@@ -80,7 +80,10 @@ func TestBackendSlotNoOvertaking(t *testing.T) {
 	testwait.For(t, "waiter to queue", func() bool { return g.slotsWaiting() == 1 })
 	r0()
 	// The waiter holds the slot now, before its goroutine even ran: a
-	// newcomer finds none free.
+	// newcomer finds none free, and the queue is empty.
+	if q, w := g.slotsQueued(), g.slotsWaiting(); q != 0 || w != 0 {
+		t.Fatalf("after the hand-off: %d queued, %d waiting; want 0, 0", q, w)
+	}
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := g.BackendSlot(gone); !errors.Is(err, context.Canceled) {
@@ -145,6 +148,77 @@ func TestBackendSlotQueueSkipsHeldBack(t *testing.T) {
 	}
 	if n := g.slotsInUse(); n != 0 {
 		t.Fatalf("%d slots held after all released", n)
+	}
+}
+
+// A login that queued as unproven gets a reserved slot once its address
+// is proven by a success on another connection (a mail client opens
+// several at once), instead of waiting out queue_wait while attackers
+// hold the unreserved slots.
+func TestBackendSlotWaiterProvenWhileWaiting(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) {
+		c.Backend = BackendConfig{MaxConcurrent: 4, Reserved: 2, Queue: 4, QueueWait: 10 * time.Second}
+	})
+	ctx := t.Context()
+	for range 2 { // the attacker holds both unreserved slots
+		r, err := g.BackendSlotFor(ctx, addr2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r()
+	}
+	got := make(chan error, 1)
+	go func() {
+		r, err := g.BackendSlotFor(ctx, addr1)
+		if err == nil {
+			r()
+		}
+		got <- err
+	}()
+	testwait.For(t, "the unproven login to queue", func() bool { return g.slotsQueued() == 1 })
+	g.success("alice@example.org", addr1, "")
+	if err := <-got; err != nil {
+		t.Fatalf("login proven while waiting: %v, want a reserved slot", err)
+	}
+}
+
+// Where no slot is reserved (max_concurrent 1 here), a trusted login
+// still goes before unproven logins that queued earlier.
+func TestBackendSlotTrustedFirstWithoutReserve(t *testing.T) {
+	g, _ := newTestGuard(t, func(c *Config) {
+		c.TrustedNetworks = []string{"203.0.113.0/24"}
+		c.Backend = BackendConfig{MaxConcurrent: 1, Reserved: 0, Queue: 8, QueueWait: 10 * time.Second}
+	})
+	ctx := t.Context()
+	r0, err := g.BackendSlotFor(ctx, addrFar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 3)
+	release := make(chan struct{})
+	wait := func(who string, a netip.Addr) {
+		r, err := g.BackendSlotFor(ctx, a)
+		if err != nil {
+			t.Errorf("%s: %v", who, err)
+			order <- "error"
+			return
+		}
+		order <- who
+		<-release
+		r()
+	}
+	go wait("unproven 1", addr1)
+	testwait.For(t, "first unproven login to queue", func() bool { return g.slotsWaiting() == 1 })
+	go wait("unproven 2", addr2)
+	testwait.For(t, "second unproven login to queue", func() bool { return g.slotsWaiting() == 2 })
+	go wait("trusted", trustedA)
+	testwait.For(t, "trusted login to queue", func() bool { return g.slotsWaiting() == 3 })
+	r0()
+	for _, want := range []string{"trusted", "unproven 1", "unproven 2"} {
+		if got := <-order; got != want {
+			t.Fatalf("slot went to %q, want %q", got, want)
+		}
+		release <- struct{}{}
 	}
 }
 
