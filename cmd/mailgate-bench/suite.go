@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailgate/mailgate/guard"
 	"github.com/mailgate/mailgate/integration/mailstack"
 	"github.com/mailgate/mailgate/integration/testport"
 )
@@ -109,7 +110,7 @@ func suiteFlags(o *suiteOpts) (*flag.FlagSet, suiteRaw) {
 	fs.IntVar(&o.idle, "idle", 1000, "idle IMAPS sessions per target for memory per session (0: skip)")
 	fs.IntVar(&o.idleBig, "idle-big", 10000, "idle IMAPS sessions held through nginx and mailgate (0: skip)")
 	r.mgEnv = fs.String("mailgate-env", "", `extra environment for mailgate only, space-separated (e.g. "GOMAXPROCS=1")`)
-	fs.IntVar(&o.backendSlots, "backend-slots", 0, "guard.backend.max_concurrent of mailgate and mailgate-base (0: no cap; mailgate's own default is 32)")
+	fs.IntVar(&o.backendSlots, "backend-slots", 0, fmt.Sprintf("guard.backend.max_concurrent of mailgate and mailgate-base (0: no cap; mailgate's own default is %d)", guard.Defaults().Backend.MaxConcurrent))
 	r.baseEnv = fs.String("base-env", "", `extra environment for mailgate-base in place of -mailgate-env, space-separated; with -base HEAD it measures a runtime setting against none in one run`)
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "idle: after two forced collections, wait this long before the settled memory reading")
 	fs.StringVar(&o.out, "out", "", "directory for the CPU profile and results.md (default: a new one under /tmp)")
